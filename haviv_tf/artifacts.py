@@ -1,0 +1,96 @@
+"""Workdir files: atomic writes, JSON, npz without pickle, package versions."""
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+from typing import Any, Iterator
+
+import numpy as np
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+
+
+class RunError(Exception):
+  """An expected failure (bad workdir, corrupt checkpoint, NaN loss); the message is one line."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+  """Yields a temporary path beside `path`; renames it over `path` only if the block succeeds."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                             dir=directory)
+  os.close(fd)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def write_json(path: str, obj: Any) -> None:
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def read_json(path: str) -> Any:
+  """Reads JSON; raises ValueError with the path if it is not valid JSON."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def update_json(path: str, updates: dict) -> dict:
+  """Merges `updates` into the JSON object at `path` (created if missing), atomically."""
+  current = read_json(path) if os.path.exists(path) else {}
+  current.update(updates)
+  write_json(path, current)
+  return current
+
+
+def save_npz(path: str, **arrays: np.ndarray) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+  with np.load(path, allow_pickle=False) as f:
+    return {k: f[k] for k in f.files}
+
+
+def _jsonable(obj):
+  if isinstance(obj, np.generic):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def environment() -> dict[str, str]:
+  """Versions of the packages and machine a run used, for its config.json."""
+  from importlib import metadata
+  versions = {}
+  for pkg in ("tensorflow", "keras", "tensorflow-datasets", "numpy", "scipy", "absl-py",
+              "matplotlib", "haviv_tf"):
+    try:
+      versions[pkg] = metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+      versions[pkg] = "not installed"
+  versions["python"] = platform.python_version()
+  versions["machine"] = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus"
+  return versions

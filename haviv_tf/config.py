@@ -1,0 +1,138 @@
+"""Run configuration: frozen dataclass, presets as deltas, validation, JSON round trip."""
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+PROTOCOLS = ("vocu", "decu", "nacu")
+DATASETS = ("mnist", "mnist_sample", "cifar10")
+ARCHS = ("gru", "lstm")
+READOUTS = ("sigmoid", "linear")
+PRESET_NAMES = ("paper", "quick")
+NUM_CLASSES = 10          # image classes; the network has NUM_CLASSES + 1 outputs (null first)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that determines a training run (and so its results)."""
+  protocol: str = "vocu"            # "vocu" | "decu" | "nacu"
+  dataset: str = "mnist"            # "mnist" | "mnist_sample" | "cifar10"
+  arch: str = "gru"                 # "gru" | "lstm"
+  preset: str = "paper"             # the preset this config was resolved from
+  units: int = 200                  # recurrent units (CIFAR-10: 512)
+  readout: str = "sigmoid"          # "sigmoid": softmax(sigmoid(W h + b)) as the authors' code; "linear"
+  learning_rate: float = 1e-5       # Adam
+  lr_decay_step: int = 120_000      # learning rate is multiplied by lr_decay_factor from this step on
+  lr_decay_factor: float = 0.1
+  batch_size: int = 128             # trials per step
+  train_steps: int = 140_000        # curricula stage boundaries scale with this
+  seq_len: int = 20                 # frames per training trial (T_max at the end of every curriculum)
+  min_delay: int = 4                # t_a >= t_s + min_delay
+  report_weight: float = 20.0       # loss weight of the report step; null steps weigh 1
+  seed: int = 0                     # initialisation and trial seed
+  data_dir: str = ""                # tfds cache, or folder with the canonical files; "" = tfds default
+  eval_delays: tuple = (5, 10, 19)  # delays evaluated at the end of training
+  eval_trials: int = 1000           # test trials per evaluated delay
+  checkpoint_every: int = 1000      # steps between checkpoints (resume points)
+  keep_checkpoints: int = 3         # most recent resume points kept
+  log_every: int = 100              # steps between TensorBoard scalars
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["eval_delays"] = list(self.eval_delays)
+    return d
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"unknown config fields {unknown}; allowed: {sorted(names)}")
+    d = dict(d)
+    if "eval_delays" in d:
+      d["eval_delays"] = tuple(int(v) for v in d["eval_delays"])
+    return cls(**d)
+
+
+PAPER = Config()
+# The quick preset compresses every curriculum in proportion (curricula.py scales boundaries with
+# train_steps) and trains at lr 1e-3. The linear readout is used because the authors' sigmoid
+# readout caps every logit in (0, 1), which slows learning so much that 3k steps do not suffice.
+QUICK = dataclasses.replace(
+    PAPER, preset="quick", readout="linear", learning_rate=1e-3, train_steps=3_000,
+    lr_decay_step=2_600, checkpoint_every=500, log_every=50)
+
+# Dataset deltas (paper): CIFAR-10 networks are larger and train longer.
+_CIFAR_PAPER = dict(units=512, learning_rate=1e-4, batch_size=64, train_steps=300_000,
+                    lr_decay_step=280_000)
+_CIFAR_QUICK = dict(units=512, learning_rate=1e-3, batch_size=64, train_steps=3_000,
+                    lr_decay_step=2_600)
+
+PRESETS = {"paper": PAPER, "quick": QUICK}
+
+
+def preset(name: str, dataset: str = "mnist") -> Config:
+  """The named preset for `dataset`, before flag overrides."""
+  if name not in PRESETS:
+    raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESET_NAMES)}")
+  if dataset not in DATASETS:
+    raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+  cfg = dataclasses.replace(PRESETS[name], dataset=dataset)
+  if dataset == "cifar10":
+    cfg = dataclasses.replace(cfg, **(_CIFAR_PAPER if name == "paper" else _CIFAR_QUICK))
+  return cfg
+
+
+def resolve(preset_name: str, dataset: str, overrides: Mapping[str, Any]) -> Config:
+  """Preset + explicit overrides, validated.
+
+  When `train_steps` is overridden but `lr_decay_step` is not, the decay step keeps its place
+  as a fraction of the run, as the curriculum boundaries do.
+  """
+  cfg = preset(preset_name, dataset)
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  if "train_steps" in overrides and "lr_decay_step" not in overrides:
+    steps = int(overrides["train_steps"])
+    if steps > 0:
+      overrides["lr_decay_step"] = max(1, round(cfg.lr_decay_step * steps / cfg.train_steps))
+  cfg = dataclasses.replace(cfg, **overrides)
+  validate(cfg)
+  return cfg
+
+
+def validate(cfg: Config) -> None:
+  """Raises ValueError naming the field, its value and what is allowed."""
+  def choice(name, allowed):
+    value = getattr(cfg, name)
+    if value not in allowed:
+      raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(allowed)}")
+  choice("protocol", PROTOCOLS)
+  choice("dataset", DATASETS)
+  choice("arch", ARCHS)
+  choice("readout", READOUTS)
+  choice("preset", PRESET_NAMES)
+  for name in ("units", "batch_size", "train_steps", "seq_len", "min_delay", "eval_trials",
+               "checkpoint_every", "keep_checkpoints", "log_every", "lr_decay_step"):
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+  for name in ("learning_rate", "lr_decay_factor", "report_weight"):
+    value = getattr(cfg, name)
+    if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
+      raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
+  if cfg.seq_len < cfg.min_delay + 1:
+    raise ValueError(f"`seq_len` ({cfg.seq_len}) must exceed `min_delay` ({cfg.min_delay})")
+  if cfg.protocol == "decu" and cfg.seq_len < 6:
+    raise ValueError(f"`seq_len` must be at least 6 for decu (its first stage has T_max 6), "
+                     f"got {cfg.seq_len}")
+  if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**31:
+    raise ValueError(f"`seed` must be an integer in [0, 2**31), got {cfg.seed!r}")
+  if not cfg.eval_delays:
+    raise ValueError("`eval_delays` must name at least one delay")
+  for d in cfg.eval_delays:
+    if isinstance(d, bool) or not isinstance(d, int) or d < cfg.min_delay:
+      raise ValueError(f"`eval_delays` entries must be integers >= min_delay ({cfg.min_delay}), "
+                       f"got {d!r}")

@@ -1,0 +1,87 @@
+"""Accuracy vs. delay on test trials, streamed step by step (no [trials x time x units] tensor)."""
+
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf import config as config_lib
+from haviv_tf import models
+from haviv_tf import trials
+
+_EVAL_STREAM = 7_919  # separates evaluation seeds from the training stream (seed, step >= 0)
+
+
+class Evaluator:
+  """Runs fixed-delay trials through a model with a compiled loop over time.
+
+  Every non-stimulus frame is fresh noise, the trigger is on at t_a = t_s + delay only; t_s is
+  placed as in training when the delay fits in a training trial and at 0 beyond that (see
+  trials.TrialGenerator.stimulus_times). Classes are balanced: trial i shows class i mod 10.
+  """
+
+  def __init__(self, model: models.DelayedClassifier, generator: trials.TrialGenerator,
+               t_max: int):
+    self.model, self.generator, self.t_max = model, generator, int(t_max)
+    self._run = tf.function(self._run_py, reduce_retracing=True)
+
+  def _run_py(self, seed, delay, num_trials):
+    gen, model = self.generator, self.model
+    n = tf.cast(num_trials, tf.int32)
+    s_stim, s_time, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    classes = tf.math.floormod(tf.range(n), config_lib.NUM_CLASSES)
+    images, classes = gen.stimuli(s_stim, n, classes=classes)
+    t_s, t_a = gen.stimulus_times(s_time, n, self.t_max, delay)
+    length = tf.reduce_max(t_a) + 1
+    report_pred = tf.zeros([n], tf.int32)      # argmax over the 10 classes at t_a
+    report_full = tf.zeros([n], tf.bool)       # argmax over all 11 outputs is the class at t_a
+    null_ok = tf.ones([n], tf.bool)            # argmax is null at every step before t_a
+
+    def body(t, state, report_pred, report_full, null_ok):
+      frame = tf.where(tf.equal(t, t_s)[:, None], images, gen.noise(s_noise, t, n))
+      at_report = tf.equal(t, t_a)
+      inputs = tf.concat([frame, tf.cast(at_report, tf.float32)[:, None]], axis=-1)
+      state, logits = model.step(state, inputs)
+      pred11 = tf.argmax(logits, axis=-1, output_type=tf.int32)
+      pred10 = tf.argmax(logits[:, 1:], axis=-1, output_type=tf.int32)
+      report_pred = tf.where(at_report, pred10, report_pred)
+      report_full = tf.where(at_report, tf.equal(pred11, classes + 1), report_full)
+      null_ok = tf.logical_and(null_ok, tf.logical_or(t >= t_a, tf.equal(pred11, 0)))
+      return t + 1, state, report_pred, report_full, null_ok
+
+    _, _, report_pred, report_full, null_ok = tf.while_loop(
+        lambda t, *_: t < length, body,
+        (tf.constant(0), model.initial_state(n), report_pred, report_full, null_ok))
+    return classes, tf.equal(report_pred, classes), tf.logical_and(report_full, null_ok)
+
+  def evaluate(self, delays, num_trials: int, seed: int) -> dict:
+    """Report-step and full-trial accuracy per delay, overall and per class.
+
+    Args:
+      delays: iterable of int delays (t_a - t_s).
+      num_trials: trials per delay.
+      seed: evaluation seed; the same seed gives the same trials.
+
+    Returns:
+      {"accuracy_by_delay": {delay: acc}, "full_trial_accuracy_by_delay": {...},
+       "per_class_accuracy_by_delay": {delay: [10 accs]},
+       "per_class_full_trial_accuracy_by_delay": {...}, "trials_per_delay": num_trials}
+      with delays as string keys (JSON).
+    """
+    out = {k: {} for k in ("accuracy_by_delay", "full_trial_accuracy_by_delay",
+                           "per_class_accuracy_by_delay",
+                           "per_class_full_trial_accuracy_by_delay")}
+    for delay in delays:
+      s = tf.constant([seed, _EVAL_STREAM + int(delay)], tf.int64)
+      classes, report_ok, full_ok = (v.numpy() for v in self._run(
+          s, tf.constant(int(delay)), tf.constant(int(num_trials))))
+      key = str(int(delay))
+      out["accuracy_by_delay"][key] = float(report_ok.mean())
+      out["full_trial_accuracy_by_delay"][key] = float(full_ok.mean())
+      out["per_class_accuracy_by_delay"][key] = _per_class(classes, report_ok)
+      out["per_class_full_trial_accuracy_by_delay"][key] = _per_class(classes, full_ok)
+    out["trials_per_delay"] = int(num_trials)
+    return out
+
+
+def _per_class(classes, ok):
+  return [float(ok[classes == c].mean()) if np.any(classes == c) else None
+          for c in range(config_lib.NUM_CLASSES)]

@@ -1,0 +1,139 @@
+"""Command line: flags -> Config -> one library call per --mode.
+
+  python -m haviv_tf.main --protocol=vocu --dataset=mnist --arch=gru --preset=paper \
+      --workdir=runs/vocu_gru --seed=0
+
+Every Config field is also a flag (e.g. --learning_rate, --batch_size, --eval_delays=5,10,19);
+--steps is --train_steps. Expected errors end with one line on stderr and exit status 1.
+"""
+
+import dataclasses
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off stderr
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+from haviv_tf import artifacts
+from haviv_tf import config as config_lib
+
+MODES = ("train",)
+
+_MODE = flags.DEFINE_string("mode", "train", f"What to do: {', '.join(MODES)}.")
+_PROTOCOL = flags.DEFINE_string("protocol", "vocu", "Curriculum: vocu, decu or nacu.")
+_DATASET = flags.DEFINE_string(
+    "dataset", "mnist_sample",
+    "mnist, cifar10 (tensorflow-datasets, or canonical files in --data_dir) or mnist_sample "
+    "(a small real MNIST subset shipped with the package; works offline).")
+_ARCH = flags.DEFINE_string("arch", "gru", "Recurrent cell: gru or lstm.")
+_PRESET = flags.DEFINE_string("preset", "quick",
+                              "Hyper-parameters: paper (the paper's) or quick (minutes on a CPU).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (default runs/<protocol>_<arch>_<dataset>_<preset>_s<seed>).")
+_STEPS = flags.DEFINE_integer("steps", None, "Training steps (alias of --train_steps).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Replace a run with a different config in --workdir.")
+
+_EXPLICIT = ("protocol", "dataset", "arch", "preset")
+_OVERRIDES = {}
+for _field in dataclasses.fields(config_lib.Config):
+  if _field.name in _EXPLICIT:
+    continue
+  _help = f"Override Config.{_field.name} (default: from the preset)."
+  if _field.type in (int, "int"):
+    _OVERRIDES[_field.name] = flags.DEFINE_integer(_field.name, None, _help)
+  elif _field.type in (float, "float"):
+    _OVERRIDES[_field.name] = flags.DEFINE_float(_field.name, None, _help)
+  elif _field.type in (tuple, "tuple"):
+    _OVERRIDES[_field.name] = flags.DEFINE_list(_field.name, None, _help)
+  else:
+    _OVERRIDES[_field.name] = flags.DEFINE_string(_field.name, None, _help)
+
+
+class UsageError(Exception):
+  """Bad flags; the message is one line."""
+
+
+def config_from_flags() -> config_lib.Config:
+  """The resolved Config of the parsed flags (ValueError on bad values)."""
+  overrides = {}
+  for name, holder in _OVERRIDES.items():
+    value = holder.value
+    if value is not None and name == "eval_delays":
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError:
+        raise ValueError(f"`eval_delays` must be integers, got {','.join(value)}") from None
+    overrides[name] = value
+  if _STEPS.value is not None:
+    if overrides.get("train_steps") is not None and overrides["train_steps"] != _STEPS.value:
+      raise ValueError("--steps and --train_steps disagree")
+    overrides["train_steps"] = _STEPS.value
+  overrides.update(protocol=_PROTOCOL.value, arch=_ARCH.value)
+  return config_lib.resolve(_PRESET.value, _DATASET.value, overrides)
+
+
+def default_workdir(cfg: config_lib.Config) -> str:
+  return os.path.join("runs", f"{cfg.protocol}_{cfg.arch}_{cfg.dataset}_{cfg.preset}_s{cfg.seed}")
+
+
+def _run(argv):
+  if len(argv) > 1:
+    raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _MODE.value not in MODES:
+    raise UsageError(f"unknown mode {_MODE.value!r}; valid: {', '.join(MODES)}")
+  cfg = config_from_flags()  # before TensorFlow loads: bad flags fail fast
+  train = _import_quietly()
+  workdir = _WORKDIR.value or default_workdir(cfg)
+  results = train.train_and_evaluate(cfg, workdir, overwrite=_OVERWRITE.value)
+  accs = ", ".join(f"{d}: {a:.3f}" for d, a in results["accuracy_by_delay"].items())
+  print(f"{workdir}: step {results['step']}, report accuracy by delay {{{accs}}}")
+
+
+def _import_quietly():
+  """Imports the TensorFlow side with fd 2 muted: TF 2.21 writes start-up notes (oneDNN, CUDA
+  probing) to stderr before its log level applies, burying our one-line messages."""
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as null:
+      os.dup2(null.fileno(), 2)
+      from haviv_tf import train  # pylint: disable=g-import-not-at-top
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.config.list_physical_devices()  # the CUDA probe happens here
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+  return train
+
+
+def main(argv):
+  from haviv_tf import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    _run(argv)
+  except (UsageError, ValueError, datasets.DataError, artifacts.RunError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print("interrupted; rerun the same command to resume from the last checkpoint",
+          file=sys.stderr)
+    sys.exit(130)
+
+
+def _parse(argv):
+  """absl's parser, but a bad flag is one line on stderr (no usage dump)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run():
+  app.run(main, flags_parser=_parse)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,321 @@
+"""Recurrent cells, the CIFAR-10 CNN front end, and DelayedClassifier with its train/test steps."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf import config as config_lib
+from haviv_tf import losses
+
+NUM_OUTPUTS = config_lib.NUM_CLASSES + 1
+_UNROLL_MAX = 64  # sequences up to this length are unrolled in the graph (faster on CPU)
+
+
+def _glorot_joint(fan_in, fan_out, seed=None):
+  """TF1 cells draw one glorot-uniform matrix over [x, h]; its limit uses both fan-ins."""
+  limit = math.sqrt(6.0 / (fan_in + fan_out))
+  return keras.initializers.RandomUniform(-limit, limit, seed=seed)
+
+
+def _dense(x, kernel, bias):
+  """x @ kernel + bias over any leading axes, as one 2-D matmul.
+
+  (tf.einsum's gradient for "...i,ij->...j" materialises a [batch, in, out] tensor: 100x slower.)
+  """
+  if x.shape.rank == 2:
+    return tf.matmul(x, kernel) + bias
+  lead = tf.shape(x)[:-1]
+  y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel) + bias
+  return tf.reshape(y, tf.concat([lead, [kernel.shape[-1]]], 0))
+
+
+@keras.saving.register_keras_serializable(package="haviv_tf")
+class GRUCell(keras.layers.Layer):
+  """GRU in the paper's form: h' = (1 - z) h + z tanh(W_h x + U_h (r h) + b_h).
+
+  z = sigmoid(W_z x + U_z h + b_z), r = sigmoid(W_r x + U_r h + b_r). The state is h.
+  Initialisation follows TF1's GRUCell, which the authors used: glorot-uniform over [x, h],
+  gate bias +1 on the state-keeping side (b_r = 1, b_z = -1 since here z weighs the candidate),
+  candidate bias 0.
+  """
+
+  def __init__(self, units, **kwargs):
+    super().__init__(**kwargs)
+    self.units = int(units)
+    self.state_size = self.units
+
+  def build(self, input_shape):
+    d, u = int(input_shape[-1]), self.units
+    self.kernel = self.add_weight(name="kernel", shape=(d, 3 * u),
+                                  initializer=_glorot_joint(d + u, 3 * u))
+    self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(u, 3 * u),
+                                            initializer=_glorot_joint(d + u, 3 * u))
+    bias = np.concatenate([-np.ones(u), np.ones(u), np.zeros(u)]).astype(np.float32)
+    self.bias = self.add_weight(name="bias", shape=(3 * u,),
+                                initializer=keras.initializers.Constant(bias))
+
+  def project(self, x):
+    """W x + b for every frame at once: [..., input] -> [..., 3 units]."""
+    return _dense(x, self.kernel, self.bias)
+
+  def step(self, xp, h):
+    """One step from projected input xp [batch, 3u] and state h [batch, u]."""
+    u = self.units
+    zr = tf.sigmoid(xp[:, :2 * u] + tf.matmul(h, self.recurrent_kernel[:, :2 * u]))
+    z, r = zr[:, :u], zr[:, u:]
+    c = tf.tanh(xp[:, 2 * u:] + tf.matmul(r * h, self.recurrent_kernel[:, 2 * u:]))
+    return (1.0 - z) * h + z * c
+
+  def hidden(self, state):
+    return state
+
+  def speed_coordinates(self, state):
+    return state
+
+  def get_config(self):
+    return dict(units=self.units, **super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="haviv_tf")
+class LSTMCell(keras.layers.Layer):
+  """Standard LSTM; the state is [h, c] concatenated (size 2 units).
+
+  i, f, o = sigmoid(.), g = tanh(.), c' = f c + i g, h' = o tanh(c'). Gate order in the weights
+  is (i, g, f, o) as TF1's LSTMCell; the forget bias starts at 1 (TF1's forget_bias=1.0).
+  """
+
+  def __init__(self, units, **kwargs):
+    super().__init__(**kwargs)
+    self.units = int(units)
+    self.state_size = 2 * self.units
+
+  def build(self, input_shape):
+    d, u = int(input_shape[-1]), self.units
+    self.kernel = self.add_weight(name="kernel", shape=(d, 4 * u),
+                                  initializer=_glorot_joint(d + u, 4 * u))
+    self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(u, 4 * u),
+                                            initializer=_glorot_joint(d + u, 4 * u))
+    bias = np.concatenate([np.zeros(2 * u), np.ones(u), np.zeros(u)]).astype(np.float32)
+    self.bias = self.add_weight(name="bias", shape=(4 * u,),
+                                initializer=keras.initializers.Constant(bias))
+
+  def project(self, x):
+    """W x + b for every frame at once: [..., input] -> [..., 4 units]."""
+    return _dense(x, self.kernel, self.bias)
+
+  def step(self, xp, state):
+    u = self.units
+    h, c = state[:, :u], state[:, u:]
+    a = xp + tf.matmul(h, self.recurrent_kernel)
+    i = tf.sigmoid(a[:, :u])
+    g = tf.tanh(a[:, u:2 * u])
+    f = tf.sigmoid(a[:, 2 * u:3 * u])
+    o = tf.sigmoid(a[:, 3 * u:])
+    c = f * c + i * g
+    return tf.concat([o * tf.tanh(c), c], axis=-1)
+
+  def hidden(self, state):
+    return state[..., :self.units]
+
+  def speed_coordinates(self, state):
+    """(h, tanh c): the paper's LSTM speed includes ||tanh c' - tanh c||^2."""
+    return tf.concat([state[..., :self.units], tf.tanh(state[..., self.units:])], axis=-1)
+
+  def get_config(self):
+    return dict(units=self.units, **super().get_config())
+
+
+CELLS = {"gru": GRUCell, "lstm": LSTMCell}
+
+
+@keras.saving.register_keras_serializable(package="haviv_tf")
+class ConvEncoder(keras.layers.Layer):
+  """CIFAR-10 front end: 3 x [3x3 conv 128, leaky ReLU, 2x2 max pool] -> dense 2048 -> 1024."""
+
+  def __init__(self, frame_shape, **kwargs):
+    super().__init__(**kwargs)
+    self.frame_shape = tuple(int(v) for v in frame_shape)
+    self.blocks = []
+    for k in range(3):
+      self.blocks += [keras.layers.Conv2D(128, 3, padding="same", name=f"conv{k}"),
+                      keras.layers.LeakyReLU(negative_slope=0.2),
+                      keras.layers.MaxPooling2D(2)]
+    self.flatten = keras.layers.Flatten()
+    self.dense1 = keras.layers.Dense(2048, name="dense1")
+    self.dense2 = keras.layers.Dense(1024, name="dense2")
+    self.act = keras.layers.LeakyReLU(negative_slope=0.2)
+    self.output_size = 1024
+
+  def call(self, frames):
+    """frames [n, prod(frame_shape)] -> features [n, 1024]."""
+    x = tf.reshape(frames, (-1,) + self.frame_shape)
+    for layer in self.blocks:
+      x = layer(x)
+    x = self.act(self.dense1(self.flatten(x)))
+    return self.act(self.dense2(x))
+
+  def get_config(self):
+    return dict(frame_shape=list(self.frame_shape), **super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="haviv_tf")
+class DelayedClassifier(keras.Model):
+  """RNN for the delayed classification task.
+
+  Inputs are [batch, time, frame_size + 1] (flattened frame, then the trigger). With
+  encoder="cnn" every frame goes through ConvEncoder and the trigger joins after it; with
+  encoder="none" pixels and trigger go straight into the cell. The call returns
+  (logits [batch, time, 11], states [batch, time, state_size]); the state after frame t is read
+  out at t.
+  """
+
+  def __init__(self, arch="gru", units=200, frame_shape=(28, 28, 1), readout="sigmoid",
+               encoder="none", **kwargs):
+    super().__init__(**kwargs)
+    if arch not in CELLS:
+      raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(CELLS)}")
+    if readout not in config_lib.READOUTS:
+      raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(config_lib.READOUTS)}")
+    self.arch, self.units, self.readout, self.encoder_kind = arch, int(units), readout, encoder
+    self.frame_shape = tuple(int(v) for v in frame_shape)
+    self.frame_size = int(np.prod(self.frame_shape))
+    self.input_size = self.frame_size + 1
+    self.encoder = ConvEncoder(self.frame_shape, name="encoder") if encoder == "cnn" else None
+    self.feature_size = (self.encoder.output_size if self.encoder else self.frame_size) + 1
+    self.cell = CELLS[arch](units, name="cell")
+    self.head = keras.layers.Dense(NUM_OUTPUTS, name="head")
+    self.state_size = self.cell.state_size
+    self.cell.build((None, self.feature_size))
+    self.head.build((None, self.units))
+    if self.encoder is not None:
+      self.encoder.build((None, self.frame_size))
+    self.speed_weight = 0.0
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.report_acc = keras.metrics.Mean(name="report_acc")
+    self.null_acc = keras.metrics.Mean(name="null_acc")
+    self.class_acc = [keras.metrics.Mean(name=f"class_{c}_acc")
+                      for c in range(config_lib.NUM_CLASSES)]
+
+  # -- dynamics -------------------------------------------------------------------------------
+
+  def encode(self, inputs):
+    """Raw inputs [..., frame_size + 1] -> cell input features [..., feature_size]."""
+    if self.encoder is None:
+      return inputs
+    lead = tf.shape(inputs)[:-1]
+    frames = tf.reshape(inputs[..., :-1], [-1, self.frame_size])
+    feats = self.encoder(frames)
+    feats = tf.reshape(feats, tf.concat([lead, [self.encoder.output_size]], 0))
+    return tf.concat([feats, inputs[..., -1:]], axis=-1)
+
+  def transition(self, state, features):
+    """F(s, x): next state [batch, state_size] from state and encoded features [batch, feat]."""
+    return self.cell.step(self.cell.project(features), state)
+
+  def step(self, state, inputs):
+    """One time step from raw inputs [batch, frame_size + 1] -> (next state, logits)."""
+    new_state = self.transition(state, self.encode(inputs))
+    return new_state, self.logits(new_state)
+
+  def logits(self, state):
+    """Read-out logits [..., 11] from states [..., state_size]."""
+    z = self.head(self.cell.hidden(state))
+    return tf.sigmoid(z) if self.readout == "sigmoid" else z
+
+  def initial_state(self, batch_size):
+    return tf.zeros([batch_size, self.state_size])
+
+  def run(self, inputs, initial_state=None):
+    """States [batch, time, state_size] for raw inputs [batch, time, frame_size + 1]."""
+    xp = self.cell.project(self.encode(inputs))
+    batch = tf.shape(inputs)[0]
+    state = self.initial_state(batch) if initial_state is None else initial_state
+    length = inputs.shape[1]
+    if length is not None and length <= _UNROLL_MAX:
+      states = []
+      for t in range(length):
+        state = self.cell.step(xp[:, t], state)
+        states.append(state)
+      return tf.stack(states, axis=1)
+    states = tf.scan(lambda s, x: self.cell.step(x, s), tf.transpose(xp, [1, 0, 2]),
+                     initializer=state)
+    return tf.transpose(states, [1, 0, 2])
+
+  def call(self, inputs, training=False):
+    states = self.run(inputs)
+    return self.logits(states), states
+
+  # -- training -------------------------------------------------------------------------------
+
+  def compile(self, speed_weight=0.0, **kwargs):
+    """`speed_weight` (a Python float, traced once) is used by the regularised train_step."""
+    super().compile(**kwargs)
+    self.speed_weight = float(speed_weight)
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker, self.report_acc, self.null_acc] + self.class_acc
+
+  def _update_metrics(self, loss, labels, logits, weights, class_mask):
+    pred = tf.argmax(losses.mask_logits(logits, class_mask), axis=-1, output_type=tf.int32)
+    labels = tf.cast(labels, tf.int32)
+    live = tf.cast(weights, tf.float32) > 0
+    correct = tf.cast(tf.equal(pred, labels), tf.float32)
+    report = tf.logical_and(live, labels > 0)
+    null = tf.logical_and(live, labels == 0)
+    self.loss_tracker.update_state(loss)
+    self.report_acc.update_state(correct, sample_weight=tf.cast(report, tf.float32))
+    self.null_acc.update_state(correct, sample_weight=tf.cast(null, tf.float32))
+    for c, tracker in enumerate(self.class_acc):
+      tracker.update_state(correct, sample_weight=tf.cast(
+          tf.logical_and(report, tf.equal(labels, c + 1)), tf.float32))
+
+  def _logs(self):
+    return {m.name: m.result() for m in self.metrics[:3]}
+
+  def task_loss(self, inputs, targets, training):
+    logits, states = self(inputs, training=training)
+    loss = losses.masked_null_label(targets["labels"], logits, targets["weights"],
+                                    targets["class_mask"])
+    return loss, logits, states
+
+  def extra_loss(self, inputs, targets, states):
+    """Additional loss terms (the speed penalty); zero for plain training."""
+    del inputs, targets, states
+    return 0.0
+
+  def train_step(self, data):
+    inputs, targets = data[0], data[1]
+    with tf.GradientTape() as tape:
+      loss, logits, states = self.task_loss(inputs, targets, training=True)
+      total = loss + self.extra_loss(inputs, targets, states)
+    grads = tape.gradient(total, self.trainable_variables)
+    self.optimizer.apply(grads, self.trainable_variables)
+    self._update_metrics(total, targets["labels"], logits, targets["weights"],
+                         targets["class_mask"])
+    return self._logs()
+
+  def test_step(self, data):
+    inputs, targets = data[0], data[1]
+    loss, logits, _ = self.task_loss(inputs, targets, training=False)
+    self._update_metrics(loss, targets["labels"], logits, targets["weights"],
+                         targets["class_mask"])
+    return self._logs()
+
+  def per_class_accuracy(self):
+    """{class: running report accuracy} from the trackers (empty classes give 0)."""
+    return {c: float(m.result()) for c, m in enumerate(self.class_acc)}
+
+  def get_config(self):
+    return dict(arch=self.arch, units=self.units, frame_shape=list(self.frame_shape),
+                readout=self.readout, encoder=self.encoder_kind, name=self.name)
+
+
+def build(cfg: config_lib.Config, frame_shape) -> DelayedClassifier:
+  """The network of `cfg` for frames of `frame_shape` (weights created, not compiled)."""
+  return DelayedClassifier(arch=cfg.arch, units=cfg.units, frame_shape=frame_shape,
+                           readout=cfg.readout,
+                           encoder="cnn" if cfg.dataset == "cifar10" else "none",
+                           name="delayed_classifier")

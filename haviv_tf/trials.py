@@ -1,0 +1,182 @@
+"""Delayed-classification trials synthesised with stateless TF ops, and the tf.data pipeline.
+
+A trial has `length` frames. Frame t_s shows one image, every other frame is per-pixel Gaussian
+noise with the data set's pixel mean/std; a separate trigger channel is 1 at t_a only. Inputs are
+[batch, time, frame_size + 1] float32: the flattened frame (pixels on [0, 1], channels last)
+followed by the trigger. Targets are class 0 (null) at every step except t_a, where they are the
+image class + 1. Every random draw is a pure function of the seed, so a trial batch is identified
+by (seed, step) alone: that is the pipeline's whole state.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf import config as config_lib
+from haviv_tf import curricula
+from haviv_tf import datasets
+
+NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
+
+
+class TrialGenerator:
+  """Makes trial batches from one split of an image source."""
+
+  def __init__(self, split: datasets.Split, mean, std, min_delay: int = 4,
+               report_weight: float = 20.0):
+    """Args:
+      split: images [N, H, W, C] uint8 and labels [N] int.
+      mean, std: [C] per-channel pixel statistics on [0, 1] pixels.
+      min_delay: t_a >= t_s + min_delay.
+      report_weight: loss weight of the report step (null steps weigh 1).
+    """
+    images = np.asarray(split.images)
+    self.frame_shape = tuple(images.shape[1:])
+    self.frame_size = int(np.prod(self.frame_shape))
+    self.input_size = self.frame_size + 1
+    self.min_delay = int(min_delay)
+    self.report_weight = float(report_weight)
+    labels = np.asarray(split.labels).astype(np.int64)
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=config_lib.NUM_CLASSES)
+    self._images = tf.constant(images.reshape(len(images), -1)[order])  # grouped by class
+    self._counts = tf.constant(counts, tf.int32)
+    self._offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int32)
+    channels = self.frame_shape[-1]
+    reps = self.frame_size // channels
+    self.mean = np.tile(np.asarray(mean, np.float32).reshape(channels), reps)  # [frame_size]
+    self.std = np.tile(np.asarray(std, np.float32).reshape(channels), reps)
+    self._mean = tf.constant(self.mean)
+    self._std = tf.constant(self.std)
+
+  # -- pieces shared by training batches and the streaming evaluator --------------------------
+
+  def stimuli(self, seed, batch_size: int, num_classes=config_lib.NUM_CLASSES, classes=None):
+    """Draws class-balanced stimuli.
+
+    Args:
+      seed: [2] int stateless seed.
+      batch_size: trials.
+      num_classes: classes 0 .. num_classes-1 are drawn uniformly (ignored if `classes` given).
+      classes: optional [batch] int32 classes to draw images of.
+
+    Returns:
+      images [batch, frame_size] float32 on [0, 1], classes [batch] int32.
+    """
+    s_cls, s_idx = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    if classes is None:
+      u = tf.random.stateless_uniform([batch_size], s_cls)
+      classes = tf.cast(tf.floor(u * tf.cast(num_classes, tf.float32)), tf.int32)
+      classes = tf.minimum(classes, tf.cast(num_classes, tf.int32) - 1)
+    classes = tf.convert_to_tensor(classes, tf.int32)
+    counts = tf.gather(self._counts, classes)
+    u = tf.random.stateless_uniform([batch_size], s_idx)
+    within = tf.minimum(tf.cast(tf.floor(u * tf.cast(counts, tf.float32)), tf.int32), counts - 1)
+    idx = tf.gather(self._offsets, classes) + within
+    images = tf.cast(tf.gather(self._images, idx), tf.float32) / 255.0
+    return images, classes
+
+  def noise(self, seed, t, batch_size: int):
+    """Noise frames [batch, frame_size] for time step `t` (same seed and t -> same noise)."""
+    z = tf.random.stateless_normal([batch_size, self.frame_size],
+                                   tf.random.experimental.stateless_fold_in(seed, t))
+    return z * self._std + self._mean
+
+  def noise_sequence(self, seed, length: int, batch_size: int):
+    """Noise frames [batch, length, frame_size]; frame t equals `noise(seed, t, batch)`."""
+    z = tf.map_fn(lambda t: self.noise(seed, t, batch_size), tf.range(length),
+                  fn_output_signature=tf.float32)
+    return tf.transpose(z, [1, 0, 2])
+
+  def stimulus_times(self, seed, batch_size: int, t_max, delay=None):
+    """t_s [batch] and t_a [batch] int32.
+
+    Training (delay None): t_s ~ U[0, t_max - min_delay - 1], t_a ~ U[t_s + min_delay, t_max - 1].
+    Fixed delay d: t_a = t_s + d, with t_s ~ U[0, max(0, min(t_max - min_delay, t_max - d) - 1)],
+    i.e. as in training when the delay fits in a training trial and t_s = 0 beyond that.
+    """
+    s_ts, s_ta = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    t_max = tf.cast(t_max, tf.int32)
+    if delay is None:
+      span = t_max - self.min_delay
+    else:
+      span = tf.maximum(1, tf.minimum(t_max - self.min_delay, t_max - tf.cast(delay, tf.int32)))
+    t_s = _uniform_int(s_ts, batch_size, tf.fill([batch_size], span))
+    if delay is None:
+      t_a = t_s + self.min_delay + _uniform_int(s_ta, batch_size, t_max - t_s - self.min_delay)
+    else:
+      t_a = t_s + tf.cast(delay, tf.int32)
+    return t_s, t_a
+
+  # -- whole batches --------------------------------------------------------------------------
+
+  def sample(self, seed, batch_size: int, length: int, t_max=None,
+             num_classes=config_lib.NUM_CLASSES, delay=None, classes=None):
+    """A batch of trials.
+
+    Args:
+      seed: [2] int stateless seed.
+      batch_size: trials.
+      length: frames per trial (static).
+      t_max: maximum trial length of the curriculum stage (default `length`); steps >= t_max
+        get loss weight 0. With `delay`, it only sets where t_s may fall.
+      num_classes: classes shown; the others are masked out of the softmax.
+      delay: optional fixed delay t_a - t_s (evaluation); needs length > max t_s + delay.
+      classes: optional [batch] classes to show.
+
+    Returns:
+      dict of
+        inputs: [batch, length, frame_size + 1] float32 (trigger last),
+        labels: [batch, length] int32 (0 = null, c + 1 at t_a),
+        weights: [batch, length] float32 (report_weight at t_a, 1 at other steps < t_max, else 0),
+        class_mask: [batch, 11] bool (null and the classes shown),
+        classes: [batch] int32, t_s: [batch] int32, t_a: [batch] int32.
+    """
+    t_max = length if t_max is None else t_max
+    s_stim, s_time, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    images, classes = self.stimuli(s_stim, batch_size, num_classes, classes)
+    t_s, t_a = self.stimulus_times(s_time, batch_size, t_max, delay)
+    frames = self.noise_sequence(s_noise, length, batch_size)
+    steps = tf.range(length)[None, :]
+    at_stim = tf.equal(steps, t_s[:, None])
+    at_report = tf.equal(steps, t_a[:, None])
+    frames = tf.where(at_stim[..., None], images[:, None, :], frames)
+    trigger = tf.cast(at_report, tf.float32)[..., None]
+    inputs = tf.concat([frames, trigger], axis=-1)
+    labels = tf.where(at_report, classes[:, None] + 1, 0)
+    weights = tf.where(at_report, self.report_weight, 1.0)
+    weights = tf.where(steps < tf.cast(t_max, tf.int32), weights, 0.0)
+    class_mask = tf.range(NUM_OUTPUTS)[None, :] <= tf.cast(num_classes, tf.int32)
+    class_mask = tf.tile(class_mask, [batch_size, 1])
+    return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
+                classes=classes, t_s=t_s, t_a=t_a)
+
+  def training_dataset(self, seed: int, batch_size: int, length: int,
+                       curriculum: curricula.Curriculum, start_step: int = 0,
+                       num_steps=None) -> tf.data.Dataset:
+    """Batch k is the batch of training step start_step + k, seeded by (seed, step).
+
+    Elements are (inputs, {"labels", "weights", "class_mask"}) as in `sample`.
+    """
+    stop = np.iinfo(np.int64).max if num_steps is None else start_step + num_steps
+
+    def make(step):
+      _, num_classes, t_max = curriculum.at_tf(step)
+      b = self.sample(tf.stack([tf.cast(seed, tf.int64), step]), batch_size, length,
+                      t_max=t_max, num_classes=num_classes)
+      return b["inputs"], {k: b[k] for k in ("labels", "weights", "class_mask")}
+
+    ds = tf.data.Dataset.range(start_step, stop)
+    ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _uniform_int(seed, n, upper):
+  """[n] int32 uniform on [0, upper) per element (upper >= 1)."""
+  u = tf.random.stateless_uniform([n], seed)
+  upper = tf.cast(upper, tf.int32)
+  return tf.minimum(tf.cast(tf.floor(u * tf.cast(upper, tf.float32)), tf.int32), upper - 1)
+
+
+def generator_for(source: datasets.Source, split: str, cfg: config_lib.Config) -> TrialGenerator:
+  return TrialGenerator(getattr(source, split), source.mean, source.std, cfg.min_delay,
+                        cfg.report_weight)
