@@ -31,7 +31,7 @@ class Config:
   report_weight: float = 20.0       # loss weight of the report step; null steps weigh 1
   seed: int = 0                     # initialisation and trial seed
   data_dir: str = ""                # tfds cache, or folder with the canonical files; "" = tfds default
-  eval_delays: tuple = (5, 10, 19)  # delays evaluated at the end of training
+  eval_delays: tuple = (5, 10, 19, 50, 100, 200, 500, 1000)  # evaluated after training
   eval_trials: int = 1000           # test trials per evaluated delay
   checkpoint_every: int = 1000      # steps between checkpoints (resume points)
   keep_checkpoints: int = 3         # most recent resume points kept

@@ -111,6 +111,9 @@ def _import_quietly():
 
 def main(argv):
   from haviv_tf import datasets  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS["verbosity"].present:
+    # TF's own INFO lines (checkpoint sharding, ...) would drown ours; -v 0 shows everything.
+    logging.set_verbosity(logging.WARNING)
   try:
     _run(argv)
   except (UsageError, ValueError, datasets.DataError, artifacts.RunError) as e:

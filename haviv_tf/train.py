@@ -7,7 +7,6 @@ import sys
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 from haviv_tf import artifacts
@@ -64,11 +63,15 @@ def _clear_run(workdir):
       os.remove(path)
 
 
-def make_optimizer(cfg: config_lib.Config) -> keras.optimizers.Optimizer:
-  """Adam (TF1's epsilon 1e-8, as the authors) with one step decay of the learning rate."""
-  schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+def lr_schedule(cfg: config_lib.Config):
+  """The learning rate: cfg.learning_rate up to step lr_decay_step, then x lr_decay_factor."""
+  return keras.optimizers.schedules.PiecewiseConstantDecay(
       [cfg.lr_decay_step], [cfg.learning_rate, cfg.learning_rate * cfg.lr_decay_factor])
-  return keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-8)
+
+
+def make_optimizer(cfg: config_lib.Config) -> keras.optimizers.Optimizer:
+  """Adam (TF1's epsilon 1e-8, as the authors) on lr_schedule(cfg)."""
+  return keras.optimizers.Adam(learning_rate=lr_schedule(cfg), epsilon=1e-8)
 
 
 class Run:
@@ -167,8 +170,11 @@ class _Scalars(keras.callbacks.Callback):
     self.writer.flush()
 
 
-def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose=None) -> Run:
+def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose=None,
+          extra_callbacks=()) -> Run:
   """Trains (or resumes) the run of `cfg` in `workdir` up to cfg.train_steps.
+
+  `extra_callbacks` (Keras callbacks) are added to fit()'s, e.g. for timing.
 
   Raises:
     RunError: corrupt checkpoint, or a non-finite loss (the last good checkpoint is kept).
@@ -186,7 +192,7 @@ def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose
   guard = _Guard()
   callbacks = [guard, _Checkpointer(run, guard),
                _Scalars(os.path.join(workdir, TENSORBOARD_DIR, "train"), cfg.log_every,
-                        curriculum, run.optimizer.learning_rate, guard)]
+                        curriculum, lr_schedule(cfg), guard)] + list(extra_callbacks)
   if verbose is None:
     verbose = 1 if sys.stdout.isatty() else 2
   chunk = cfg.checkpoint_every
@@ -241,8 +247,3 @@ def evaluate(cfg: config_lib.Config, model, source: datasets.Source, delays=None
   """Report and full-trial accuracy at `delays` (default cfg.eval_delays) on test images."""
   evaluator = evaluation.Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len)
   return evaluator.evaluate(delays or cfg.eval_delays, cfg.eval_trials, cfg.seed)
-
-
-def max_abs_weight_diff(a: keras.Model, b: keras.Model) -> float:
-  """Largest absolute difference between two models' weights (for resume checks)."""
-  return max(float(np.max(np.abs(x - y))) for x, y in zip(a.get_weights(), b.get_weights()))

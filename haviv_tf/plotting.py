@@ -1,0 +1,130 @@
+"""Figures from arrays (matplotlib's object API, no pyplot state); PNG writing is atomic."""
+
+import io
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+import numpy as np
+
+from haviv_tf import artifacts
+
+_CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                  "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def accuracy_vs_delay(curves, title="Report accuracy vs. delay", chance=0.1) -> Figure:
+  """Accuracy curves on a log delay axis.
+
+  Args:
+    curves: {label: (delays [n], accuracy [n])}; an accuracy of None is skipped.
+    title: axes title.
+    chance: dashed horizontal line (None for none).
+  """
+  fig = Figure(figsize=(6, 4), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  for label, (delays, acc) in curves.items():
+    pts = [(float(d), float(a)) for d, a in zip(delays, acc) if a is not None]
+    if pts:
+      d, a = zip(*sorted(pts))
+      ax.plot(d, a, marker="o", label=str(label))
+  if chance is not None:
+    ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
+  ax.set_xscale("log")
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_xlabel("delay (steps)")
+  ax.set_ylabel("accuracy")
+  ax.set_title(title)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def pca_basis(points: np.ndarray, k: int = 2):
+  """(mean [S], components [k, S]) of points [n, S] by SVD."""
+  points = np.asarray(points, np.float64)
+  mean = points.mean(0)
+  _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
+  return mean, vt[:k]
+
+
+def trajectories_pca(trajectories, classes, centres=None, slow_points=None,
+                     slow_point_classes=None, title="Hidden trajectories (PCA)") -> Figure:
+  """Trajectories in the plane of their first two principal components.
+
+  Args:
+    trajectories: [n, time, S] hidden states (e.g. from the stimulus on).
+    classes: [n] int class of each trajectory (colour).
+    centres: optional [10, S] class centres of mass (crosses).
+    slow_points: optional [P, S] slow points (stars).
+    slow_point_classes: optional [P] read-out class of each slow point (colour).
+  """
+  trajectories = np.asarray(trajectories)
+  n, t, s = trajectories.shape
+  mean, comps = pca_basis(trajectories.reshape(n * t, s))
+  proj = lambda x: (np.asarray(x, np.float64) - mean) @ comps.T
+  fig = Figure(figsize=(6, 5), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  for i in range(n):
+    p = proj(trajectories[i])
+    ax.plot(p[:, 0], p[:, 1], color=_CLASS_COLOURS[int(classes[i]) % 10], alpha=0.3,
+            linewidth=0.7)
+  if centres is not None:
+    p = proj(centres)
+    for c in range(len(p)):
+      ax.scatter(p[c, 0], p[c, 1], marker="X", s=80, color=_CLASS_COLOURS[c % 10],
+                 edgecolor="black", zorder=3)
+  if slow_points is not None and len(slow_points):
+    p = proj(slow_points)
+    cols = ["black" if slow_point_classes is None else _CLASS_COLOURS[int(c) % 10]
+            for c in (slow_point_classes if slow_point_classes is not None else range(len(p)))]
+    ax.scatter(p[:, 0], p[:, 1], marker="*", s=140, c=cols, edgecolor="black", zorder=4)
+  ax.set_xlabel("PC 1")
+  ax.set_ylabel("PC 2")
+  ax.set_title(title + "  (X: class centres, *: slow points)", fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+def speed_vs_accuracy(speed, accuracy, groups=None, title="Slow-point speed vs. memory") -> Figure:
+  """Scatter of accuracy at a long delay against slow-point speed (log axis).
+
+  Args:
+    speed: [n] positive speeds.
+    accuracy: [n] accuracies.
+    groups: optional [n] labels (one colour and legend entry each).
+  """
+  speed, accuracy = np.asarray(speed, np.float64), np.asarray(accuracy, np.float64)
+  groups = np.asarray(["all"] * len(speed) if groups is None else groups)
+  fig = Figure(figsize=(6, 4), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  for i, g in enumerate(sorted(set(groups.tolist()))):
+    m = groups == g
+    ax.scatter(np.maximum(speed[m], 1e-12), accuracy[m], s=18, alpha=0.7,
+               color=_CLASS_COLOURS[i % 10], label=str(g))
+  ax.set_xscale("log")
+  ax.set_xlabel("slow-point speed ||F(s, x) - s||")
+  ax.set_ylabel("accuracy")
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title(title)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  return buf.getvalue()
+
+
+def save_png(fig: Figure, path: str) -> None:
+  """Writes `fig` to `path` atomically."""
+  data = png_bytes(fig)
+  with artifacts.atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(data)

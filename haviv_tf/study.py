@@ -1,0 +1,140 @@
+"""Across networks: slow-point speed vs. long-delay accuracy (table, correlations, scatter)."""
+
+import math
+import os
+
+import numpy as np
+from scipy import stats
+
+from haviv_tf import artifacts
+from haviv_tf import config as config_lib
+from haviv_tf import plotting
+
+ANALYSIS_JSON = "analysis.json"
+ANALYSIS_MD = "analysis.md"
+SCATTER_PNG = "speed_vs_accuracy.png"
+
+
+def _load_run(workdir):
+  """(config, results) of a finished run with slow points; RunError otherwise."""
+  cfg_path = os.path.join(workdir, artifacts.CONFIG_FILE)
+  res_path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  if not os.path.exists(cfg_path) or not os.path.exists(res_path):
+    raise artifacts.RunError(f"{workdir} is not a finished haviv_tf run (no config.json or "
+                             "results.json)")
+  try:
+    cfg = config_lib.Config.from_dict(artifacts.read_json(cfg_path)["config"])
+    results = artifacts.read_json(res_path)
+  except (ValueError, KeyError, TypeError) as e:
+    raise artifacts.RunError(f"{workdir}: unreadable run files ({e})") from None
+  if "slow_point_speed" not in results:
+    raise artifacts.RunError(f"{workdir} has no slow points yet; run --mode=slow_points on it")
+  return cfg, results
+
+
+def table(workdirs) -> list[dict]:
+  """One row per (network, class): protocol, arch, slow-point speed, accuracy at every delay."""
+  rows = []
+  for w in workdirs:
+    cfg, res = _load_run(w)
+    per_class = res.get("per_class_accuracy_by_delay", {})
+    for c in range(config_lib.NUM_CLASSES):
+      speed = res["slow_point_speed"].get(str(c))
+      row = dict(network=os.path.basename(os.path.normpath(w)), workdir=w,
+                 protocol=cfg.protocol, arch=cfg.arch, dataset=cfg.dataset, seed=cfg.seed,
+                 cls=c, speed=speed, readout=res.get("slow_point_readout", {}).get(str(c)))
+      for d, accs in per_class.items():
+        row[f"acc_{d}"] = accs[c]
+      rows.append(row)
+  return rows
+
+
+def correlations(rows, delays) -> dict:
+  """Spearman and Pearson correlation of log10 speed with accuracy at each delay.
+
+  "per_class" pools every (network, class) pair; "per_network" uses each network's mean log
+  speed and mean accuracy over classes.
+  """
+  out = {"per_class": {}, "per_network": {}}
+  for d in delays:
+    key = f"acc_{d}"
+    pairs = [(math.log10(r["speed"]), r[key]) for r in rows
+             if r.get("speed") and r["speed"] > 0 and r.get(key) is not None]
+    out["per_class"][str(d)] = _corr(pairs)
+    nets = {}
+    for r in rows:
+      if r.get("speed") and r["speed"] > 0 and r.get(key) is not None:
+        nets.setdefault(r["workdir"], []).append((math.log10(r["speed"]), r[key]))
+    means = [tuple(np.mean(v, axis=0)) for v in nets.values()]
+    out["per_network"][str(d)] = _corr(means)
+  return out
+
+
+def _corr(pairs):
+  n = len(pairs)
+  if n < 3:
+    return dict(n=n, spearman=None, spearman_p=None, pearson=None, pearson_p=None)
+  x, y = np.array(pairs).T
+  if np.ptp(x) == 0 or np.ptp(y) == 0:
+    return dict(n=n, spearman=None, spearman_p=None, pearson=None, pearson_p=None)
+  s, sp = stats.spearmanr(x, y)
+  p, pp = stats.pearsonr(x, y)
+  return dict(n=n, spearman=float(s), spearman_p=float(sp), pearson=float(p),
+              pearson_p=float(pp))
+
+
+def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000)) -> dict:
+  """Writes analysis.json, analysis.md and speed_vs_accuracy.png to `out_dir`.
+
+  Args:
+    workdirs: finished runs (results.json with slow_point_speed and per-class accuracies).
+    out_dir: where to write.
+    delays: long delays to correlate against (those a run lacks are skipped).
+
+  Raises:
+    artifacts.RunError: a workdir is not a finished run with slow points.
+  """
+  if not workdirs:
+    raise ValueError("`workdirs` must name at least one run")
+  rows = table(workdirs)
+  have = [d for d in delays if any(r.get(f"acc_{d}") is not None for r in rows)]
+  if not have:
+    raise artifacts.RunError(f"none of the runs was evaluated at delays {list(delays)}")
+  corr = correlations(rows, have)
+  os.makedirs(out_dir, exist_ok=True)
+  result = dict(workdirs=list(workdirs), delays=have, rows=rows, correlations=corr)
+  artifacts.write_json(os.path.join(out_dir, ANALYSIS_JSON), result)
+  artifacts.write_text(os.path.join(out_dir, ANALYSIS_MD), _markdown(rows, corr, have))
+  longest = have[-1]
+  pts = [r for r in rows if r.get("speed") and r.get(f"acc_{longest}") is not None]
+  fig = plotting.speed_vs_accuracy(
+      [r["speed"] for r in pts], [r[f"acc_{longest}"] for r in pts],
+      groups=[f"{r['protocol']} {r['arch']}" for r in pts],
+      title=f"Slow-point speed vs. accuracy at delay {longest}")
+  plotting.save_png(fig, os.path.join(out_dir, SCATTER_PNG))
+  return result
+
+
+def _fmt(v, spec=".3f"):
+  return "–" if v is None else format(v, spec)
+
+
+def _markdown(rows, corr, delays):
+  lines = ["# Slow-point speed vs. long-delay accuracy", "",
+           "| network | protocol | arch | class | speed | read-out | "
+           + " | ".join(f"acc@{d}" for d in delays) + " |",
+           "| --- | --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in delays) + " |"]
+  for r in rows:
+    lines.append(f"| {r['network']} | {r['protocol']} | {r['arch']} | {r['cls']} | "
+                 f"{_fmt(r['speed'], '.2e')} | {r['readout'] if r['readout'] is not None else '–'}"
+                 " | " + " | ".join(_fmt(r.get(f'acc_{d}')) for d in delays) + " |")
+  lines += ["", "## Correlation of log10 speed with accuracy", "",
+            "| delay | pooling | n | Spearman ρ (p) | Pearson r (p) |",
+            "| ---: | --- | ---: | --- | --- |"]
+  for d in delays:
+    for pooling in ("per_class", "per_network"):
+      c = corr[pooling][str(d)]
+      lines.append(f"| {d} | {pooling.replace('_', ' ')} | {c['n']} | "
+                   f"{_fmt(c['spearman'])} ({_fmt(c['spearman_p'], '.1e')}) | "
+                   f"{_fmt(c['pearson'])} ({_fmt(c['pearson_p'], '.1e')}) |")
+  return "\n".join(lines) + "\n"
