@@ -3,6 +3,7 @@
 import dataclasses
 import gzip
 import os
+import zipfile
 import zlib
 
 import numpy as np
@@ -136,7 +137,7 @@ def _read_npz(path):
       return {k: f[k] for k in f.files}
   except FileNotFoundError:
     raise DataError(f"{path} not found") from None
-  except (ValueError, OSError, EOFError, zlib.error, KeyError) as e:
+  except (ValueError, OSError, EOFError, zlib.error, KeyError, zipfile.BadZipFile) as e:
     raise DataError(f"{path} is not a readable npz ({type(e).__name__}: {e})") from None
 
 

@@ -148,6 +148,15 @@ class ConvEncoder(keras.layers.Layer):
     self.act = keras.layers.LeakyReLU(negative_slope=0.2)
     self.output_size = 1024
 
+  def build(self, input_shape):
+    """Creates every sub-layer's weights now (not at the first call), so that optimizers and
+    checkpoints built before any call see them."""
+    del input_shape  # frames are [n, prod(frame_shape)]; the layers see frame_shape
+    shape = (None,) + self.frame_shape
+    for layer in self.blocks + [self.flatten, self.dense1, self.act, self.dense2]:
+      layer.build(shape)
+      shape = layer.compute_output_shape(shape)
+
   def call(self, frames):
     """frames [n, prod(frame_shape)] -> features [n, 1024]."""
     x = tf.reshape(frames, (-1,) + self.frame_shape)
