@@ -63,12 +63,12 @@ class Evaluator:
     Returns:
       {"accuracy_by_delay": {delay: acc}, "full_trial_accuracy_by_delay": {...},
        "per_class_accuracy_by_delay": {delay: [10 accs]},
-       "per_class_full_trial_accuracy_by_delay": {...}, "trials_per_delay": num_trials}
+       "per_class_full_trial_accuracy_by_delay": {...}, "trials_per_delay": {delay: n}}
       with delays as string keys (JSON).
     """
     out = {k: {} for k in ("accuracy_by_delay", "full_trial_accuracy_by_delay",
                            "per_class_accuracy_by_delay",
-                           "per_class_full_trial_accuracy_by_delay")}
+                           "per_class_full_trial_accuracy_by_delay", "trials_per_delay")}
     for delay in delays:
       s = tf.constant([seed, _EVAL_STREAM + int(delay)], tf.int64)
       classes, report_ok, full_ok = (v.numpy() for v in self._run(
@@ -78,7 +78,7 @@ class Evaluator:
       out["full_trial_accuracy_by_delay"][key] = float(full_ok.mean())
       out["per_class_accuracy_by_delay"][key] = _per_class(classes, report_ok)
       out["per_class_full_trial_accuracy_by_delay"][key] = _per_class(classes, full_ok)
-    out["trials_per_delay"] = int(num_trials)
+      out["trials_per_delay"][key] = int(num_trials)
     return out
 
 

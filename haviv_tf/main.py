@@ -20,9 +20,13 @@ from absl import logging
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 
-MODES = ("train",)
+MODES = ("train", "evaluate", "slow_points", "export", "analyze")
 
-_MODE = flags.DEFINE_string("mode", "train", f"What to do: {', '.join(MODES)}.")
+_MODE = flags.DEFINE_string(
+    "mode", "train",
+    "train: train (or resume), then evaluate, find slow points and export; evaluate / "
+    "slow_points / export: that step alone on the trained run in --workdir; analyze: speed vs. "
+    "memory across the runs in --workdirs, written to --out.")
 _PROTOCOL = flags.DEFINE_string("protocol", "vocu", "Curriculum: vocu, decu or nacu.")
 _DATASET = flags.DEFINE_string(
     "dataset", "mnist_sample",
@@ -34,6 +38,10 @@ _PRESET = flags.DEFINE_string("preset", "quick",
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default runs/<protocol>_<arch>_<dataset>_<preset>_s<seed>).")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps (alias of --train_steps).")
+_WORKDIRS = flags.DEFINE_list("workdirs", None, "Runs to compare (--mode=analyze).")
+_OUT = flags.DEFINE_string("out", None, "Output directory of --mode=analyze.")
+_SP_MAX_ITERS = flags.DEFINE_integer("sp_max_iters", None, "Slow-point search: iteration cap.")
+_SP_Q_TOL = flags.DEFINE_float("sp_q_tol", None, "Slow-point search: q tolerance.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace a run with a different config in --workdir.")
 
@@ -80,17 +88,58 @@ def default_workdir(cfg: config_lib.Config) -> str:
   return os.path.join("runs", f"{cfg.protocol}_{cfg.arch}_{cfg.dataset}_{cfg.preset}_s{cfg.seed}")
 
 
+def _sp_config(slow_points):
+  overrides = {k: v for k, v in (("max_iters", _SP_MAX_ITERS.value), ("q_tol", _SP_Q_TOL.value))
+               if v is not None}
+  return slow_points.SlowPointConfig(**overrides)
+
+
 def _run(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _MODE.value not in MODES:
-    raise UsageError(f"unknown mode {_MODE.value!r}; valid: {', '.join(MODES)}")
-  cfg = config_from_flags()  # before TensorFlow loads: bad flags fail fast
-  train = _import_quietly()
-  workdir = _WORKDIR.value or default_workdir(cfg)
-  results = train.train_and_evaluate(cfg, workdir, overwrite=_OVERWRITE.value)
-  accs = ", ".join(f"{d}: {a:.3f}" for d, a in results["accuracy_by_delay"].items())
-  print(f"{workdir}: step {results['step']}, report accuracy by delay {{{accs}}}")
+  mode = _MODE.value
+  if mode not in MODES:
+    raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+  if mode == "analyze":
+    if not _WORKDIRS.value or not _OUT.value:
+      raise UsageError("--mode=analyze needs --workdirs=DIR,DIR,... and --out=DIR")
+    from haviv_tf import study  # pylint: disable=g-import-not-at-top
+    result = study.analyze(_WORKDIRS.value, _OUT.value)
+    for d, c in result["correlations"]["per_class"].items():
+      print(f"delay {d}: Spearman {c['spearman']} (n={c['n']}) of log speed vs. accuracy")
+    print(f"wrote {_OUT.value}")
+    return
+  if mode == "train":
+    cfg = config_from_flags()  # before TensorFlow loads: bad flags fail fast
+    workdir = _WORKDIR.value or default_workdir(cfg)
+    analysis = _import_quietly()
+    from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+    results = analysis.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
+                                         sp_config=_sp_config(slow_points))
+    accs = ", ".join(f"{d}: {a:.3f}" for d, a in
+                     sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
+    print(f"{workdir}: step {results['step']}, report accuracy by delay {{{accs}}}")
+    return
+  if not _WORKDIR.value:
+    raise UsageError(f"--mode={mode} needs --workdir of a trained run")
+  analysis = _import_quietly()
+  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  cfg, source, run = analysis.restore(_WORKDIR.value)
+  if mode == "evaluate":
+    delays = _OVERRIDES["eval_delays"].value
+    try:
+      delays = tuple(int(d) for d in delays) if delays else None
+    except ValueError:
+      raise UsageError(f"--eval_delays must be integers, got {','.join(delays)}") from None
+    results = analysis.evaluate(cfg, run, source, _WORKDIR.value, delays,
+                                _OVERRIDES["eval_trials"].value)
+    print(f"{_WORKDIR.value}: report accuracy by delay {results['accuracy_by_delay']}")
+  elif mode == "slow_points":
+    summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value, _sp_config(slow_points))
+    print(f"{_WORKDIR.value}: {summary['num_unique_slow_points']} unique slow points; speed per "
+          f"class {summary['slow_point_speed']}")
+  else:
+    print(analysis.export_model(cfg, run, source, _WORKDIR.value))
 
 
 def _import_quietly():
@@ -100,13 +149,13 @@ def _import_quietly():
   try:
     with open(os.devnull, "w") as null:
       os.dup2(null.fileno(), 2)
-      from haviv_tf import train  # pylint: disable=g-import-not-at-top
+      from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       tf.config.list_physical_devices()  # the CUDA probe happens here
   finally:
     os.dup2(saved, 2)
     os.close(saved)
-  return train
+  return analysis
 
 
 def main(argv):

@@ -13,7 +13,6 @@ from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 from haviv_tf import curricula
 from haviv_tf import datasets
-from haviv_tf import evaluation
 from haviv_tf import models
 from haviv_tf import trials
 
@@ -215,35 +214,19 @@ def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose
   return run
 
 
-def train_and_evaluate(cfg: config_lib.Config, workdir: str, overwrite: bool = False,
-                       verbose=None) -> dict:
-  """Trains the run of `cfg` in `workdir` (resuming if it is there), evaluates it on test trials.
-
-  Writes config.json first, then checkpoints/ and tensorboard/ during training, and results.json
-  (accuracy_by_delay, ...) at the end. Returns the results dict.
+def prepare_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool = False):
+  """Checks `workdir`, loads the data, writes config.json for a new run; returns the Source.
 
   Raises:
     RunError, datasets.DataError: with a one-line message.
   """
   config_lib.validate(cfg)
   resume = check_workdir(cfg, workdir, overwrite)
+  source = datasets.load(cfg.dataset, cfg.data_dir)
   if not resume:
     _clear_run(workdir)
-  source = datasets.load(cfg.dataset, cfg.data_dir)
-  os.makedirs(workdir, exist_ok=True)
-  if not resume:
+    os.makedirs(workdir, exist_ok=True)
     artifacts.write_json(os.path.join(workdir, artifacts.CONFIG_FILE), dict(
         config=cfg.to_dict(), seed=cfg.seed, data_origin=source.origin,
         environment=artifacts.environment()))
-  run = train(cfg, workdir, source, verbose)
-  results = evaluate(cfg, run.model, source)
-  results["step"] = run.step
-  artifacts.update_json(os.path.join(workdir, artifacts.RESULTS_FILE), results)
-  logging.info("accuracy by delay: %s", results["accuracy_by_delay"])
-  return results
-
-
-def evaluate(cfg: config_lib.Config, model, source: datasets.Source, delays=None) -> dict:
-  """Report and full-trial accuracy at `delays` (default cfg.eval_delays) on test images."""
-  evaluator = evaluation.Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len)
-  return evaluator.evaluate(delays or cfg.eval_delays, cfg.eval_trials, cfg.seed)
+  return source

@@ -15,7 +15,7 @@ from haviv_tf import config as config_lib
 
 # Tiny but real: the quick preset on the shipped sample, shrunk to seconds.
 TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
-        "--eval_trials=40", "--eval_delays=5,10,19"]
+        "--eval_trials=40", "--eval_delays=5,10,19", "--sp_max_iters=300"]
 
 
 def _cli(args, timeout=300, **kwargs):
@@ -39,8 +39,9 @@ def _error_line(proc):
 
 def test_quick_run_writes_config_checkpoints_events_and_results(tmp_path):
   workdir = str(tmp_path / "run")
-  proc = _cli(TINY + ["--steps=30", "--checkpoint_every=10", "--log_every=5",
-                      f"--workdir={workdir}", "--seed=3"])
+  flagfile = tmp_path / "run.flags"
+  flagfile.write_text("# a comment\n--steps=30\n--checkpoint_every=10\n--seed=3\n")
+  proc = _cli(TINY + [f"--flagfile={flagfile}", "--log_every=5", f"--workdir={workdir}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(workdir, "config.json")) as f:
     written = json.load(f)
@@ -174,6 +175,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     (["--mode=dance"], "unknown mode 'dance'"),
     (["stray"], "unexpected arguments: stray"),
     (["--dataset=mnist", "--data_dir=/nonexistent/dir"], "/nonexistent/dir is not a directory"),
+    (["--mode=analyze"], "--mode=analyze needs --workdirs"),
 ])
 def test_bad_input_is_one_line_and_exit_1(tmp_path, args, message):
   proc = _cli(args + [f"--workdir={tmp_path}/w"])
@@ -194,3 +196,26 @@ def test_unreadable_data_is_one_line(tmp_path):
   assert proc.returncode == 1
   lines = _error_line(proc)
   assert len(lines) == 1 and "not a readable gzip file" in lines[0], lines
+
+
+@pytest.mark.parametrize("mode", ["evaluate", "slow_points", "export"])
+def test_analysis_modes_refuse_a_workdir_without_a_trained_model(tmp_path, mode):
+  proc = _cli([f"--mode={mode}", f"--workdir={tmp_path}"])
+  assert proc.returncode == 1
+  lines = _error_line(proc)
+  assert len(lines) == 1 and "no haviv_tf run" in lines[0], lines
+
+
+def test_modes_on_a_trained_workdir_and_analyze(tmp_path):
+  workdir = str(tmp_path / "run")
+  assert _cli(TINY + ["--steps=10", "--checkpoint_every=10", f"--workdir={workdir}"]).returncode == 0
+  proc = _cli(["--mode=evaluate", f"--workdir={workdir}", "--eval_delays=7,100",
+               "--eval_trials=20"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  assert {"5", "7", "100"} <= set(results["accuracy_by_delay"])
+  proc = _cli(["--mode=analyze", f"--workdirs={workdir}", f"--out={tmp_path}/out"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(os.path.join(tmp_path, "out", "analysis.json")) as f:
+    assert len(json.load(f)["rows"]) == 10

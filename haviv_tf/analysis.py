@@ -1,0 +1,183 @@
+"""What follows training in a workdir: long-delay evaluation, slow points, export, figures."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf import artifacts
+from haviv_tf import config as config_lib
+from haviv_tf import datasets
+from haviv_tf import evaluation
+from haviv_tf import export
+from haviv_tf import plotting
+from haviv_tf import slow_points as slow_points_lib
+from haviv_tf import train
+from haviv_tf import trials
+
+SLOW_POINTS_FILE = "slow_points.npz"           # every point searched; rows 0..9 from class centres
+UNIQUE_SLOW_POINTS_FILE = "slow_points_unique.npz"
+SAVED_MODEL_DIR = "saved_model"
+ACCURACY_PNG = "accuracy_vs_delay.png"
+TRAJECTORIES_PNG = "trajectories_pca.png"
+ANALYSIS_TB = os.path.join(train.TENSORBOARD_DIR, "analysis")
+
+
+def restore(workdir: str):
+  """(config, source, run) of the trained model in `workdir`.
+
+  Raises:
+    artifacts.RunError: no run, or no checkpoint, in `workdir`.
+    datasets.DataError: the run's data set cannot be loaded.
+  """
+  path = os.path.join(workdir, artifacts.CONFIG_FILE)
+  if not os.path.exists(path):
+    raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no {artifacts.CONFIG_FILE}); "
+                             "train one first with --mode=train")
+  try:
+    cfg = config_lib.Config.from_dict(artifacts.read_json(path)["config"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise artifacts.RunError(f"{path} is not a haviv_tf config ({e})") from None
+  if not tf.train.latest_checkpoint(os.path.join(workdir, train.CHECKPOINT_DIR)):
+    raise artifacts.RunError(f"{workdir} has no trained model (no checkpoint); train it first "
+                             "with --mode=train")
+  source = datasets.load(cfg.dataset, cfg.data_dir)
+  run = train.Run(cfg, workdir, source.frame_shape)
+  run.restore()
+  return cfg, source, run
+
+
+def _tb_writer(workdir):
+  return tf.summary.create_file_writer(os.path.join(workdir, ANALYSIS_TB))
+
+
+def _tb_image(writer, name, fig, step):
+  png = plotting.png_bytes(fig)
+  with writer.as_default(step=step):
+    tf.summary.image(name, tf.image.decode_png(png)[None], step=step)
+
+
+def evaluate(cfg, run, source, workdir, delays=None, num_trials=None) -> dict:
+  """Accuracy vs. delay on test trials -> results.json, accuracy_vs_delay.png, TensorBoard."""
+  delays = tuple(delays or cfg.eval_delays)
+  evaluator = evaluation.Evaluator(run.model, trials.generator_for(source, "test", cfg),
+                                   cfg.seq_len)
+  results = evaluator.evaluate(delays, num_trials or cfg.eval_trials, cfg.seed)
+  results["step"] = run.step
+  path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  previous = artifacts.read_json(path) if os.path.exists(path) else {}
+  if previous.get("step") == run.step:
+    # Same network: delays evaluated before (and not now) stay in the tables.
+    for key, table in results.items():
+      if isinstance(table, dict) and isinstance(previous.get(key), dict):
+        results[key] = {**previous[key], **table}
+  artifacts.update_json(path, results)
+  keys = sorted(results["accuracy_by_delay"], key=int)
+  fig = plotting.accuracy_vs_delay({
+      "report step": ([int(k) for k in keys], [results["accuracy_by_delay"][k] for k in keys]),
+      "full trial": ([int(k) for k in keys],
+                     [results["full_trial_accuracy_by_delay"][k] for k in keys]),
+  }, title=f"{cfg.protocol} {cfg.arch} {cfg.dataset} (seed {cfg.seed}), step {run.step}")
+  plotting.save_png(fig, os.path.join(workdir, ACCURACY_PNG))
+  writer = _tb_writer(workdir)
+  with writer.as_default(step=run.step):
+    for k in keys:
+      tf.summary.scalar(f"eval/report_accuracy_delay_{k}", results["accuracy_by_delay"][k])
+      tf.summary.scalar(f"eval/full_trial_accuracy_delay_{k}",
+                        results["full_trial_accuracy_by_delay"][k])
+  _tb_image(writer, "eval/accuracy_vs_delay", fig, run.step)
+  writer.flush()
+  return results
+
+
+def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
+                     trials_per_class=100) -> dict:
+  """Slow points from the class centres (and sampled states) -> npz files, results, figures.
+
+  The search starts from each class's centre of mass 15 steps after its stimulus (correctly
+  read-out trials only) and from `num_sampled` states sampled from noise trajectories.
+  slow_points.npz keeps every point in search order (rows 0..9: from the centres of classes
+  0..9, where that class had a correct trial); slow_points_unique.npz the de-duplicated set.
+
+  Returns:
+    the summary written to results.json: slow_point_speed / slow_point_readout per class (from
+    its centre), num_unique_slow_points, centre_counts.
+  """
+  sp_config = sp_config or slow_points_lib.SlowPointConfig()
+  model = run.model
+  gen = trials.generator_for(source, "test", cfg)
+  centres, counts = slow_points_lib.class_centres(model, gen, steps_after=15,
+                                                  trials_per_class=trials_per_class,
+                                                  seed=cfg.seed)
+  have = np.flatnonzero(counts > 0)
+  inits, init_class = [centres[have]], [have.astype(np.int32)]
+  if num_sampled:
+    sampled, classes, _ = slow_points_lib.sample_states(model, gen, num_sampled, seed=cfg.seed)
+    inits.append(sampled)
+    init_class.append(np.asarray(classes, np.int32))
+  inits, init_class = np.concatenate(inits), np.concatenate(init_class)
+  x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
+  finder = slow_points_lib.SlowPointFinder(model, sp_config)
+  unique, everything = finder.find(inits, x_bar, init_class=init_class)
+  everything.save(os.path.join(workdir, SLOW_POINTS_FILE))
+  unique.save(os.path.join(workdir, UNIQUE_SLOW_POINTS_FILE))
+  speed = {str(c): None for c in range(10)}
+  readout = {str(c): None for c in range(10)}
+  for row, c in enumerate(have):
+    speed[str(c)] = float(everything.speed[row])
+    readout[str(c)] = int(everything.readout[row])
+  summary = dict(slow_point_speed=speed, slow_point_readout=readout,
+                 num_unique_slow_points=len(unique), centre_counts=counts.tolist(),
+                 slow_point_max_q=float(everything.q.max()) if len(everything) else None)
+  artifacts.update_json(os.path.join(workdir, artifacts.RESULTS_FILE), summary)
+
+  # Trajectories after the stimulus, with the centres and the slow points reached from them.
+  batch = gen.sample(tf.constant([cfg.seed, 31_337], tf.int64), 100, 40, delay=39,
+                     classes=tf.range(100) % 10)
+  states = model.run(batch["inputs"]).numpy()
+  t_s = batch["t_s"].numpy()
+  traj = np.stack([states[i, t_s[i]:t_s[i] + 20] for i in range(len(states))])
+  fig = plotting.trajectories_pca(
+      traj, batch["classes"].numpy(), centres=centres[have],
+      slow_points=everything.states[:len(have)], slow_point_classes=everything.readout[:len(have)],
+      title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus")
+  plotting.save_png(fig, os.path.join(workdir, TRAJECTORIES_PNG))
+  writer = _tb_writer(workdir)
+  with writer.as_default(step=run.step):
+    for c, v in speed.items():
+      if v is not None:
+        tf.summary.scalar(f"slow_points/speed_class_{c}", v)
+    tf.summary.scalar("slow_points/num_unique", len(unique))
+  _tb_image(writer, "slow_points/trajectories_pca", fig, run.step)
+  writer.flush()
+  return summary
+
+
+def export_model(cfg, run, source, workdir) -> str:
+  """SavedModel with serving_default / step / speed / metadata signatures in workdir."""
+  return export.export_saved_model(
+      run.model, os.path.join(workdir, SAVED_MODEL_DIR),
+      dict(noise_mean=source.mean, noise_std=source.std, config=cfg.to_dict(), step=run.step,
+           dataset=cfg.dataset, min_delay=cfg.min_delay, seq_len=cfg.seq_len))
+
+
+def train_and_analyze(cfg: config_lib.Config, workdir: str, overwrite: bool = False,
+                      verbose=None, sp_config=None) -> dict:
+  """The whole run: train (or resume) in `workdir`, then evaluate, find slow points, export.
+
+  Returns results.json's content.
+
+  Raises:
+    artifacts.RunError, datasets.DataError: with a one-line message.
+  """
+  source = train.prepare_workdir(cfg, workdir, overwrite)
+  run = train.train(cfg, workdir, source, verbose)
+  return after_training(cfg, run, source, workdir, sp_config)
+
+
+def after_training(cfg, run, source, workdir, sp_config=None) -> dict:
+  """Evaluation, slow points and export, in that order; returns results.json's content."""
+  evaluate(cfg, run, source, workdir)
+  find_slow_points(cfg, run, source, workdir, sp_config)
+  export_model(cfg, run, source, workdir)
+  return artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))

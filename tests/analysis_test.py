@@ -1,0 +1,68 @@
+"""A tiny run trained, then evaluated, searched for slow points and exported in its workdir."""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf import analysis
+from haviv_tf import artifacts
+from haviv_tf import config as config_lib
+from haviv_tf import slow_points
+
+
+def test_train_and_analyze_writes_every_artifact(tmp_path):
+  workdir = str(tmp_path / "run")
+  cfg = config_lib.resolve("quick", "mnist_sample", dict(
+      units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
+      eval_delays=(5, 40), eval_trials=20, protocol="nacu"))
+  sp = slow_points.SlowPointConfig(max_iters=400, chunk=100, q_tol=1e-8)
+  results = analysis.train_and_analyze(cfg, workdir, verbose=0, sp_config=sp)
+
+  assert results["step"] == 20
+  assert set(results["accuracy_by_delay"]) == {"5", "40"}
+  assert set(results["slow_point_speed"]) == {str(c) for c in range(10)}
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f) == results
+
+  points = artifacts.load_npz(os.path.join(workdir, analysis.SLOW_POINTS_FILE))
+  for key in ("states", "speed", "q", "readout", "init_class", "eigenvalues"):
+    assert key in points
+  assert points["states"].shape[1] == 8
+  have = [c for c in range(10) if results["slow_point_speed"][str(c)] is not None]
+  np.testing.assert_array_equal(points["init_class"][:len(have)], have)
+  np.testing.assert_allclose([results["slow_point_speed"][str(c)] for c in have],
+                             points["speed"][:len(have)], rtol=1e-6)
+  unique = slow_points.SlowPoints.load(os.path.join(workdir, analysis.UNIQUE_SLOW_POINTS_FILE))
+  assert 1 <= len(unique) <= len(points["states"])
+  assert results["num_unique_slow_points"] == len(unique)
+
+  loaded = tf.saved_model.load(os.path.join(workdir, analysis.SAVED_MODEL_DIR))
+  assert {"serving_default", "step", "speed", "metadata"} <= set(loaded.signatures)
+  for png in (analysis.ACCURACY_PNG, analysis.TRAJECTORIES_PNG):
+    with open(os.path.join(workdir, png), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  tags = set()
+  tb = os.path.join(workdir, analysis.ANALYSIS_TB)
+  for name in os.listdir(tb):
+    for e in tf.compat.v1.train.summary_iterator(os.path.join(tb, name)):
+      tags.update(v.tag for v in e.summary.value)
+  assert {"eval/report_accuracy_delay_40", "eval/accuracy_vs_delay",
+          "slow_points/trajectories_pca"} <= tags
+
+  # The analysis steps alone on the restored run reproduce the evaluation exactly.
+  cfg2, source, run = analysis.restore(workdir)
+  assert cfg2 == cfg and run.step == 20
+  again = analysis.evaluate(cfg2, run, source, workdir)
+  assert again["accuracy_by_delay"] == results["accuracy_by_delay"]
+
+
+def test_restore_refuses_a_workdir_without_a_model(tmp_path):
+  import pytest  # pylint: disable=g-import-not-at-top
+  with pytest.raises(artifacts.RunError, match="no haviv_tf run"):
+    analysis.restore(str(tmp_path))
+  cfg = config_lib.resolve("quick", "mnist_sample", {})
+  artifacts.write_json(str(tmp_path / "config.json"), dict(config=cfg.to_dict()))
+  with pytest.raises(artifacts.RunError, match="no trained model"):
+    analysis.restore(str(tmp_path))

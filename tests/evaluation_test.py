@@ -1,0 +1,74 @@
+"""The streaming evaluator against the same trials materialised and run through the model."""
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf import config as config_lib
+from haviv_tf import datasets
+from haviv_tf import evaluation
+from haviv_tf import models
+from haviv_tf import trials
+
+
+class EvaluatorTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.source = datasets.load("mnist_sample")
+
+  def _model(self, arch):
+    keras.utils.set_random_seed(1)
+    cfg = config_lib.resolve("quick", "mnist_sample", dict(arch=arch, units=12))
+    model = models.build(cfg, self.source.frame_shape)
+    # Scale the read-out so that predictions vary across steps and trials.
+    model.head.kernel.assign(model.head.kernel * 20.0)
+    return cfg, model
+
+  @parameterized.parameters(("gru", 5), ("gru", 19), ("lstm", 10), ("lstm", 60))
+  def test_streaming_matches_materialised_trials(self, arch, delay):
+    cfg, model = self._model(arch)
+    gen = trials.generator_for(self.source, "test", cfg)
+    n, seed = 40, 3
+    result = evaluation.Evaluator(model, gen, cfg.seq_len).evaluate([delay], n, seed)
+
+    s = tf.constant([seed, evaluation._EVAL_STREAM + delay], tf.int64)  # pylint: disable=protected-access
+    classes = tf.range(n) % 10
+    probe = gen.sample(s, n, 200, t_max=cfg.seq_len, delay=delay, classes=classes)
+    length = int(tf.reduce_max(probe["t_a"])) + 1
+    batch = gen.sample(s, n, length, t_max=cfg.seq_len, delay=delay, classes=classes)
+    logits, _ = model(batch["inputs"])
+    logits = logits.numpy()
+    t_a = batch["t_a"].numpy()
+    np.testing.assert_array_equal(t_a - batch["t_s"].numpy(), delay)
+    report = logits[np.arange(n), t_a]
+    want_report = np.argmax(report[:, 1:], -1) == classes.numpy()
+    pred11 = np.argmax(logits, -1)
+    steps = np.arange(length)[None, :]
+    null_ok = np.all((pred11 == 0) | (steps >= t_a[:, None]), axis=1)
+    want_full = null_ok & (np.argmax(report, -1) == classes.numpy() + 1)
+
+    key = str(delay)
+    self.assertAlmostEqual(result["accuracy_by_delay"][key], want_report.mean(), places=6)
+    self.assertAlmostEqual(result["full_trial_accuracy_by_delay"][key], want_full.mean(),
+                           places=6)
+    per_class = [want_report[classes.numpy() == c].mean() for c in range(10)]
+    np.testing.assert_allclose(result["per_class_accuracy_by_delay"][key], per_class, atol=1e-6)
+    self.assertEqual(result["trials_per_delay"], {key: n})
+
+  def test_same_seed_same_result_and_classes_balanced(self):
+    cfg, model = self._model("gru")
+    ev = evaluation.Evaluator(model, trials.generator_for(self.source, "test", cfg), cfg.seq_len)
+    a = ev.evaluate([7, 30], 30, seed=5)
+    b = ev.evaluate([7, 30], 30, seed=5)
+    self.assertEqual(a, b)
+    self.assertEqual(set(a["accuracy_by_delay"]), {"7", "30"})
+
+  def test_long_delay_runs_without_materialising_the_trial(self):
+    cfg, model = self._model("gru")
+    ev = evaluation.Evaluator(model, trials.generator_for(self.source, "test", cfg), cfg.seq_len)
+    result = ev.evaluate([1000], 20, seed=0)
+    acc = result["accuracy_by_delay"]["1000"]
+    self.assertBetween(acc, 0.0, 1.0)
