@@ -42,7 +42,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
 
 
 def read_json(path: str) -> Any:
@@ -73,7 +73,8 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     return {k: f[k] for k in f.files}
 
 
-def _jsonable(obj):
+def jsonable(obj):
+  """json.dumps `default=`: numpy scalars and arrays as Python values."""
   if isinstance(obj, np.generic):
     return obj.item()
   if isinstance(obj, np.ndarray):

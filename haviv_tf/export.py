@@ -23,6 +23,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from haviv_tf import artifacts
 from haviv_tf import losses
 from haviv_tf import models
 
@@ -103,7 +104,7 @@ def constants_for(model: models.DelayedClassifier, metadata: dict) -> dict:
                      "per pixel)")
   extra = {k: v for k, v in metadata.items() if k not in ("noise_mean", "noise_std")}
   try:
-    extra_json = json.dumps(extra, sort_keys=True, default=_jsonable)
+    extra_json = json.dumps(extra, sort_keys=True, default=artifacts.jsonable)
   except TypeError as e:
     raise ValueError(f"metadata values must be JSON-serialisable: {e}") from None
   lstm = model.arch == "lstm"
@@ -124,14 +125,6 @@ def constants_for(model: models.DelayedClassifier, metadata: dict) -> dict:
       speed_coordinates="h,tanh(c)" if lstm else "h",
       metadata_json=extra_json,
   )
-
-
-def _jsonable(obj):
-  if isinstance(obj, np.generic):
-    return obj.item()
-  if isinstance(obj, np.ndarray):
-    return obj.tolist()
-  raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
 def export_saved_model(model: models.DelayedClassifier, path: str, metadata: dict,
