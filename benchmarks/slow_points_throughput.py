@@ -26,7 +26,6 @@ Prints a Markdown table per section with the machine context.
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import time
 
@@ -36,8 +35,8 @@ import keras  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
+import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
 from haviv_tf import config as config_lib
-from haviv_tf import datasets
 from haviv_tf import evaluation
 from haviv_tf import losses
 from haviv_tf import models
@@ -282,8 +281,7 @@ def eval_section(archs, generator, delay, num_trials, t_max, seed):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_dir", default=os.path.join(os.path.dirname(__file__), "..", "..",
-                                                         "shared", "data"))
+  parser.add_argument("--data_dir", default=common.DEFAULT_DATA_DIR)
   parser.add_argument("--archs", default="gru,lstm")
   parser.add_argument("--sizes", default="10,100,1000,10000",
                       help="numbers of starting states for the search")
@@ -295,28 +293,21 @@ def main():
   parser.add_argument("--eval_trials", type=int, default=1000)
   parser.add_argument("--sections", default="search,eval")
   args = parser.parse_args()
-  try:
-    source = datasets.load("mnist", os.path.join(args.data_dir, "mnist"))
-  except datasets.DataError as e:
-    print(f"(full MNIST not found: {e}; using the shipped sample)")
-    source = datasets.load("mnist_sample")
+  source = common.load_mnist(args.data_dir)
   cfg = config_lib.resolve("paper", "mnist", {})
   generator = trials.generator_for(source, "test", cfg)
   if args.delay < cfg.seq_len:
     parser.error(f"--delay must be >= seq_len ({cfg.seq_len}) so that every trial starts at 0")
   archs = args.archs.split(",")
   sections = args.sections.split(",")
-  print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, {platform.processor() or '?'}; "
-        f"{platform.platform()}; python {platform.python_version()}, tensorflow "
-        f"{tf.__version__}, keras {keras.__version__}; load average before: "
-        f"{tuple(round(v, 2) for v in os.getloadavg())}")
+  print(common.machine_context())
   print(f"data: {source.origin}; untrained networks, {cfg.units} units, keras seed 0\n")
   if "search" in sections:
     search_section(archs, generator, [int(n) for n in args.sizes.split(",")],
                    slow_points.SlowPointConfig(), args.time_cap, args.min_seconds)
   if "eval" in sections:
     eval_section(archs, generator, args.delay, args.eval_trials, cfg.seq_len, cfg.seed)
-  print(f"load average after: {tuple(round(v, 2) for v in os.getloadavg())}")
+  print(f"load average after: {common.load_average()}")
 
 
 if __name__ == "__main__":

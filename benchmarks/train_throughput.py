@@ -13,19 +13,17 @@ Prints a Markdown table with the machine context.
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # pylint: disable=g-import-not-at-top
-import numpy as np
 import tensorflow as tf
 
+import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
 from haviv_tf import config as config_lib
 from haviv_tf import curricula
-from haviv_tf import datasets
 from haviv_tf import train
 from haviv_tf import trials
 
@@ -63,7 +61,8 @@ def bench(cfg, source, steps):
     out["full"] = steps / timer.times[1]
 
   keras.utils.set_random_seed(0)
-  run = train.Run(cfg, tempfile.mkdtemp(), source.frame_shape)
+  with tempfile.TemporaryDirectory() as workdir:
+    run = train.Run(cfg, workdir, source.frame_shape)
   gen = trials.generator_for(source, "train", cfg)
   batch = gen.sample(tf.constant([0, 1], tf.int64), cfg.batch_size, cfg.seq_len)
   data = (batch["inputs"], {k: batch[k] for k in ("labels", "weights", "class_mask")})
@@ -93,19 +92,12 @@ def bench(cfg, source, steps):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_dir", default=os.path.join(os.path.dirname(__file__), "..", "..",
-                                                         "shared", "data"))
+  parser.add_argument("--data_dir", default=common.DEFAULT_DATA_DIR)
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--archs", default="gru,lstm")
   args = parser.parse_args()
-  try:
-    source = datasets.load("mnist", os.path.join(args.data_dir, "mnist"))
-  except datasets.DataError as e:
-    print(f"(full MNIST not found: {e}; using the shipped sample)")
-    source = datasets.load("mnist_sample")
-  print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, {platform.processor() or '?'}; "
-        f"python {platform.python_version()}, tensorflow {tf.__version__}, keras "
-        f"{keras.__version__}; load average before: {os.getloadavg()}")
+  source = common.load_mnist(args.data_dir)
+  print(common.machine_context())
   print(f"data: {source.origin}; {args.steps} timed steps per figure\n")
   print("| arch | full trainer steps/s | bare train_step steps/s | full / bare | "
         "trial batches/s | trials / full | GFLOP/s (bare) | GFLOP/s (full) |")
@@ -116,7 +108,7 @@ def main():
     print(f"| {arch} | {r['full']:.2f} | {r['compute']:.2f} | {r['full'] / r['compute']:.2f} | "
           f"{r['trials']:.1f} | {r['trials'] / r['full']:.1f} | {r['gflops']:.1f} | "
           f"{r['gflops_full']:.1f} |", flush=True)
-  print(f"\nload average after: {os.getloadavg()}")
+  print(f"\nload average after: {common.load_average()}")
 
 
 if __name__ == "__main__":

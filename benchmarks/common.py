@@ -1,0 +1,31 @@
+"""What every benchmark shares: the MNIST source it measures on and the machine context line."""
+
+import os
+import platform
+
+import keras
+import tensorflow as tf
+
+from haviv_tf import datasets
+
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def load_mnist(data_dir: str) -> datasets.Source:
+  """The full MNIST under data_dir/mnist, else the shipped sample (saying so)."""
+  try:
+    return datasets.load("mnist", os.path.join(data_dir, "mnist"))
+  except datasets.DataError as e:
+    print(f"(full MNIST not found: {e}; using the shipped sample)")
+    return datasets.load("mnist_sample")
+
+
+def load_average() -> tuple:
+  return tuple(round(v, 2) for v in os.getloadavg())
+
+
+def machine_context() -> str:
+  return (f"machine: {platform.machine()}, {os.cpu_count()} cpus, "
+          f"{platform.processor() or '?'}; {platform.platform()}; python "
+          f"{platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}; "
+          f"load average before: {load_average()}")
