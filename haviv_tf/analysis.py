@@ -128,6 +128,7 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
     readout[str(c)] = int(everything.readout[row])
   summary = dict(slow_point_speed=speed, slow_point_readout=readout,
                  num_unique_slow_points=len(unique), centre_counts=counts.tolist(),
+                 slow_points_step=run.step,
                  slow_point_max_q=float(everything.q.max()) if len(everything) else None)
   artifacts.update_json(os.path.join(workdir, artifacts.RESULTS_FILE), summary)
 

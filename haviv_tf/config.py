@@ -7,6 +7,8 @@ from typing import Any, Mapping
 PROTOCOLS = ("vocu", "decu", "nacu")
 DATASETS = ("mnist", "mnist_sample", "cifar10")
 ARCHS = ("gru", "lstm")
+FINETUNE_MODES = ("control", "slow_points", "center_mass")
+SPEED_TARGETS = ("none", "slow_points", "center_mass")
 READOUTS = ("sigmoid", "linear")
 PRESET_NAMES = ("paper", "quick")
 NUM_CLASSES = 10          # image classes; the network has NUM_CLASSES + 1 outputs (null first)
@@ -36,6 +38,16 @@ class Config:
   checkpoint_every: int = 1000      # steps between checkpoints (resume points)
   keep_checkpoints: int = 3         # most recent resume points kept
   log_every: int = 100              # steps between TensorBoard scalars
+  # Speed penalty mu * sum_k ||F(s_k, x_k) - s_k||^2 over speed_copies copies of each class's
+  # target s_k, each with a fresh noise frame x_k (trigger off) every step.
+  speed_weight: float = 0.0         # mu (0 = off; the control fine-tuning logs the speed at mu = 0)
+  speed_targets: str = "none"       # "none" | "center_mass" | "slow_points" (fine-tuning only)
+  speed_copies: int = 10            # copies of each class's target per step
+  speed_refresh_every: int = 0      # training from scratch: re-estimate the centres every N steps
+  finetune: str = ""                # "" (trained from scratch) or control | slow_points | center_mass
+  data_offset: int = 0              # trial stream starts at this step (fine-tuning continues the parent's)
+  history_every: int = 5_000        # back-tracking snapshots every N steps (+ every stage change)
+  keep_history: int = 32            # snapshot cap: beyond it the cadence doubles and old ones thin out
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -63,13 +75,18 @@ PAPER = Config()
 # readout caps every logit in (0, 1), which slows learning so much that 3k steps do not suffice.
 QUICK = dataclasses.replace(
     PAPER, preset="quick", readout="linear", learning_rate=1e-3, train_steps=3_000,
-    lr_decay_step=2_600, checkpoint_every=500, log_every=50)
+    lr_decay_step=2_600, checkpoint_every=500, log_every=50, history_every=250)
 
 # Dataset deltas (paper): CIFAR-10 networks are larger and train longer.
 _CIFAR_PAPER = dict(units=512, learning_rate=1e-4, batch_size=64, train_steps=300_000,
                     lr_decay_step=280_000)
 _CIFAR_QUICK = dict(units=512, learning_rate=1e-3, batch_size=64, train_steps=3_000,
                     lr_decay_step=2_600)
+
+# Fine-tuning (control of memory): the paper's mu and length. The quick preset shortens it in
+# the proportion it shortens training (and keeps its own learning rate, as training does).
+FINETUNE_SPEED_WEIGHT = {"mnist": 1e-3, "mnist_sample": 1e-3, "cifar10": 1e-2}
+FINETUNE_PAPER_STEPS = 5_000
 
 PRESETS = {"paper": PAPER, "quick": QUICK}
 
@@ -114,8 +131,12 @@ def validate(cfg: Config) -> None:
   choice("arch", ARCHS)
   choice("readout", READOUTS)
   choice("preset", PRESET_NAMES)
+  choice("speed_targets", SPEED_TARGETS)
+  if cfg.finetune:
+    choice("finetune", FINETUNE_MODES)
   for name in ("units", "batch_size", "train_steps", "seq_len", "min_delay", "eval_trials",
-               "checkpoint_every", "keep_checkpoints", "log_every", "lr_decay_step"):
+               "checkpoint_every", "keep_checkpoints", "log_every", "lr_decay_step",
+               "speed_copies", "keep_history"):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
       raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
@@ -123,6 +144,27 @@ def validate(cfg: Config) -> None:
     value = getattr(cfg, name)
     if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
       raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
+  for name in ("speed_refresh_every", "data_offset", "history_every"):
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}")
+  mu = cfg.speed_weight
+  if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu < float("inf"):
+    raise ValueError(f"`speed_weight` must be a non-negative finite number, got {mu!r}")
+  if cfg.finetune:
+    want = "center_mass" if cfg.finetune == "control" else cfg.finetune
+    if cfg.speed_targets != want:
+      raise ValueError(f"fine-tuning {cfg.finetune} takes `speed_targets` {want!r}, got "
+                       f"{cfg.speed_targets!r}")
+    if cfg.finetune == "control" and mu != 0:
+      raise ValueError(f"the control fine-tuning has `speed_weight` 0, got {mu!r}")
+    if cfg.speed_refresh_every:
+      raise ValueError("fine-tuning keeps its targets fixed: `speed_refresh_every` must be 0")
+  elif mu > 0 or cfg.speed_targets != "none":
+    if cfg.speed_targets != "center_mass" or mu <= 0 or cfg.speed_refresh_every <= 0:
+      raise ValueError("a speed penalty while training from scratch needs `speed_weight` > 0, "
+                       "`speed_targets` center_mass and `speed_refresh_every` > 0 (steps between "
+                       "re-estimates of the class centres)")
   if cfg.seq_len < cfg.min_delay + 1:
     raise ValueError(f"`seq_len` ({cfg.seq_len}) must exceed `min_delay` ({cfg.min_delay})")
   if cfg.protocol == "decu" and cfg.seq_len < 6:

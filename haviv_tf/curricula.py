@@ -60,10 +60,13 @@ def _scaled(boundaries, paper_steps, train_steps):
 
 
 def for_config(cfg: config_lib.Config) -> Curriculum:
-  """The curriculum of `cfg.protocol`, scaled to `cfg.train_steps`."""
+  """The curriculum of `cfg.protocol`, scaled to `cfg.train_steps`.
+
+  Fine-tuning runs (cfg.finetune set) train on the final task: all classes, T_max = seq_len.
+  """
   family = "cifar10" if cfg.dataset == "cifar10" else "mnist"
   n, t = config_lib.NUM_CLASSES, cfg.seq_len
-  if cfg.protocol == "nacu":
+  if cfg.protocol == "nacu" or cfg.finetune:
     return Curriculum(boundaries=(), num_classes=(n,), t_max=(t,))
   paper_steps, bounds = _PAPER_SCHEDULES[(family, cfg.protocol)]
   bounds = _scaled(bounds, paper_steps, cfg.train_steps)

@@ -20,13 +20,17 @@ from absl import logging
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 
-MODES = ("train", "evaluate", "slow_points", "export", "analyze")
+MODES = ("train", "evaluate", "slow_points", "export", "analyze", "finetune", "compare",
+         "backtrack")
 
 _MODE = flags.DEFINE_string(
     "mode", "train",
     "train: train (or resume), then evaluate, find slow points and export; evaluate / "
     "slow_points / export: that step alone on the trained run in --workdir; analyze: speed vs. "
-    "memory across the runs in --workdirs, written to --out.")
+    "memory across the runs in --workdirs, written to --out; finetune: fine-tune the run in "
+    "--parent (--finetune=control|slow_points|center_mass) into --workdir; compare: all three "
+    "fine-tunings of --parent and their comparison in --out; backtrack: follow the final slow "
+    "points of --workdir back through its training snapshots.")
 _PROTOCOL = flags.DEFINE_string("protocol", "vocu", "Curriculum: vocu, decu or nacu.")
 _DATASET = flags.DEFINE_string(
     "dataset", "mnist_sample",
@@ -42,6 +46,11 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "Runs to compare (--mode=analyze
 _OUT = flags.DEFINE_string("out", None, "Output directory of --mode=analyze.")
 _SP_MAX_ITERS = flags.DEFINE_integer("sp_max_iters", None, "Slow-point search: iteration cap.")
 _SP_Q_TOL = flags.DEFINE_float("sp_q_tol", None, "Slow-point search: q tolerance.")
+_PARENT = flags.DEFINE_string("parent", None,
+                              "Trained run to fine-tune (--mode=finetune / --mode=compare).")
+_MERGE_FRAC = flags.DEFINE_float(
+    "merge_frac", 0.05, "Back-tracking: two points merge within this fraction of the median "
+    "distance between the final slow points.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace a run with a different config in --workdir.")
 
@@ -109,7 +118,11 @@ def _run(argv):
       print(f"delay {d}: Spearman {c['spearman']} (n={c['n']}) of log speed vs. accuracy")
     print(f"wrote {_OUT.value}")
     return
+  if mode in ("finetune", "compare"):
+    return _finetune(mode)
   if mode == "train":
+    if _OVERRIDES["finetune"].value:
+      raise UsageError("--finetune goes with --mode=finetune --parent=DIR (a trained run)")
     cfg = config_from_flags()  # before TensorFlow loads: bad flags fail fast
     workdir = _WORKDIR.value or default_workdir(cfg)
     analysis = _import_quietly()
@@ -134,12 +147,55 @@ def _run(argv):
     results = analysis.evaluate(cfg, run, source, _WORKDIR.value, delays,
                                 _OVERRIDES["eval_trials"].value)
     print(f"{_WORKDIR.value}: report accuracy by delay {results['accuracy_by_delay']}")
+  elif mode == "backtrack":
+    from haviv_tf import backtrack  # pylint: disable=g-import-not-at-top
+    del cfg, source, run
+    out = backtrack.backtrack(_WORKDIR.value, _sp_config(slow_points), _MERGE_FRAC.value)
+    merges = "; ".join(f"classes {m['classes'][0]} and {m['classes'][1]} at step {m['step']}"
+                       for m in out["merges"]) or "none"
+    print(f"{_WORKDIR.value}: {len(out['classes'])} slow points followed back through "
+          f"{len(out['steps']) - 1} snapshots; merges: {merges}")
   elif mode == "slow_points":
     summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value, _sp_config(slow_points))
     print(f"{_WORKDIR.value}: {summary['num_unique_slow_points']} unique slow points; speed per "
           f"class {summary['slow_point_speed']}")
   else:
     print(analysis.export_model(cfg, run, source, _WORKDIR.value))
+
+
+def _finetune(mode):
+  if not _PARENT.value:
+    raise UsageError(f"--mode={mode} needs --parent=DIR, a trained run")
+  ignored = [n for n, h in _OVERRIDES.items()
+             if h.value is not None and n not in ("finetune", "speed_weight", "train_steps")]
+  ignored += [n for n in _EXPLICIT if flags.FLAGS[n].present]
+  if ignored:
+    raise UsageError(f"--mode={mode} takes its config from --parent; drop --{', --'.join(ignored)}")
+  steps = _STEPS.value if _STEPS.value is not None else _OVERRIDES["train_steps"].value
+  if steps is not None and steps <= 0:
+    raise UsageError(f"--steps must be a positive integer, got {steps}")
+  mu = _OVERRIDES["speed_weight"].value
+  if mu is not None and not 0 <= mu < float("inf"):
+    raise UsageError(f"--speed_weight must be a non-negative finite number, got {mu}")
+  analysis = _import_quietly()
+  from haviv_tf import control  # pylint: disable=g-import-not-at-top
+  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  del analysis
+  if mode == "finetune":
+    which = _OVERRIDES["finetune"].value
+    if which not in control.MODES:
+      raise UsageError(f"--mode=finetune needs --finetune, one of {', '.join(control.MODES)}")
+    workdir = _WORKDIR.value or os.path.join(control.default_out(_PARENT.value), which)
+    results = control.finetune(_PARENT.value, which, workdir, steps, mu, _OVERWRITE.value,
+                               sp_config=_sp_config(slow_points))
+    accs = ", ".join(f"{d}: {a:.3f}" for d, a in
+                     sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
+    print(f"{workdir}: fine-tuned ({which}), report accuracy by delay {{{accs}}}")
+    return
+  out = _OUT.value or control.default_out(_PARENT.value)
+  summary = control.compare(_PARENT.value, out, steps, mu, sp_config=_sp_config(slow_points))
+  print(open(os.path.join(out, control.COMPARE_MD)).read().rstrip())
+  print(f"wrote {out}")
 
 
 def _import_quietly():

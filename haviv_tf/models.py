@@ -201,6 +201,9 @@ class DelayedClassifier(keras.Model):
     if self.encoder is not None:
       self.encoder.build((None, self.frame_size))
     self.speed_weight = 0.0
+    self.speed_targets = None          # see enable_speed_penalty
+    self.speed_target_weights = None
+    self.speed_tracker = keras.metrics.Mean(name="speed_sq")
     self.loss_tracker = keras.metrics.Mean(name="loss")
     self.report_acc = keras.metrics.Mean(name="report_acc")
     self.null_acc = keras.metrics.Mean(name="null_acc")
@@ -263,9 +266,52 @@ class DelayedClassifier(keras.Model):
     super().compile(**kwargs)
     self.speed_weight = float(speed_weight)
 
+  def enable_speed_penalty(self, num_targets: int):
+    """Creates the penalty's target variables (before any checkpoint is built or restored).
+
+    speed_targets [num_targets, state_size] and speed_target_weights [num_targets] (1 for a
+    live target, 0 for a class without one) are non-trainable: the targets stay fixed within a
+    step (and, for fine-tuning, for the whole run); they are saved with the model.
+    """
+    if self.speed_targets is not None:
+      raise ValueError("the speed penalty is already enabled")
+    self.speed_targets = tf.Variable(tf.zeros([num_targets, self.state_size]), trainable=False,
+                                     name="speed_targets")
+    self.speed_target_weights = tf.Variable(tf.zeros([num_targets]), trainable=False,
+                                            name="speed_target_weights")
+
+  def set_speed_targets(self, states, weights):
+    """Assigns targets [K, state_size] (NaN rows allowed where the weight is 0) and weights [K]."""
+    states = np.asarray(states, np.float32)
+    weights = np.asarray(weights, np.float32)
+    if states.shape != tuple(self.speed_targets.shape) or weights.shape != (states.shape[0],):
+      raise ValueError(f"speed targets must be {tuple(self.speed_targets.shape)} with "
+                       f"[{self.speed_targets.shape[0]}] weights, got {states.shape} and "
+                       f"{weights.shape}")
+    states = np.where(weights[:, None] > 0, np.nan_to_num(states), 0.0)
+    self.speed_targets.assign(states)
+    self.speed_target_weights.assign(weights)
+
+  def speed_penalty(self, noise_frames):
+    """sum_k w_k ||F(s_k, x_k) - s_k||^2 at the targets s_k with noise frames x_k (trigger off).
+
+    Args:
+      noise_frames: [K, frame_size] one frame per target.
+
+    Returns:
+      (penalty, mean squared speed over the live targets), scalars.
+    """
+    k = tf.shape(noise_frames)[0]
+    frames = tf.concat([noise_frames, tf.zeros([k, 1], noise_frames.dtype)], axis=-1)
+    targets = tf.stop_gradient(self.speed_targets)
+    sq = losses.speed_squared(self.cell, targets, self.transition(targets, self.encode(frames)))
+    w = self.speed_target_weights
+    return tf.reduce_sum(w * sq), tf.math.divide_no_nan(tf.reduce_sum(w * sq), tf.reduce_sum(w))
+
   @property
   def metrics(self):
-    return [self.loss_tracker, self.report_acc, self.null_acc] + self.class_acc
+    trackers = [self.loss_tracker, self.report_acc, self.null_acc] + self.class_acc
+    return trackers + ([self.speed_tracker] if self.speed_targets is not None else [])
 
   def _update_metrics(self, loss, labels, logits, weights, class_mask):
     pred = tf.argmax(losses.mask_logits(logits, class_mask), axis=-1, output_type=tf.int32)
@@ -282,7 +328,10 @@ class DelayedClassifier(keras.Model):
           tf.logical_and(report, tf.equal(labels, c + 1)), tf.float32))
 
   def _logs(self):
-    return {m.name: m.result() for m in self.metrics[:3]}
+    logs = {m.name: m.result() for m in self.metrics[:3]}
+    if self.speed_targets is not None:
+      logs["speed_sq"] = self.speed_tracker.result()
+    return logs
 
   def task_loss(self, inputs, targets, training):
     logits, states = self(inputs, training=training)
@@ -291,9 +340,15 @@ class DelayedClassifier(keras.Model):
     return loss, logits, states
 
   def extra_loss(self, inputs, targets, states):
-    """Additional loss terms (the speed penalty); zero for plain training."""
-    del inputs, targets, states
-    return 0.0
+    """speed_weight x the speed penalty when it is enabled and the batch carries noise frames
+    ("speed_noise"); zero for plain training. With speed_weight 0 the penalty is still computed
+    (and logged as speed_sq), adding exactly 0 to the loss and its gradient."""
+    del inputs, states
+    if self.speed_targets is None or "speed_noise" not in targets:
+      return 0.0
+    penalty, mean_sq = self.speed_penalty(tf.cast(targets["speed_noise"], tf.float32))
+    self.speed_tracker.update_state(mean_sq)
+    return self.speed_weight * penalty
 
   def train_step(self, data):
     inputs, targets = data[0], data[1]

@@ -116,6 +116,72 @@ def speed_vs_accuracy(speed, accuracy, groups=None, title="Slow-point speed vs. 
   return fig
 
 
+def speed_before_after(before, after, title="Slow-point speed per class") -> Figure:
+  """Per-class slow-point speed (log) of a trained network and of its fine-tunings.
+
+  Args:
+    before: {class (str): speed or None} of the trained network.
+    after: {label: {class (str): speed or None}} per fine-tuning.
+  """
+  fig = Figure(figsize=(7, 4), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  classes = list(range(10))
+  series = [("trained", before)] + list(after.items())
+  width = 0.8 / max(1, len(series))
+  for i, (label, speeds) in enumerate(series):
+    xs = [c + (i - (len(series) - 1) / 2) * width for c in classes
+          if (speeds or {}).get(str(c)) is not None]
+    ys = [speeds[str(c)] for c in classes if (speeds or {}).get(str(c)) is not None]
+    ax.bar(xs, ys, width=width, label=str(label))
+  ax.set_yscale("log")
+  ax.set_xticks(classes)
+  ax.set_xlabel("class (slow point from its centre of mass)")
+  ax.set_ylabel("speed ||F(s, x̄) - s||")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def backtrack_paths(steps, coords, speeds, classes, merges=(), title="Back-tracking") -> Figure:
+  """Slow points followed back through training.
+
+  Args:
+    steps: [T] checkpoint steps, latest first.
+    coords: [T, P, 2] positions in the final network's first two principal components.
+    speeds: [T, P] speed of each point at each checkpoint.
+    classes: [P] class of each point (its final read-out class).
+    merges: [(step, class_a, class_b)] where two points meet going back.
+  """
+  fig = Figure(figsize=(11, 4.5), dpi=100)
+  FigureCanvasAgg(fig)
+  ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+  coords, speeds, steps = np.asarray(coords), np.asarray(speeds), np.asarray(steps)
+  for p, c in enumerate(classes):
+    colour = _CLASS_COLOURS[int(c) % 10]
+    ax.plot(coords[:, p, 0], coords[:, p, 1], "-", color=colour, alpha=0.7)
+    ax.scatter(coords[0, p, 0], coords[0, p, 1], color=colour, marker="o", s=40,
+               label=f"class {c}")
+    ax.scatter(coords[-1, p, 0], coords[-1, p, 1], color=colour, marker="x", s=30)
+    ax2.plot(steps, speeds[:, p], "-o", color=colour, markersize=3)
+  for step, a, b in merges:
+    t = int(np.flatnonzero(steps == step)[0])
+    pa = list(classes).index(a)
+    ax.scatter(coords[t, pa, 0], coords[t, pa, 1], facecolors="none", edgecolors="k", s=120)
+    ax2.axvline(step, color="k", alpha=0.3, linestyle=":")
+  ax.set_xlabel("PC 1 (final network)")
+  ax.set_ylabel("PC 2")
+  ax.set_title(f"{title}: o final, x earliest, circle = merge")
+  ax.legend(fontsize=7)
+  ax2.set_yscale("log")
+  ax2.set_xlabel("training step")
+  ax2.set_ylabel("speed")
+  ax2.set_title("speed of each tracked point")
+  fig.tight_layout()
+  return fig
+
+
 def png_bytes(fig: Figure) -> bytes:
   buf = io.BytesIO()
   fig.savefig(buf, format="png")

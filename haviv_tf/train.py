@@ -1,5 +1,6 @@
 """train_and_evaluate(config, workdir): fit() with checkpoints, resume, TensorBoard, evaluation."""
 
+import json
 import math
 import os
 import shutil
@@ -18,8 +19,10 @@ from haviv_tf import trials
 
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+HISTORY_DIR = "history"
+HISTORY_FILE = "history.json"
 # Fields that do not change what a run computes; a resumed run may differ in them.
-_RUN_CONTROL_FIELDS = ("data_dir",)
+_RUN_CONTROL_FIELDS = ("data_dir", "history_every", "keep_history")
 
 
 RunError = artifacts.RunError
@@ -54,7 +57,8 @@ def check_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool) -> bool
 
 
 def _clear_run(workdir):
-  for name in (CHECKPOINT_DIR, TENSORBOARD_DIR, artifacts.RESULTS_FILE, artifacts.CONFIG_FILE):
+  for name in (CHECKPOINT_DIR, TENSORBOARD_DIR, HISTORY_DIR, artifacts.RESULTS_FILE,
+               artifacts.CONFIG_FILE):
     path = os.path.join(workdir, name)
     if os.path.isdir(path):
       shutil.rmtree(path)
@@ -73,6 +77,43 @@ def make_optimizer(cfg: config_lib.Config) -> keras.optimizers.Optimizer:
   return keras.optimizers.Adam(learning_rate=lr_schedule(cfg), epsilon=1e-8)
 
 
+def speed_penalty_enabled(cfg: config_lib.Config) -> bool:
+  return cfg.speed_targets != "none"
+
+
+def load_weights(model, workdir: str) -> int:
+  """Reads the model weights of `workdir`'s latest checkpoint into `model` (read-only).
+
+  Returns the checkpoint's step. Raises RunError if there is none or it cannot be read.
+  """
+  path = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+  if path is None:
+    raise RunError(f"{workdir} has no trained model (no checkpoint)")
+  return read_snapshot(model, path)
+
+
+def read_snapshot(model, path: str) -> int:
+  """Model weights from a checkpoint or history snapshot at `path`; returns its step, or -1.
+
+  The checkpoint is read into a throwaway copy of the model and its weights copied over, so
+  that no deferred restoration (e.g. of an optimizer created later) attaches to `model`.
+  """
+  try:
+    reader = tf.train.load_checkpoint(path)
+    step = -1
+    for key in reader.get_variable_to_shape_map():
+      if key.startswith("optimizer/iterations") or key.startswith("step/"):
+        step = int(reader.get_tensor(key))
+    scratch = models.DelayedClassifier(**model.get_config())
+    tf.train.Checkpoint(model=scratch).read(path).expect_partial().assert_existing_objects_matched()
+  except (tf.errors.OpError, ValueError, AssertionError) as e:
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise RunError(f"checkpoint {path} is corrupt or from another model ({first})") from None
+  for dst, src in zip(model.trainable_variables, scratch.trainable_variables):
+    dst.assign(src)
+  return step
+
+
 class Run:
   """A model, its optimizer and checkpoints in a workdir."""
 
@@ -80,8 +121,10 @@ class Run:
     self.cfg, self.workdir = cfg, workdir
     keras.utils.set_random_seed(cfg.seed)
     self.model = models.build(cfg, frame_shape)
+    if speed_penalty_enabled(cfg):
+      self.model.enable_speed_penalty(config_lib.NUM_CLASSES * cfg.speed_copies)
     self.optimizer = make_optimizer(cfg)
-    self.model.compile(optimizer=self.optimizer)
+    self.model.compile(optimizer=self.optimizer, speed_weight=cfg.speed_weight)
     self.optimizer.build(self.model.trainable_variables)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     self.manager = tf.train.CheckpointManager(
@@ -169,11 +212,117 @@ class _Scalars(keras.callbacks.Callback):
     self.writer.flush()
 
 
+class History:
+  """Model-only snapshots for back-tracking, in workdir/history, with a bounded count.
+
+  A snapshot is taken at step 0, every `every` steps, at every curriculum stage change and at
+  the end. When more than `keep` cadence snapshots exist, the cadence doubles and snapshots off
+  the new cadence are deleted (stage-change and final snapshots stay), so the count stays below
+  keep + stages + 2 however long the run. history.json lists them; it is written atomically
+  after each snapshot, so a snapshot missing from it was never complete.
+  """
+
+  def __init__(self, workdir: str, every: int, keep: int):
+    self.dir = os.path.join(workdir, HISTORY_DIR)
+    self.manifest = os.path.join(self.dir, HISTORY_FILE)
+    state = artifacts.read_json(self.manifest) if os.path.exists(self.manifest) else {}
+    self.every = int(state.get("every", every))
+    self.keep = int(keep)
+    self.entries = list(state.get("entries", []))
+
+  @staticmethod
+  def load(workdir: str) -> list:
+    """The snapshot entries of `workdir` ({"step", "path", "stage_change"}), by step."""
+    path = os.path.join(workdir, HISTORY_DIR, HISTORY_FILE)
+    if not os.path.exists(path):
+      return []
+    return sorted(artifacts.read_json(path)["entries"], key=lambda e: e["step"])
+
+  def wants(self, step: int, boundaries, final: int) -> bool:
+    return bool(self.every) and step % self.every == 0 or step in boundaries or step == final
+
+  def save(self, model, step: int, stage_change: bool) -> None:
+    os.makedirs(self.dir, exist_ok=True)
+    name = f"snapshot-{step}"
+    tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64)).write(
+        os.path.join(self.dir, name))
+    self.entries = [e for e in self.entries if e["step"] != step]
+    self.entries.append(dict(step=step, path=name, stage_change=bool(stage_change)))
+    self.entries.sort(key=lambda e: e["step"])
+    cadence = [e for e in self.entries if not e["stage_change"] and not e.get("final")]
+    while self.every and len(cadence) > self.keep:
+      self.every *= 2
+      drop = [e for e in cadence if e["step"] % self.every]
+      self.entries = [e for e in self.entries if e not in drop]
+      cadence = [e for e in cadence if e not in drop]
+      for e in drop:
+        for f in tf.io.gfile.glob(os.path.join(self.dir, e["path"]) + ".*"):
+          tf.io.gfile.remove(f)
+    artifacts.write_json(self.manifest, dict(every=self.every, entries=self.entries))
+
+  def mark_final(self, step: int) -> None:
+    for e in self.entries:
+      if e["step"] == step:
+        e["final"] = True
+    artifacts.write_json(self.manifest, dict(every=self.every, entries=self.entries))
+
+
+class _Historian(keras.callbacks.Callback):
+  """Takes History snapshots during fit()."""
+
+  def __init__(self, history: History, curriculum, total: int, guard: _Guard):
+    super().__init__()
+    self.history, self.total, self.guard = history, total, guard
+    self.boundaries = set(int(b) for b in curriculum.boundaries)
+
+  def _maybe(self):
+    step = int(self.model.optimizer.iterations.numpy())
+    if self.guard.bad_step is None and self.history.wants(step, self.boundaries, self.total):
+      if not any(e["step"] == step for e in self.history.entries):
+        self.history.save(self.model, step, stage_change=step in self.boundaries)
+      if step == self.total:
+        self.history.mark_final(step)
+
+  def on_train_begin(self, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) == 0:
+      self._maybe()
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._maybe()
+
+
+class _RefreshTargets(keras.callbacks.Callback):
+  """Re-estimates the speed penalty's centre-of-mass targets every `every` steps (and at step 0).
+
+  Runs before the checkpointer at an epoch end, so a checkpoint holds the targets in force.
+  """
+
+  def __init__(self, run: Run, generator, every: int, guard: _Guard):
+    super().__init__()
+    self.run, self.generator, self.every, self.guard = run, generator, every, guard
+
+  def _refresh(self, step):
+    from haviv_tf import control  # pylint: disable=g-import-not-at-top
+    control.set_centre_targets(self.run.model, self.generator, self.run.cfg,
+                               seed=(self.run.cfg.seed, step))
+
+  def on_train_begin(self, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) == 0:
+      self._refresh(0)
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = int(self.model.optimizer.iterations.numpy())
+    if step % self.every == 0 and self.guard.bad_step is None:
+      self._refresh(step)
+
+
 def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose=None,
-          extra_callbacks=()) -> Run:
+          extra_callbacks=(), init_fn=None) -> Run:
   """Trains (or resumes) the run of `cfg` in `workdir` up to cfg.train_steps.
 
-  `extra_callbacks` (Keras callbacks) are added to fit()'s, e.g. for timing.
+  `extra_callbacks` (Keras callbacks) are added to fit()'s, e.g. for timing. `init_fn(run)`
+  is called on a new run (no checkpoint yet) before its first step, e.g. to load a parent's
+  weights and set speed targets.
 
   Raises:
     RunError: corrupt checkpoint, or a non-finite loss (the last good checkpoint is kept).
@@ -186,19 +335,28 @@ def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose
     return run
   if start:
     logging.info("resuming %s from step %d", workdir, start)
+  elif init_fn is not None:
+    init_fn(run)
   generator = trials.generator_for(source, "train", cfg)
   curriculum = curricula.for_config(cfg)
   guard = _Guard()
-  callbacks = [guard, _Checkpointer(run, guard),
-               _Scalars(os.path.join(workdir, TENSORBOARD_DIR, "train"), cfg.log_every,
-                        curriculum, lr_schedule(cfg), guard)] + list(extra_callbacks)
+  callbacks = [guard]
+  if cfg.speed_refresh_every and speed_penalty_enabled(cfg):
+    callbacks.append(_RefreshTargets(run, generator, cfg.speed_refresh_every, guard))
+  callbacks += [_Historian(History(workdir, cfg.history_every, cfg.keep_history), curriculum,
+                           total, guard),
+                _Checkpointer(run, guard),
+                _Scalars(os.path.join(workdir, TENSORBOARD_DIR, "train"), cfg.log_every,
+                         curriculum, lr_schedule(cfg), guard)] + list(extra_callbacks)
   if verbose is None:
     verbose = 1 if sys.stdout.isatty() else 2
   chunk = cfg.checkpoint_every
+  speed_noise = (config_lib.NUM_CLASSES * cfg.speed_copies if speed_penalty_enabled(cfg) else 0)
 
   def fit(step, steps_per_epoch, initial_epoch, epochs):
     ds = generator.training_dataset(cfg.seed, cfg.batch_size, cfg.seq_len, curriculum,
-                                    start_step=step)
+                                    start_step=step, speed_noise=speed_noise,
+                                    data_offset=cfg.data_offset)
     run.model.fit(ds, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
                   epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
 
@@ -214,19 +372,31 @@ def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose
   return run
 
 
-def prepare_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool = False):
+def prepare_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool = False,
+                    source=None, extra=None):
   """Checks `workdir`, loads the data, writes config.json for a new run; returns the Source.
+
+  `source` skips loading the data again; `extra` (JSON-able dict, e.g. a fine-tuning run's
+  parent) is recorded in config.json and must match on resume.
 
   Raises:
     RunError, datasets.DataError: with a one-line message.
   """
   config_lib.validate(cfg)
   resume = check_workdir(cfg, workdir, overwrite)
-  source = datasets.load(cfg.dataset, cfg.data_dir)
+  if resume and extra:
+    stored = artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE))
+    diffs = [k for k in extra
+             if json.loads(json.dumps(extra[k], default=artifacts.jsonable)) != stored.get(k)]
+    if diffs and not overwrite:
+      raise RunError(f"{workdir} holds a run with a different {', '.join(diffs)}; use "
+                     "--overwrite to replace it, or another --workdir")
+    resume = not diffs
+  source = source or datasets.load(cfg.dataset, cfg.data_dir)
   if not resume:
     _clear_run(workdir)
     os.makedirs(workdir, exist_ok=True)
     artifacts.write_json(os.path.join(workdir, artifacts.CONFIG_FILE), dict(
         config=cfg.to_dict(), seed=cfg.seed, data_origin=source.origin,
-        environment=artifacts.environment()))
+        environment=artifacts.environment(), **(extra or {})))
   return source

@@ -16,6 +16,7 @@ from haviv_tf import curricula
 from haviv_tf import datasets
 
 NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
+_SPEED_STREAM = 0x5BEED  # folded into a step's seed for the speed penalty's noise frames
 
 
 class TrialGenerator:
@@ -152,18 +153,28 @@ class TrialGenerator:
 
   def training_dataset(self, seed: int, batch_size: int, length: int,
                        curriculum: curricula.Curriculum, start_step: int = 0,
-                       num_steps=None) -> tf.data.Dataset:
+                       num_steps=None, speed_noise: int = 0,
+                       data_offset: int = 0) -> tf.data.Dataset:
     """Batch k is the batch of training step start_step + k, seeded by (seed, step).
 
-    Elements are (inputs, {"labels", "weights", "class_mask"}) as in `sample`.
+    Elements are (inputs, {"labels", "weights", "class_mask"}) as in `sample`. With
+    `speed_noise` = K > 0 the targets also hold "speed_noise": K noise frames [K, frame_size]
+    for the speed penalty, from a stream of their own (the trials do not change).
+    `data_offset` shifts the trial stream (not the curriculum): step s draws the trials of
+    step data_offset + s, so a fine-tuning run continues its parent's stream.
     """
     stop = np.iinfo(np.int64).max if num_steps is None else start_step + num_steps
+    offset = tf.constant(int(data_offset), tf.int64)
 
     def make(step):
       _, num_classes, t_max = curriculum.at_tf(step)
-      b = self.sample(tf.stack([tf.cast(seed, tf.int64), step]), batch_size, length,
-                      t_max=t_max, num_classes=num_classes)
-      return b["inputs"], {k: b[k] for k in ("labels", "weights", "class_mask")}
+      seed_t = tf.stack([tf.cast(seed, tf.int64), step + offset])
+      b = self.sample(seed_t, batch_size, length, t_max=t_max, num_classes=num_classes)
+      targets = {k: b[k] for k in ("labels", "weights", "class_mask")}
+      if speed_noise:
+        targets["speed_noise"] = self.noise(
+            tf.random.experimental.stateless_fold_in(seed_t, _SPEED_STREAM), 0, speed_noise)
+      return b["inputs"], targets
 
     ds = tf.data.Dataset.range(start_step, stop)
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,3 +220,29 @@ def test_modes_on_a_trained_workdir_and_analyze(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(tmp_path, "out", "analysis.json")) as f:
     assert len(json.load(f)["rows"]) == 10
+  proc = _cli(["--mode=finetune", f"--parent={workdir}", "--finetune=center_mass", "--steps=3"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "fine-tuned (center_mass)" in proc.stdout
+  with open(os.path.join(workdir + "_finetune", "center_mass", "config.json")) as f:
+    assert json.load(f)["parent"]["workdir"] == os.path.abspath(workdir)
+  proc = _cli(["--mode=backtrack", f"--workdir={workdir}", "--sp_max_iters=100"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert re.search(r"\d+ slow points followed back through \d+ snapshots", proc.stdout)
+  assert "retracing" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode=finetune"], "--mode=finetune needs --parent=DIR"),
+    (["--mode=compare"], "--mode=compare needs --parent=DIR"),
+    (["--mode=finetune", "--parent=/x", "--finetune=louder"], "needs --finetune, one of control"),
+    (["--mode=compare", "--parent=/x", "--units=4"], "takes its config from --parent; drop --units"),
+    (["--mode=compare", "--parent=/x", "--steps=-1"], "--steps must be a positive integer"),
+    (["--mode=finetune", "--parent=/nonexistent", "--finetune=control"], "no haviv_tf run"),
+    (["--finetune=control"], "--finetune goes with --mode=finetune"),
+    (["--mode=backtrack"], "--mode=backtrack needs --workdir"),
+])
+def test_control_modes_refuse_bad_input_with_one_line(tmp_path, args, message):
+  proc = _cli(args)
+  assert proc.returncode == 1
+  lines = _error_line(proc)
+  assert len(lines) == 1 and message in lines[0], lines

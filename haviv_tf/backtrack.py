@@ -1,0 +1,133 @@
+"""Back-tracking slow points through a run's training snapshots.
+
+Starting from the final network's slow points (one per class, found from the class centres),
+the search is re-run on each earlier snapshot in turn (latest first), initialised at the points
+found on the snapshot after it. Each point's path records its speed, read-out class and position
+in the final network's principal-component plane. Two classes' points "merge" at a snapshot
+where they come within `merge_frac` x (median distance between the final points) of each other
+having been apart at the later snapshot: going back in time, one slow point served both classes,
+e.g. a VoCu class born from an existing slow point.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf import analysis
+from haviv_tf import artifacts
+from haviv_tf import models
+from haviv_tf import plotting
+from haviv_tf import slow_points as slow_points_lib
+from haviv_tf import train
+from haviv_tf import trials
+
+BACKTRACK_JSON = "backtrack.json"
+BACKTRACK_NPZ = "backtrack.npz"
+BACKTRACK_PNG = "backtrack.png"
+
+
+def find_merges(steps, points, classes, tol):
+  """Where two tracked points meet going back.
+
+  Args:
+    steps: [T] snapshot steps, latest first.
+    points: [T, P, S] tracked points.
+    classes: [P] class of each point.
+    tol: distance below which two points count as one.
+
+  Returns:
+    [(step, class_a, class_b, distance)]: the first (latest) snapshot at which a pair is within
+    `tol` after being farther apart at the snapshot before it in the list.
+  """
+  points = np.asarray(points, np.float64)
+  out, merged = [], set()
+  for t in range(1, len(steps)):
+    d = np.linalg.norm(points[t][:, None] - points[t][None], axis=-1)
+    d_later = np.linalg.norm(points[t - 1][:, None] - points[t - 1][None], axis=-1)
+    for a in range(len(classes)):
+      for b in range(a + 1, len(classes)):
+        key = (int(classes[a]), int(classes[b]))
+        if key not in merged and d[a, b] < tol and d_later[a, b] >= tol:
+          merged.add(key)
+          out.append((int(steps[t]), key[0], key[1], float(d[a, b])))
+  return out
+
+
+def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
+  """Back-tracks the final slow points of `workdir` through its history snapshots.
+
+  Writes backtrack.json (paths), backtrack.npz (points), backtrack.png into `workdir`.
+
+  Raises:
+    artifacts.RunError: no trained run, no final slow points, or fewer than one earlier snapshot.
+  """
+  if not merge_frac > 0:
+    raise ValueError(f"`merge_frac` must be positive, got {merge_frac!r}")
+  cfg, source, run = analysis.restore(workdir)
+  sp_path = os.path.join(workdir, analysis.SLOW_POINTS_FILE)
+  res_path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  if not os.path.exists(sp_path) or not os.path.exists(res_path):
+    raise artifacts.RunError(f"{workdir} has no slow points yet; run --mode=slow_points first")
+  results = artifacts.read_json(res_path)
+  if results.get("slow_points_step") != run.step or "centre_counts" not in results:
+    raise artifacts.RunError(f"{workdir}'s slow points are not of its final network; run "
+                             "--mode=slow_points again")
+  have = np.flatnonzero(np.asarray(results["centre_counts"]) > 0)
+  final = slow_points_lib.SlowPoints.load(sp_path)[:len(have)]
+  if not len(final):
+    raise artifacts.RunError(f"{workdir}: no class is remembered correctly, so there are no "
+                             "class slow points to follow back")
+  entries = [e for e in train.History.load(workdir) if e["step"] < run.step]
+  if not entries:
+    raise artifacts.RunError(f"{workdir} has no training snapshots before step {run.step} "
+                             f"(the {train.HISTORY_DIR}/ folder); train with --history_every")
+  entries = entries[::-1]
+  sp_config = sp_config or slow_points_lib.SlowPointConfig()
+  gen = trials.generator_for(source, "test", cfg)
+  classes = np.asarray(final.init_class, np.int32)
+
+  # The final network's PCA plane, from trajectories after the stimulus.
+  batch = gen.sample(tf.constant([cfg.seed, 31_337], tf.int64), 100, 40, delay=39,
+                     classes=tf.range(100) % 10)
+  states = run.model.run(batch["inputs"]).numpy()
+  t_s = batch["t_s"].numpy()
+  traj = np.concatenate([states[i, t_s[i]:t_s[i] + 20] for i in range(len(states))])
+  mean, comps = plotting.pca_basis(np.concatenate([traj, final.states]), 2)
+
+  steps = [run.step]
+  points = [final.states]
+  speed, readout, q = [final.speed], [final.readout], [final.q]
+  model = models.build(cfg, source.frame_shape)
+  finder = slow_points_lib.SlowPointFinder(model, sp_config)  # weights change, the graph not
+  for e in entries:
+    train.read_snapshot(model, os.path.join(workdir, train.HISTORY_DIR, e["path"]))
+    x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
+    found, _, _ = finder.minimize(points[-1], x_bar)
+    steps.append(int(e["step"]))
+    points.append(found)
+    speed.append(slow_points_lib.speeds(model, found, x_bar))
+    readout.append(slow_points_lib.readout_classes(model, found, x_bar))
+    q.append(0.5 * np.square(speed[-1]))
+  points = np.stack(points)
+  coords = (points - mean) @ comps.T
+  finals = final.states
+  pair = np.linalg.norm(finals[:, None] - finals[None], axis=-1)
+  scale = float(np.median(pair[np.triu_indices(len(finals), 1)])) if len(finals) > 1 else 1.0
+  tol = merge_frac * scale
+  merges = find_merges(steps, points, classes, tol)
+  stage_steps = {int(e["step"]) for e in entries if e.get("stage_change")}
+  out = dict(
+      steps=steps, stage_change=[s in stage_steps for s in steps], classes=classes.tolist(),
+      speed=np.stack(speed).tolist(), readout=np.stack(readout).tolist(),
+      pca=coords.tolist(), merge_tol=tol, merge_frac=merge_frac,
+      merges=[dict(step=s, classes=[a, b], distance=d) for s, a, b, d in merges],
+      final_step=run.step, sp_max_iters=sp_config.max_iters)
+  artifacts.write_json(os.path.join(workdir, BACKTRACK_JSON), out)
+  artifacts.save_npz(os.path.join(workdir, BACKTRACK_NPZ), steps=np.asarray(steps),
+                     points=points.astype(np.float32), classes=classes)
+  fig = plotting.backtrack_paths(steps, coords, np.stack(speed), classes,
+                                 [(s, a, b) for s, a, b, _ in merges],
+                                 title=f"{cfg.protocol} {cfg.arch} (seed {cfg.seed})")
+  plotting.save_png(fig, os.path.join(workdir, BACKTRACK_PNG))
+  return out

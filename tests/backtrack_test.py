@@ -1,0 +1,97 @@
+"""Training snapshots (bounded history) and back-tracking slow points through them."""
+
+import os
+
+import numpy as np
+import pytest
+
+from haviv_tf import analysis
+from haviv_tf import artifacts
+from haviv_tf import backtrack
+from haviv_tf import config as config_lib
+from haviv_tf import models
+from haviv_tf import slow_points
+from haviv_tf import train
+from haviv_tf import trials
+
+SP = slow_points.SlowPointConfig(max_iters=200, chunk=100, q_tol=1e-8)
+
+
+def test_history_is_bounded_and_keeps_stage_changes(tmp_path):
+  model = models.DelayedClassifier(units=4, frame_shape=(2, 2, 1))
+  history = train.History(str(tmp_path), every=1, keep=4)
+  boundaries = {7, 13}
+  for step in range(0, 41):
+    if history.wants(step, boundaries, 40):
+      history.save(model, step, stage_change=step in boundaries)
+  history.mark_final(40)
+  entries = train.History.load(str(tmp_path))
+  steps = [e["step"] for e in entries]
+  cadence = [e["step"] for e in entries if not e["stage_change"] and not e.get("final")]
+  assert len(cadence) <= 4 and history.every == 16
+  assert cadence == [0, 16, 32]
+  assert {7, 13, 40} <= set(steps)
+  # Thinned snapshots' files are gone; kept ones are readable.
+  files = {f.split(".")[0] for f in os.listdir(tmp_path / "history") if f != "history.json"}
+  assert files == {e["path"] for e in entries}
+  assert train.read_snapshot(model, str(tmp_path / "history" / "snapshot-13")) == 13
+  # A reopened History continues at the doubled cadence.
+  assert train.History(str(tmp_path), every=1, keep=4).every == 16
+
+
+def test_find_merges_reports_where_two_points_meet_going_back():
+  steps = [30, 20, 10, 0]
+  a = np.array([[0.0, 0], [0, 0], [0, 0], [0, 0]])
+  b = np.array([[5.0, 0], [2, 0], [0.01, 0], [0, 0]])      # meets a at step 10
+  c = np.array([[0.0, 5], [0, 4], [0, 3], [0, 2]])          # never meets
+  points = np.stack([a, b, c], axis=1)
+  merges = backtrack.find_merges(steps, points, [3, 7, 1], tol=0.1)
+  assert [(s, x, y) for s, x, y, _ in merges] == [(10, 3, 7)]
+  assert merges[0][3] == pytest.approx(0.01)
+
+
+def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
+  workdir = str(tmp_path / "run")
+  cfg = config_lib.resolve("quick", "mnist_sample", dict(
+      units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
+      eval_delays=(5,), eval_trials=20, protocol="nacu", history_every=10))
+  analysis.train_and_analyze(cfg, workdir, verbose=0, sp_config=SP)
+  entries = train.History.load(workdir)
+  assert [e["step"] for e in entries] == [0, 10, 20]
+  out = backtrack.backtrack(workdir, SP)
+  assert out["steps"] == [20, 10, 0]
+  n = len(out["classes"])
+  results = artifacts.read_json(os.path.join(workdir, "results.json"))
+  assert n == sum(1 for c in results["centre_counts"] if c > 0) and n >= 1
+  assert np.asarray(out["pca"]).shape == (3, n, 2)
+  assert np.all(np.isfinite(out["pca"])) and np.asarray(out["speed"]).shape == (3, n)
+  # Row 0 is the final network's own slow points, as found by the analysis.
+  final = slow_points.SlowPoints.load(os.path.join(workdir, analysis.SLOW_POINTS_FILE))
+  np.testing.assert_allclose(out["speed"][0], final.speed[:n], rtol=1e-6)
+  # Each earlier point is a slow point of its snapshot's network: re-measuring it agrees.
+  saved = artifacts.load_npz(os.path.join(workdir, backtrack.BACKTRACK_NPZ))
+  _, source, run = analysis.restore(workdir)
+  model = models.build(cfg, source.frame_shape)
+  train.read_snapshot(model, os.path.join(workdir, "history", "snapshot-0"))
+  x_bar = slow_points.mean_input_features(model, trials.generator_for(source, "test", cfg))
+  np.testing.assert_allclose(slow_points.speeds(model, saved["points"][2], x_bar),
+                             out["speed"][2], rtol=1e-4)
+  with open(os.path.join(workdir, backtrack.BACKTRACK_PNG), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  del run
+
+
+def test_backtrack_needs_snapshots_and_slow_points(tmp_path):
+  workdir = str(tmp_path / "run")
+  cfg = config_lib.resolve("quick", "mnist_sample", dict(
+      units=8, batch_size=16, train_steps=10, checkpoint_every=10, log_every=5,
+      protocol="nacu", history_every=0))
+  src = train.prepare_workdir(cfg, workdir)
+  train.train(cfg, workdir, src, verbose=0)
+  with pytest.raises(artifacts.RunError, match="no slow points"):
+    backtrack.backtrack(workdir, SP)
+  os.remove(os.path.join(workdir, "history", "history.json"))
+  _, _, run = analysis.restore(workdir)
+  analysis.find_slow_points(cfg, run, src, workdir, SP, num_sampled=0, trials_per_class=5)
+  with pytest.raises(artifacts.RunError, match="no training snapshots"):
+    backtrack.backtrack(workdir, SP)

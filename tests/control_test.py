@@ -1,0 +1,268 @@
+"""Speed penalty, fine-tuning modes and their comparison on tiny networks."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from haviv_tf import analysis
+from haviv_tf import artifacts
+from haviv_tf import config as config_lib
+from haviv_tf import control
+from haviv_tf import curricula
+from haviv_tf import datasets
+from haviv_tf import models
+from haviv_tf import slow_points
+from haviv_tf import train
+from haviv_tf import trials
+
+SP = slow_points.SlowPointConfig(max_iters=200, chunk=100, q_tol=1e-8)
+
+
+def _tiny(**overrides):
+  base = dict(units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
+              eval_delays=(5, 30), eval_trials=20, protocol="nacu", history_every=10)
+  base.update(overrides)
+  return config_lib.resolve("quick", "mnist_sample", base)
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+  """A tiny trained, evaluated and analysed run."""
+  workdir = str(tmp_path_factory.mktemp("parent") / "run")
+  analysis.train_and_analyze(_tiny(), workdir, verbose=0, sp_config=SP)
+  return workdir
+
+
+def _tree(path):
+  """{relative path: sha256} of every file under `path` (and the mtimes)."""
+  out = {}
+  for root, _, files in os.walk(path):
+    for f in files:
+      full = os.path.join(root, f)
+      with open(full, "rb") as fh:
+        out[os.path.relpath(full, path)] = (hashlib.sha256(fh.read()).hexdigest(),
+                                            os.stat(full).st_mtime_ns)
+  return out
+
+
+# -- the penalty ---------------------------------------------------------------------------------
+
+
+def _direct_penalty(model, targets, weights, noise):
+  """sum_k w_k ||F(s_k, x_k) - s_k||^2 written out per row, LSTM cell term via tanh(c)."""
+  total = tf.constant(0.0)
+  u = model.units
+  for k in range(len(targets)):
+    s = tf.constant(targets[k:k + 1])
+    x = tf.concat([tf.constant(noise[k:k + 1]), tf.zeros([1, 1])], axis=-1)
+    new = model.cell.step(model.cell.project(x), s)
+    if model.arch == "lstm":
+      d = tf.concat([new[:, :u] - s[:, :u], tf.tanh(new[:, u:]) - tf.tanh(s[:, u:])], -1)
+    else:
+      d = new - s
+    total += weights[k] * tf.reduce_sum(tf.square(d))
+  return total
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+def test_penalty_value_and_gradient_match_a_direct_computation(arch):
+  keras.utils.set_random_seed(1)
+  model = models.DelayedClassifier(arch=arch, units=6, frame_shape=(4, 4, 1), readout="linear")
+  model.enable_speed_penalty(5)
+  rng = np.random.default_rng(0)
+  targets = rng.normal(size=(5, model.state_size)).astype(np.float32)
+  weights = np.array([1, 1, 0, 1, 1], np.float32)
+  targets[2] = np.nan  # a class without a target: weight 0, its row is ignored
+  model.set_speed_targets(targets, weights)
+  noise = rng.normal(size=(5, 16)).astype(np.float32)
+  with tf.GradientTape(persistent=True) as tape:
+    penalty, mean_sq = model.speed_penalty(tf.constant(noise))
+    direct = _direct_penalty(model, np.nan_to_num(targets), weights, noise)
+  np.testing.assert_allclose(float(penalty), float(direct), rtol=1e-5)
+  np.testing.assert_allclose(float(mean_sq), float(direct) / 4, rtol=1e-5)
+  g = tape.gradient(penalty, model.cell.trainable_variables)
+  g_direct = tape.gradient(direct, model.cell.trainable_variables)
+  for a, b in zip(g, g_direct):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+  # Finite differences along the gradient confirm it is the penalty's gradient.
+  var = model.cell.trainable_variables[0]
+  direction = g[0] / tf.norm(g[0])
+  eps = 1e-2
+  var.assign_add(eps * direction)
+  plus = float(model.speed_penalty(tf.constant(noise))[0])
+  var.assign_sub(2 * eps * direction)
+  minus = float(model.speed_penalty(tf.constant(noise))[0])
+  var.assign_add(eps * direction)
+  np.testing.assert_allclose((plus - minus) / (2 * eps), float(tf.norm(g[0])), rtol=2e-2)
+  # Targets are not trained: no gradient reaches them.
+  assert tape.gradient(penalty, model.speed_targets) is None
+
+
+def test_train_step_adds_mu_times_the_penalty_gradient():
+  """One SGD step of the custom train_step moves weights by -lr (g_task + mu g_penalty)."""
+  keras.utils.set_random_seed(2)
+  mu, lr = 0.5, 0.1
+  model = models.DelayedClassifier(arch="gru", units=6, frame_shape=(4, 4, 1), readout="linear")
+  model.enable_speed_penalty(3)
+  rng = np.random.default_rng(1)
+  model.set_speed_targets(rng.normal(size=(3, 6)).astype(np.float32), np.ones(3, np.float32))
+  model.compile(optimizer=keras.optimizers.SGD(lr), speed_weight=mu)
+  split = datasets.Split(images=rng.integers(0, 255, (30, 4, 4, 1)).astype(np.uint8),
+                         labels=np.arange(30) % 10)
+  gen = trials.TrialGenerator(split, [0.1], [0.3])
+  ds = gen.training_dataset(0, 8, 10, curricula.Curriculum((), (10,), (10,)), speed_noise=3)
+  inputs, targets = next(iter(ds))
+  before = [v.numpy() for v in model.trainable_variables]
+  with tf.GradientTape(persistent=True) as tape:
+    task, _, _ = model.task_loss(inputs, targets, training=True)
+    pen, _ = model.speed_penalty(targets["speed_noise"])
+  g_task = tape.gradient(task, model.trainable_variables)
+  g_pen = tape.gradient(pen, model.trainable_variables)
+  logs = model.train_step((inputs, targets))
+  for v, b, gt, gp in zip(model.trainable_variables, before, g_task, g_pen):
+    gp = 0 if gp is None else gp.numpy()
+    np.testing.assert_allclose(v.numpy(), b - lr * (gt.numpy() + mu * gp), rtol=1e-5,
+                               atol=1e-7)
+  assert float(logs["speed_sq"]) > 0
+
+
+# -- fine-tuning ---------------------------------------------------------------------------------
+
+
+def test_finetune_config_follows_the_paper_and_the_quick_scaling():
+  quick = config_lib.resolve("quick", "mnist", {"protocol": "decu"})
+  cfg = control.finetune_config(quick, "slow_points")
+  assert cfg.train_steps == round(5000 * 3000 / 140_000)  # 107
+  assert cfg.learning_rate == quick.learning_rate and cfg.lr_decay_step == cfg.train_steps
+  assert cfg.speed_weight == 1e-3 and cfg.speed_targets == "slow_points"
+  assert cfg.data_offset == quick.train_steps and cfg.protocol == "decu"
+  assert curricula.for_config(cfg).at(0) == (10, 20)  # all classes, T_max 20
+  paper = control.finetune_config(config_lib.resolve("paper", "cifar10", {}), "center_mass")
+  assert paper.train_steps == 5000 and paper.speed_weight == 1e-2
+  assert paper.learning_rate == 1e-4
+  ctrl = control.finetune_config(quick, "control")
+  assert ctrl.speed_weight == 0 and ctrl.speed_targets == "center_mass"
+  with pytest.raises(ValueError, match="unknown fine-tuning 'foo'"):
+    control.finetune_config(quick, "foo")
+  with pytest.raises(ValueError, match="itself a fine-tuning"):
+    control.finetune_config(cfg, "control")
+  with pytest.raises(ValueError, match="speed_weight` 0"):
+    config_lib.validate(dataclasses.replace(ctrl, speed_weight=1.0))
+
+
+def test_control_equals_plain_continued_training(parent, tmp_path):
+  steps = 6
+  workdir = str(tmp_path / "control")
+  control.finetune(parent, "control", workdir, steps=steps, analyze=False, verbose=0)
+  cfg, source, ft = analysis.restore(workdir)
+  assert ft.step == steps
+
+  # By hand: the parent's weights, a fresh Adam at the training rate, plain train_step (no
+  # penalty), the parent's trial stream continued with all classes.
+  pcfg = config_lib.Config.from_dict(artifacts.read_json(os.path.join(parent,
+                                                                      "config.json"))["config"])
+  model = models.build(pcfg, source.frame_shape)
+  train.load_weights(model, parent)
+  model.compile(optimizer=keras.optimizers.Adam(pcfg.learning_rate, epsilon=1e-8))
+  gen = trials.generator_for(source, "train", pcfg)
+  ds = gen.training_dataset(pcfg.seed, pcfg.batch_size, pcfg.seq_len,
+                            curricula.Curriculum((), (10,), (pcfg.seq_len,)),
+                            data_offset=pcfg.train_steps)
+  model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+  for a, b in zip(ft.model.trainable_variables, model.trainable_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+  # ... and training did move away from the parent.
+  p = models.build(pcfg, source.frame_shape)
+  train.load_weights(p, parent)
+  assert not np.allclose(p.trainable_variables[0].numpy(), model.trainable_variables[0].numpy())
+
+
+def test_finetune_never_writes_into_the_parent_and_records_it(parent, tmp_path):
+  before = _tree(parent)
+  workdir = str(tmp_path / "sp")
+  results = control.finetune(parent, "slow_points", workdir, steps=4, verbose=0, sp_config=SP)
+  assert _tree(parent) == before
+  rec = artifacts.read_json(os.path.join(workdir, "config.json"))
+  assert rec["parent"]["workdir"] == os.path.abspath(parent) and rec["parent"]["step"] == 20
+  assert rec["config"]["finetune"] == "slow_points" and rec["config"]["speed_weight"] == 1e-3
+  assert results["step"] == 4 and set(results["accuracy_by_delay"]) == {"5", "30"}
+  targets = artifacts.load_npz(os.path.join(workdir, control.TARGETS_FILE))
+  have = targets["counts"] > 0
+  assert have.any()
+  # The targets in force are the slow points found from the (training-image) centres.
+  cfg, _, run = analysis.restore(workdir)
+  live = run.model.speed_target_weights.numpy().reshape(10, cfg.speed_copies)
+  np.testing.assert_array_equal(live[:, 0] > 0, have)
+  stored = run.model.speed_targets.numpy().reshape(10, cfg.speed_copies, -1)
+  np.testing.assert_allclose(stored[have, 0], targets["per_class"][have], rtol=1e-6)
+  assert np.all(targets["slow_point_speed"] >= 0)
+  # Resuming onto a different parent is refused.
+  other = str(tmp_path / "other_parent")
+  analysis.train_and_analyze(_tiny(seed=1), other, verbose=0, sp_config=SP)
+  with pytest.raises(artifacts.RunError, match="different"):
+    control.finetune(other, "slow_points", workdir, steps=4, verbose=0, sp_config=SP)
+
+
+def test_compare_writes_the_table_and_plots(parent, tmp_path):
+  out = str(tmp_path / "cmp")
+  summary = control.compare(parent, out, steps=3, sp_config=SP)
+  assert set(summary["rows"]) == {"trained", "control", "slow_points", "center_mass"}
+  with open(os.path.join(out, control.COMPARE_MD)) as f:
+    md = f.read()
+  for name in summary["rows"]:
+    assert f"| {name} |" in md
+  for png in (control.COMPARE_ACCURACY_PNG, control.COMPARE_SPEED_PNG):
+    with open(os.path.join(out, png), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  with open(os.path.join(out, control.COMPARE_JSON)) as f:
+    assert json.load(f)["delays"] == [5, 30]
+  # A second call finds every fine-tuning finished and only rewrites the comparison.
+  mtimes = {m: os.stat(os.path.join(out, m, "results.json")).st_mtime_ns for m in control.MODES}
+  control.compare(parent, out, steps=3, sp_config=SP)
+  assert mtimes == {m: os.stat(os.path.join(out, m, "results.json")).st_mtime_ns
+                    for m in control.MODES}
+
+
+# -- the penalty while training from scratch -----------------------------------------------------
+
+
+def test_penalty_from_scratch_refreshes_targets_and_resumes_exactly(tmp_path):
+  cfg = _tiny(speed_weight=1e-2, speed_targets="center_mass", speed_refresh_every=5,
+              protocol="vocu", train_steps=20, checkpoint_every=10)
+  src = train.prepare_workdir(cfg, str(tmp_path / "a"))
+  full = train.train(cfg, str(tmp_path / "a"), src, verbose=0)
+  assert full.model.speed_targets is not None
+  # As if killed before the step-20 checkpoint: resume from the step-10 one.
+  b = str(tmp_path / "b")
+  shutil.copytree(str(tmp_path / "a"), b)
+  ckpts = os.path.join(b, "checkpoints")
+  for f in os.listdir(ckpts):
+    if f.startswith("ckpt-20"):
+      os.remove(os.path.join(ckpts, f))
+  tf.compat.v1.train.update_checkpoint_state(ckpts, os.path.join(ckpts, "ckpt-10"),
+                                   [os.path.join(ckpts, "ckpt-10")])
+  resumed = train.train(cfg, b, src, verbose=0)
+  assert resumed.step == 20
+  for x, y in zip(full.model.variables, resumed.model.variables):
+    np.testing.assert_array_equal(x.numpy(), y.numpy())
+  # The targets were re-estimated from the network at step 20: they equal a fresh estimate.
+  gen = trials.generator_for(src, "train", cfg)
+  targets = resumed.model.speed_targets.numpy().copy()
+  control.set_centre_targets(resumed.model, gen, cfg, seed=(cfg.seed, 20))
+  np.testing.assert_array_equal(targets, resumed.model.speed_targets.numpy())
+
+
+def test_penalty_config_is_validated():
+  with pytest.raises(ValueError, match="speed_refresh_every"):
+    _tiny(speed_weight=1e-2)
+  with pytest.raises(ValueError, match="non-negative finite"):
+    _tiny(speed_weight=-1.0)
+  with pytest.raises(ValueError, match="unknown speed_targets"):
+    _tiny(speed_targets="everywhere")
