@@ -8,6 +8,7 @@ import tensorflow as tf
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 from haviv_tf import datasets
+from haviv_tf import distribute
 from haviv_tf import evaluation
 from haviv_tf import export
 from haviv_tf import plotting
@@ -163,17 +164,23 @@ def export_model(cfg, run, source, workdir) -> str:
 
 
 def train_and_analyze(cfg: config_lib.Config, workdir: str, overwrite: bool = False,
-                      verbose=None, sp_config=None) -> dict:
+                      verbose=None, sp_config=None, strategy=None) -> dict:
   """The whole run: train (or resume) in `workdir`, then evaluate, find slow points, export.
 
-  Returns results.json's content.
+  `strategy` (tf.distribute, see haviv_tf.distribute; None: the current one) distributes the
+  training. The analysis runs on the chief only, on a single-device copy of the trained model
+  restored from its final checkpoint; a non-chief multi-worker task returns {} after training.
+
+  Returns results.json's content ({} on a non-chief task).
 
   Raises:
     artifacts.RunError, datasets.DataError: with a one-line message.
   """
-  source = train.prepare_workdir(cfg, workdir, overwrite)
-  run = train.train(cfg, workdir, source, verbose)
-  return after_training(cfg, run, source, workdir, sp_config)
+  source = train.prepare_workdir(cfg, workdir, overwrite, strategy=strategy)
+  run = train.train(cfg, workdir, source, verbose, strategy=strategy)
+  if not distribute.is_chief(strategy):
+    return {}
+  return after_training(cfg, run.single_device(), source, workdir, sp_config)
 
 
 def after_training(cfg, run, source, workdir, sp_config=None) -> dict:

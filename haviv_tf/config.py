@@ -11,6 +11,9 @@ FINETUNE_MODES = ("control", "slow_points", "center_mass")
 SPEED_TARGETS = ("none", "slow_points", "center_mass")
 READOUTS = ("sigmoid", "linear")
 PRESET_NAMES = ("paper", "quick")
+# tf.distribute strategies for training (haviv_tf.distribute). Not a Config field: the strategy
+# does not change what a run computes.
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 NUM_CLASSES = 10          # image classes; the network has NUM_CLASSES + 1 outputs (null first)
 
 

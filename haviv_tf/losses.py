@@ -33,10 +33,19 @@ def masked_null_label(labels, logits, weights, class_mask):
   Returns:
     scalar float32.
   """
+  weighted_ce, total_weight = masked_null_label_sums(labels, logits, weights, class_mask)
+  return tf.math.divide_no_nan(weighted_ce, total_weight)
+
+
+def masked_null_label_sums(labels, logits, weights, class_mask):
+  """The numerator and denominator of `masked_null_label`: (sum w * CE, sum w), scalars.
+
+  A replica holding one shard of a global batch divides its sum w * CE by the global sum w.
+  """
   ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=tf.cast(labels, tf.int32), logits=mask_logits(tf.cast(logits, tf.float32), class_mask))
   weights = tf.cast(weights, tf.float32)
-  return tf.math.divide_no_nan(tf.reduce_sum(ce * weights), tf.reduce_sum(weights))
+  return tf.reduce_sum(ce * weights), tf.reduce_sum(weights)
 
 
 def speed_squared(cell, state, new_state):

@@ -21,7 +21,7 @@ from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 
 MODES = ("train", "evaluate", "slow_points", "export", "analyze", "finetune", "compare",
-         "backtrack")
+         "backtrack", "study")
 
 _MODE = flags.DEFINE_string(
     "mode", "train",
@@ -30,7 +30,8 @@ _MODE = flags.DEFINE_string(
     "memory across the runs in --workdirs, written to --out; finetune: fine-tune the run in "
     "--parent (--finetune=control|slow_points|center_mass) into --workdir; compare: all three "
     "fine-tunings of --parent and their comparison in --out; backtrack: follow the final slow "
-    "points of --workdir back through its training snapshots.")
+    "points of --workdir back through its training snapshots; study: run (or resume) the "
+    "--grid of networks in --workdir with --workers, then write its REPORT.md.")
 _PROTOCOL = flags.DEFINE_string("protocol", "vocu", "Curriculum: vocu, decu or nacu.")
 _DATASET = flags.DEFINE_string(
     "dataset", "mnist_sample",
@@ -51,8 +52,26 @@ _PARENT = flags.DEFINE_string("parent", None,
 _MERGE_FRAC = flags.DEFINE_float(
     "merge_frac", 0.05, "Back-tracking: two points merge within this fraction of the median "
     "distance between the final slow points.")
+_GRID = flags.DEFINE_string("grid", None, "--mode=study: the sweep grid, small or paper "
+                            "(default: the grid already in --workdir, else small).")
+_WORKERS = flags.DEFINE_integer("workers", 1, "--mode=study: parallel worker processes.")
+_THREADS = flags.DEFINE_integer("threads", 0, "--mode=study: TensorFlow threads per worker "
+                                "(0: cores // workers).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace a run with a different config in --workdir.")
+_STRATEGY = flags.DEFINE_string(
+    "strategy", "default",
+    "--mode=train: tf.distribute strategy for training: default (one device), mirrored (the "
+    "GPUs, or the logical CPU devices without GPU; see --cpu_devices), multi_worker "
+    "(MultiWorkerMirroredStrategy from the TF_CONFIG environment variable; run the same "
+    "command on every worker) or tpu (TPUStrategy; untested). Results match the default "
+    "strategy's up to float rounding; the strategy is recorded in config.json, not compared "
+    "on resume.")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "--strategy=mirrored on a machine without GPU: split the CPU into this "
+    "many logical devices, one replica each (0: leave the CPU as it is, one device).")
+_TPU = flags.DEFINE_string("tpu", "", "--strategy=tpu: the TPU name or grpc:// address for "
+                           "TPUClusterResolver (default: the local / Cloud TPU VM one).")
 
 _EXPLICIT = ("protocol", "dataset", "arch", "preset")
 _OVERRIDES = {}
@@ -109,6 +128,8 @@ def _run(argv):
   mode = _MODE.value
   if mode not in MODES:
     raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+  if mode != "train" and any(flags.FLAGS[n].present for n in ("strategy", "cpu_devices", "tpu")):
+    raise UsageError("--strategy, --cpu_devices and --tpu go with --mode=train")
   if mode == "analyze":
     if not _WORKDIRS.value or not _OUT.value:
       raise UsageError("--mode=analyze needs --workdirs=DIR,DIR,... and --out=DIR")
@@ -120,15 +141,28 @@ def _run(argv):
     return
   if mode in ("finetune", "compare"):
     return _finetune(mode)
+  if mode == "study":
+    return _study()
   if mode == "train":
     if _OVERRIDES["finetune"].value:
       raise UsageError("--finetune goes with --mode=finetune --parent=DIR (a trained run)")
     cfg = config_from_flags()  # before TensorFlow loads: bad flags fail fast
+    if _STRATEGY.value not in config_lib.STRATEGIES:
+      raise UsageError(f"unknown strategy {_STRATEGY.value!r}; valid: "
+                       f"{', '.join(config_lib.STRATEGIES)}")
+    if _CPU_DEVICES.value < 0:
+      raise UsageError(f"--cpu_devices must be >= 0, got {_CPU_DEVICES.value}")
     workdir = _WORKDIR.value or default_workdir(cfg)
     analysis = _import_quietly()
+    from haviv_tf import distribute  # pylint: disable=g-import-not-at-top
     from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+    strategy = distribute.make_strategy(_STRATEGY.value, _CPU_DEVICES.value, _TPU.value)
     results = analysis.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
-                                         sp_config=_sp_config(slow_points))
+                                         sp_config=_sp_config(slow_points), strategy=strategy)
+    if not distribute.is_chief(strategy):
+      kind, index = distribute.task_of(strategy)
+      print(f"{workdir}: {kind} {index} finished training; the chief writes the results")
+      return
     accs = ", ".join(f"{d}: {a:.3f}" for d, a in
                      sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
     print(f"{workdir}: step {results['step']}, report accuracy by delay {{{accs}}}")
@@ -196,6 +230,42 @@ def _finetune(mode):
   summary = control.compare(_PARENT.value, out, steps, mu, sp_config=_sp_config(slow_points))
   print(open(os.path.join(out, control.COMPARE_MD)).read().rstrip())
   print(f"wrote {out}")
+
+
+def _study():
+  import time  # pylint: disable=g-import-not-at-top
+  if not _WORKDIR.value:
+    raise UsageError("--mode=study needs --workdir=DIR, the sweep's root")
+  if _WORKERS.value < 1 or _THREADS.value < 0:
+    raise UsageError("--workers must be >= 1 and --threads >= 0")
+  from haviv_tf import sweep  # pylint: disable=g-import-not-at-top
+  root = _WORKDIR.value
+  if os.path.exists(os.path.join(root, sweep.GRID_FILE)):
+    name, specs = sweep.load_grid(root)
+    if _GRID.value and _GRID.value != name:
+      raise UsageError(f"{root} holds the {name!r} grid; use another --workdir for "
+                       f"{_GRID.value!r}")
+  else:
+    name = _GRID.value or "small"
+    specs = sweep.expand(sweep.get_grid(name))
+    sweep.write_grid(specs, root, name)
+  t0 = time.time()
+  results = sweep.run_local(specs, root, _WORKERS.value, _THREADS.value,
+                            _OVERRIDES["data_dir"].value or "")
+  wall = time.time() - t0
+  failed = [r for r in results if r["status"] not in ("done", "skipped")]
+  analysis = _import_quietly()
+  del analysis
+  from haviv_tf import report  # pylint: disable=g-import-not-at-top
+  ran = sum(r["status"] == "done" for r in results)
+  summary = report.build(root, _OUT.value, wall_seconds=wall if ran == len(results) else None)
+  held = ", ".join(f"({k}) {'yes' if v['held'] else ('n/a' if v['held'] is None else 'no')}"
+                   for k, v in summary["claims"].items())
+  print(f"{os.path.join(_OUT.value or root, report.REPORT_MD)}: {summary['analysed']} of "
+        f"{summary['runs']} networks; claims held: {held}")
+  if failed:
+    raise artifacts.RunError(f"{len(failed)} run(s) failed: " + "; ".join(
+        f"{r['name']} at {r.get('failed_step', r['status'])}" for r in failed))
 
 
 def _import_quietly():

@@ -308,6 +308,26 @@ class DelayedClassifier(keras.Model):
     w = self.speed_target_weights
     return tf.reduce_sum(w * sq), tf.math.divide_no_nan(tf.reduce_sum(w * sq), tf.reduce_sum(w))
 
+  def speed_penalty_shard(self, noise_frames, first_row):
+    """The penalty over target rows [first_row, first_row + k) with their k noise frames.
+
+    A replica holding shard r of the K noise frames passes first_row = r k; the shards' sums add
+    up to `speed_penalty`'s penalty.
+
+    Args:
+      noise_frames: [k, frame_size].
+      first_row: scalar int, the first target row the frames pair with.
+
+    Returns:
+      (sum_k w_k ||F(s_k, x_k) - s_k||^2, sum_k w_k) over the shard's rows, scalars.
+    """
+    k = tf.shape(noise_frames)[0]
+    frames = tf.concat([noise_frames, tf.zeros([k, 1], noise_frames.dtype)], axis=-1)
+    targets = tf.stop_gradient(tf.slice(self.speed_targets, [first_row, 0], [k, -1]))
+    sq = losses.speed_squared(self.cell, targets, self.transition(targets, self.encode(frames)))
+    w = tf.slice(self.speed_target_weights, [first_row], [k])
+    return tf.reduce_sum(w * sq), tf.reduce_sum(w)
+
   @property
   def metrics(self):
     trackers = [self.loss_tracker, self.report_acc, self.null_acc] + self.class_acc
@@ -333,6 +353,25 @@ class DelayedClassifier(keras.Model):
       logs["speed_sq"] = self.speed_tracker.result()
     return logs
 
+  def _global_logs(self, ctx):
+    """`_logs` over every replica's metric state, from inside a replica (ctx its context).
+
+    The metrics' variables are sync-on-read sums, so read from outside the replicas (callbacks,
+    fit's epoch logs) they already cover the global batch; within a replica they hold its own
+    shard only, so the running totals and counts are all-reduced here.
+    """
+    trackers = self.metrics[:3] + ([self.speed_tracker] if self.speed_targets is not None else [])
+    sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                          [tf.stack([tf.convert_to_tensor(m.total), tf.convert_to_tensor(m.count)])
+                           for m in trackers])
+    return {m.name: tf.math.divide_no_nan(s[0], s[1]) for m, s in zip(trackers, sums)}
+
+  @staticmethod
+  def _replica_context():
+    """The replica context when training runs on more than one replica, else None."""
+    ctx = tf.distribute.get_replica_context()
+    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
   def task_loss(self, inputs, targets, training):
     logits, states = self(inputs, training=training)
     loss = losses.masked_null_label(targets["labels"], logits, targets["weights"],
@@ -342,15 +381,31 @@ class DelayedClassifier(keras.Model):
   def extra_loss(self, inputs, targets, states):
     """speed_weight x the speed penalty when it is enabled and the batch carries noise frames
     ("speed_noise"); zero for plain training. With speed_weight 0 the penalty is still computed
-    (and logged as speed_sq), adding exactly 0 to the loss and its gradient."""
+    (and logged as speed_sq), adding exactly 0 to the loss and its gradient.
+
+    On more than one replica the batch holds replica r's shard of the K noise frames, which
+    pair with target rows [r K/R, (r+1) K/R): the replica returns its share of the penalty (the
+    shares add up to the whole) and logs the global mean squared speed."""
     del inputs, states
     if self.speed_targets is None or "speed_noise" not in targets:
       return 0.0
+    ctx = self._replica_context()
+    if ctx is not None:
+      noise = tf.cast(targets["speed_noise"], tf.float32)
+      first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(noise)[0]
+      share, weight = self.speed_penalty_shard(noise, first)
+      total, total_weight = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                           [tf.stop_gradient(share), weight])
+      self.speed_tracker.update_state(tf.math.divide_no_nan(total, total_weight))
+      return self.speed_weight * share
     penalty, mean_sq = self.speed_penalty(tf.cast(targets["speed_noise"], tf.float32))
     self.speed_tracker.update_state(mean_sq)
     return self.speed_weight * penalty
 
   def train_step(self, data):
+    ctx = self._replica_context()
+    if ctx is not None:
+      return self._distributed_train_step(data, ctx)
     inputs, targets = data[0], data[1]
     with tf.GradientTape() as tape:
       loss, logits, states = self.task_loss(inputs, targets, training=True)
@@ -361,12 +416,60 @@ class DelayedClassifier(keras.Model):
                          targets["class_mask"])
     return self._logs()
 
+  def _distributed_train_step(self, data, ctx):
+    """train_step on replica ctx.replica_id_in_sync_group of R, holding one shard of the batch.
+
+    The loss is sum w CE / sum w over the global batch. Each replica divides its own sum w CE by
+    the global sum w (all-reduced, no gradient) and adds its share of the speed penalty, so the
+    replicas' objectives add up to the single-device loss; the optimizer (Keras 3, TensorFlow
+    backend) all-reduces the replicas' gradients with SUM before applying them, which is then the
+    gradient of the global loss. Metrics update with the global loss and the local predictions;
+    the logs are all-reduced (see `_global_logs`).
+    """
+    inputs, targets = data[0], data[1]
+    weights = tf.cast(targets["weights"], tf.float32)
+    total_weight = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(weights))
+    with tf.GradientTape() as tape:
+      logits, states = self(inputs, training=True)
+      weighted_ce, _ = losses.masked_null_label_sums(targets["labels"], logits, weights,
+                                                     targets["class_mask"])
+      share = tf.math.divide_no_nan(weighted_ce, total_weight)
+      share = share + self.extra_loss(inputs, targets, states)
+    grads = tape.gradient(share, self.trainable_variables)
+    self.optimizer.apply(grads, self.trainable_variables)
+    total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(share))
+    self._update_metrics(total, targets["labels"], logits, weights, targets["class_mask"])
+    logs = self._global_logs(ctx)
+    strategy = tf.distribute.get_strategy()
+    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
+      # Keras 3's fit() reduces each log across workers with strategy.reduce(MEAN, v, axis=0),
+      # which fails on scalars (tensorflow/tensorflow#72388); the logs are equal on every
+      # replica, so with a length-1 axis that reduce gives back the same scalar.
+      logs = {k: v[None] for k, v in logs.items()}
+    return logs
+
   def test_step(self, data):
     inputs, targets = data[0], data[1]
     loss, logits, _ = self.task_loss(inputs, targets, training=False)
     self._update_metrics(loss, targets["labels"], logits, targets["weights"],
                          targets["class_mask"])
     return self._logs()
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    """Keras 3 (TensorFlow backend) hook run by fit() before training; skipped under a strategy.
+
+    Under a tf.distribute strategy Keras would reduce the first (nested) batch across replicas
+    to build the model symbolically, which MultiWorkerMirroredStrategy cannot do for a nested
+    batch and no strategy can for bool tensors. Nothing needs it here: every weight exists from
+    __init__ and train_step uses no compiled loss or metrics.
+    """
+    if getattr(self, "_distribute_strategy", None) is None:
+      return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+    if self.optimizer is not None and not self.optimizer.built:
+      with self._distribute_strategy.scope():
+        self.optimizer.build(self.trainable_variables)
+    return None
 
   def per_class_accuracy(self):
     """{class: running report accuracy} from the trackers (empty classes give 0)."""

@@ -9,8 +9,10 @@ Python only looks at the result every `chunk` iterations.
 import dataclasses
 import math
 from typing import Sequence
+import weakref
 
 from absl import logging
+
 import numpy as np
 import tensorflow as tf
 
@@ -477,8 +479,20 @@ def _noise_trials_fn(model, generator, length):
   return run
 
 
+_TRIAL_FNS = weakref.WeakKeyDictionary()  # model -> {(id(generator), length): (generator, fn)}
+
+
+def _cached_trials_fn(model, generator, length):
+  """_noise_trials_fn, traced once per (model, generator, length) and reused."""
+  fns = _TRIAL_FNS.setdefault(model, {})
+  entry = fns.get((id(generator), length))
+  if entry is None or entry[0] is not generator:
+    entry = fns[(id(generator), length)] = (generator, _noise_trials_fn(model, generator, length))
+  return entry[1]
+
+
 def _batched_trials(model, generator, classes, length, seed, batch_size):
-  run = _noise_trials_fn(model, generator, length)
+  run = _cached_trials_fn(model, generator, length)
   states, preds = [], []
   for k, lo in enumerate(range(0, len(classes), batch_size)):
     s, p = run(tf.constant([seed, _SAMPLE_STREAM + 1 + k], tf.int64),

@@ -1,5 +1,6 @@
 """train_and_evaluate(config, workdir): fit() with checkpoints, resume, TensorBoard, evaluation."""
 
+import contextlib
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 from haviv_tf import curricula
 from haviv_tf import datasets
+from haviv_tf import distribute
 from haviv_tf import models
 from haviv_tf import trials
 
@@ -81,6 +83,11 @@ def speed_penalty_enabled(cfg: config_lib.Config) -> bool:
   return cfg.speed_targets != "none"
 
 
+def speed_noise_frames(cfg: config_lib.Config) -> int:
+  """K, the speed penalty's noise frames per step (one per target row); 0 without a penalty."""
+  return config_lib.NUM_CLASSES * cfg.speed_copies if speed_penalty_enabled(cfg) else 0
+
+
 def load_weights(model, workdir: str) -> int:
   """Reads the model weights of `workdir`'s latest checkpoint into `model` (read-only).
 
@@ -115,21 +122,31 @@ def read_snapshot(model, path: str) -> int:
 
 
 class Run:
-  """A model, its optimizer and checkpoints in a workdir."""
+  """A model, its optimizer and checkpoints in a workdir.
 
-  def __init__(self, cfg: config_lib.Config, workdir: str, frame_shape):
-    self.cfg, self.workdir = cfg, workdir
-    keras.utils.set_random_seed(cfg.seed)
-    self.model = models.build(cfg, frame_shape)
-    if speed_penalty_enabled(cfg):
-      self.model.enable_speed_penalty(config_lib.NUM_CLASSES * cfg.speed_copies)
-    self.optimizer = make_optimizer(cfg)
-    self.model.compile(optimizer=self.optimizer, speed_weight=cfg.speed_weight)
-    self.optimizer.build(self.model.trainable_variables)
-    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+  With a `strategy` (tf.distribute) the model, optimizer and checkpoint are created under its
+  scope; None keeps the current (normally the default, single-device) strategy. Checkpoints are
+  restored from workdir/checkpoints and saved to `save_dir`/checkpoints (default: the workdir;
+  a non-chief multi-worker task saves to a scratch directory).
+  """
+
+  def __init__(self, cfg: config_lib.Config, workdir: str, frame_shape, strategy=None,
+               save_dir=None):
+    self.cfg, self.workdir, self.save_dir = cfg, workdir, save_dir or workdir
+    self.strategy = strategy or tf.distribute.get_strategy()
+    default = distribute.is_default(strategy)
+    with contextlib.nullcontext() if default else strategy.scope():
+      keras.utils.set_random_seed(cfg.seed)
+      self.model = models.build(cfg, frame_shape)
+      if speed_penalty_enabled(cfg):
+        self.model.enable_speed_penalty(config_lib.NUM_CLASSES * cfg.speed_copies)
+      self.optimizer = make_optimizer(cfg)
+      self.model.compile(optimizer=self.optimizer, speed_weight=cfg.speed_weight)
+      self.optimizer.build(self.model.trainable_variables)
+      self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=cfg.keep_checkpoints,
-        checkpoint_name="ckpt")
+        self.checkpoint, os.path.join(self.save_dir, CHECKPOINT_DIR),
+        max_to_keep=cfg.keep_checkpoints, checkpoint_name="ckpt")
 
   @property
   def step(self) -> int:
@@ -141,7 +158,11 @@ class Run:
     Raises:
       RunError: the checkpoint exists but cannot be read.
     """
-    path = self.manager.latest_checkpoint
+    if self.save_dir == self.workdir:
+      path = self.manager.latest_checkpoint
+    else:  # a non-chief multi-worker task restores the chief's checkpoint
+      state = tf.train.get_checkpoint_state(os.path.join(self.workdir, CHECKPOINT_DIR))
+      path = state.model_checkpoint_path if state else None
     if path is None:
       return 0
     try:
@@ -154,6 +175,18 @@ class Run:
 
   def save(self) -> str:
     return self.manager.save(checkpoint_number=self.step)
+
+  def single_device(self) -> "Run":
+    """This run as a default-strategy Run restored from its latest checkpoint in the workdir.
+
+    For the analysis after distributed training: evaluation, slow-point search and export then
+    see plain variables and never wait on other workers.
+    """
+    if distribute.is_default(self.strategy):
+      return self
+    run = Run(self.cfg, self.workdir, self.model.frame_shape)
+    run.restore()
+    return run
 
 
 class _Guard(keras.callbacks.Callback):
@@ -317,18 +350,38 @@ class _RefreshTargets(keras.callbacks.Callback):
 
 
 def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose=None,
-          extra_callbacks=(), init_fn=None) -> Run:
+          extra_callbacks=(), init_fn=None, strategy=None) -> Run:
   """Trains (or resumes) the run of `cfg` in `workdir` up to cfg.train_steps.
 
   `extra_callbacks` (Keras callbacks) are added to fit()'s, e.g. for timing. `init_fn(run)`
   is called on a new run (no checkpoint yet) before its first step, e.g. to load a parent's
-  weights and set speed targets.
+  weights and set speed targets. `strategy` (tf.distribute; None: the current one, normally
+  the default) distributes the training (see haviv_tf.distribute); on a non-chief
+  multi-worker task checkpoints, snapshots and TensorBoard go to a scratch directory that is
+  deleted before returning, and the workdir is only read.
 
   Raises:
     RunError: corrupt checkpoint, or a non-finite loss (the last good checkpoint is kept).
+    ValueError: the batch does not split evenly over the replicas; workers out of step.
   """
-  run = Run(cfg, workdir, source.frame_shape)
+  scratch = None if distribute.is_chief(strategy) else distribute.scratch_dir(strategy)
+  try:
+    return _train(cfg, workdir, source, verbose, extra_callbacks, init_fn, strategy, scratch)
+  finally:
+    if scratch is not None:
+      shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(cfg, workdir, source, verbose, extra_callbacks, init_fn, strategy, scratch) -> Run:
+  out = scratch or workdir  # where this process writes
+  speed_noise = speed_noise_frames(cfg)
+  distributed = not distribute.is_default(strategy) and strategy.num_replicas_in_sync > 1
+  if distributed:
+    distribute.check_divisible(strategy, cfg.batch_size, speed_noise)
+  distribute.barrier(strategy)  # multi-worker: the chief has prepared the workdir
+  run = Run(cfg, workdir, source.frame_shape, strategy, save_dir=out)
   start = run.restore()
+  distribute.check_same_step(strategy, start)
   total = cfg.train_steps
   if start >= total:
     logging.info("%s already trained to step %d", workdir, start)
@@ -343,28 +396,36 @@ def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose
   callbacks = [guard]
   if cfg.speed_refresh_every and speed_penalty_enabled(cfg):
     callbacks.append(_RefreshTargets(run, generator, cfg.speed_refresh_every, guard))
-  callbacks += [_Historian(History(workdir, cfg.history_every, cfg.keep_history), curriculum,
+  scalars = _Scalars(os.path.join(out, TENSORBOARD_DIR, "train"), cfg.log_every, curriculum,
+                     lr_schedule(cfg), guard)
+  callbacks += [_Historian(History(out, cfg.history_every, cfg.keep_history), curriculum,
                            total, guard),
                 _Checkpointer(run, guard),
-                _Scalars(os.path.join(workdir, TENSORBOARD_DIR, "train"), cfg.log_every,
-                         curriculum, lr_schedule(cfg), guard)] + list(extra_callbacks)
+                scalars] + list(extra_callbacks)
   if verbose is None:
     verbose = 1 if sys.stdout.isatty() else 2
   chunk = cfg.checkpoint_every
-  speed_noise = (config_lib.NUM_CLASSES * cfg.speed_copies if speed_penalty_enabled(cfg) else 0)
 
   def fit(step, steps_per_epoch, initial_epoch, epochs):
-    ds = generator.training_dataset(cfg.seed, cfg.batch_size, cfg.seq_len, curriculum,
-                                    start_step=step, speed_noise=speed_noise,
-                                    data_offset=cfg.data_offset)
+    def make_dataset():
+      return generator.training_dataset(cfg.seed, cfg.batch_size, cfg.seq_len, curriculum,
+                                        start_step=step, speed_noise=speed_noise,
+                                        data_offset=cfg.data_offset)
+    if distributed:
+      ds = distribute.distribute_batches(strategy, make_dataset, cfg.batch_size, speed_noise)
+    else:
+      ds = make_dataset()
     run.model.fit(ds, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
                   epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
 
-  if start % chunk == 0 and start // chunk < total // chunk:
-    fit(start, chunk, start // chunk, total // chunk)
-  if guard.bad_step is None and run.step < total:
-    # The run length is not a multiple of the checkpoint interval: one shorter last epoch.
-    fit(run.step, total - run.step, 0, 1)
+  try:
+    if start % chunk == 0 and start // chunk < total // chunk:
+      fit(start, chunk, start // chunk, total // chunk)
+    if guard.bad_step is None and run.step < total:
+      # The run length is not a multiple of the checkpoint interval: one shorter last epoch.
+      fit(run.step, total - run.step, 0, 1)
+  finally:
+    scalars.writer.close()
   if guard.bad_step is not None:
     last = run.manager.latest_checkpoint
     raise RunError(f"loss became non-finite at step {guard.bad_step}; training stopped and the "
@@ -373,16 +434,22 @@ def train(cfg: config_lib.Config, workdir: str, source: datasets.Source, verbose
 
 
 def prepare_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool = False,
-                    source=None, extra=None):
+                    source=None, extra=None, strategy=None):
   """Checks `workdir`, loads the data, writes config.json for a new run; returns the Source.
 
   `source` skips loading the data again; `extra` (JSON-able dict, e.g. a fine-tuning run's
-  parent) is recorded in config.json and must match on resume.
+  parent) is recorded in config.json and must match on resume. The tf.distribute `strategy`
+  (None: the current one) is recorded as config.json's "strategy" (name, replicas, workers)
+  but never compared: it does not change what the run computes, and a run may resume under
+  another one (the entry then names the latest). A non-chief multi-worker task only checks
+  and loads: it writes nothing.
 
   Raises:
     RunError, datasets.DataError: with a one-line message.
   """
   config_lib.validate(cfg)
+  if not distribute.is_default(strategy):
+    distribute.check_divisible(strategy, cfg.batch_size, speed_noise_frames(cfg))
   resume = check_workdir(cfg, workdir, overwrite)
   if resume and extra:
     stored = artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE))
@@ -393,10 +460,16 @@ def prepare_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool = Fals
                      "--overwrite to replace it, or another --workdir")
     resume = not diffs
   source = source or datasets.load(cfg.dataset, cfg.data_dir)
+  if not distribute.is_chief(strategy):
+    return source
+  described = distribute.describe(strategy)
+  path = os.path.join(workdir, artifacts.CONFIG_FILE)
   if not resume:
     _clear_run(workdir)
     os.makedirs(workdir, exist_ok=True)
-    artifacts.write_json(os.path.join(workdir, artifacts.CONFIG_FILE), dict(
+    artifacts.write_json(path, dict(
         config=cfg.to_dict(), seed=cfg.seed, data_origin=source.origin,
-        environment=artifacts.environment(), **(extra or {})))
+        environment=artifacts.environment(), strategy=described, **(extra or {})))
+  elif artifacts.read_json(path).get("strategy", described) != described:
+    artifacts.update_json(path, dict(strategy=described))
   return source

@@ -1,0 +1,352 @@
+"""Sweeps: the grid of networks, run locally by N workers or as a Slurm job array.
+
+A grid is protocol x arch x dataset x seed (one *run* each: train + evaluate + slow points +
+export), times the fine-tuning modes applied to every run (control / slow_points / center_mass,
+see control.py) and optional back-tracking. A run is addressed by a stable name built from its
+config (`mnist-decu-gru-quick-s0`, plus a hash of any extra overrides) and lives in
+<root>/<name>; its fine-tunings in <root>/<name>_finetune/<mode>.
+
+Every step of a run is a `python -m haviv_tf.main` subprocess, so a run interrupted anywhere
+resumes from its last checkpoint when the sweep is started again, and finished runs (marked by
+<root>/<name>/sweep_done.json) are skipped. A worker holds an exclusive lock
+(<root>/locks/<name>.lock, fcntl.flock: released by the kernel if the worker dies) for as long
+as it works on a run, so two launchers on one grid never run the same run twice.
+"""
+
+import concurrent.futures
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Optional, Sequence
+
+from haviv_tf import artifacts
+from haviv_tf import config as config_lib
+
+DONE_FILE = "sweep_done.json"
+LOCK_DIR = "locks"
+LOG_DIR = "logs"
+GRID_FILE = "grid.json"
+FINETUNE_MODES = config_lib.FINETUNE_MODES
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """The axes of a sweep. `overrides` are extra Config fields applied to every run."""
+  name: str
+  datasets: tuple = ("mnist",)
+  protocols: tuple = ("vocu", "decu")
+  archs: tuple = ("gru", "lstm")
+  seeds: tuple = (0, 1)
+  preset: str = "quick"
+  finetunes: tuple = FINETUNE_MODES
+  backtrack: bool = True
+  finetune_steps: Optional[int] = None       # None: the preset's (control.finetune_config)
+  overrides: tuple = ()                     # ((field, value), ...)
+  sp_max_iters: Optional[int] = None        # slow-point search cap (None: the default)
+
+  def to_dict(self):
+    d = dataclasses.asdict(self)
+    d["overrides"] = [list(kv) for kv in self.overrides]
+    return d
+
+
+GRIDS = {
+    # About an hour on 2 CPU cores: 8 quick MNIST networks, each fine-tuned three ways.
+    "small": Grid("small", seeds=(0, 1)),
+    # The paper's grid: MNIST 10 seeds and CIFAR-10 5 seeds x {VoCu, DeCu} x {GRU, LSTM}.
+    "paper": None,  # expanded by `expand` as two sub-grids
+}
+_PAPER_PARTS = (Grid("paper", datasets=("mnist",), seeds=tuple(range(10)), preset="paper"),
+                Grid("paper", datasets=("cifar10",), seeds=tuple(range(5)), preset="paper"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One network of a grid, with the fine-tunings and analyses that follow its training."""
+  dataset: str
+  protocol: str
+  arch: str
+  seed: int
+  preset: str
+  finetunes: tuple
+  backtrack: bool
+  finetune_steps: Optional[int]
+  overrides: tuple
+  sp_max_iters: Optional[int]
+
+  @property
+  def name(self) -> str:
+    base = f"{self.dataset}-{self.protocol}-{self.arch}-{self.preset}-s{self.seed}"
+    extra = dict(overrides=sorted(self.overrides), finetune_steps=self.finetune_steps,
+                 sp_max_iters=self.sp_max_iters)
+    if self.overrides or self.finetune_steps or self.sp_max_iters:
+      digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
+      base += f"-{digest}"
+    return base
+
+  def config(self) -> config_lib.Config:
+    return config_lib.resolve(self.preset, self.dataset, dict(
+        protocol=self.protocol, arch=self.arch, seed=self.seed, **dict(self.overrides)))
+
+  def to_dict(self):
+    d = dataclasses.asdict(self)
+    d["overrides"] = [list(kv) for kv in self.overrides]
+    d["name"] = self.name
+    return d
+
+
+def get_grid(name: str) -> Sequence[Grid]:
+  if name not in GRIDS:
+    raise ValueError(f"unknown grid {name!r}; valid: {', '.join(GRIDS)}")
+  return _PAPER_PARTS if name == "paper" else (GRIDS[name],)
+
+
+def expand(grids) -> list:
+  """The runs of one or more grids, in a stable order (dataset, protocol, arch, seed).
+
+  Raises ValueError for an invalid axis value (via the config) or duplicate names.
+  """
+  if isinstance(grids, Grid):
+    grids = (grids,)
+  specs = []
+  for g in grids:
+    for mode in g.finetunes:
+      if mode not in FINETUNE_MODES:
+        raise ValueError(f"unknown fine-tuning {mode!r}; valid: {', '.join(FINETUNE_MODES)}")
+    for dataset in g.datasets:
+      for protocol in g.protocols:
+        for arch in g.archs:
+          for seed in g.seeds:
+            spec = RunSpec(dataset, protocol, arch, int(seed), g.preset, tuple(g.finetunes),
+                           bool(g.backtrack), g.finetune_steps, tuple(g.overrides),
+                           g.sp_max_iters)
+            spec.config()  # validates every axis value now
+            specs.append(spec)
+  names = [s.name for s in specs]
+  if len(set(names)) != len(names):
+    raise ValueError("the grid names the same run twice")
+  return specs
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+
+def commands(spec: RunSpec, root: str, data_dir: str = "", python: str = sys.executable):
+  """The `haviv_tf.main` command lines of one run, in order (each resumes or skips itself)."""
+  workdir = os.path.join(root, spec.name)
+  main = [python, "-m", "haviv_tf.main"]
+  sp = [f"--sp_max_iters={spec.sp_max_iters}"] if spec.sp_max_iters else []
+  train = main + [f"--protocol={spec.protocol}", f"--dataset={spec.dataset}",
+                  f"--arch={spec.arch}", f"--preset={spec.preset}", f"--seed={spec.seed}",
+                  f"--workdir={workdir}"] + sp
+  for k, v in spec.overrides:
+    v = ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
+    train.append(f"--{k}={v}")
+  if data_dir:
+    train.append(f"--data_dir={data_dir}")
+  out = [("train", train)]
+  steps = [f"--steps={spec.finetune_steps}"] if spec.finetune_steps else []
+  for mode in spec.finetunes:
+    out.append((f"finetune_{mode}", main + ["--mode=finetune", f"--parent={workdir}",
+                                            f"--finetune={mode}"] + steps + sp))
+  if spec.finetunes:
+    out.append(("compare", main + ["--mode=compare", f"--parent={workdir}"] + steps + sp))
+  if spec.backtrack:
+    out.append(("backtrack", main + ["--mode=backtrack", f"--workdir={workdir}"] + sp))
+  return out
+
+
+def is_done(spec: RunSpec, root: str) -> bool:
+  path = os.path.join(root, spec.name, DONE_FILE)
+  if not os.path.exists(path):
+    return False
+  try:
+    return artifacts.read_json(path).get("spec") == json.loads(json.dumps(spec.to_dict()))
+  except ValueError:
+    return False
+
+
+class Claim:
+  """An exclusive, non-blocking claim on a run (fcntl lock on <root>/locks/<name>.lock)."""
+
+  def __init__(self, root: str, name: str):
+    os.makedirs(os.path.join(root, LOCK_DIR), exist_ok=True)
+    self.path = os.path.join(root, LOCK_DIR, f"{name}.lock")
+    self.fd = None
+
+  def acquire(self, blocking: bool = False) -> bool:
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+      os.close(fd)
+      return False
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.uname().nodename} pid {os.getpid()}\n".encode())
+    self.fd = fd
+    return True
+
+  def release(self):
+    if self.fd is not None:
+      fcntl.flock(self.fd, fcntl.LOCK_UN)
+      os.close(self.fd)
+      self.fd = None
+
+
+def thread_env(threads: int) -> dict:
+  """Environment limiting a subprocess's TensorFlow (and OpenMP) to `threads` threads."""
+  env = dict(os.environ)
+  env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(min(2, threads)),
+             OMP_NUM_THREADS=str(threads))
+  return env
+
+
+def run_one(spec: RunSpec, root: str, data_dir: str = "", threads: int = 0,
+            runner: Optional[Callable] = None) -> dict:
+  """Runs (or resumes) every step of one run, under its claim.
+
+  Returns {"name", "status": done | skipped | busy | failed, "seconds", "failed_step"?}.
+  `runner(step, argv, env, log_path)` -> exit code replaces the subprocess call (tests).
+  """
+  t0 = time.time()
+  if is_done(spec, root):
+    return dict(name=spec.name, status="skipped", seconds=0.0)
+  claim = Claim(root, spec.name)
+  if not claim.acquire():
+    return dict(name=spec.name, status="busy", seconds=0.0)
+  try:
+    if is_done(spec, root):  # finished by another launcher while we waited for the lock
+      return dict(name=spec.name, status="skipped", seconds=0.0)
+    env = thread_env(threads) if threads else dict(os.environ)
+    log_dir = os.path.join(root, LOG_DIR)
+    os.makedirs(log_dir, exist_ok=True)
+    steps = {}
+    for step, argv in commands(spec, root, data_dir):
+      log = os.path.join(log_dir, f"{spec.name}.{step}.log")
+      s0 = time.time()
+      code = (runner or _subprocess)(step, argv, env, log)
+      steps[step] = round(time.time() - s0, 1)
+      if code != 0:
+        return dict(name=spec.name, status="failed", failed_step=step, log=log,
+                    seconds=time.time() - t0)
+    artifacts.write_json(os.path.join(root, spec.name, DONE_FILE), dict(
+        spec=spec.to_dict(), seconds_per_step=steps, threads=threads,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+    return dict(name=spec.name, status="done", seconds=time.time() - t0)
+  finally:
+    claim.release()
+
+
+def _subprocess(step, argv, env, log_path):
+  del step
+  with open(log_path, "a") as log:
+    log.write(f"$ {shlex.join(argv)}\n")
+    log.flush()
+    return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                          check=False).returncode
+
+
+# -- many runs -----------------------------------------------------------------------------------
+
+
+def run_local(specs, root: str, workers: int = 1, threads: int = 0, data_dir: str = "",
+              wait: bool = True, runner=None, progress=print) -> list:
+  """Runs the grid with `workers` parallel workers (each run's steps are subprocesses).
+
+  threads: TensorFlow threads per worker (0: max(1, cores // workers)). Runs claimed by another
+  launcher are skipped at first; with `wait`, they are waited for at the end and run here if
+  that launcher died without finishing them.
+
+  Returns one status dict per run (see run_one), in grid order.
+  """
+  if workers < 1:
+    raise ValueError(f"`workers` must be positive, got {workers!r}")
+  threads = threads or max(1, (os.cpu_count() or 1) // workers)
+  os.makedirs(root, exist_ok=True)
+  lock = threading.Lock()
+  results = {}
+
+  def job(spec):
+    r = run_one(spec, root, data_dir, threads, runner)
+    with lock:
+      results[spec.name] = r
+      if progress:
+        done = sum(1 for v in results.values() if v["status"] in ("done", "skipped"))
+        progress(f"[{done}/{len(specs)}] {spec.name}: {r['status']}"
+                 + (f" in {r['seconds']:.0f} s" if r["status"] == "done" else "")
+                 + (f" (step {r['failed_step']}, see {r['log']})" if r["status"] == "failed"
+                    else ""))
+    return r
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    list(pool.map(job, specs))
+  if wait:
+    for spec in specs:
+      if results[spec.name]["status"] == "busy":
+        claim = Claim(root, spec.name)
+        claim.acquire(blocking=True)
+        claim.release()
+        job(spec)
+  return [results[s.name] for s in specs]
+
+
+def write_grid(specs, root: str, grid_name: str) -> str:
+  """<root>/grid.json: the runs of the sweep (the report and the Slurm tasks read it)."""
+  os.makedirs(root, exist_ok=True)
+  path = os.path.join(root, GRID_FILE)
+  artifacts.write_json(path, dict(grid=grid_name, runs=[s.to_dict() for s in specs]))
+  return path
+
+
+def load_grid(root: str):
+  """(grid name, [RunSpec]) from <root>/grid.json."""
+  path = os.path.join(root, GRID_FILE)
+  if not os.path.exists(path):
+    raise artifacts.RunError(f"{root} holds no sweep ({GRID_FILE} missing)")
+  d = artifacts.read_json(path)
+  specs = []
+  for r in d["runs"]:
+    r = dict(r)
+    r.pop("name")
+    r["finetunes"] = tuple(r["finetunes"])
+    r["overrides"] = tuple(tuple(kv) for kv in r["overrides"])
+    specs.append(RunSpec(**r))
+  return d["grid"], specs
+
+
+def slurm_script(specs, root: str, launcher: str, data_dir: str = "", cpus: int = 2,
+                 hours: int = 24, mem_gb: int = 16, python: str = "python3",
+                 grid_name: str = "sweep", extra_sbatch: Sequence[str] = ()) -> str:
+  """A Slurm job-array script: array task i runs (or resumes, or skips) run i of grid.json.
+
+  `launcher` is the path of launch/sweep.py on the cluster's file system.
+  """
+  root_abs = os.path.abspath(root)
+  names = " ".join(shlex.quote(s.name) for s in specs)
+  lines = [
+      "#!/bin/bash",
+      f"#SBATCH --job-name=haviv_tf-{grid_name}",
+      f"#SBATCH --array=0-{len(specs) - 1}",
+      f"#SBATCH --cpus-per-task={cpus}",
+      f"#SBATCH --mem={mem_gb}G",
+      f"#SBATCH --time={hours}:00:00",
+      f"#SBATCH --output={root_abs}/{LOG_DIR}/slurm-%A_%a.out",
+      *[f"#SBATCH {s}" for s in extra_sbatch],
+      "# Resubmit the same script to resume: finished runs are skipped, interrupted ones resume",
+      "# from their last checkpoint, and a run already held by another task is not run twice.",
+      "set -euo pipefail",
+      f"RUNS=({names})",
+      'if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then echo "run with sbatch" >&2; exit 2; fi',
+      'NAME="${RUNS[$SLURM_ARRAY_TASK_ID]}"',
+      f"exec {shlex.quote(python)} {shlex.quote(launcher)} --root={shlex.quote(root_abs)} "
+      f"--only=\"$NAME\" --threads={cpus}"
+      + (f" --data_dir={shlex.quote(os.path.abspath(data_dir))}" if data_dir else ""),
+  ]
+  return "\n".join(lines) + "\n"

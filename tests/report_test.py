@@ -1,0 +1,98 @@
+"""The study report on a tiny grid, and --mode=study end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from haviv_tf import analysis
+from haviv_tf import artifacts
+from haviv_tf import backtrack
+from haviv_tf import control
+from haviv_tf import report
+from haviv_tf import slow_points
+from haviv_tf import sweep
+
+SP = slow_points.SlowPointConfig(max_iters=100, chunk=100, q_tol=1e-8)
+OVERRIDES = (("units", 8), ("train_steps", 20), ("batch_size", 16), ("eval_delays", (5, 30)),
+             ("eval_trials", 20), ("checkpoint_every", 10), ("history_every", 10))
+
+
+def _grid(**kw):
+  base = dict(datasets=("mnist_sample",), protocols=("vocu", "decu"), archs=("gru",),
+              seeds=(0,), finetune_steps=2, overrides=OVERRIDES, sp_max_iters=100)
+  base.update(kw)
+  return sweep.Grid("tiny", **base)
+
+
+def _tags(logdir):
+  tags = set()
+  for name in os.listdir(logdir):
+    for e in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
+      tags.update(v.tag for v in e.summary.value)
+  return tags
+
+
+def test_report_on_a_tiny_grid_states_every_claim(tmp_path):
+  root = str(tmp_path / "sweep")
+  specs = sweep.expand(_grid())
+  sweep.write_grid(specs, root, "tiny")
+  for spec in specs:  # what the launcher's subprocesses do, in-process
+    workdir = os.path.join(root, spec.name)
+    analysis.train_and_analyze(spec.config(), workdir, verbose=0, sp_config=SP)
+    control.compare(workdir, steps=2, sp_config=SP, verbose=0)
+    backtrack.backtrack(workdir, SP)
+  summary = report.build(root)
+  assert summary["analysed"] == 2 and not summary["missing"]
+  assert set(summary["claims"]) == {"a", "b", "c", "d", "e"}
+  with open(os.path.join(root, report.REPORT_MD)) as f:
+    md = f.read()
+  for heading in ("## (a)", "## (b)", "## (c)", "## (d)", "## (e)", "## Summary"):
+    assert heading in md
+  for png in (report.ACCURACY_PNG, report.SPEED_PNG, report.FINETUNE_PNG):
+    assert f"]({png})" in md
+    with open(os.path.join(root, png), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # The numbers in the report are the runs' own.
+  res = artifacts.read_json(os.path.join(root, specs[0].name, "results.json"))
+  assert f"{res['accuracy_by_delay']['5']:.3f}" in md
+  worst = min(res["accuracy_by_delay"]["5"], 1.0)
+  assert summary["claims"]["a"]["min_accuracy"][specs[0].name] == worst
+  assert summary["claims"]["a"]["held"] == all(
+      v >= report.SOLVED for v in summary["claims"]["a"]["min_accuracy"].values())
+  # HParams sessions: one per network and per fine-tuning, with final metrics.
+  for spec in specs:
+    for path in [os.path.join(root, spec.name)] + [
+        os.path.join(root, spec.name + "_finetune", m) for m in control.MODES]:
+      tags = _tags(os.path.join(path, "tensorboard", "hparams"))
+      assert "_hparams_/session_start_info" in tags
+      assert "hparams/accuracy_delay_30" in tags
+  # Rebuilding keeps one session per run.
+  report.build(root)
+  assert len(os.listdir(os.path.join(root, specs[0].name, "tensorboard", "hparams"))) == 1
+
+
+def test_study_mode_runs_the_grid_and_writes_the_report(tmp_path):
+  root = str(tmp_path / "sweep")
+  specs = sweep.expand(_grid(protocols=("decu",), finetunes=("control",), backtrack=False))
+  sweep.write_grid(specs, root, "tiny")
+  cmd = [sys.executable, "-m", "haviv_tf.main", "--mode=study", f"--workdir={root}",
+         "--workers=1", "--threads=1"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert "REPORT.md: 1 of 1 networks" in proc.stdout
+  assert sweep.is_done(specs[0], root)
+  with open(os.path.join(root, specs[0].name, sweep.DONE_FILE)) as f:
+    done = json.load(f)
+  assert set(done["seconds_per_step"]) == {"train", "finetune_control", "compare"}
+  with open(os.path.join(root, "REPORT.md")) as f:
+    assert "wall time of the sweep" in f.read()
+  # A second study finds everything done and only rebuilds the report.
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(os.path.join(root, specs[0].name, sweep.DONE_FILE)) as f:
+    assert json.load(f) == done
+  bad = subprocess.run(cmd[:-2] + ["--grid=paper"], capture_output=True, text=True)
+  assert bad.returncode == 1 and "holds the 'tiny' grid" in bad.stderr

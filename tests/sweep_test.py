@@ -1,0 +1,169 @@
+"""The sweep launcher: grid expansion, skip/resume, exclusive claims, the Slurm script."""
+
+import json
+import re
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from haviv_tf import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCHER = os.path.join(REPO, "launch", "sweep.py")
+
+
+def _tiny_grid(**kw):
+  base = dict(datasets=("mnist_sample",), protocols=("vocu", "decu"), archs=("gru",),
+              seeds=(0, 1), finetune_steps=2,
+              overrides=(("units", 8), ("train_steps", 20), ("batch_size", 16)))
+  base.update(kw)
+  return sweep.Grid("tiny", **base)
+
+
+def test_small_and_paper_grids_expand_to_stable_unique_names():
+  small = sweep.expand(sweep.get_grid("small"))
+  assert len(small) == 8
+  assert [s.name for s in small[:3]] == ["mnist-vocu-gru-quick-s0", "mnist-vocu-gru-quick-s1",
+                                         "mnist-vocu-lstm-quick-s0"]
+  assert all(s.finetunes == ("control", "slow_points", "center_mass") for s in small)
+  paper = sweep.expand(sweep.get_grid("paper"))
+  assert len(paper) == 10 * 2 * 2 + 5 * 2 * 2
+  assert sum(s.dataset == "cifar10" for s in paper) == 20
+  assert paper[0].config().train_steps == 140_000
+  assert len({s.name for s in paper}) == len(paper)
+  # Names are a function of the config: overrides add a stable hash.
+  a = sweep.expand(_tiny_grid())
+  b = sweep.expand(_tiny_grid())
+  assert [s.name for s in a] == [s.name for s in b]
+  assert re.fullmatch(r"mnist_sample-vocu-gru-quick-s0-[0-9a-f]{8}", a[0].name)
+  c = sweep.expand(_tiny_grid(overrides=(("units", 9),)))
+  assert c[0].name != a[0].name
+  assert a[0].config().units == 8
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(protocols=("vocu", "spiral")), "unknown protocol 'spiral'"),
+    (dict(archs=("rnn",)), "unknown arch 'rnn'"),
+    (dict(finetunes=("louder",)), "unknown fine-tuning 'louder'"),
+    (dict(seeds=(0, 0)), "same run twice"),
+])
+def test_bad_grids_are_refused(kw, message):
+  with pytest.raises(ValueError, match=message):
+    sweep.expand(_tiny_grid(**kw))
+  with pytest.raises(ValueError, match="unknown grid 'huge'"):
+    sweep.get_grid("huge")
+
+
+def test_commands_cover_train_finetunes_compare_and_backtrack():
+  spec = sweep.expand(_tiny_grid())[0]
+  cmds = dict(sweep.commands(spec, "/r", data_dir="/d", python="py"))
+  assert list(cmds) == ["train", "finetune_control", "finetune_slow_points",
+                        "finetune_center_mass", "compare", "backtrack"]
+  train = cmds["train"]
+  assert train[:3] == ["py", "-m", "haviv_tf.main"]
+  for flag in ("--protocol=vocu", "--dataset=mnist_sample", "--arch=gru", "--seed=0",
+               f"--workdir=/r/{spec.name}", "--units=8", "--train_steps=20", "--data_dir=/d"):
+    assert flag in train
+  assert f"--parent=/r/{spec.name}" in cmds["compare"] and "--steps=2" in cmds["compare"]
+
+
+def _recording_runner(log, fail=None):
+  def runner(step, argv, env, log_path):
+    del argv, env, log_path
+    log.append(step)
+    return 1 if step == fail else 0
+  return runner
+
+
+def test_finished_runs_are_skipped_and_failed_ones_rerun(tmp_path):
+  specs = sweep.expand(_tiny_grid())
+  root = str(tmp_path)
+  calls = []
+  first = sweep.run_local(specs[:2], root, runner=_recording_runner(calls, fail="compare"),
+                          progress=None)
+  assert [r["status"] for r in first] == ["failed", "failed"]
+  assert all(r["failed_step"] == "compare" for r in first)
+  assert not any(sweep.is_done(s, root) for s in specs)
+  calls.clear()
+  second = sweep.run_local(specs, root, workers=2, runner=_recording_runner(calls),
+                           progress=None)
+  assert [r["status"] for r in second] == ["done"] * 4
+  assert len(calls) == 4 * 6  # every step is started again; each resumes itself
+  calls.clear()
+  third = sweep.run_local(specs, root, runner=_recording_runner(calls), progress=None)
+  assert [r["status"] for r in third] == ["skipped"] * 4 and not calls
+  with open(os.path.join(root, specs[0].name, sweep.DONE_FILE)) as f:
+    assert json.load(f)["spec"]["name"] == specs[0].name
+
+
+def test_two_launchers_never_run_the_same_job_twice(tmp_path):
+  """Two launcher processes, 2 workers each, on one grid of 4 runs: each step runs once."""
+  root = str(tmp_path / "root")
+  log = str(tmp_path / "calls.log")
+  script = textwrap.dedent(f"""
+      import os, sys, time
+      from haviv_tf import sweep
+      specs = sweep.expand(sweep.Grid("tiny", datasets=("mnist_sample",), archs=("gru",),
+                                      protocols=("vocu", "decu"), seeds=(0, 1)))
+      def runner(step, argv, env, log_path):
+        fd = os.open({log!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{{os.getpid()}} {{argv[-1] if step == 'train' else argv[4]}} {{step}}\\n".encode())
+        os.close(fd)
+        time.sleep(0.05)
+        return 0
+      res = sweep.run_local(specs, {root!r}, workers=2, runner=runner, progress=None)
+      print(sorted(r["status"] for r in res))
+  """)
+  procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+           for _ in range(2)]
+  outs = [p.communicate(timeout=120)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs
+  with open(log) as f:
+    lines = [l.split() for l in f.read().splitlines()]
+  keys = [(l[1], l[2]) for l in lines]
+  assert len(keys) == len(set(keys)) == 4 * 6, keys
+  for s in sweep.expand(sweep.Grid("tiny", datasets=("mnist_sample",), archs=("gru",),
+                                   protocols=("vocu", "decu"), seeds=(0, 1))):
+    assert sweep.is_done(s, root)
+
+
+def test_slurm_script_is_valid_bash_and_maps_each_index_to_one_run(tmp_path):
+  specs = sweep.expand(_tiny_grid())
+  script = sweep.slurm_script(specs, str(tmp_path), "/x/launch/sweep.py", "/data", cpus=4,
+                              python="echo", grid_name="tiny")
+  path = tmp_path / "job.sbatch"
+  path.write_text(script)
+  assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+  assert f"#SBATCH --array=0-{len(specs) - 1}" in script
+  seen = []
+  for i, spec in enumerate(specs):
+    out = subprocess.run(["bash", str(path)], env=dict(os.environ, SLURM_ARRAY_TASK_ID=str(i)),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"--only={spec.name}" in out.stdout and "--threads=4" in out.stdout
+    seen.append(spec.name)
+  assert len(set(seen)) == len(specs)
+  no_id = subprocess.run(["bash", str(path)], env={"PATH": os.environ["PATH"]},
+                         capture_output=True, text=True)
+  assert no_id.returncode == 2
+
+
+def test_launcher_cli_lists_writes_slurm_and_refuses_bad_input(tmp_path):
+  root = str(tmp_path / "root")
+  out = subprocess.run([sys.executable, LAUNCHER, "--grid=small", f"--root={root}", "--list"],
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.count("to do") == 8
+  out = subprocess.run([sys.executable, LAUNCHER, f"--root={root}",
+                        f"--slurm={tmp_path}/s.sbatch"], capture_output=True, text=True)
+  assert out.returncode == 0 and "8 array tasks" in out.stdout
+  for args, message in [(["--grid=paper"], "holds the 'small' grid"),
+                        (["--only=nope"], "no run named 'nope'"),
+                        (["--workers=0"], "--workers must be >= 1")]:
+    out = subprocess.run([sys.executable, LAUNCHER, f"--root={root}", *args],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr.strip() == f"error: {out.stderr.strip()[7:]}"
+    assert message in out.stderr and "Traceback" not in out.stderr
