@@ -337,8 +337,11 @@ def write_hparams(root: str, recs) -> None:
 
   Written to <workdir>/tensorboard/hparams, so `tensorboard --logdir ROOT` lists them all.
   """
+  import glob  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+  metrics = set()
+  modes = {"trained"}
   for r in recs:
     if not r["results"]:
       continue
@@ -358,11 +361,32 @@ def write_hparams(root: str, recs) -> None:
       hparams = dict(protocol=cfg.protocol, arch=cfg.arch, dataset=cfg.dataset, seed=cfg.seed,
                      preset=cfg.preset, finetune=mode, speed_weight=cfg.speed_weight,
                      learning_rate=cfg.learning_rate, train_steps=cfg.train_steps)
-      with tf.summary.create_file_writer(logdir).as_default():
+      writer = tf.summary.create_file_writer(logdir)
+      with writer.as_default():
         hp.hparams(hparams, trial_id=os.path.relpath(path, root))
         for d, a in res.get("accuracy_by_delay", {}).items():
           tf.summary.scalar(f"hparams/accuracy_delay_{d}", a, step=res.get("step", 0))
+          metrics.add((int(d), f"hparams/accuracy_delay_{d}"))
         speeds = [v for v in (res.get("slow_point_speed") or {}).values() if v is not None]
         if speeds:
           tf.summary.scalar("hparams/median_slow_point_speed", float(np.median(speeds)),
                             step=res.get("step", 0))
+          metrics.add((10**9, "hparams/median_slow_point_speed"))
+      writer.close()
+      modes.add(mode)
+  # The experiment: which hyper-parameters and metrics the dashboard shows, at the root.
+  for old in glob.glob(os.path.join(root, "events.out.tfevents.*.hparams")):
+    os.remove(old)
+  writer = tf.summary.create_file_writer(root, filename_suffix=".hparams")
+  with writer.as_default():
+    hp.hparams_config(
+        hparams=[hp.HParam("protocol", hp.Discrete(list(config_lib.PROTOCOLS))),
+                 hp.HParam("arch", hp.Discrete(list(config_lib.ARCHS))),
+                 hp.HParam("dataset", hp.Discrete(list(config_lib.DATASETS))),
+                 hp.HParam("seed"), hp.HParam("preset", hp.Discrete(
+                     list(config_lib.PRESET_NAMES))),
+                 hp.HParam("finetune", hp.Discrete(sorted(modes))), hp.HParam("speed_weight"),
+                 hp.HParam("learning_rate"), hp.HParam("train_steps")],
+        metrics=[hp.Metric(tag, display_name=tag.split("/", 1)[1])
+                 for _, tag in sorted(metrics)])
+  writer.close()

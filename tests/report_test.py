@@ -69,9 +69,15 @@ def test_report_on_a_tiny_grid_states_every_claim(tmp_path):
       tags = _tags(os.path.join(path, "tensorboard", "hparams"))
       assert "_hparams_/session_start_info" in tags
       assert "hparams/accuracy_delay_30" in tags
-  # Rebuilding keeps one session per run.
+  # The experiment config at the root names the hyper-parameters and metrics.
+  root_events = [f for f in os.listdir(root) if f.endswith(".hparams")]
+  assert len(root_events) == 1
+  content = tf.compat.v1.train.summary_iterator(os.path.join(root, root_events[0]))
+  assert any(v.tag == "_hparams_/experiment" for e in content for v in e.summary.value)
+  # Rebuilding keeps one session per run and one experiment config.
   report.build(root)
   assert len(os.listdir(os.path.join(root, specs[0].name, "tensorboard", "hparams"))) == 1
+  assert len([f for f in os.listdir(root) if f.endswith(".hparams")]) == 1
 
 
 def test_study_mode_runs_the_grid_and_writes_the_report(tmp_path):
