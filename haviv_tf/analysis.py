@@ -134,13 +134,9 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   artifacts.update_json(os.path.join(workdir, artifacts.RESULTS_FILE), summary)
 
   # Trajectories after the stimulus, with the centres and the slow points reached from them.
-  batch = gen.sample(tf.constant([cfg.seed, 31_337], tf.int64), 100, 40, delay=39,
-                     classes=tf.range(100) % 10)
-  states = model.run(batch["inputs"]).numpy()
-  t_s = batch["t_s"].numpy()
-  traj = np.stack([states[i, t_s[i]:t_s[i] + 20] for i in range(len(states))])
+  traj, traj_classes = post_stimulus_trajectories(model, gen, cfg.seed)
   fig = plotting.trajectories_pca(
-      traj, batch["classes"].numpy(), centres=centres[have],
+      traj, traj_classes, centres=centres[have],
       slow_points=everything.states[:len(have)], slow_point_classes=everything.readout[:len(have)],
       title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus")
   plotting.save_png(fig, os.path.join(workdir, TRAJECTORIES_PNG))
@@ -153,6 +149,18 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   _tb_image(writer, "slow_points/trajectories_pca", fig, run.step)
   writer.flush()
   return summary
+
+
+def post_stimulus_trajectories(model, generator, seed, num=100, steps=20):
+  """States for `steps` steps from the stimulus on (noise after it, trigger off) of `num` test
+  trials, classes balanced: ([num, steps, S], classes [num]). The same trials for every network
+  of one seed, so figures of different networks compare."""
+  batch = generator.sample(tf.constant([seed, 31_337], tf.int64), num, 2 * steps,
+                           delay=2 * steps - 1, classes=tf.range(num) % 10)
+  states = model.run(batch["inputs"]).numpy()
+  t_s = batch["t_s"].numpy()
+  return (np.stack([states[i, t_s[i]:t_s[i] + steps] for i in range(num)]),
+          batch["classes"].numpy())
 
 
 def export_model(cfg, run, source, workdir) -> str:

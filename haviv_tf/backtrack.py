@@ -12,7 +12,6 @@ e.g. a VoCu class born from an existing slow point.
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from haviv_tf import analysis
 from haviv_tf import artifacts
@@ -88,11 +87,8 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   classes = np.asarray(final.init_class, np.int32)
 
   # The final network's PCA plane, from trajectories after the stimulus.
-  batch = gen.sample(tf.constant([cfg.seed, 31_337], tf.int64), 100, 40, delay=39,
-                     classes=tf.range(100) % 10)
-  states = run.model.run(batch["inputs"]).numpy()
-  t_s = batch["t_s"].numpy()
-  traj = np.concatenate([states[i, t_s[i]:t_s[i] + 20] for i in range(len(states))])
+  traj, _ = analysis.post_stimulus_trajectories(run.model, gen, cfg.seed)
+  traj = traj.reshape(-1, traj.shape[-1])
   mean, comps = plotting.pca_basis(np.concatenate([traj, final.states]), 2)
 
   steps = [run.step]
