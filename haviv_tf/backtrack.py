@@ -5,8 +5,10 @@ the search is re-run on each earlier snapshot in turn (latest first), initialise
 found on the snapshot after it. Each point's path records its speed, read-out class and position
 in the final network's principal-component plane. Two classes' points "merge" at a snapshot
 where they come within `merge_frac` x (median distance between the final points) of each other
-having been apart at the later snapshot: going back in time, one slow point served both classes,
-e.g. a VoCu class born from an existing slow point.
+having been apart at the later snapshot: going back in time, one slow point served both classes.
+A point's "birth" is the earliest snapshot from which on it reads out its own class; before it,
+it reads out another class (VoCu: a class introduced later is born from the slow point of a
+class already there, at the step its class enters training).
 """
 
 import os
@@ -15,6 +17,8 @@ import numpy as np
 
 from haviv_tf import analysis
 from haviv_tf import artifacts
+from haviv_tf import config as config_lib
+from haviv_tf import curricula
 from haviv_tf import models
 from haviv_tf import plotting
 from haviv_tf import slow_points as slow_points_lib
@@ -50,6 +54,49 @@ def find_merges(steps, points, classes, tol):
         if key not in merged and d[a, b] < tol and d_later[a, b] >= tol:
           merged.add(key)
           out.append((int(steps[t]), key[0], key[1], float(d[a, b])))
+  return out
+
+
+def introduction_steps(cfg) -> list:
+  """The step at which each class enters training (VoCu: its stage boundary; else 0)."""
+  bounds = curricula.for_config(cfg).boundaries
+  if cfg.protocol != "vocu" or cfg.finetune:
+    return [0] * config_lib.NUM_CLASSES
+  return [0, 0] + [int(b) for b in bounds][:config_lib.NUM_CLASSES - 2]
+
+
+def find_births(steps, readout, classes, introduced):
+  """Where each tracked point stops reading out its own class, going back.
+
+  Args:
+    steps: [T] snapshot steps, latest first.
+    readout: [T, P] class read out by each point at each snapshot.
+    classes: [P] class of each point.
+    introduced: [10] step at which each class enters training (a snapshot at that step holds
+      the network before its first update on the class).
+
+  Returns:
+    [{"class", "birth_step", "before_step", "from_class", "introduced_at", "at_introduction"}]:
+    birth_step is the earliest snapshot (walking back without a gap) at which the point reads
+    out its own class; before_step the snapshot before it, where it reads out from_class (both
+    None if it reads out its own class all the way back; birth_step None if not even the final
+    network's point does). at_introduction: before_step <= introduced_at < birth_step, i.e. the
+    point turned into its class's own as training on that class began.
+  """
+  readout = np.asarray(readout)
+  out = []
+  for p, c in enumerate(classes):
+    t = next((t for t in range(len(steps)) if readout[t, p] != c), None)
+    birth = before = source = None
+    if t is None:
+      birth = int(steps[-1])
+    elif t > 0:
+      birth, before, source = int(steps[t - 1]), int(steps[t]), int(readout[t, p])
+    intro = int(introduced[int(c)])
+    out.append({"class": int(c), "birth_step": birth, "before_step": before,
+                "from_class": source, "introduced_at": intro,
+                "at_introduction": bool(before is not None and intro > 0
+                                        and before <= intro < birth)})
   return out
 
 
@@ -112,12 +159,14 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   scale = float(np.median(pair[np.triu_indices(len(finals), 1)])) if len(finals) > 1 else 1.0
   tol = merge_frac * scale
   merges = find_merges(steps, points, classes, tol)
+  births = find_births(steps, np.stack(readout), classes, introduction_steps(cfg))
   stage_steps = {int(e["step"]) for e in entries if e.get("stage_change")}
   out = dict(
       steps=steps, stage_change=[s in stage_steps for s in steps], classes=classes.tolist(),
       speed=np.stack(speed).tolist(), readout=np.stack(readout).tolist(),
       pca=coords.tolist(), merge_tol=tol, merge_frac=merge_frac,
       merges=[dict(step=s, classes=[a, b], distance=d) for s, a, b, d in merges],
+      births=births,
       final_step=run.step, sp_max_iters=sp_config.max_iters)
   artifacts.write_json(os.path.join(workdir, BACKTRACK_JSON), out)
   artifacts.save_npz(os.path.join(workdir, BACKTRACK_NPZ), steps=np.asarray(steps),

@@ -53,7 +53,7 @@ def collect(root: str, specs) -> list:
   for s in specs:
     workdir = os.path.join(root, s.name)
     rec = dict(name=s.name, protocol=s.protocol, arch=s.arch, dataset=s.dataset, seed=s.seed,
-               workdir=workdir, done=sweep.is_done(s, root))
+               workdir=workdir, done=sweep.is_done(s, root), config=s.config())
     res_path = os.path.join(workdir, artifacts.RESULTS_FILE)
     rec["results"] = artifacts.read_json(res_path) if os.path.exists(res_path) else None
     cmp_path = os.path.join(control.default_out(workdir), control.COMPARE_JSON)
@@ -277,29 +277,54 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
     for r in bt:
       b = r["backtrack"]
       stage = {s for s, c in zip(b["steps"], b["stage_change"]) if c}
-      merges = b["merges"]
-      at_stage = sum(m["step"] in stage for m in merges)
-      by_proto.setdefault(r["protocol"], []).append(dict(
-          name=r["name"], merges=len(merges), at_stage_change=at_stage,
-          snapshots=len(b["steps"]) - 1, classes=len(b["classes"]),
-          readout_changes=_readout_changes(b)))
+      births = backtrack_lib.find_births(b["steps"], b["readout"], b["classes"],
+                                         backtrack_lib.introduction_steps(r["config"]))
+      late = [x for x in births if x["introduced_at"] > 0]
+      total = r["config"].train_steps
+      by_proto.setdefault(f"{r['protocol']} {r['arch']}", []).append(dict(
+          name=r["name"], merges=len(b["merges"]),
+          merges_at_stage_change=sum(m["step"] in stage for m in b["merges"]),
+          snapshots=len(b["steps"]) - 1, births=births,
+          late_classes=len(late), born_at_introduction=sum(x["at_introduction"] for x in late),
+          birth_fraction=[x["birth_step"] / total for x in births
+                          if x["birth_step"] is not None and x["from_class"] is not None]))
     lines += ["Each network's final class slow points are followed back through its training "
-              "snapshots; a merge is where two classes' points meet going back (one slow "
-              "point served both). The claim (a new VoCu class is born from an existing slow "
-              "point; DeCu's slow points form without that) holds if VoCu networks show more "
-              "merges per network than DeCu networks and at least one per network.", "",
-              "| protocol | networks | merges per network | of them at a stage change | "
-              "points whose read-out changes going back |", "|---|---|---|---|---|"]
+              "snapshots. A point's *birth* is the earliest snapshot from which on it reads out "
+              "its own class; just before, it reads out another class (the class it was born "
+              "from). A *merge* is where two classes' points come within "
+              f"{bt[0]['backtrack']['merge_frac']} × the median distance between the final "
+              "points. The claim (a class that VoCu introduces later is born from the slow point "
+              "of a class already trained, when it enters training) holds if at least 75% of "
+              "the VoCu classes introduced after the start are born exactly at their "
+              "introduction step.", "",
+              "| protocol, arch | networks | later-introduced classes born at their introduction | "
+              "births (fraction of training, median) | points reading out their own class at "
+              "every snapshot | merges per network |",
+              "|---|---|---|---|---|---|"]
     for p, rs in sorted(by_proto.items()):
-      lines.append(f"| {p} | {len(rs)} | {_mean_sd([x['merges'] for x in rs])} | "
-                   f"{sum(x['at_stage_change'] for x in rs)} of {sum(x['merges'] for x in rs)} | "
-                   f"{_mean_sd([x['readout_changes'] for x in rs])} |")
-    vocu = [x["merges"] for x in by_proto.get("vocu", [])]
-    decu = [x["merges"] for x in by_proto.get("decu", [])]
-    held = (bool(vocu) and bool(decu) and min(vocu) >= 1 and np.mean(vocu) > np.mean(decu))
-    summary["claims"]["e"] = dict(held=held if vocu and decu else None, by_protocol=by_proto)
-    lines += ["", f"**{'Held' if held else 'Did not hold'}**" + (
-        "" if vocu and decu else " (needs both VoCu and DeCu networks)") + ".", ""]
+      fr = [f for x in rs for f in x["birth_fraction"]]
+      late = sum(x["late_classes"] for x in rs)
+      lines.append(f"| {p} | {len(rs)} | "
+                   + (f"{sum(x['born_at_introduction'] for x in rs)} of {late}" if late else "–")
+                   + f" | {np.median(fr):.2f} ({len(fr)} births)" if fr else " | – ")
+      always = sum(b["from_class"] is None and b["birth_step"] is not None
+                   for x in rs for b in x["births"])
+      lines[-1] += f" | {always} | {_mean_sd([x['merges'] for x in rs])} |"
+    lines += ["", "Births per network (class: step ← class it was born from):", ""]
+    for p, rs in sorted(by_proto.items()):
+      for x in rs:
+        lines.append(f"- {x['name']}: " + ", ".join(
+            f"{b['class']}: {b['birth_step']} ← {b['from_class']}" for b in x["births"]
+            if b["from_class"] is not None) or f"- {x['name']}: none")
+    vocu = [x for k, rs in by_proto.items() if k.startswith("vocu ") for x in rs]
+    late = sum(x["late_classes"] for x in vocu)
+    at = sum(x["born_at_introduction"] for x in vocu)
+    held = bool(late) and at / late >= 0.75
+    summary["claims"]["e"] = dict(held=held if late else None, born_at_introduction=at,
+                                  later_classes=late, by_protocol=by_proto)
+    lines += ["", (f"**{'Held' if held else 'Did not hold'}**: {at} of {late} later VoCu "
+                   "classes are born at their introduction.") if late else
+              "**n/a**: no VoCu network was back-tracked.", ""]
   else:
     summary["claims"]["e"] = dict(held=None)
     lines += ["No back-tracking results yet.", ""]

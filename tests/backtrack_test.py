@@ -65,6 +65,7 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   assert n == sum(1 for c in results["centre_counts"] if c > 0) and n >= 1
   assert np.asarray(out["pca"]).shape == (3, n, 2)
   assert np.all(np.isfinite(out["pca"])) and np.asarray(out["speed"]).shape == (3, n)
+  assert [b["class"] for b in out["births"]] == out["classes"]
   # Row 0 is the final network's own slow points, as found by the analysis.
   final = slow_points.SlowPoints.load(os.path.join(workdir, analysis.SLOW_POINTS_FILE))
   np.testing.assert_allclose(out["speed"][0], final.speed[:n], rtol=1e-6)
@@ -95,3 +96,29 @@ def test_backtrack_needs_snapshots_and_slow_points(tmp_path):
   analysis.find_slow_points(cfg, run, src, workdir, SP, num_sampled=0, trials_per_class=5)
   with pytest.raises(artifacts.RunError, match="no training snapshots"):
     backtrack.backtrack(workdir, SP)
+
+
+def test_find_births_marks_classes_born_at_their_introduction():
+  steps = [30, 20, 10, 0]
+  readout = np.array([[3, 5, 2, 4],
+                      [3, 5, 2, 4],
+                      [1, 5, 2, 0],
+                      [1, 5, 2, 0]])
+  introduced = [0] * 10
+  introduced[3], introduced[4] = 10, 25
+  births = {b["class"]: b for b in backtrack.find_births(steps, readout, [3, 5, 7, 4],
+                                                          introduced)}
+  assert births[3] == {"class": 3, "birth_step": 20, "before_step": 10, "from_class": 1,
+                       "introduced_at": 10, "at_introduction": True}
+  assert births[5]["birth_step"] == 0 and births[5]["from_class"] is None
+  assert not births[5]["at_introduction"]
+  assert births[7]["birth_step"] is None  # the final network's point reads out 2, not 7
+  assert births[4]["birth_step"] == 20 and not births[4]["at_introduction"]  # born before 25
+
+
+def test_introduction_steps_follow_the_vocu_curriculum():
+  cfg = config_lib.resolve("quick", "mnist", {"protocol": "vocu"})
+  intro = backtrack.introduction_steps(cfg)
+  assert intro[:2] == [0, 0] and intro[2] == 171 and intro[9] == 2100
+  assert backtrack.introduction_steps(config_lib.resolve("quick", "mnist", {"protocol": "decu"})
+                                      ) == [0] * 10
