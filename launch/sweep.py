@@ -23,8 +23,16 @@ from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top,wrong-impo
 from haviv_tf import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse, but a usage error is one line on stderr (exit status 1)."""
+
+  def error(self, message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 def _args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = _Parser(description=__doc__.split("\n")[0])
   p.add_argument("--grid", default=None, help=f"one of {', '.join(sweep.GRIDS)} (default: the "
                  "grid already in --root, else small)")
   p.add_argument("--root", required=True, help="sweep directory (one workdir per network)")

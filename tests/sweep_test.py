@@ -162,8 +162,10 @@ def test_launcher_cli_lists_writes_slurm_and_refuses_bad_input(tmp_path):
   assert out.returncode == 0 and "8 array tasks" in out.stdout
   for args, message in [(["--grid=paper"], "holds the 'small' grid"),
                         (["--only=nope"], "no run named 'nope'"),
-                        (["--workers=0"], "--workers must be >= 1")]:
+                        (["--workers=0"], "--workers must be >= 1"),
+                        (["--workers=two"], "invalid int value: 'two'")]:
     out = subprocess.run([sys.executable, LAUNCHER, f"--root={root}", *args],
                          capture_output=True, text=True)
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert out.returncode == 1 and out.stderr.strip() == f"error: {out.stderr.strip()[7:]}"
     assert message in out.stderr and "Traceback" not in out.stderr
