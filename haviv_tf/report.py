@@ -6,6 +6,7 @@ whether the claim held on this grid. Small grids have little statistical power: 
 are printed so that the reader can judge.
 """
 
+import datetime
 import math
 import os
 import platform
@@ -61,8 +62,12 @@ def collect(root: str, specs) -> list:
     bt_path = os.path.join(workdir, backtrack_lib.BACKTRACK_JSON)
     rec["backtrack"] = artifacts.read_json(bt_path) if os.path.exists(bt_path) else None
     done_path = os.path.join(workdir, sweep.DONE_FILE)
-    rec["seconds"] = (sum(artifacts.read_json(done_path)["seconds_per_step"].values())
-                      if os.path.exists(done_path) else None)
+    rec["seconds"] = rec["finished"] = None
+    if os.path.exists(done_path):
+      done = artifacts.read_json(done_path)
+      rec["seconds"] = sum(done["seconds_per_step"].values())
+      rec["finished"] = datetime.datetime.strptime(done["finished"],
+                                                   "%Y-%m-%dT%H:%M:%S%z").timestamp()
     out.append(rec)
   return out
 
@@ -101,6 +106,10 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
            f"{len(have)} of {len(specs)} networks in `{os.path.basename(os.path.abspath(root))}`"
            + (f" (missing: {', '.join(missing)})" if missing else "") + ".", ""]
   secs = [r["seconds"] for r in recs if r["seconds"] is not None]
+  if wall_seconds is None and recs and all(r["finished"] is not None for r in recs):
+    # From the runs' own records: first start (finish - duration) to last finish.
+    wall_seconds = (max(r["finished"] for r in recs)
+                    - min(r["finished"] - r["seconds"] for r in recs))
   lines += [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python "
             f"{platform.python_version()}. Compute summed over runs: "
             f"{sum(secs) / 60:.1f} min" + (f"; wall time of the sweep: {wall_seconds / 60:.1f} min"
