@@ -193,6 +193,13 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
   if with_sp:
     res = study.analyze([r["workdir"] for r in with_sp], os.path.join(out, "study"),
                         delays=long_delays or delays)
+    # The table names runs relative to the sweep root, so that the report can move with it.
+    path = os.path.join(out, "study", study.ANALYSIS_JSON)
+    saved = artifacts.read_json(path)
+    saved["workdirs"] = [os.path.relpath(w, root) for w in saved["workdirs"]]
+    for row in saved["rows"]:
+      row["workdir"] = os.path.relpath(row["workdir"], root)
+    artifacts.write_json(path, saved)
     rows = res["rows"]
     found = [r for r in rows if r["speed"] is not None]
     own = [r for r in found if r["readout"] == r["cls"]]
