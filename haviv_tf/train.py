@@ -277,7 +277,12 @@ class History:
   def save(self, model, step: int, stage_change: bool) -> None:
     os.makedirs(self.dir, exist_ok=True)
     name = f"snapshot-{step}"
-    tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64)).write(
+    # The model's layers only (under the same names as in the model): the model also tracks
+    # its optimizer, whose two Adam slots per weight would triple the snapshot's size.
+    layers = {k: getattr(model, k) for k in ("cell", "head", "encoder")
+              if getattr(model, k, None) is not None}
+    tf.train.Checkpoint(model=tf.train.Checkpoint(**layers),
+                        step=tf.Variable(step, dtype=tf.int64)).write(
         os.path.join(self.dir, name))
     self.entries = [e for e in self.entries if e["step"] != step]
     self.entries.append(dict(step=step, path=name, stage_change=bool(stage_change)))

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from haviv_tf import analysis
 from haviv_tf import artifacts
@@ -35,6 +36,10 @@ def test_history_is_bounded_and_keeps_stage_changes(tmp_path):
   files = {f.split(".")[0] for f in os.listdir(tmp_path / "history") if f != "history.json"}
   assert files == {e["path"] for e in entries}
   assert train.read_snapshot(model, str(tmp_path / "history" / "snapshot-13")) == 13
+  # Weights only: no optimizer slots in a snapshot.
+  keys = tf.train.load_checkpoint(str(tmp_path / "history" / "snapshot-13")
+                                  ).get_variable_to_shape_map()
+  assert any("cell/kernel" in k for k in keys) and not any("optimizer" in k for k in keys)
   # A reopened History continues at the doubled cadence.
   assert train.History(str(tmp_path), every=1, keep=4).every == 16
 
