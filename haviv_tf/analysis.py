@@ -24,12 +24,11 @@ TRAJECTORIES_PNG = "trajectories_pca.png"
 ANALYSIS_TB = os.path.join(train.TENSORBOARD_DIR, "analysis")
 
 
-def restore(workdir: str):
-  """(config, source, run) of the trained model in `workdir`.
+def trained_config(workdir: str) -> config_lib.Config:
+  """The config of the trained run in `workdir`, without loading model or data.
 
   Raises:
     artifacts.RunError: no run, or no checkpoint, in `workdir`.
-    datasets.DataError: the run's data set cannot be loaded.
   """
   path = os.path.join(workdir, artifacts.CONFIG_FILE)
   if not os.path.exists(path):
@@ -42,6 +41,17 @@ def restore(workdir: str):
   if not tf.train.latest_checkpoint(os.path.join(workdir, train.CHECKPOINT_DIR)):
     raise artifacts.RunError(f"{workdir} has no trained model (no checkpoint); train it first "
                              "with --mode=train")
+  return cfg
+
+
+def restore(workdir: str):
+  """(config, source, run) of the trained model in `workdir`.
+
+  Raises:
+    artifacts.RunError: no run, or no checkpoint, in `workdir`.
+    datasets.DataError: the run's data set cannot be loaded.
+  """
+  cfg = trained_config(workdir)
   source = datasets.load(cfg.dataset, cfg.data_dir)
   run = train.Run(cfg, workdir, source.frame_shape)
   run.restore()

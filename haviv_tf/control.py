@@ -112,7 +112,7 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
   """Fine-tunes the trained run in `parent_workdir` into `workdir` (resumable); then, unless
   `analyze` is False, evaluates it, finds its slow points and exports it like any run.
 
-  Returns results.json of the fine-tuning run.
+  Returns results.json of the fine-tuning run ({} with analyze=False).
 
   Raises:
     artifacts.RunError, datasets.DataError, ValueError: with a one-line message.
@@ -148,8 +148,7 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
 
   run = train.train(cfg, workdir, source, verbose, init_fn=init)
   if not analyze:
-    return artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE)) if os.path.exists(
-        os.path.join(workdir, artifacts.RESULTS_FILE)) else {}
+    return {}
   return analysis.after_training(cfg, run, source, workdir, sp_config)
 
 
@@ -168,14 +167,13 @@ def compare(parent_workdir: str, out=None, steps=None, speed_weight=None, verbos
   into out/{control,slow_points,center_mass}, then writes out/compare.{json,md} and the plots
   of accuracy vs. delay and of slow-point speed before/after."""
   out = out or default_out(parent_workdir)
-  parent_cfg, _, parent_run = analysis.restore(parent_workdir)
+  parent_cfg = analysis.trained_config(parent_workdir)  # each fine-tuning restores the model
   parent_results_path = os.path.join(parent_workdir, artifacts.RESULTS_FILE)
   parent_results = (artifacts.read_json(parent_results_path)
                     if os.path.exists(parent_results_path) else {})
   if "accuracy_by_delay" not in parent_results or "slow_point_speed" not in parent_results:
     raise artifacts.RunError(f"{parent_workdir} has no evaluation and slow points yet; run "
                              "--mode=evaluate and --mode=slow_points on it first")
-  del parent_run
   rows = {"trained": parent_results}
   for mode in MODES:
     workdir = os.path.join(out, mode)
@@ -233,9 +231,3 @@ def write_comparison(out: str, parent_workdir: str, rows: dict) -> dict:
   plotting.save_png(plotting.speed_before_after(before, after),
                     os.path.join(out, COMPARE_SPEED_PNG))
   return summary
-
-
-def parent_of(workdir: str):
-  """The parent record of a fine-tuning workdir's config.json, or None."""
-  return artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE)).get("parent")
-

@@ -16,6 +16,7 @@ import time
 import numpy as np
 from scipy import stats
 
+from haviv_tf import analysis
 from haviv_tf import artifacts
 from haviv_tf import backtrack as backtrack_lib
 from haviv_tf import config as config_lib
@@ -395,8 +396,7 @@ def write_hparams(root: str, recs) -> None:
         if os.path.exists(res):
           sessions.append((path, m, artifacts.read_json(res)))
     for path, mode, res in sessions:
-      cfg = config_lib.Config.from_dict(
-          artifacts.read_json(os.path.join(path, artifacts.CONFIG_FILE))["config"])
+      cfg = analysis.trained_config(path)
       logdir = os.path.join(path, "tensorboard", "hparams")
       if os.path.isdir(logdir):
         shutil.rmtree(logdir)  # one session per run, however often the report is rebuilt
