@@ -1,17 +1,25 @@
 """Training throughput: the full trainer vs. the bare train step, and trial synthesis rate.
 
   python3 benchmarks/train_throughput.py [--data_dir ../shared/data] [--steps 200]
+      [--repeats 3] [--trial_backend numpy|tf]
 
 For MNIST GRU and LSTM at paper size (200 units, batch 128, 20 frames) it measures, in one run:
   full     steps/s of train.train(): tf.data trial synthesis + fit() + train_step + TensorBoard
            scalars + checkpoint, timed over the second of two fit() epochs (the first traces);
   compute  steps/s of the same compiled train_step fed one pre-built batch (no input pipeline);
-  trials   batches/s of the trial pipeline alone (tf.data, parallel map, prefetch);
+  fit only steps/s of train.train() with the trial pipeline swapped for one pre-built batch
+           repeated: fit() + callbacks + checkpoint without synthesis, which splits the gap
+           between full and compute into synthesis and the rest;
+  trials   batches/s of the trial pipeline alone (tf.data, parallel map, prefetch), for the
+           trial backend the trainer used and, for comparison, for the other one;
 and the achieved GFLOP/s from an analytic count of the step's matmul FLOPs (forward + backward).
-Prints a Markdown table with the machine context.
+full, fit only and compute are measured in alternation, --repeats rounds; the table gives their
+medians and the median (range) of the per-round ratios. Prints a Markdown table with the machine
+context.
 """
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -19,6 +27,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # pylint: disable=g-import-not-at-top
+import numpy as np
 import tensorflow as tf
 
 import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
@@ -51,15 +60,36 @@ def step_flops(cfg, input_size):
   return 2 * proj + 3 * rec + 3 * head     # proj: fwd + weight grad; others: fwd + 2 grads
 
 
-def bench(cfg, source, steps):
-  out = {}
+@contextlib.contextmanager
+def _prebuilt_trials(batch):
+  """Makes TrialGenerator.training_dataset repeat `batch` (same element structure)."""
+  original = trials.TrialGenerator.training_dataset
+
+  def repeat(self, *args, **kwargs):
+    del self, args, kwargs
+    targets = {k: batch[k] for k in ("labels", "weights", "class_mask")}
+    return tf.data.Dataset.from_tensors((batch["inputs"], targets)).repeat()
+  trials.TrialGenerator.training_dataset = repeat
+  try:
+    yield
+  finally:
+    trials.TrialGenerator.training_dataset = original
+
+
+def _fit_rate(cfg, source, steps):
+  """steps/s of train.train() over the second of two epochs of `steps` steps."""
   with tempfile.TemporaryDirectory() as workdir:
     full_cfg = config_lib.Config.from_dict(dict(
         cfg.to_dict(), train_steps=2 * steps, checkpoint_every=steps, log_every=100))
     timer = _EpochTimer()
     train.train(full_cfg, workdir, source, verbose=0, extra_callbacks=[timer])
-    out["full"] = steps / timer.times[1]
+    return steps / timer.times[1]
 
+
+def bench(cfg, source, steps, repeats):
+  """Every figure is the median of `repeats` measurements; full, fit only and bare alternate, so
+  that a slow spell of the machine hits all three alike. The ratios are medians of the
+  per-round ratios, with their range."""
   keras.utils.set_random_seed(0)
   with tempfile.TemporaryDirectory() as workdir:
     run = train.Run(cfg, workdir, source.frame_shape)
@@ -70,24 +100,46 @@ def bench(cfg, source, steps):
   step()
   for _ in range(5):
     step()
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    logs = step()
-  float(logs["loss"])
-  out["compute"] = steps / (time.perf_counter() - t0)
 
-  ds = gen.training_dataset(0, cfg.batch_size, cfg.seq_len, curricula.for_config(cfg))
-  it = iter(ds)
-  for _ in range(20):
-    next(it)
-  n = 5 * steps
-  t0 = time.perf_counter()
-  for _ in range(n):
-    x, _ = next(it)
-  out["trials"] = n / (time.perf_counter() - t0)
+  def bare_rate():
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      logs = step()
+    float(logs["loss"])
+    return steps / (time.perf_counter() - t0)
+
+  rounds = []
+  for _ in range(repeats):
+    r = {"full": _fit_rate(cfg, source, steps)}
+    with _prebuilt_trials(batch):
+      r["fit_only"] = _fit_rate(cfg, source, steps)
+    r["compute"] = bare_rate()
+    rounds.append(r)
+  out = {k: float(np.median([r[k] for r in rounds])) for k in rounds[0]}
+  for name, num in (("full_ratio", "full"), ("fit_only_ratio", "fit_only")):
+    ratios = [r[num] / r["compute"] for r in rounds]
+    out[name] = (float(np.median(ratios)), min(ratios), max(ratios))
+
+  for backend in config_lib.TRIAL_BACKENDS:
+    ds = gen.training_dataset(0, cfg.batch_size, cfg.seq_len, curricula.for_config(cfg),
+                              backend=backend)
+    it = iter(ds)
+    for _ in range(20):
+      next(it)
+    n = 5 * steps
+    t0 = time.perf_counter()
+    for _ in range(n):
+      next(it)
+    out["trials_" + backend] = n / (time.perf_counter() - t0)
+  out["trials"] = out["trials_" + cfg.trial_backend]
   out["gflops"] = step_flops(cfg, gen.input_size) * out["compute"] / 1e9
   out["gflops_full"] = step_flops(cfg, gen.input_size) * out["full"] / 1e9
   return out
+
+
+def _ratio(r):
+  median, lo, hi = r
+  return f"{median:.2f} ({lo:.2f}-{hi:.2f})"
 
 
 def main():
@@ -95,19 +147,28 @@ def main():
   parser.add_argument("--data_dir", default=common.DEFAULT_DATA_DIR)
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--archs", default="gru,lstm")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="rounds of (full, fit only, bare); figures are their medians")
+  parser.add_argument("--trial_backend", default=config_lib.Config.trial_backend,
+                      choices=config_lib.TRIAL_BACKENDS, help="the full trainer's trial sampler")
   args = parser.parse_args()
   source = common.load_mnist(args.data_dir)
   print(common.machine_context())
-  print(f"data: {source.origin}; {args.steps} timed steps per figure\n")
-  print("| arch | full trainer steps/s | bare train_step steps/s | full / bare | "
-        "trial batches/s | trials / full | GFLOP/s (bare) | GFLOP/s (full) |")
-  print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+  other = [b for b in config_lib.TRIAL_BACKENDS if b != args.trial_backend][0]
+  print(f"data: {source.origin}; {args.steps} timed steps per figure, median of {args.repeats} "
+        f"rounds; trial backend of the full trainer: {args.trial_backend}\n")
+  print(f"| arch | full trainer steps/s | bare train_step steps/s | full / bare | "
+        f"fit only steps/s | fit only / bare | "
+        f"trial batches/s ({args.trial_backend}) | trials / full | trial batches/s ({other}) | "
+        f"GFLOP/s (bare) | GFLOP/s (full) |")
+  print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   for arch in args.archs.split(","):
-    cfg = config_lib.resolve("paper", "mnist", dict(arch=arch, protocol="nacu", seed=0))
-    r = bench(cfg, source, args.steps)
-    print(f"| {arch} | {r['full']:.2f} | {r['compute']:.2f} | {r['full'] / r['compute']:.2f} | "
-          f"{r['trials']:.1f} | {r['trials'] / r['full']:.1f} | {r['gflops']:.1f} | "
-          f"{r['gflops_full']:.1f} |", flush=True)
+    cfg = config_lib.resolve("paper", "mnist", dict(arch=arch, protocol="nacu", seed=0,
+                                                    trial_backend=args.trial_backend))
+    r = bench(cfg, source, args.steps, args.repeats)
+    print(f"| {arch} | {r['full']:.2f} | {r['compute']:.2f} | {_ratio(r['full_ratio'])} | "
+          f"{r['fit_only']:.2f} | {_ratio(r['fit_only_ratio'])} | {r['trials']:.1f} | {r['trials'] / r['full']:.1f} | {r['trials_' + other]:.1f} | "
+          f"{r['gflops']:.1f} | {r['gflops_full']:.1f} |", flush=True)
   print(f"\nload average after: {common.load_average()}")
 
 

@@ -35,7 +35,7 @@ def trained_config(workdir: str) -> config_lib.Config:
     raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no {artifacts.CONFIG_FILE}); "
                              "train one first with --mode=train")
   try:
-    cfg = config_lib.Config.from_dict(artifacts.read_json(path)["config"])
+    cfg = config_lib.Config.from_record(artifacts.read_json(path)["config"])
   except (ValueError, KeyError, TypeError) as e:
     raise artifacts.RunError(f"{path} is not a haviv_tf config ({e})") from None
   if not tf.train.latest_checkpoint(os.path.join(workdir, train.CHECKPOINT_DIR)):

@@ -55,7 +55,8 @@ def finetune_config(parent: config_lib.Config, mode: str, steps=None, speed_weig
   if speed_weight is None:
     speed_weight = config_lib.FINETUNE_SPEED_WEIGHT[parent.dataset]
   cfg = dataclasses.replace(
-      parent, finetune=mode, train_steps=int(steps), lr_decay_step=int(steps),
+      parent, finetune=mode, train_steps=int(steps), lr_schedule="step", lr_decay_step=int(steps),
+      warmup_steps=0,
       learning_rate=parent.learning_rate if learning_rate is None else learning_rate,
       speed_weight=0.0 if mode == "control" else float(speed_weight),
       speed_targets="center_mass" if mode == "control" else mode, speed_refresh_every=0,

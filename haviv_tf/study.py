@@ -23,7 +23,7 @@ def _load_run(workdir):
     raise artifacts.RunError(f"{workdir} is not a finished haviv_tf run (no config.json or "
                              "results.json)")
   try:
-    cfg = config_lib.Config.from_dict(artifacts.read_json(cfg_path)["config"])
+    cfg = config_lib.Config.from_record(artifacts.read_json(cfg_path)["config"])
     results = artifacts.read_json(res_path)
   except (ValueError, KeyError, TypeError) as e:
     raise artifacts.RunError(f"{workdir}: unreadable run files ({e})") from None

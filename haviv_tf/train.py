@@ -45,7 +45,7 @@ def check_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool) -> bool
                      "use --overwrite to start afresh")
     return False
   try:
-    old = config_lib.Config.from_dict(artifacts.read_json(path)["config"])
+    old = config_lib.Config.from_record(artifacts.read_json(path)["config"])
   except (ValueError, KeyError, TypeError) as e:
     if overwrite:
       return False
@@ -68,8 +68,41 @@ def _clear_run(workdir):
       os.remove(path)
 
 
+@keras.saving.register_keras_serializable(package="haviv_tf")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up from 0 to `peak` over `warmup` steps, then a half cosine down to
+  `peak * final_fraction` at step `total` (and flat after it)."""
+
+  def __init__(self, peak, total, final_fraction, warmup=0):
+    self.peak, self.total = float(peak), int(total)
+    self.final_fraction, self.warmup = float(final_fraction), int(warmup)
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    warm = float(max(self.warmup, 1))
+    up = self.peak * tf.minimum(1.0, (step + 1.0) / warm)
+    frac = tf.clip_by_value((step - self.warmup) / float(max(self.total - self.warmup, 1)),
+                            0.0, 1.0)
+    floor = self.peak * self.final_fraction
+    down = floor + (self.peak - floor) * 0.5 * (1.0 + tf.cos(math.pi * frac))
+    return down if self.warmup <= 0 else tf.where(step < self.warmup, up, down)
+
+  def get_config(self):
+    return dict(peak=self.peak, total=self.total, final_fraction=self.final_fraction,
+                warmup=self.warmup)
+
+
 def lr_schedule(cfg: config_lib.Config):
-  """The learning rate: cfg.learning_rate up to step lr_decay_step, then x lr_decay_factor."""
+  """The learning rate at each optimizer step.
+
+  "step" (the paper's): cfg.learning_rate up to and including step lr_decay_step, then
+  x lr_decay_factor.
+  "cosine": linear warm-up over warmup_steps, then a half cosine from learning_rate down to
+  learning_rate x lr_decay_factor at train_steps.
+  """
+  if cfg.lr_schedule == "cosine":
+    return WarmupCosine(cfg.learning_rate, cfg.train_steps, cfg.lr_decay_factor,
+                        cfg.warmup_steps)
   return keras.optimizers.schedules.PiecewiseConstantDecay(
       [cfg.lr_decay_step], [cfg.learning_rate, cfg.learning_rate * cfg.lr_decay_factor])
 
@@ -415,7 +448,8 @@ def _train(cfg, workdir, source, verbose, extra_callbacks, init_fn, strategy, sc
     def make_dataset():
       return generator.training_dataset(cfg.seed, cfg.batch_size, cfg.seq_len, curriculum,
                                         start_step=step, speed_noise=speed_noise,
-                                        data_offset=cfg.data_offset)
+                                        data_offset=cfg.data_offset,
+                                        backend=cfg.trial_backend)
     if distributed:
       ds = distribute.distribute_batches(strategy, make_dataset, cfg.batch_size, speed_noise)
     else:

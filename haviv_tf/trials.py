@@ -6,6 +6,16 @@ noise with the data set's pixel mean/std; a separate trigger channel is 1 at t_a
 followed by the trigger. Targets are class 0 (null) at every step except t_a, where they are the
 image class + 1. Every random draw is a pure function of the seed, so a trial batch is identified
 by (seed, step) alone: that is the pipeline's whole state.
+
+Training batches come from one of two interchangeable samplers (Config.trial_backend):
+  "numpy": `sample_numpy`, run by tf.data through tf.numpy_function. Its Gaussian noise is a
+    vectorised Box-Muller transform of SFC64 uniforms written straight into the input tensor;
+    numpy releases the GIL in these loops, so tf.data's parallel calls use every core. On a
+    CPU it is several times faster than the TF ops (benchmarks/RESULTS.md has the figures).
+  "tf": `sample`, stateless TF ops (Philox). It needs no Python in the input pipeline, which a
+    TPU whose input pipeline runs on a remote host requires.
+The two draw different (identically distributed) trials from the same seed. Evaluation trials,
+the slow-point analysis and the speed penalty's noise frames always use the TF ops.
 """
 
 import numpy as np
@@ -17,6 +27,8 @@ from haviv_tf import datasets
 
 NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
 _SPEED_STREAM = 0x5BEED  # folded into a step's seed for the speed penalty's noise frames
+_NUMPY_STREAM = 0x7E1A1  # keys sample_numpy's SeedSequence (seed, step, stream)
+BACKENDS = config_lib.TRIAL_BACKENDS
 
 
 class TrialGenerator:
@@ -48,6 +60,9 @@ class TrialGenerator:
     self.std = np.tile(np.asarray(std, np.float32).reshape(channels), reps)
     self._mean = tf.constant(self.mean)
     self._std = tf.constant(self.std)
+    self._images_np = images.reshape(len(images), -1)[order]
+    self._counts_np = counts.astype(np.int64)
+    self._offsets_np = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
   # -- pieces shared by training batches and the streaming evaluator --------------------------
 
@@ -151,10 +166,72 @@ class TrialGenerator:
     return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
                 classes=classes, t_s=t_s, t_a=t_a)
 
+  def sample_numpy(self, seed: int, step: int, batch_size: int, length: int, t_max=None,
+                   num_classes=config_lib.NUM_CLASSES):
+    """A training batch drawn with numpy: `sample`'s layout, distributions and keys.
+
+    Every draw comes from one SFC64 generator keyed by (seed, step): the same arguments give the
+    same batch, on any machine. Noise: Box-Muller from float32 uniforms u1, u2 (the same
+    transform TF's normal sampler applies to Philox uniforms), z = sqrt(-2 log(1 - u1)) cos or
+    sin(2 pi u2), written into the input tensor in place.
+
+    Args:
+      seed, step: non-negative ints identifying the batch.
+      batch_size, length: trials and frames per trial.
+      t_max: maximum trial length of the curriculum stage (default `length`).
+      num_classes: classes 0 .. num_classes - 1 are drawn uniformly; the others are masked.
+
+    Returns:
+      dict of numpy arrays as `sample` returns.
+    """
+    b, n, f = int(batch_size), int(length), self.frame_size
+    t_max = n if t_max is None else int(t_max)
+    num_classes = int(num_classes)
+    if not self.min_delay < t_max <= n:
+      raise ValueError(f"t_max must be in ({self.min_delay}, {n}], got {t_max}")
+    rng = np.random.Generator(np.random.SFC64(
+        np.random.SeedSequence([int(seed), int(step), _NUMPY_STREAM])))
+    classes = rng.integers(0, num_classes, b)
+    idx = self._offsets_np[classes] + rng.integers(0, self._counts_np[classes])
+    t_s = rng.integers(0, t_max - self.min_delay, b)
+    t_a = t_s + self.min_delay + rng.integers(0, t_max - t_s - self.min_delay)
+
+    inputs = np.empty([b, n, f + 1], np.float32)
+    frames = inputs.reshape(b * n, f + 1)[:, :f]           # a view: written in place
+    rows, half = b * n, (b * n + 1) // 2
+    u = rng.random((2, half, f), dtype=np.float32)
+    radius, angle = u[0], u[1]
+    np.subtract(np.float32(1.0), radius, out=radius)      # (0, 1]
+    np.log(radius, out=radius)
+    np.multiply(radius, np.float32(-2.0), out=radius)
+    np.sqrt(radius, out=radius)
+    np.multiply(radius, self.std, out=radius)             # per-pixel std (channels tiled)
+    np.multiply(angle, np.float32(2.0 * np.pi), out=angle)
+    top, bottom = frames[:half], frames[half:]
+    np.cos(angle, out=top)
+    np.multiply(top, radius, out=top)
+    np.sin(angle[:rows - half], out=bottom)
+    np.multiply(bottom, radius[:rows - half], out=bottom)
+    np.add(frames, self.mean, out=frames)
+
+    trials_ = np.arange(b)
+    inputs[trials_, t_s, :f] = self._images_np[idx] / np.float32(255.0)
+    inputs[:, :, f] = 0.0
+    inputs[trials_, t_a, f] = 1.0
+    steps = np.arange(n)[None, :]
+    at_report = steps == t_a[:, None]
+    labels = np.where(at_report, classes[:, None] + 1, 0).astype(np.int32)
+    weights = np.where(at_report, np.float32(self.report_weight), np.float32(1.0))
+    weights = np.where(steps < t_max, weights, np.float32(0.0)).astype(np.float32)
+    class_mask = np.tile(np.arange(NUM_OUTPUTS)[None, :] <= num_classes, (b, 1))
+    return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
+                classes=classes.astype(np.int32), t_s=t_s.astype(np.int32),
+                t_a=t_a.astype(np.int32))
+
   def training_dataset(self, seed: int, batch_size: int, length: int,
                        curriculum: curricula.Curriculum, start_step: int = 0,
                        num_steps=None, speed_noise: int = 0,
-                       data_offset: int = 0) -> tf.data.Dataset:
+                       data_offset: int = 0, backend: str = "tf") -> tf.data.Dataset:
     """Batch k is the batch of training step start_step + k, seeded by (seed, step).
 
     Elements are (inputs, {"labels", "weights", "class_mask"}) as in `sample`. With
@@ -162,14 +239,29 @@ class TrialGenerator:
     for the speed penalty, from a stream of their own (the trials do not change).
     `data_offset` shifts the trial stream (not the curriculum): step s draws the trials of
     step data_offset + s, so a fine-tuning run continues its parent's stream.
+    `backend` picks the sampler: "tf" (`sample`) or "numpy" (`sample_numpy`); see the module
+    docstring.
     """
+    if backend not in BACKENDS:
+      raise ValueError(f"unknown trial backend {backend!r}; valid: {', '.join(BACKENDS)}")
     stop = np.iinfo(np.int64).max if num_steps is None else start_step + num_steps
     offset = tf.constant(int(data_offset), tf.int64)
 
     def make(step):
       _, num_classes, t_max = curriculum.at_tf(step)
       seed_t = tf.stack([tf.cast(seed, tf.int64), step + offset])
-      b = self.sample(seed_t, batch_size, length, t_max=t_max, num_classes=num_classes)
+      if backend == "numpy":
+        inputs, labels, weights = tf.numpy_function(
+            lambda s, t, c: self._numpy_batch(seed, s, batch_size, length, t, c),
+            [step + offset, t_max, num_classes], [tf.float32, tf.int32, tf.float32],
+            stateful=False)
+        inputs.set_shape([batch_size, length, self.input_size])
+        labels.set_shape([batch_size, length])
+        weights.set_shape([batch_size, length])
+        class_mask = tf.tile(tf.range(NUM_OUTPUTS)[None, :] <= num_classes, [batch_size, 1])
+        b = dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask)
+      else:
+        b = self.sample(seed_t, batch_size, length, t_max=t_max, num_classes=num_classes)
       targets = {k: b[k] for k in ("labels", "weights", "class_mask")}
       if speed_noise:
         targets["speed_noise"] = self.noise(
@@ -180,6 +272,10 @@ class TrialGenerator:
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
+
+  def _numpy_batch(self, seed, step, batch_size, length, t_max, num_classes):
+    b = self.sample_numpy(seed, int(step), batch_size, length, int(t_max), int(num_classes))
+    return b["inputs"], b["labels"], b["weights"]
 
 def _uniform_int(seed, n, upper):
   """[n] int32 uniform on [0, upper) per element (upper >= 1)."""

@@ -33,10 +33,10 @@ class PresetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(cfg.lr_decay_step, 280_000)
     self.assertEqual(cfg.dataset, "cifar10")
 
-  @parameterized.parameters("mnist", "mnist_sample", "cifar10")
-  def test_quick_trains_3000_steps_at_lr_1e3(self, dataset):
+  @parameterized.parameters(("mnist", 3e-3), ("mnist_sample", 3e-3), ("cifar10", 1e-3))
+  def test_quick_trains_3000_steps(self, dataset, learning_rate):
     cfg = config.preset("quick", dataset)
-    self.assertEqual(cfg.learning_rate, 1e-3)
+    self.assertEqual(cfg.learning_rate, learning_rate)
     self.assertEqual(cfg.train_steps, 3_000)
     self.assertLess(cfg.lr_decay_step, cfg.train_steps)
     self.assertEqual(cfg.preset, "quick")
@@ -96,7 +96,8 @@ class ValidateTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(
       ("protocol", "curriculum"), ("dataset", "svhn"), ("arch", "rnn"), ("preset", "slow"),
-      ("readout", "softmax"))
+      ("readout", "softmax"), ("lr_schedule", "linear"),
+      ("trial_backend", "jax"))
   def test_bad_choice_names_field_and_value(self, field, value):
     cfg = dataclasses.replace(config.PAPER, **{field: value})
     with self.assertRaises(ValueError) as cm:
@@ -173,6 +174,15 @@ class SerialisationTest(tf.test.TestCase, parameterized.TestCase):
   def test_from_dict_accepts_a_partial_dict(self):
     cfg = config.Config.from_dict({"units": 8, "eval_delays": [6]})
     self.assertEqual(cfg, dataclasses.replace(config.Config(), units=8, eval_delays=(6,)))
+
+  def test_a_record_without_trial_backend_was_made_with_the_tf_sampler(self):
+    # Runs recorded before the numpy sampler existed drew their trials with the TF ops; reading
+    # their config.json must say so, or a resumed run would switch streams.
+    d = config.QUICK.to_dict()
+    del d["trial_backend"]
+    self.assertEqual(config.Config.from_record(d).trial_backend, "tf")
+    self.assertEqual(config.Config.from_dict(d).trial_backend, "numpy")
+    self.assertEqual(config.Config.from_record(config.QUICK.to_dict()), config.QUICK)
 
   def test_from_dict_rejects_unknown_fields(self):
     d = config.PAPER.to_dict()

@@ -174,7 +174,7 @@ def test_control_equals_plain_continued_training(parent, tmp_path):
   gen = trials.generator_for(source, "train", pcfg)
   ds = gen.training_dataset(pcfg.seed, pcfg.batch_size, pcfg.seq_len,
                             curricula.Curriculum((), (10,), (pcfg.seq_len,)),
-                            data_offset=pcfg.train_steps)
+                            data_offset=pcfg.train_steps, backend=pcfg.trial_backend)
   model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
   for a, b in zip(ft.model.trainable_variables, model.trainable_variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)

@@ -270,6 +270,124 @@ class DeterminismAndClassesTest(tf.test.TestCase, parameterized.TestCase):
                         rtol=0)
 
 
+class NumpySamplerTest(tf.test.TestCase, parameterized.TestCase):
+  """sample_numpy (the "numpy" trial backend) has sample's layout and distributions."""
+
+  def test_keys_shapes_and_dtypes_match_the_tf_sampler(self):
+    g = _mnist_generator()
+    a = g.sample_numpy(1, 2, batch_size=4, length=20)
+    b = _np(g.sample([1, 2], batch_size=4, length=20))
+    self.assertEqual(set(a), set(b))
+    for k in b:
+      self.assertEqual(a[k].shape, b[k].shape, k)
+      self.assertEqual(a[k].dtype, b[k].dtype, k)
+
+  def test_stimulus_frame_is_an_exact_image_of_the_class_and_trigger_marks_t_a(self):
+    split = _coded_split()
+    b = _coded_generator().sample_numpy(3, 4, batch_size=600, length=20)
+    rows = np.arange(600)
+    stim = b["inputs"][rows, b["t_s"], :-1]
+    images = split.images.reshape(len(split.labels), -1).astype(np.float32) / np.float32(255)
+    match = (images[None] == stim[:, None]).all(-1)                # [batch, images]
+    self.assertTrue((match.sum(-1) == 1).all())                     # exactly one image each
+    shown = np.argmax(match, -1)
+    self.assertAllEqual(split.labels[shown], b["classes"])          # an image of its class
+    self.assertLen(set(shown.tolist()), 10 * _PER_CLASS)            # every image gets drawn
+    self.assertAllEqual(b["inputs"][..., -1], np.arange(20)[None, :] == b["t_a"][:, None])
+
+  @parameterized.parameters((20, None, 20.0), (20, 12, 20.0), (16, 6, 7.5), (9, 9, 20.0))
+  def test_labels_and_weights(self, length, t_max, report_weight):
+    g = _mnist_generator(report_weight=report_weight)
+    b = g.sample_numpy(7, 8, batch_size=64, length=length, t_max=t_max)
+    t_max = length if t_max is None else t_max
+    steps = np.arange(length)[None, :]
+    at_report = steps == b["t_a"][:, None]
+    self.assertAllEqual(b["labels"], np.where(at_report, b["classes"][:, None] + 1, 0))
+    weights = np.where(steps < t_max, np.where(at_report, report_weight, 1.0), 0.0)
+    self.assertAllEqual(b["weights"], weights)
+
+  @parameterized.parameters(5, 6, 13, 20)
+  def test_training_times_cover_exactly_the_documented_ranges(self, t_max):
+    b = _mnist_generator().sample_numpy(11, t_max, batch_size=4000, length=20, t_max=t_max)
+    pairs = {(s, a) for s in range(t_max - 4) for a in range(s + 4, t_max)}
+    self.assertEqual(set(zip(b["t_s"].tolist(), b["t_a"].tolist())), pairs)
+
+  def test_noise_is_gaussian_with_the_pixel_statistics_and_independent(self):
+    b = _mnist_generator().sample_numpy(21, 22, batch_size=64, length=20)
+    noise = b["inputs"][..., :-1][np.arange(20)[None, :] != b["t_s"][:, None]].astype(np.float64)
+    n = noise.size
+    self.assertAllClose(noise.mean(), datasets.MNIST_MEAN, atol=5 * datasets.MNIST_STD /
+                        np.sqrt(n), rtol=0)
+    self.assertAllClose(noise.std(), datasets.MNIST_STD, atol=5 * datasets.MNIST_STD /
+                        np.sqrt(2 * n), rtol=0)
+    z = (noise - datasets.MNIST_MEAN) / datasets.MNIST_STD
+    # Normal moments: skew 0 (sd sqrt(6/n)), kurtosis 3 (sd sqrt(24/n)), and tails.
+    self.assertLess(abs(np.mean(z ** 3)), 5 * np.sqrt(6 / n))
+    self.assertLess(abs(np.mean(z ** 4) - 3), 5 * np.sqrt(96 / n))
+    self.assertAllClose(np.mean(np.abs(z) > 2), 0.0455, atol=5 * np.sqrt(0.0455 / n), rtol=0)
+    # Independent in time, across pixels, and between the cos and sin halves of Box-Muller.
+    frames = z.reshape(-1, 784)
+    self.assertLess(abs(np.mean(frames[1:] * frames[:-1])), 5 / np.sqrt(frames[1:].size))
+    self.assertLess(abs(np.mean(frames[:, 1:] * frames[:, :-1])), 5 / np.sqrt(frames.size))
+    full = (b["inputs"][..., :-1].reshape(64 * 20, 784) - datasets.MNIST_MEAN) / datasets.MNIST_STD
+    top, bottom = full[:640], full[640:]
+    keep = np.ones(640, bool)
+    stim = np.arange(64) * 20 + b["t_s"]
+    keep[stim[stim < 640]] = False
+    keep[stim[stim >= 640] - 640] = False
+    self.assertLess(abs(np.mean(top[keep] * bottom[keep])), 5 / np.sqrt(keep.sum() * 784))
+
+  def test_noise_is_tiled_per_channel_last(self):
+    mean, std = np.float32([0.2, 0.5, 0.8]), np.float32([0.05, 0.1, 0.2])
+    g = trials.TrialGenerator(_coded_split((32, 32, 3)), mean, std)
+    b = g.sample_numpy(4, 4, batch_size=100, length=5)
+    noise = b["inputs"][..., :-1][np.arange(5)[None, :] != b["t_s"][:, None]]
+    noise = noise.reshape(-1, 32, 32, 3).astype(np.float64)
+    n = noise[..., 0].size
+    for c in range(3):
+      self.assertAllClose(noise[..., c].mean(), mean[c], atol=5 * std[c] / np.sqrt(n), rtol=0)
+      self.assertAllClose(noise[..., c].std(), std[c], atol=5 * std[c] / np.sqrt(2 * n), rtol=0)
+
+  def test_odd_frame_count_is_filled(self):
+    b = _mnist_generator().sample_numpy(0, 0, batch_size=3, length=5)  # 15 frames
+    self.assertTrue(np.isfinite(b["inputs"]).all())
+    self.assertTrue((b["inputs"][..., :-1].std(-1) > 0.2).sum() >= 12)
+
+  def test_seed_and_step_identify_the_batch(self):
+    g = _mnist_generator()
+    a = g.sample_numpy(8, 9, batch_size=16, length=12, t_max=10, num_classes=6)
+    b = _mnist_generator().sample_numpy(8, 9, batch_size=16, length=12, t_max=10, num_classes=6)
+    for k in a:
+      self.assertAllEqual(a[k], b[k], msg=k)
+    for seed, step in ((8, 10), (9, 9), (0, 0)):
+      c = g.sample_numpy(seed, step, batch_size=16, length=12)
+      self.assertNotAllClose(a["inputs"], c["inputs"])
+      self.assertFalse(np.array_equal(np.stack([a["t_s"], a["t_a"]]),
+                                      np.stack([c["t_s"], c["t_a"]])))
+
+  @parameterized.parameters(1, 2, 10)
+  def test_classes_are_uniform_over_the_shown_ones_and_the_rest_masked(self, n):
+    b = _coded_generator().sample_numpy(6, n, batch_size=10_000, length=6, num_classes=n)
+    counts = np.bincount(b["classes"], minlength=n)
+    self.assertLen(counts, n)
+    sigma = np.sqrt(10_000 * (1 / n) * (1 - 1 / n))
+    self.assertAllClose(counts, np.full(n, 10_000 / n), atol=5 * sigma + 1e-9, rtol=0)
+    self.assertAllEqual(b["class_mask"], np.tile(np.arange(11) <= n, (10_000, 1)))
+
+  def test_images_within_a_class_are_drawn_uniformly(self):
+    b = _coded_generator().sample_numpy(2, 3, batch_size=9_000, length=5, num_classes=1)
+    stim = b["inputs"][np.arange(9_000), b["t_s"], 0]
+    j = (np.rint(stim * 255).astype(int) - 1) % 20
+    counts = np.bincount(j, minlength=_PER_CLASS)
+    self.assertAllClose(counts, np.full(_PER_CLASS, 3_000), atol=5 * np.sqrt(9_000 * 2 / 9),
+                        rtol=0)
+
+  @parameterized.parameters(4, 21)
+  def test_t_max_outside_the_trial_is_refused(self, t_max):
+    with self.assertRaisesRegex(ValueError, "t_max must be in"):
+      _mnist_generator().sample_numpy(0, 0, batch_size=2, length=20, t_max=t_max)
+
+
 class TrainingDatasetTest(tf.test.TestCase, parameterized.TestCase):
 
   _CURRICULUM = curricula.Curriculum(boundaries=(2, 4), num_classes=(2, 5, 10), t_max=(6, 8, 10))
@@ -319,6 +437,26 @@ class TrainingDatasetTest(tf.test.TestCase, parameterized.TestCase):
       self.assertTrue((y["weights"][:, :t_max] >= 1).all())
       report_steps = np.argmax(y["labels"] > 0, axis=1)
       self.assertEqual(report_steps.max(), t_max - 1, msg=f"step {step}")
+
+  def test_numpy_backend_step_k_is_sample_numpy_of_seed_and_offset_step(self):
+    g = _coded_generator()
+    ds = g.training_dataset(7, 4, 10, self._CURRICULUM, backend="numpy", data_offset=100)
+    self.assertEqual(ds.element_spec, g.training_dataset(7, 4, 10, self._CURRICULUM).element_spec)
+    got = self._take(ds, 6)
+    for step, (x, y) in enumerate(got):
+      num_classes, t_max = self._CURRICULUM.at(step)
+      b = g.sample_numpy(7, 100 + step, 4, 10, t_max=t_max, num_classes=num_classes)
+      self.assertAllEqual(x, b["inputs"])
+      for key in y:
+        self.assertAllEqual(y[key], b[key])
+    resumed = self._take(g.training_dataset(7, 4, 10, self._CURRICULUM, start_step=3,
+                                            backend="numpy", data_offset=100), 3)
+    for (xa, _), (xb, _) in zip(got[3:], resumed):
+      self.assertAllEqual(xa, xb)
+
+  def test_unknown_backend_is_refused(self):
+    with self.assertRaisesRegex(ValueError, "unknown trial backend 'jax'; valid: numpy, tf"):
+      _coded_generator().training_dataset(0, 2, 6, self._CURRICULUM, backend="jax")
 
   def test_num_steps_bounds_the_dataset(self):
     ds = _coded_generator().training_dataset(0, 2, 6, self._CURRICULUM, start_step=3,
