@@ -18,6 +18,8 @@ The two draw different (identically distributed) trials from the same seed. Eval
 the slow-point analysis and the speed penalty's noise frames always use the TF ops.
 """
 
+import threading
+
 import numpy as np
 import tensorflow as tf
 
@@ -61,6 +63,7 @@ class TrialGenerator:
     self._mean = tf.constant(self.mean)
     self._std = tf.constant(self.std)
     self._images_np = images.reshape(len(images), -1)[order]
+    self._local = threading.local()
     self._counts_np = counts.astype(np.int64)
     self._offsets_np = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
@@ -199,7 +202,8 @@ class TrialGenerator:
     inputs = np.empty([b, n, f + 1], np.float32)
     frames = inputs.reshape(b * n, f + 1)[:, :f]           # a view: written in place
     rows, half = b * n, (b * n + 1) // 2
-    u = rng.random((2, half, f), dtype=np.float32)
+    u, sine = self._scratch(half, f)
+    rng.random((2, half, f), dtype=np.float32, out=u)
     radius, angle = u[0], u[1]
     np.subtract(np.float32(1.0), radius, out=radius)      # (0, 1]
     np.log(radius, out=radius)
@@ -207,11 +211,10 @@ class TrialGenerator:
     np.sqrt(radius, out=radius)
     np.multiply(radius, self.std, out=radius)             # per-pixel std (channels tiled)
     np.multiply(angle, np.float32(2.0 * np.pi), out=angle)
-    top, bottom = frames[:half], frames[half:]
-    np.cos(angle, out=top)
-    np.multiply(top, radius, out=top)
-    np.sin(angle[:rows - half], out=bottom)
-    np.multiply(bottom, radius[:rows - half], out=bottom)
+    sine = np.sin(angle[:rows - half], out=sine[:rows - half])
+    np.cos(angle, out=angle)
+    np.multiply(angle, radius, out=frames[:half])
+    np.multiply(sine, radius[:rows - half], out=frames[half:])
     np.add(frames, self.mean, out=frames)
 
     trials_ = np.arange(b)
@@ -227,6 +230,17 @@ class TrialGenerator:
     return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
                 classes=classes.astype(np.int32), t_s=t_s.astype(np.int32),
                 t_a=t_a.astype(np.int32))
+
+  def _scratch(self, rows: int, cols: int):
+    """This thread's reusable work buffers for sample_numpy: uniforms [2, rows, cols] and a sine
+    buffer [rows, cols]. Fresh multi-megabyte arrays would cost page faults on every batch
+    (about a third of the sampler's time); tf.data calls the sampler from several threads, so
+    each thread keeps its own. Both are overwritten in full before they are read."""
+    local = self._local.__dict__
+    if local.get("shape") != (rows, cols):
+      local.update(shape=(rows, cols), uniforms=np.empty((2, rows, cols), np.float32),
+                   sine=np.empty((rows, cols), np.float32))
+    return local["uniforms"], local["sine"]
 
   def training_dataset(self, seed: int, batch_size: int, length: int,
                        curriculum: curricula.Curriculum, start_step: int = 0,
