@@ -11,7 +11,8 @@ Training batches come from one of two interchangeable samplers (Config.trial_bac
   "numpy": `sample_numpy`, run by tf.data through tf.numpy_function. Its Gaussian noise is a
     vectorised Box-Muller transform of SFC64 uniforms written straight into the input tensor;
     numpy releases the GIL in these loops, so tf.data's parallel calls use every core. On a
-    CPU it is several times faster than the TF ops (benchmarks/RESULTS.md has the figures).
+    2-core CPU it makes about 2.6 times as many batches per second as the TF ops
+    (benchmarks/RESULTS.md).
   "tf": `sample`, stateless TF ops (Philox). It needs no Python in the input pipeline, which a
     TPU whose input pipeline runs on a remote host requires.
 The two draw different (identically distributed) trials from the same seed. Evaluation trials,
@@ -235,7 +236,7 @@ class TrialGenerator:
     """This thread's reusable work buffers for sample_numpy: uniforms [2, rows, cols] and a sine
     buffer [rows, cols]. Fresh multi-megabyte arrays would cost page faults on every batch
     (about a third of the sampler's time); tf.data calls the sampler from several threads, so
-    each thread keeps its own. Both are overwritten in full before they are read."""
+    each thread keeps its own. Every element read is first written in the same call."""
     local = self._local.__dict__
     if local.get("shape") != (rows, cols):
       local.update(shape=(rows, cols), uniforms=np.empty((2, rows, cols), np.float32),
