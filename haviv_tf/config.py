@@ -31,7 +31,7 @@ class Config:
   learning_rate: float = 1e-5       # Adam
   lr_schedule: str = "step"         # "step" (the paper's) or "cosine" (warm-up, then a half cosine)
   lr_decay_step: int = 120_000      # (step) learning rate is multiplied by lr_decay_factor after it
-  lr_decay_factor: float = 0.1      # (cosine) the rate falls from learning_rate to this fraction of it
+  lr_decay_factor: float = 0.1      # (step) the factor; (cosine) the final rate / learning_rate
   warmup_steps: int = 0             # (cosine) linear warm-up from 0 to learning_rate
   batch_size: int = 128             # trials per step
   train_steps: int = 140_000        # curricula stage boundaries scale with this
