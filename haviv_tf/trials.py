@@ -31,7 +31,6 @@ from haviv_tf import datasets
 NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
 _SPEED_STREAM = 0x5BEED  # folded into a step's seed for the speed penalty's noise frames
 _NUMPY_STREAM = 0x7E1A1  # keys sample_numpy's SeedSequence (seed, step, stream)
-BACKENDS = config_lib.TRIAL_BACKENDS
 
 
 class TrialGenerator:
@@ -54,19 +53,21 @@ class TrialGenerator:
     labels = np.asarray(split.labels).astype(np.int64)
     order = np.argsort(labels, kind="stable")
     counts = np.bincount(labels, minlength=config_lib.NUM_CLASSES)
-    self._images = tf.constant(images.reshape(len(images), -1)[order])  # grouped by class
-    self._counts = tf.constant(counts, tf.int32)
-    self._offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int32)
+    # Images grouped by class, and where each class's images start: numpy for sample_numpy,
+    # TF constants for the TF ops.
+    self._images_np = images.reshape(len(images), -1)[order]
+    self._counts_np = counts.astype(np.int64)
+    self._offsets_np = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    self._images = tf.constant(self._images_np)
+    self._counts = tf.constant(self._counts_np, tf.int32)
+    self._offsets = tf.constant(self._offsets_np, tf.int32)
     channels = self.frame_shape[-1]
     reps = self.frame_size // channels
     self.mean = np.tile(np.asarray(mean, np.float32).reshape(channels), reps)  # [frame_size]
     self.std = np.tile(np.asarray(std, np.float32).reshape(channels), reps)
     self._mean = tf.constant(self.mean)
     self._std = tf.constant(self.std)
-    self._images_np = images.reshape(len(images), -1)[order]
-    self._local = threading.local()
-    self._counts_np = counts.astype(np.int64)
-    self._offsets_np = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    self._local = threading.local()  # sample_numpy's work buffers, one set per thread
 
   # -- pieces shared by training batches and the streaming evaluator --------------------------
 
@@ -162,13 +163,22 @@ class TrialGenerator:
     frames = tf.where(at_stim[..., None], images[:, None, :], frames)
     trigger = tf.cast(at_report, tf.float32)[..., None]
     inputs = tf.concat([frames, trigger], axis=-1)
+    labels, weights, class_mask = self._targets(classes, t_a, length, t_max, num_classes)
+    return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
+                classes=classes, t_s=t_s, t_a=t_a)
+
+  def _targets(self, classes, t_a, length: int, t_max, num_classes):
+    """labels [batch, length] int32, weights [batch, length] float32 and class_mask [batch, 11]
+    bool of trials showing `classes` [batch] int32 with report steps `t_a` [batch] int32."""
+    steps = tf.range(length)[None, :]
+    at_report = tf.equal(steps, t_a[:, None])
     labels = tf.where(at_report, classes[:, None] + 1, 0)
     weights = tf.where(at_report, self.report_weight, 1.0)
     weights = tf.where(steps < tf.cast(t_max, tf.int32), weights, 0.0)
     class_mask = tf.range(NUM_OUTPUTS)[None, :] <= tf.cast(num_classes, tf.int32)
-    class_mask = tf.tile(class_mask, [batch_size, 1])
-    return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
-                classes=classes, t_s=t_s, t_a=t_a)
+    batch = classes.shape[0] if classes.shape[0] is not None else tf.shape(classes)[0]
+    class_mask = tf.tile(class_mask, [batch, 1])
+    return labels, weights, class_mask
 
   def sample_numpy(self, seed: int, step: int, batch_size: int, length: int, t_max=None,
                    num_classes=config_lib.NUM_CLASSES):
@@ -186,11 +196,21 @@ class TrialGenerator:
       num_classes: classes 0 .. num_classes - 1 are drawn uniformly; the others are masked.
 
     Returns:
-      dict of numpy arrays as `sample` returns.
+      dict of numpy arrays as `sample` returns (the targets come from the same code as there).
     """
+    t_max = length if t_max is None else t_max
+    inputs, classes, t_s, t_a = self._numpy_draw(seed, step, batch_size, length, t_max,
+                                                 num_classes)
+    labels, weights, class_mask = (v.numpy() for v in self._targets(
+        tf.constant(classes), tf.constant(t_a), length, t_max, num_classes))
+    return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
+                classes=classes, t_s=t_s, t_a=t_a)
+
+  def _numpy_draw(self, seed, step, batch_size, length, t_max, num_classes):
+    """sample_numpy's draws: inputs [batch, length, frame_size + 1] float32 (trigger set),
+    classes, t_s, t_a [batch] int32."""
     b, n, f = int(batch_size), int(length), self.frame_size
-    t_max = n if t_max is None else int(t_max)
-    num_classes = int(num_classes)
+    t_max, num_classes = int(t_max), int(num_classes)
     if not self.min_delay < t_max <= n:
       raise ValueError(f"t_max must be in ({self.min_delay}, {n}], got {t_max}")
     rng = np.random.Generator(np.random.SFC64(
@@ -222,15 +242,7 @@ class TrialGenerator:
     inputs[trials_, t_s, :f] = self._images_np[idx] / np.float32(255.0)
     inputs[:, :, f] = 0.0
     inputs[trials_, t_a, f] = 1.0
-    steps = np.arange(n)[None, :]
-    at_report = steps == t_a[:, None]
-    labels = np.where(at_report, classes[:, None] + 1, 0).astype(np.int32)
-    weights = np.where(at_report, np.float32(self.report_weight), np.float32(1.0))
-    weights = np.where(steps < t_max, weights, np.float32(0.0)).astype(np.float32)
-    class_mask = np.tile(np.arange(NUM_OUTPUTS)[None, :] <= num_classes, (b, 1))
-    return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
-                classes=classes.astype(np.int32), t_s=t_s.astype(np.int32),
-                t_a=t_a.astype(np.int32))
+    return inputs, classes.astype(np.int32), t_s.astype(np.int32), t_a.astype(np.int32)
 
   def _scratch(self, rows: int, cols: int):
     """This thread's reusable work buffers for sample_numpy: uniforms [2, rows, cols] and a sine
@@ -257,23 +269,28 @@ class TrialGenerator:
     `backend` picks the sampler: "tf" (`sample`) or "numpy" (`sample_numpy`); see the module
     docstring.
     """
-    if backend not in BACKENDS:
-      raise ValueError(f"unknown trial backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    backends = config_lib.TRIAL_BACKENDS
+    if backend not in backends:
+      raise ValueError(f"unknown trial backend {backend!r}; valid: {', '.join(backends)}")
     stop = np.iinfo(np.int64).max if num_steps is None else start_step + num_steps
     offset = tf.constant(int(data_offset), tf.int64)
+
+    def draw_numpy(step, t_max, num_classes):
+      inputs, classes, _, t_a = self._numpy_draw(seed, step, batch_size, length, t_max,
+                                                 num_classes)
+      return inputs, classes, t_a
 
     def make(step):
       _, num_classes, t_max = curriculum.at_tf(step)
       seed_t = tf.stack([tf.cast(seed, tf.int64), step + offset])
       if backend == "numpy":
-        inputs, labels, weights = tf.numpy_function(
-            lambda s, t, c: self._numpy_batch(seed, s, batch_size, length, t, c),
-            [step + offset, t_max, num_classes], [tf.float32, tf.int32, tf.float32],
+        inputs, classes, t_a = tf.numpy_function(
+            draw_numpy, [step + offset, t_max, num_classes], [tf.float32, tf.int32, tf.int32],
             stateful=False)
         inputs.set_shape([batch_size, length, self.input_size])
-        labels.set_shape([batch_size, length])
-        weights.set_shape([batch_size, length])
-        class_mask = tf.tile(tf.range(NUM_OUTPUTS)[None, :] <= num_classes, [batch_size, 1])
+        classes.set_shape([batch_size])
+        t_a.set_shape([batch_size])
+        labels, weights, class_mask = self._targets(classes, t_a, length, t_max, num_classes)
         b = dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask)
       else:
         b = self.sample(seed_t, batch_size, length, t_max=t_max, num_classes=num_classes)
@@ -287,10 +304,6 @@ class TrialGenerator:
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
-
-  def _numpy_batch(self, seed, step, batch_size, length, t_max, num_classes):
-    b = self.sample_numpy(seed, int(step), batch_size, length, int(t_max), int(num_classes))
-    return b["inputs"], b["labels"], b["weights"]
 
 def _uniform_int(seed, n, upper):
   """[n] int32 uniform on [0, upper) per element (upper >= 1)."""
