@@ -1,7 +1,7 @@
 """Training throughput: the full trainer vs. the bare train step, and trial synthesis rate.
 
   python3 benchmarks/train_throughput.py [--data_dir ../shared/data] [--steps 200]
-      [--repeats 3] [--trial_backend numpy|tf]
+      [--repeats 3] [--trial_backend numpy|tf] [--sampler_nice 10]
 
 For MNIST GRU and LSTM at paper size (200 units, batch 128, 20 frames) it measures, in one run:
   full     steps/s of train.train(): tf.data trial synthesis + fit() + train_step + TensorBoard
@@ -151,12 +151,19 @@ def main():
                       help="rounds of (full, fit only, bare); figures are their medians")
   parser.add_argument("--trial_backend", default=config_lib.Config.trial_backend,
                       choices=config_lib.TRIAL_BACKENDS, help="the full trainer's trial sampler")
+  parser.add_argument("--sampler_nice", type=int, default=config_lib.SAMPLER_NICE,
+                      help="niceness the numpy sampler's threads add (main's --sampler_nice)")
   args = parser.parse_args()
+  try:
+    trials.set_sampler_nice(args.sampler_nice)
+  except ValueError as e:
+    parser.error(str(e))
   source = common.load_mnist(args.data_dir)
   print(common.machine_context())
   other = [b for b in config_lib.TRIAL_BACKENDS if b != args.trial_backend][0]
   print(f"data: {source.origin}; {args.steps} timed steps per figure, median of {args.repeats} "
-        f"rounds; trial backend of the full trainer: {args.trial_backend}\n")
+        f"rounds; trial backend of the full trainer: {args.trial_backend}, sampler_nice "
+        f"{args.sampler_nice}\n")
   print(f"| arch | full trainer steps/s | bare train_step steps/s | full / bare | "
         f"fit only steps/s | fit only / bare | "
         f"trial batches/s ({args.trial_backend}) | trials / full | trial batches/s ({other}) | "

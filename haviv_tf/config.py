@@ -16,6 +16,10 @@ PRESET_NAMES = ("paper", "quick")
 # tf.distribute strategies for training (haviv_tf.distribute). Not a Config field: the strategy
 # does not change what a run computes.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# Niceness the numpy trial sampler's threads add to their own (haviv_tf.trials; Linux). Not a
+# Config field either: it changes speed only.
+SAMPLER_NICE = 10
+MAX_NICE = 19
 NUM_CLASSES = 10          # image classes; the network has NUM_CLASSES + 1 outputs (null first)
 
 

@@ -22,6 +22,7 @@ from haviv_tf import config as config_lib
 
 MODES = ("train", "evaluate", "slow_points", "export", "analyze", "finetune", "compare",
          "backtrack", "study")
+_TRAINING_MODES = ("train", "finetune", "compare")  # the modes that train in this process
 
 _MODE = flags.DEFINE_string(
     "mode", "train",
@@ -70,6 +71,12 @@ _STRATEGY = flags.DEFINE_string(
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "--strategy=mirrored on a machine without GPU: split the CPU into this "
     "many logical devices, one replica each (0: leave the CPU as it is, one device).")
+_SAMPLER_NICE = flags.DEFINE_integer(
+    "sampler_nice", config_lib.SAMPLER_NICE,
+    "--mode=train/finetune/compare, Linux: niceness the numpy trial sampler's threads add to "
+    "their own, so that the sampler fills the train step's gaps instead of pre-empting it "
+    f"(0 to {config_lib.MAX_NICE}; 0: same priority as the train step). Speed only: the trials "
+    "and results do not change. Lower it if other jobs keep every core busy.")
 _TPU = flags.DEFINE_string("tpu", "", "--strategy=tpu: the TPU name or grpc:// address for "
                            "TPUClusterResolver (default: the local / Cloud TPU VM one).")
 
@@ -130,6 +137,11 @@ def _run(argv):
     raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
   if mode != "train" and any(flags.FLAGS[n].present for n in ("strategy", "cpu_devices", "tpu")):
     raise UsageError("--strategy, --cpu_devices and --tpu go with --mode=train")
+  if mode not in _TRAINING_MODES and flags.FLAGS["sampler_nice"].present:
+    raise UsageError(f"--sampler_nice goes with --mode={', --mode='.join(_TRAINING_MODES)}")
+  if not 0 <= _SAMPLER_NICE.value <= config_lib.MAX_NICE:
+    raise UsageError(f"--sampler_nice must be in [0, {config_lib.MAX_NICE}], got "
+                     f"{_SAMPLER_NICE.value}")
   if mode == "analyze":
     if not _WORKDIRS.value or not _OUT.value:
       raise UsageError("--mode=analyze needs --workdirs=DIR,DIR,... and --out=DIR")
@@ -281,6 +293,8 @@ def _import_quietly():
   finally:
     os.dup2(saved, 2)
     os.close(saved)
+  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+  trials.set_sampler_nice(_SAMPLER_NICE.value)
   return analysis
 
 

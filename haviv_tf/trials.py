@@ -17,8 +17,17 @@ Training batches come from one of two interchangeable samplers (Config.trial_bac
     TPU whose input pipeline runs on a remote host requires.
 The two draw different (identically distributed) trials from the same seed. Evaluation trials,
 the slow-point analysis and the speed penalty's noise frames always use the TF ops.
+
+The numpy sampler runs in a thread pool of its own, whose threads (on Linux) lower their
+scheduling priority by `sampler_nice()` (default config.SAMPLER_NICE = 10). When the train step and the sampler share
+the cores, the sampler then runs in the train step's gaps instead of pre-empting one of its
+threads, which stalls the whole step (full trainer 0.88 -> 0.93 x the bare step on 2 cores,
+benchmarks/RESULTS.md). It changes only speed, never which trials are drawn.
 """
 
+import contextlib
+import os
+import sys
 import threading
 
 import numpy as np
@@ -31,6 +40,39 @@ from haviv_tf import datasets
 NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
 _SPEED_STREAM = 0x5BEED  # folded into a step's seed for the speed penalty's noise frames
 _NUMPY_STREAM = 0x7E1A1  # keys sample_numpy's SeedSequence (seed, step, stream)
+MAX_NICE = config_lib.MAX_NICE
+_sampler_nice = config_lib.SAMPLER_NICE
+
+
+def sampler_nice() -> int:
+  """How much the numpy sampler's threads lower their priority (Linux niceness; 0 = not)."""
+  return _sampler_nice
+
+
+def set_sampler_nice(nice: int) -> None:
+  """Sets sampler_nice() for the training datasets made from now on (process-wide, like TF's
+  own threading settings). Raises ValueError outside [0, MAX_NICE]."""
+  global _sampler_nice
+  if isinstance(nice, bool) or not isinstance(nice, (int, np.integer)) or not (
+      0 <= nice <= MAX_NICE):
+    raise ValueError(f"sampler_nice must be an integer in [0, {MAX_NICE}], got {nice!r}")
+  _sampler_nice = int(nice)
+
+
+def _lower_thread_priority(nice: int) -> None:
+  """Sets the calling thread's niceness to the process's (its main thread's) plus `nice`
+  (Linux; a no-op elsewhere, where setpriority would address a process). Idempotent: tf.data
+  calls it on every batch, and Python keeps no per-thread state for TF's threads between calls.
+  The thread must belong to the sampler's own pool: it cannot take its priority back."""
+  if not nice or not sys.platform.startswith("linux"):
+    return
+  tid = threading.get_native_id()
+  try:
+    target = min(MAX_NICE, os.getpriority(os.PRIO_PROCESS, os.getpid()) + nice)
+    if os.getpriority(os.PRIO_PROCESS, tid) < target:
+      os.setpriority(os.PRIO_PROCESS, tid, target)
+  except OSError:
+    pass  # a sandbox may forbid it; only speed is at stake
 
 
 class TrialGenerator:
@@ -67,7 +109,7 @@ class TrialGenerator:
     self.std = np.tile(np.asarray(std, np.float32).reshape(channels), reps)
     self._mean = tf.constant(self.mean)
     self._std = tf.constant(self.std)
-    self._local = threading.local()  # sample_numpy's work buffers, one set per thread
+    self._free_scratch = []  # sample_numpy's idle work buffers (one set per concurrent call)
 
   # -- pieces shared by training batches and the streaming evaluator --------------------------
 
@@ -223,20 +265,20 @@ class TrialGenerator:
     inputs = np.empty([b, n, f + 1], np.float32)
     frames = inputs.reshape(b * n, f + 1)[:, :f]           # a view: written in place
     rows, half = b * n, (b * n + 1) // 2
-    u, sine = self._scratch(half, f)
-    rng.random((2, half, f), dtype=np.float32, out=u)
-    radius, angle = u[0], u[1]
-    np.subtract(np.float32(1.0), radius, out=radius)      # (0, 1]
-    np.log(radius, out=radius)
-    np.multiply(radius, np.float32(-2.0), out=radius)
-    np.sqrt(radius, out=radius)
-    np.multiply(radius, self.std, out=radius)             # per-pixel std (channels tiled)
-    np.multiply(angle, np.float32(2.0 * np.pi), out=angle)
-    sine = np.sin(angle[:rows - half], out=sine[:rows - half])
-    np.cos(angle, out=angle)
-    np.multiply(angle, radius, out=frames[:half])
-    np.multiply(sine, radius[:rows - half], out=frames[half:])
-    np.add(frames, self.mean, out=frames)
+    with self._scratch(half, f) as (u, sine):
+      rng.random((2, half, f), dtype=np.float32, out=u)
+      radius, angle = u[0], u[1]
+      np.subtract(np.float32(1.0), radius, out=radius)      # (0, 1]
+      np.log(radius, out=radius)
+      np.multiply(radius, np.float32(-2.0), out=radius)
+      np.sqrt(radius, out=radius)
+      np.multiply(radius, self.std, out=radius)             # per-pixel std (channels tiled)
+      np.multiply(angle, np.float32(2.0 * np.pi), out=angle)
+      sine = np.sin(angle[:rows - half], out=sine[:rows - half])
+      np.cos(angle, out=angle)
+      np.multiply(angle, radius, out=frames[:half])
+      np.multiply(sine, radius[:rows - half], out=frames[half:])
+      np.add(frames, self.mean, out=frames)
 
     trials_ = np.arange(b)
     inputs[trials_, t_s, :f] = self._images_np[idx] / np.float32(255.0)
@@ -244,16 +286,24 @@ class TrialGenerator:
     inputs[trials_, t_a, f] = 1.0
     return inputs, classes.astype(np.int32), t_s.astype(np.int32), t_a.astype(np.int32)
 
+  @contextlib.contextmanager
   def _scratch(self, rows: int, cols: int):
-    """This thread's reusable work buffers for sample_numpy: uniforms [2, rows, cols] and a sine
-    buffer [rows, cols]. Fresh multi-megabyte arrays would cost page faults on every batch
-    (about a third of the sampler's time); tf.data calls the sampler from several threads, so
-    each thread keeps its own. Every element read is first written in the same call."""
-    local = self._local.__dict__
-    if local.get("shape") != (rows, cols):
-      local.update(shape=(rows, cols), uniforms=np.empty((2, rows, cols), np.float32),
-                   sine=np.empty((rows, cols), np.float32))
-    return local["uniforms"], local["sine"]
+    """Work buffers for one sample_numpy call: uniforms [2, rows, cols] and a sine buffer
+    [rows, cols], lent from a free list and returned after the call. Fresh multi-megabyte
+    arrays would cost page faults on every batch (about a third of the sampler's time). tf.data
+    calls the sampler from several threads at once, so there is one set per concurrent call
+    (list append/pop are atomic). Every element read is first written in the same call."""
+    try:
+      uniforms, sine = self._free_scratch.pop()
+    except IndexError:
+      uniforms = sine = None
+    if sine is None or sine.shape != (rows, cols):
+      uniforms = np.empty((2, rows, cols), np.float32)
+      sine = np.empty((rows, cols), np.float32)
+    try:
+      yield uniforms, sine
+    finally:
+      self._free_scratch.append((uniforms, sine))
 
   def training_dataset(self, seed: int, batch_size: int, length: int,
                        curriculum: curricula.Curriculum, start_step: int = 0,
@@ -274,8 +324,10 @@ class TrialGenerator:
       raise ValueError(f"unknown trial backend {backend!r}; valid: {', '.join(backends)}")
     stop = np.iinfo(np.int64).max if num_steps is None else start_step + num_steps
     offset = tf.constant(int(data_offset), tf.int64)
+    nice = sampler_nice()
 
     def draw_numpy(step, t_max, num_classes):
+      _lower_thread_priority(nice)
       inputs, classes, _, t_a = self._numpy_draw(seed, step, batch_size, length, t_max,
                                                  num_classes)
       return inputs, classes, t_a
@@ -302,7 +354,14 @@ class TrialGenerator:
 
     ds = tf.data.Dataset.range(start_step, stop)
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    if backend == "numpy" and nice:
+      # The sampler's threads lower their priority for good, so they must be this pipeline's
+      # own, not TF's shared pool that also runs the train step's ops.
+      options = tf.data.Options()
+      options.threading.private_threadpool_size = os.cpu_count() or 1
+      ds = ds.with_options(options)
+    return ds
 
 
 def _uniform_int(seed, n, upper):

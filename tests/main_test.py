@@ -177,6 +177,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     (["stray"], "unexpected arguments: stray"),
     (["--dataset=mnist", "--data_dir=/nonexistent/dir"], "/nonexistent/dir is not a directory"),
     (["--mode=analyze"], "--mode=analyze needs --workdirs"),
+    (["--sampler_nice=20"], "--sampler_nice must be in [0, 19], got 20"),
+    (["--sampler_nice=-1"], "--sampler_nice must be in [0, 19], got -1"),
+    (["--mode=evaluate", "--sampler_nice=5"],
+     "--sampler_nice goes with --mode=train, --mode=finetune, --mode=compare"),
 ])
 def test_bad_input_is_one_line_and_exit_1(tmp_path, args, message):
   proc = _cli(args + [f"--workdir={tmp_path}/w"])

@@ -1,11 +1,16 @@
 """Tests for haviv_tf.trials: trial layout, timing, noise statistics, determinism, tf.data."""
 
+import concurrent.futures
 import functools
+import os
+import sys
 
+from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from haviv_tf import config as config_lib
 from haviv_tf import curricula
 from haviv_tf import datasets
 from haviv_tf import trials
@@ -33,6 +38,19 @@ def _coded_split(frame_shape=(28, 28, 1), seed=0):
 
 def _code(c, j):
   return 20 * np.asarray(c) + np.asarray(j) + 1
+
+
+def _threads():
+  return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def _niceness(tid):
+  """A thread's niceness, from /proc (field 19 of its stat line)."""
+  try:
+    with open(f"/proc/self/task/{tid}/stat") as f:
+      return int(f.read().rsplit(")", 1)[1].split()[16])
+  except (FileNotFoundError, ProcessLookupError):
+    return None
 
 
 def _mnist_generator(**kwargs):
@@ -365,6 +383,19 @@ class NumpySamplerTest(tf.test.TestCase, parameterized.TestCase):
       self.assertFalse(np.array_equal(np.stack([a["t_s"], a["t_a"]]),
                                       np.stack([c["t_s"], c["t_a"]])))
 
+  def test_concurrent_calls_match_sequential_ones_and_buffers_are_reused(self):
+    g = _mnist_generator()
+    steps = list(range(12))
+    kw = dict(batch_size=32, length=12)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+      together = list(pool.map(lambda k: g.sample_numpy(3, k, **kw)["inputs"], steps))
+    self.assertBetween(len(g._free_scratch), 1, 6)   # one buffer set per concurrent call
+    pooled = len(g._free_scratch)
+    for k in steps:
+      self.assertAllEqual(together[k], _mnist_generator().sample_numpy(3, k, **kw)["inputs"])
+      g.sample_numpy(3, k, **kw)
+    self.assertLen(g._free_scratch, pooled)          # sequential calls allocate none
+
   @parameterized.parameters(1, 2, 10)
   def test_classes_are_uniform_over_the_shown_ones_and_the_rest_masked(self, n):
     b = _coded_generator().sample_numpy(6, n, batch_size=10_000, length=6, num_classes=n)
@@ -453,6 +484,34 @@ class TrainingDatasetTest(tf.test.TestCase, parameterized.TestCase):
                                             backend="numpy", data_offset=100), 3)
     for (xa, _), (xb, _) in zip(got[3:], resumed):
       self.assertAllEqual(xa, xb)
+
+  @absltest.skipUnless(sys.platform.startswith("linux"), "thread niceness is Linux's")
+  def test_numpy_sampler_threads_lower_their_priority_and_draw_the_same_trials(self):
+    g = _coded_generator()
+    own = {tid: _niceness(tid) for tid in _threads()}
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+      trials.set_sampler_nice(3)
+      ds = g.training_dataset(7, 4, 10, self._CURRICULUM, backend="numpy")
+      it = iter(ds)
+      niced = [next(it)[0].numpy() for _ in range(4)]
+      lowered = {tid for tid in _threads() if _niceness(tid) == min(19, base + 3)}
+      trials.set_sampler_nice(0)
+      plain = self._take(g.training_dataset(7, 4, 10, self._CURRICULUM, backend="numpy"), 4)
+    finally:
+      trials.set_sampler_nice(config_lib.SAMPLER_NICE)
+    self.assertNotEmpty(lowered)                    # the sampler ran in threads of its own
+    self.assertEmpty(lowered & set(own))            # none of the test's own threads changed
+    self.assertEqual({tid: _niceness(tid) for tid in own if tid in _threads()},
+                     {tid: v for tid, v in own.items() if tid in _threads()})
+    for a, (b, _) in zip(niced, plain):
+      self.assertAllEqual(a, b)
+
+  @parameterized.parameters(-1, 20, 2.5, True)
+  def test_sampler_nice_outside_its_range_is_refused(self, nice):
+    with self.assertRaisesRegex(ValueError, r"sampler_nice must be an integer in \[0, 19\]"):
+      trials.set_sampler_nice(nice)
+    self.assertEqual(trials.sampler_nice(), config_lib.SAMPLER_NICE)
 
   def test_unknown_backend_is_refused(self):
     with self.assertRaisesRegex(ValueError, "unknown trial backend 'jax'; valid: numpy, tf"):
