@@ -30,14 +30,10 @@ def trained_config(workdir: str) -> config_lib.Config:
   Raises:
     artifacts.RunError: no run, or no checkpoint, in `workdir`.
   """
-  path = os.path.join(workdir, artifacts.CONFIG_FILE)
-  if not os.path.exists(path):
+  cfg = artifacts.recorded_config(workdir)
+  if cfg is None:
     raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no {artifacts.CONFIG_FILE}); "
                              "train one first with --mode=train")
-  try:
-    cfg = config_lib.Config.from_record(artifacts.read_json(path)["config"])
-  except (ValueError, KeyError, TypeError) as e:
-    raise artifacts.RunError(f"{path} is not a haviv_tf config ({e})") from None
   if not tf.train.latest_checkpoint(os.path.join(workdir, train.CHECKPOINT_DIR)):
     raise artifacts.RunError(f"{workdir} has no trained model (no checkpoint); train it first "
                              "with --mode=train")

@@ -9,6 +9,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from haviv_tf import config as config_lib
+
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 
@@ -52,6 +54,29 @@ def read_json(path: str) -> Any:
       return json.load(f)
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def recorded_config(workdir: str):
+  """The Config a run recorded in workdir/config.json, or None if there is no such file.
+
+  Runs recorded before a field existed get that field's value from before
+  (Config.from_record).
+
+  Raises:
+    RunError: the file is unreadable or not a haviv_tf config (one line, with the path).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+      raise ValueError("no \"config\" object")
+    cfg = config_lib.Config.from_record(record["config"])
+    config_lib.validate(cfg)
+    return cfg
+  except (OSError, ValueError, TypeError) as e:
+    raise RunError(f"{path} is not a haviv_tf config ({e})") from None
 
 
 def update_json(path: str, updates: dict) -> dict:

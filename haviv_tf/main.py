@@ -239,7 +239,7 @@ def _finetune(mode):
     print(f"{workdir}: fine-tuned ({which}), report accuracy by delay {{{accs}}}")
     return
   out = _OUT.value or control.default_out(_PARENT.value)
-  summary = control.compare(_PARENT.value, out, steps, mu, sp_config=_sp_config(slow_points))
+  control.compare(_PARENT.value, out, steps, mu, sp_config=_sp_config(slow_points))
   print(open(os.path.join(out, control.COMPARE_MD)).read().rstrip())
   print(f"wrote {out}")
 

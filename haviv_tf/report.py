@@ -55,9 +55,7 @@ def collect(root: str, specs) -> list:
   for s in specs:
     workdir = os.path.join(root, s.name)
     # The config the run recorded (the grid's presets may have changed since it ran).
-    cfg_path = os.path.join(workdir, artifacts.CONFIG_FILE)
-    cfg = (config_lib.Config.from_record(artifacts.read_json(cfg_path)["config"])
-           if os.path.exists(cfg_path) else s.config())
+    cfg = artifacts.recorded_config(workdir) or s.config()
     rec = dict(name=s.name, protocol=s.protocol, arch=s.arch, dataset=s.dataset, seed=s.seed,
                workdir=workdir, done=sweep.is_done(s, root), config=cfg)
     res_path = os.path.join(workdir, artifacts.RESULTS_FILE)

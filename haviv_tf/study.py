@@ -22,10 +22,10 @@ def _load_run(workdir):
   if not os.path.exists(cfg_path) or not os.path.exists(res_path):
     raise artifacts.RunError(f"{workdir} is not a finished haviv_tf run (no config.json or "
                              "results.json)")
+  cfg = artifacts.recorded_config(workdir)
   try:
-    cfg = config_lib.Config.from_record(artifacts.read_json(cfg_path)["config"])
     results = artifacts.read_json(res_path)
-  except (ValueError, KeyError, TypeError) as e:
+  except (OSError, ValueError) as e:
     raise artifacts.RunError(f"{workdir}: unreadable run files ({e})") from None
   if "slow_point_speed" not in results:
     raise artifacts.RunError(f"{workdir} has no slow points yet; run --mode=slow_points on it")

@@ -45,11 +45,11 @@ def check_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool) -> bool
                      "use --overwrite to start afresh")
     return False
   try:
-    old = config_lib.Config.from_record(artifacts.read_json(path)["config"])
-  except (ValueError, KeyError, TypeError) as e:
+    old = artifacts.recorded_config(workdir)
+  except RunError as e:
     if overwrite:
       return False
-    raise RunError(f"{path} is not a haviv_tf config ({e}); use --overwrite to replace the run")
+    raise RunError(f"{e}; use --overwrite to replace the run") from None
   diffs = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in cfg.to_dict()
            if k not in _RUN_CONTROL_FIELDS and getattr(old, k) != getattr(cfg, k)]
   if diffs and not overwrite:
