@@ -19,10 +19,11 @@ The two draw different (identically distributed) trials from the same seed. Eval
 the slow-point analysis and the speed penalty's noise frames always use the TF ops.
 
 The numpy sampler runs in a thread pool of its own, whose threads (on Linux) lower their
-scheduling priority by `sampler_nice()` (default config.SAMPLER_NICE = 10). When the train step and the sampler share
-the cores, the sampler then runs in the train step's gaps instead of pre-empting one of its
-threads, which stalls the whole step (full trainer 0.88 -> 0.93 x the bare step on 2 cores,
-benchmarks/RESULTS.md). It changes only speed, never which trials are drawn.
+scheduling priority by `sampler_nice()` (default config.SAMPLER_NICE = 10). When the train step
+and the sampler share the cores, the sampler then runs in the train step's gaps instead of
+pre-empting one of its threads, which stalls the whole step (full trainer 0.88 -> 0.93 x the
+bare step on 2 cores, benchmarks/RESULTS.md). It changes only speed, never which trials are
+drawn.
 """
 
 import contextlib
@@ -40,7 +41,6 @@ from haviv_tf import datasets
 NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
 _SPEED_STREAM = 0x5BEED  # folded into a step's seed for the speed penalty's noise frames
 _NUMPY_STREAM = 0x7E1A1  # keys sample_numpy's SeedSequence (seed, step, stream)
-MAX_NICE = config_lib.MAX_NICE
 _sampler_nice = config_lib.SAMPLER_NICE
 
 
@@ -51,11 +51,12 @@ def sampler_nice() -> int:
 
 def set_sampler_nice(nice: int) -> None:
   """Sets sampler_nice() for the training datasets made from now on (process-wide, like TF's
-  own threading settings). Raises ValueError outside [0, MAX_NICE]."""
+  own threading settings). Raises ValueError outside [0, config.MAX_NICE]."""
   global _sampler_nice
   if isinstance(nice, bool) or not isinstance(nice, (int, np.integer)) or not (
-      0 <= nice <= MAX_NICE):
-    raise ValueError(f"sampler_nice must be an integer in [0, {MAX_NICE}], got {nice!r}")
+      0 <= nice <= config_lib.MAX_NICE):
+    raise ValueError(f"sampler_nice must be an integer in [0, {config_lib.MAX_NICE}], got "
+                     f"{nice!r}")
   _sampler_nice = int(nice)
 
 
@@ -68,7 +69,7 @@ def _lower_thread_priority(nice: int) -> None:
     return
   tid = threading.get_native_id()
   try:
-    target = min(MAX_NICE, os.getpriority(os.PRIO_PROCESS, os.getpid()) + nice)
+    target = min(config_lib.MAX_NICE, os.getpriority(os.PRIO_PROCESS, os.getpid()) + nice)
     if os.getpriority(os.PRIO_PROCESS, tid) < target:
       os.setpriority(os.PRIO_PROCESS, tid, target)
   except OSError:
