@@ -2,7 +2,7 @@
 
 A fine-tuning run starts from the weights of a trained (parent) workdir and trains on the final
 task (all classes, T_max = seq_len) with loss + mu * sum_k ||F(s_k, x_k) - s_k||^2, where the
-targets s_k are fixed before it starts:
+targets s_k (speed_targets.py) are fixed before it starts:
 
   control      mu = 0 (the same extra training; the speed at the class centres is only logged)
   slow_points  the slow points found from the parent's class centres
@@ -22,7 +22,7 @@ from haviv_tf import analysis
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 from haviv_tf import plotting
-from haviv_tf import slow_points as slow_points_lib
+from haviv_tf import speed_targets
 from haviv_tf import train
 from haviv_tf import trials
 
@@ -32,8 +32,6 @@ COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
 COMPARE_ACCURACY_PNG = "compare_accuracy.png"
 COMPARE_SPEED_PNG = "compare_speed.png"
-_CENTRE_STEPS_AFTER = 15     # as the slow-point analysis
-_CENTRE_TRIALS = 100         # per class
 
 
 def finetune_config(parent: config_lib.Config, mode: str, steps=None, speed_weight=None,
@@ -65,43 +63,6 @@ def finetune_config(parent: config_lib.Config, mode: str, steps=None, speed_weig
       history_every=max(1, int(steps) // 4))
   config_lib.validate(cfg)
   return cfg
-
-
-def _targets_from(per_class, copies):
-  """[10, S] (NaN rows: no target) -> targets [10 * copies, S], weights [10 * copies]."""
-  per_class = np.asarray(per_class, np.float32)
-  ok = np.all(np.isfinite(per_class), axis=1)
-  states = np.repeat(np.nan_to_num(per_class), copies, axis=0)
-  weights = np.repeat(ok.astype(np.float32), copies)
-  return states, weights
-
-
-def centre_targets(model, generator, seed):
-  """Class centres of mass (correct trials, 15 steps after the stimulus) [10, S] and counts."""
-  return slow_points_lib.class_centres(model, generator, steps_after=_CENTRE_STEPS_AFTER,
-                                       trials_per_class=_CENTRE_TRIALS, seed=seed)
-
-
-def set_centre_targets(model, generator, cfg, seed):
-  """Sets model's speed targets to its current class centres (used during training, too)."""
-  run_seed, step = (int(v) for v in seed)
-  seed = (run_seed * 1_000_003 + step) % (2**31 - 1)
-  centres, counts = centre_targets(model, generator, seed)
-  states, weights = _targets_from(centres, cfg.speed_copies)
-  model.set_speed_targets(states, weights)
-  return centres, counts
-
-
-def slow_point_targets(model, generator, seed, sp_config=None):
-  """The slow points found from the class centres: ([10, S] with NaN rows, SlowPoints, counts)."""
-  centres, counts = centre_targets(model, generator, seed)
-  have = np.flatnonzero(counts > 0)
-  x_bar = slow_points_lib.mean_input_features(model, generator, seed=seed)
-  finder = slow_points_lib.SlowPointFinder(model, sp_config or slow_points_lib.SlowPointConfig())
-  _, found = finder.find(centres[have], x_bar, init_class=have.astype(np.int32))
-  per_class = np.full_like(centres, np.nan)
-  per_class[have] = found.states
-  return per_class, found, counts
 
 
 def default_out(parent_workdir: str) -> str:
@@ -136,13 +97,14 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
       dst.assign(src)
     seed = cfg.seed
     if cfg.speed_targets == "slow_points":
-      per_class, found, counts = slow_point_targets(run.model, generator, seed, sp_config)
+      per_class, found, counts = speed_targets.slow_point_targets(run.model, generator, seed,
+                                                                  sp_config)
       extra = dict(slow_point_speed=found.speed, slow_point_q=found.q,
                    slow_point_class=found.init_class)
     else:
-      per_class, counts = centre_targets(run.model, generator, seed)
+      per_class, counts = speed_targets.centre_targets(run.model, generator, seed)
       extra = {}
-    states, weights = _targets_from(per_class, cfg.speed_copies)
+    states, weights = speed_targets.targets_from(per_class, cfg.speed_copies)
     run.model.set_speed_targets(states, weights)
     artifacts.save_npz(os.path.join(workdir, TARGETS_FILE), per_class=per_class, counts=counts,
                        **extra)

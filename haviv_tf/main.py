@@ -20,8 +20,6 @@ from absl import logging
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 
-MODES = ("train", "evaluate", "slow_points", "export", "analyze", "finetune", "compare",
-         "backtrack", "study")
 _TRAINING_MODES = ("train", "finetune", "compare")  # the modes that train in this process
 
 _MODE = flags.DEFINE_string(
@@ -133,7 +131,7 @@ def _run(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   mode = _MODE.value
-  if mode not in MODES:
+  if mode not in _HANDLERS:
     raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
   if mode != "train" and any(flags.FLAGS[n].present for n in ("strategy", "cpu_devices", "tpu")):
     raise UsageError("--strategy, --cpu_devices and --tpu go with --mode=train")
@@ -142,74 +140,95 @@ def _run(argv):
   if not 0 <= _SAMPLER_NICE.value <= config_lib.MAX_NICE:
     raise UsageError(f"--sampler_nice must be in [0, {config_lib.MAX_NICE}], got "
                      f"{_SAMPLER_NICE.value}")
-  if mode == "analyze":
-    if not _WORKDIRS.value or not _OUT.value:
-      raise UsageError("--mode=analyze needs --workdirs=DIR,DIR,... and --out=DIR")
-    from haviv_tf import study  # pylint: disable=g-import-not-at-top
-    result = study.analyze(_WORKDIRS.value, _OUT.value)
-    for d, c in result["correlations"]["per_class"].items():
-      print(f"delay {d}: Spearman {c['spearman']} (n={c['n']}) of log speed vs. accuracy")
-    print(f"wrote {_OUT.value}")
+  _HANDLERS[mode]()
+
+
+# One handler per mode. Each checks its own flags before TensorFlow loads (bad flags fail fast),
+# then makes one library call and prints its one-line summary.
+
+def _train():
+  if _OVERRIDES["finetune"].value:
+    raise UsageError("--finetune goes with --mode=finetune --parent=DIR (a trained run)")
+  cfg = config_from_flags()
+  if _STRATEGY.value not in config_lib.STRATEGIES:
+    raise UsageError(f"unknown strategy {_STRATEGY.value!r}; valid: "
+                     f"{', '.join(config_lib.STRATEGIES)}")
+  if _CPU_DEVICES.value < 0:
+    raise UsageError(f"--cpu_devices must be >= 0, got {_CPU_DEVICES.value}")
+  workdir = _WORKDIR.value or default_workdir(cfg)
+  analysis = _import_quietly()
+  from haviv_tf import distribute  # pylint: disable=g-import-not-at-top
+  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  strategy = distribute.make_strategy(_STRATEGY.value, _CPU_DEVICES.value, _TPU.value)
+  results = analysis.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
+                                       sp_config=_sp_config(slow_points), strategy=strategy)
+  if not distribute.is_chief(strategy):
+    kind, index = distribute.task_of(strategy)
+    print(f"{workdir}: {kind} {index} finished training; the chief writes the results")
     return
-  if mode in ("finetune", "compare"):
-    return _finetune(mode)
-  if mode == "study":
-    return _study()
-  if mode == "train":
-    if _OVERRIDES["finetune"].value:
-      raise UsageError("--finetune goes with --mode=finetune --parent=DIR (a trained run)")
-    cfg = config_from_flags()  # before TensorFlow loads: bad flags fail fast
-    if _STRATEGY.value not in config_lib.STRATEGIES:
-      raise UsageError(f"unknown strategy {_STRATEGY.value!r}; valid: "
-                       f"{', '.join(config_lib.STRATEGIES)}")
-    if _CPU_DEVICES.value < 0:
-      raise UsageError(f"--cpu_devices must be >= 0, got {_CPU_DEVICES.value}")
-    workdir = _WORKDIR.value or default_workdir(cfg)
-    analysis = _import_quietly()
-    from haviv_tf import distribute  # pylint: disable=g-import-not-at-top
-    from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-    strategy = distribute.make_strategy(_STRATEGY.value, _CPU_DEVICES.value, _TPU.value)
-    results = analysis.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
-                                         sp_config=_sp_config(slow_points), strategy=strategy)
-    if not distribute.is_chief(strategy):
-      kind, index = distribute.task_of(strategy)
-      print(f"{workdir}: {kind} {index} finished training; the chief writes the results")
-      return
-    accs = ", ".join(f"{d}: {a:.3f}" for d, a in
-                     sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
-    print(f"{workdir}: step {results['step']}, report accuracy by delay {{{accs}}}")
-    return
+  accs = ", ".join(f"{d}: {a:.3f}" for d, a in
+                   sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
+  print(f"{workdir}: step {results['step']}, report accuracy by delay {{{accs}}}")
+
+
+def _trained_run(mode):
+  """(analysis module, cfg, source, run) of the trained run in --workdir."""
   if not _WORKDIR.value:
     raise UsageError(f"--mode={mode} needs --workdir of a trained run")
   analysis = _import_quietly()
+  return (analysis,) + tuple(analysis.restore(_WORKDIR.value))
+
+
+def _evaluate():
+  delays = _OVERRIDES["eval_delays"].value
+  try:
+    delays = tuple(int(d) for d in delays) if delays else None
+  except ValueError:
+    raise UsageError(f"--eval_delays must be integers, got {','.join(delays)}") from None
+  analysis, cfg, source, run = _trained_run("evaluate")
+  results = analysis.evaluate(cfg, run, source, _WORKDIR.value, delays,
+                              _OVERRIDES["eval_trials"].value)
+  print(f"{_WORKDIR.value}: report accuracy by delay {results['accuracy_by_delay']}")
+
+
+def _slow_points():
+  analysis, cfg, source, run = _trained_run("slow_points")
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  cfg, source, run = analysis.restore(_WORKDIR.value)
-  if mode == "evaluate":
-    delays = _OVERRIDES["eval_delays"].value
-    try:
-      delays = tuple(int(d) for d in delays) if delays else None
-    except ValueError:
-      raise UsageError(f"--eval_delays must be integers, got {','.join(delays)}") from None
-    results = analysis.evaluate(cfg, run, source, _WORKDIR.value, delays,
-                                _OVERRIDES["eval_trials"].value)
-    print(f"{_WORKDIR.value}: report accuracy by delay {results['accuracy_by_delay']}")
-  elif mode == "backtrack":
-    from haviv_tf import backtrack  # pylint: disable=g-import-not-at-top
-    del cfg, source, run
-    out = backtrack.backtrack(_WORKDIR.value, _sp_config(slow_points), _MERGE_FRAC.value)
-    merges = "; ".join(f"classes {m['classes'][0]} and {m['classes'][1]} at step {m['step']}"
-                       for m in out["merges"]) or "none"
-    print(f"{_WORKDIR.value}: {len(out['classes'])} slow points followed back through "
-          f"{len(out['steps']) - 1} snapshots; merges: {merges}")
-  elif mode == "slow_points":
-    summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value, _sp_config(slow_points))
-    print(f"{_WORKDIR.value}: {summary['num_unique_slow_points']} unique slow points; speed per "
-          f"class {summary['slow_point_speed']}")
-  else:
-    print(analysis.export_model(cfg, run, source, _WORKDIR.value))
+  summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value, _sp_config(slow_points))
+  print(f"{_WORKDIR.value}: {summary['num_unique_slow_points']} unique slow points; speed per "
+        f"class {summary['slow_point_speed']}")
 
 
-def _finetune(mode):
+def _export():
+  analysis, cfg, source, run = _trained_run("export")
+  print(analysis.export_model(cfg, run, source, _WORKDIR.value))
+
+
+def _backtrack():
+  # The run is restored (and so checked) before back-tracking reads its history.
+  _, cfg, source, run = _trained_run("backtrack")
+  del cfg, source, run
+  from haviv_tf import backtrack  # pylint: disable=g-import-not-at-top
+  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  out = backtrack.backtrack(_WORKDIR.value, _sp_config(slow_points), _MERGE_FRAC.value)
+  merges = "; ".join(f"classes {m['classes'][0]} and {m['classes'][1]} at step {m['step']}"
+                     for m in out["merges"]) or "none"
+  print(f"{_WORKDIR.value}: {len(out['classes'])} slow points followed back through "
+        f"{len(out['steps']) - 1} snapshots; merges: {merges}")
+
+
+def _analyze():
+  if not _WORKDIRS.value or not _OUT.value:
+    raise UsageError("--mode=analyze needs --workdirs=DIR,DIR,... and --out=DIR")
+  from haviv_tf import study  # pylint: disable=g-import-not-at-top
+  result = study.analyze(_WORKDIRS.value, _OUT.value)
+  for d, c in result["correlations"]["per_class"].items():
+    print(f"delay {d}: Spearman {c['spearman']} (n={c['n']}) of log speed vs. accuracy")
+  print(f"wrote {_OUT.value}")
+
+
+def _finetune_flags(mode):
+  """(steps, speed weight) of --mode=finetune / compare, whose config comes from --parent."""
   if not _PARENT.value:
     raise UsageError(f"--mode={mode} needs --parent=DIR, a trained run")
   ignored = [n for n, h in _OVERRIDES.items()
@@ -223,21 +242,31 @@ def _finetune(mode):
   mu = _OVERRIDES["speed_weight"].value
   if mu is not None and not 0 <= mu < float("inf"):
     raise UsageError(f"--speed_weight must be a non-negative finite number, got {mu}")
-  analysis = _import_quietly()
+  return steps, mu
+
+
+def _finetune():
+  steps, mu = _finetune_flags("finetune")
+  which = _OVERRIDES["finetune"].value
+  if which not in config_lib.FINETUNE_MODES:
+    raise UsageError(f"--mode=finetune needs --finetune, one of "
+                     f"{', '.join(config_lib.FINETUNE_MODES)}")
+  _import_quietly()
   from haviv_tf import control  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  del analysis
-  if mode == "finetune":
-    which = _OVERRIDES["finetune"].value
-    if which not in control.MODES:
-      raise UsageError(f"--mode=finetune needs --finetune, one of {', '.join(control.MODES)}")
-    workdir = _WORKDIR.value or os.path.join(control.default_out(_PARENT.value), which)
-    results = control.finetune(_PARENT.value, which, workdir, steps, mu, _OVERWRITE.value,
-                               sp_config=_sp_config(slow_points))
-    accs = ", ".join(f"{d}: {a:.3f}" for d, a in
-                     sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
-    print(f"{workdir}: fine-tuned ({which}), report accuracy by delay {{{accs}}}")
-    return
+  workdir = _WORKDIR.value or os.path.join(control.default_out(_PARENT.value), which)
+  results = control.finetune(_PARENT.value, which, workdir, steps, mu, _OVERWRITE.value,
+                             sp_config=_sp_config(slow_points))
+  accs = ", ".join(f"{d}: {a:.3f}" for d, a in
+                   sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
+  print(f"{workdir}: fine-tuned ({which}), report accuracy by delay {{{accs}}}")
+
+
+def _compare():
+  steps, mu = _finetune_flags("compare")
+  _import_quietly()
+  from haviv_tf import control  # pylint: disable=g-import-not-at-top
+  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
   out = _OUT.value or control.default_out(_PARENT.value)
   control.compare(_PARENT.value, out, steps, mu, sp_config=_sp_config(slow_points))
   print(open(os.path.join(out, control.COMPARE_MD)).read().rstrip())
@@ -266,8 +295,7 @@ def _study():
                             _OVERRIDES["data_dir"].value or "")
   wall = time.time() - t0
   failed = [r for r in results if r["status"] not in ("done", "skipped")]
-  analysis = _import_quietly()
-  del analysis
+  _import_quietly()
   from haviv_tf import report  # pylint: disable=g-import-not-at-top
   ran = sum(r["status"] == "done" for r in results)
   summary = report.build(root, _OUT.value, wall_seconds=wall if ran == len(results) else None)
@@ -278,6 +306,12 @@ def _study():
   if failed:
     raise artifacts.RunError(f"{len(failed)} run(s) failed: " + "; ".join(
         f"{r['name']} at {r.get('failed_step', r['status'])}" for r in failed))
+
+
+_HANDLERS = {"train": _train, "evaluate": _evaluate, "slow_points": _slow_points,
+             "export": _export, "analyze": _analyze, "finetune": _finetune, "compare": _compare,
+             "backtrack": _backtrack, "study": _study}
+MODES = tuple(_HANDLERS)
 
 
 def _import_quietly():

@@ -4,11 +4,11 @@ import math
 import os
 
 import numpy as np
-from scipy import stats
 
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 from haviv_tf import plotting
+from haviv_tf import significance as sig
 
 ANALYSIS_JSON = "analysis.json"
 ANALYSIS_MD = "analysis.md"
@@ -60,27 +60,14 @@ def correlations(rows, delays) -> dict:
     key = f"acc_{d}"
     pairs = [(math.log10(r["speed"]), r[key]) for r in rows
              if r.get("speed") and r["speed"] > 0 and r.get(key) is not None]
-    out["per_class"][str(d)] = _corr(pairs)
+    out["per_class"][str(d)] = sig.correlate(pairs)
     nets = {}
     for r in rows:
       if r.get("speed") and r["speed"] > 0 and r.get(key) is not None:
         nets.setdefault(r["workdir"], []).append((math.log10(r["speed"]), r[key]))
     means = [tuple(np.mean(v, axis=0)) for v in nets.values()]
-    out["per_network"][str(d)] = _corr(means)
+    out["per_network"][str(d)] = sig.correlate(means)
   return out
-
-
-def _corr(pairs):
-  n = len(pairs)
-  if n < 3:
-    return dict(n=n, spearman=None, spearman_p=None, pearson=None, pearson_p=None)
-  x, y = np.array(pairs).T
-  if np.ptp(x) == 0 or np.ptp(y) == 0:
-    return dict(n=n, spearman=None, spearman_p=None, pearson=None, pearson_p=None)
-  s, sp = stats.spearmanr(x, y)
-  p, pp = stats.pearsonr(x, y)
-  return dict(n=n, spearman=float(s), spearman_p=float(sp), pearson=float(p),
-              pearson_p=float(pp))
 
 
 def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000)) -> dict:
@@ -115,19 +102,16 @@ def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000)) -> dict:
   return result
 
 
-def _fmt(v, spec=".3f"):
-  return "–" if v is None else format(v, spec)
-
-
 def _markdown(rows, corr, delays):
   lines = ["# Slow-point speed vs. long-delay accuracy", "",
            "| network | protocol | arch | class | speed | read-out | "
            + " | ".join(f"acc@{d}" for d in delays) + " |",
            "| --- | --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in delays) + " |"]
   for r in rows:
+    readout = r["readout"] if r["readout"] is not None else "–"
     lines.append(f"| {r['network']} | {r['protocol']} | {r['arch']} | {r['cls']} | "
-                 f"{_fmt(r['speed'], '.2e')} | {r['readout'] if r['readout'] is not None else '–'}"
-                 " | " + " | ".join(_fmt(r.get(f'acc_{d}')) for d in delays) + " |")
+                 f"{sig.fmt(r['speed'], '.2e')} | {readout} | "
+                 + " | ".join(sig.fmt(r.get(f'acc_{d}')) for d in delays) + " |")
   lines += ["", "## Correlation of log10 speed with accuracy", "",
             "| delay | pooling | n | Spearman ρ (p) | Pearson r (p) |",
             "| ---: | --- | ---: | --- | --- |"]
@@ -135,6 +119,6 @@ def _markdown(rows, corr, delays):
     for pooling in ("per_class", "per_network"):
       c = corr[pooling][str(d)]
       lines.append(f"| {d} | {pooling.replace('_', ' ')} | {c['n']} | "
-                   f"{_fmt(c['spearman'])} ({_fmt(c['spearman_p'], '.1e')}) | "
-                   f"{_fmt(c['pearson'])} ({_fmt(c['pearson_p'], '.1e')}) |")
+                   f"{sig.fmt(c['spearman'])} ({sig.fmt(c['spearman_p'], '.1e')}) | "
+                   f"{sig.fmt(c['pearson'])} ({sig.fmt(c['pearson_p'], '.1e')}) |")
   return "\n".join(lines) + "\n"

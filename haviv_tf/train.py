@@ -1,4 +1,11 @@
-"""train_and_evaluate(config, workdir): fit() with checkpoints, resume, TensorBoard, evaluation."""
+"""Training a run in its workdir: fit() with checkpoints, exact resume, TensorBoard, snapshots.
+
+`train(cfg, workdir, source)` trains (or resumes) up to cfg.train_steps and returns the `Run`
+(model, optimizer, checkpoint); `prepare_workdir` writes or checks config.json first. Callbacks
+save checkpoints, log scalars, keep the `History` snapshots that back-tracking reads, stop on a
+non-finite loss, and (for the speed penalty from scratch) re-estimate the centre-of-mass targets.
+What follows training (evaluation, slow points, export) is analysis.py's.
+"""
 
 import contextlib
 import json
@@ -17,6 +24,7 @@ from haviv_tf import curricula
 from haviv_tf import datasets
 from haviv_tf import distribute
 from haviv_tf import models
+from haviv_tf import speed_targets
 from haviv_tf import trials
 
 CHECKPOINT_DIR = "checkpoints"
@@ -373,9 +381,8 @@ class _RefreshTargets(keras.callbacks.Callback):
     self.run, self.generator, self.every, self.guard = run, generator, every, guard
 
   def _refresh(self, step):
-    from haviv_tf import control  # pylint: disable=g-import-not-at-top
-    control.set_centre_targets(self.run.model, self.generator, self.run.cfg,
-                               seed=(self.run.cfg.seed, step))
+    speed_targets.set_centre_targets(self.run.model, self.generator, self.run.cfg,
+                                     seed=(self.run.cfg.seed, step))
 
   def on_train_begin(self, logs=None):
     if int(self.model.optimizer.iterations.numpy()) == 0:

@@ -1,4 +1,4 @@
-"""Delayed-classification trials synthesised with stateless TF ops, and the tf.data pipeline.
+"""Delayed-classification trials (numpy or stateless TF ops) and the tf.data pipeline.
 
 A trial has `length` frames. Frame t_s shows one image, every other frame is per-pixel Gaussian
 noise with the data set's pixel mean/std; a separate trigger channel is 1 at t_a only. Inputs are

@@ -19,6 +19,7 @@ from haviv_tf import curricula
 from haviv_tf import datasets
 from haviv_tf import models
 from haviv_tf import slow_points
+from haviv_tf import speed_targets
 from haviv_tf import train
 from haviv_tf import trials
 
@@ -255,7 +256,7 @@ def test_penalty_from_scratch_refreshes_targets_and_resumes_exactly(tmp_path):
   # The targets were re-estimated from the network at step 20: they equal a fresh estimate.
   gen = trials.generator_for(src, "train", cfg)
   targets = resumed.model.speed_targets.numpy().copy()
-  control.set_centre_targets(resumed.model, gen, cfg, seed=(cfg.seed, 20))
+  speed_targets.set_centre_targets(resumed.model, gen, cfg, seed=(cfg.seed, 20))
   np.testing.assert_array_equal(targets, resumed.model.speed_targets.numpy())
 
 
