@@ -32,8 +32,6 @@ COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
 COMPARE_ACCURACY_PNG = "compare_accuracy.png"
 COMPARE_SPEED_PNG = "compare_speed.png"
-_CENTRE_STEPS_AFTER = 15     # as the slow-point analysis
-_CENTRE_TRIALS = 100         # per class
 
 
 def finetune_config(parent: config_lib.Config, mode: str, steps=None, speed_weight=None,
@@ -67,29 +65,11 @@ def finetune_config(parent: config_lib.Config, mode: str, steps=None, speed_weig
   return cfg
 
 
-def _targets_from(per_class, copies):
-  """[10, S] (NaN rows: no target) -> targets [10 * copies, S], weights [10 * copies]."""
-  per_class = np.asarray(per_class, np.float32)
-  ok = np.all(np.isfinite(per_class), axis=1)
-  states = np.repeat(np.nan_to_num(per_class), copies, axis=0)
-  weights = np.repeat(ok.astype(np.float32), copies)
-  return states, weights
-
-
-def centre_targets(model, generator, seed):
-  """Class centres of mass (correct trials, 15 steps after the stimulus) [10, S] and counts."""
-  return slow_points_lib.class_centres(model, generator, steps_after=_CENTRE_STEPS_AFTER,
-                                       trials_per_class=_CENTRE_TRIALS, seed=seed)
-
-
-def set_centre_targets(model, generator, cfg, seed):
-  """Sets model's speed targets to its current class centres (used during training, too)."""
-  run_seed, step = (int(v) for v in seed)
-  seed = (run_seed * 1_000_003 + step) % (2**31 - 1)
-  centres, counts = centre_targets(model, generator, seed)
-  states, weights = _targets_from(centres, cfg.speed_copies)
-  model.set_speed_targets(states, weights)
-  return centres, counts
+# Centre-of-mass speed targets live with the class centres (slow_points), which training too
+# refreshes them from without depending on this module.
+_targets_from = slow_points_lib.speed_targets_from
+centre_targets = slow_points_lib.centre_targets
+set_centre_targets = slow_points_lib.set_centre_targets
 
 
 def slow_point_targets(model, generator, seed, sp_config=None):

@@ -533,6 +533,35 @@ def class_centres(model: models.DelayedClassifier, generator: trials.TrialGenera
   return centres, counts
 
 
+CENTRE_STEPS_AFTER = 15     # the class centres used as speed targets (control.py, training)
+CENTRE_TRIALS = 100         # per class
+
+
+def speed_targets_from(per_class, copies):
+  """[10, S] (NaN rows: no target) -> targets [10 * copies, S], weights [10 * copies]."""
+  per_class = np.asarray(per_class, np.float32)
+  ok = np.all(np.isfinite(per_class), axis=1)
+  states = np.repeat(np.nan_to_num(per_class), copies, axis=0)
+  weights = np.repeat(ok.astype(np.float32), copies)
+  return states, weights
+
+
+def centre_targets(model, generator, seed):
+  """Class centres of mass (correct trials, 15 steps after the stimulus) [10, S] and counts."""
+  return class_centres(model, generator, steps_after=CENTRE_STEPS_AFTER,
+                       trials_per_class=CENTRE_TRIALS, seed=seed)
+
+
+def set_centre_targets(model, generator, cfg, seed):
+  """Sets model's speed targets to its current class centres (used during training, too)."""
+  run_seed, step = (int(v) for v in seed)
+  seed = (run_seed * 1_000_003 + step) % (2**31 - 1)
+  centres, counts = centre_targets(model, generator, seed)
+  states, weights = speed_targets_from(centres, cfg.speed_copies)
+  model.set_speed_targets(states, weights)
+  return centres, counts
+
+
 def sample_states(model: models.DelayedClassifier, generator: trials.TrialGenerator,
                   num_states: int, length: int = 20, min_time: int = 1, seed: int = 0,
                   batch_size: int = 250):

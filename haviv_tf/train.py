@@ -373,9 +373,9 @@ class _RefreshTargets(keras.callbacks.Callback):
     self.run, self.generator, self.every, self.guard = run, generator, every, guard
 
   def _refresh(self, step):
-    from haviv_tf import control  # pylint: disable=g-import-not-at-top
-    control.set_centre_targets(self.run.model, self.generator, self.run.cfg,
-                               seed=(self.run.cfg.seed, step))
+    from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+    slow_points.set_centre_targets(self.run.model, self.generator, self.run.cfg,
+                                   seed=(self.run.cfg.seed, step))
 
   def on_train_begin(self, logs=None):
     if int(self.model.optimizer.iterations.numpy()) == 0:
