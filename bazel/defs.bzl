@@ -19,10 +19,14 @@ older alias `:expect_<pkg>_installed` means the same). Besides the native target
 
 load("//bazel:pip_packages.bzl", "PIP_PACKAGES")
 
-_PIP_ARG = "--pip=" + ",".join(["%s:%s" % (t, "|".join(imps)) for t, (_, imps) in sorted(PIP_PACKAGES.items())])
+_PIP_ARG = "--pip=" + ",".join([
+    "%s:%s" % (t, "|".join(imps))
+    for t, (_, imps) in sorted(PIP_PACKAGES.items())
+])
 
 def _check_args(name, srcs, deps):
-    return ["--target=//%s:%s" % (native.package_name(), name), "--deps=" + ",".join(deps), _PIP_ARG] + srcs
+    target = "--target=//%s:%s" % (native.package_name(), name)
+    return [target, "--deps=" + ",".join(deps), _PIP_ARG] + srcs
 
 def _deps_test(name, srcs, deps):
     native.py_test(

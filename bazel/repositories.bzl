@@ -38,7 +38,8 @@ def _no_coverage_tools_impl(ctx):
         executable = True,
     )
     ctx.file("BUILD", "".join([
-        'sh_binary(name = "%s", srcs = ["unavailable.sh"], visibility = ["//visibility:public"])\n' % n
+        'sh_binary(name = "%s", srcs = ["unavailable.sh"], ' % n +
+        'visibility = ["//visibility:public"])\n'
         for n in ["coverage_report_generator", "lcov_merger"]
     ]))
 
@@ -70,10 +71,11 @@ def _pypi_impl(ctx):
             ", ".join(missing),
             found["python"],
         ) + "python3 -m pip install -e '.[test]'")
-    build = ['# Installed pip packages of %s, checked when this repository was made.\n' % found["python"]]
+    build = ["# Installed pip packages of %s, checked when this repository was made.\n" %
+             found["python"]]
     for target, (dist, imports) in sorted(PIP_PACKAGES.items()):
-        build.append('py_library(name = "%s", visibility = ["//visibility:public"])  # %s %s, imports %s\n' % (
-            target,
+        build.append('py_library(name = "%s", visibility = ["//visibility:public"])\n' % target)
+        build.append("# %s %s, imported as %s\n" % (
             dist,
             found["versions"][dist],
             ", ".join(imports),
