@@ -5,8 +5,10 @@
       --data_dir=../shared/data [--set field=value ...]
   # its learning curve against the trivial-solution loss, from its TensorBoard events
   python3 experiments/paper_preset.py curve --workdir=W
-  # gradients at initialisation (and Adam's state in W's checkpoints, if --workdir is given)
-  python3 experiments/paper_preset.py grads --data_dir=../shared/data [--workdir=W]
+  # gradients at initialisation under both initialisations and loss normalisations
+  python3 experiments/paper_preset.py grads --data_dir=../shared/data
+  # a run's checkpoints: read-out saturation, Adam's state against epsilon, class information
+  python3 experiments/paper_preset.py grads --workdir=W
 
 Every number printed is computed by the command from the run's own files or a fresh batch.
 """
@@ -107,7 +109,7 @@ def _grad_stats(model, batch, names):
   grads = tape.gradient(loss, model.trainable_variables)
   out = {}
   for v, g in zip(model.trainable_variables, grads):
-    key = v.path.split("/", 1)[-1]
+    key = v.path
     if names and not any(n in key for n in names):
       continue
     g = g.numpy()
@@ -119,6 +121,9 @@ def _grad_stats(model, batch, names):
 def cmd_grads(args):
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"tensorflow {tf.__version__}")
+  if args.workdir:
+    _adam_state(args)
+    return
   source = datasets.load(args.dataset, args.data_dir)
   for init in ("authors", "tf1"):
     for norm in ("authors", "weights"):
@@ -140,8 +145,6 @@ def cmd_grads(args):
       print("| --- | ---: | ---: | ---: |")
       for k, (rms, mx) in stats.items():
         print(f"| {k} | {rms:.3e} | {mx:.3e} | {rms / 1e-8:.1f} |")
-  if args.workdir:
-    _adam_state(args)
 
 
 def _adam_state(args):
@@ -154,18 +157,24 @@ def _adam_state(args):
   ckpts = sorted(glob.glob(os.path.join(args.workdir, "checkpoints", "ckpt-*.index")),
                  key=lambda p: int(p.split("-")[-1].split(".")[0]))
   print(f"\n{args.workdir}: Adam state and read-out saturation by checkpoint")
-  print("| step | head bias (null, mean class) | read-out s(1-s) mean | share of Adam steps "
-        "with sqrt(v_hat) < 10 eps | RMS grad head kernel | RMS grad recurrent |")
-  print("| ---: | --- | ---: | ---: | ---: | ---: |")
+  print("| step | head bias (null, mean class) | read-out s(1-s) mean | weights with sqrt(v_hat)"
+        " < 10 eps | RMS grad head kernel | RMS grad recurrent kernel | report step: class "
+        "read out by the 10 class logits (chance 1/K) | report step: null logit wins |")
+  print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
   for path in ckpts:
     run = train_lib.Run(cfg, args.workdir, source.frame_shape)
     run.checkpoint.restore(path[:-len(".index")]).expect_partial()
     step = run.step
     cur = curricula.for_config(cfg)
-    ds = gen.training_dataset(cfg.seed + 1, cfg.batch_size, cfg.seq_len, cur, start_step=step,
+    ds = gen.training_dataset(cfg.seed + 1, 1024, cfg.seq_len, cur, start_step=step,
                               backend="numpy")
     batch = next(iter(ds))
-    _, stats, z = _grad_stats(run.model, batch, ["head/kernel", "recurrent_kernel"])
+    _, stats, z = _grad_stats(run.model, batch, ["head/kernel", "cell/recurrent_kernel"])
+    labels, mask = batch[1]["labels"].numpy(), batch[1]["class_mask"].numpy()
+    at = labels > 0
+    cls_logits = np.where(mask[:, None, 1:], z[..., 1:], -np.inf)
+    class_acc = float(np.mean(np.argmax(cls_logits, -1)[at] + 1 == labels[at]))
+    null_wins = float(np.mean(z[..., 0][at] >= cls_logits.max(-1)[at]))
     b = run.model.head.bias.numpy()
     t = float(step)
     small, total = 0, 0
@@ -178,7 +187,7 @@ def _adam_state(args):
     head = next(v for k, v in stats.items() if "head/kernel" in k)
     rec = next(v for k, v in stats.items() if "recurrent_kernel" in k)
     print(f"| {step} | {b[0]:+.3f}, {b[1:].mean():+.3f} | {s.mean():.4f} | {small / total:.4f} |"
-          f" {head[0]:.2e} | {rec[0]:.2e} |")
+          f" {head[0]:.2e} | {rec[0]:.2e} | {class_acc:.3f} | {null_wins:.3f} |")
 
 
 def main(argv):
