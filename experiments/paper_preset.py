@@ -5,6 +5,8 @@
       --data_dir=../shared/data [--set field=value ...]
   # its learning curve against the trivial-solution loss, from its TensorBoard events
   python3 experiments/paper_preset.py curve --workdir=W
+  # the trivial solution of each protocol's first and last stage (analytic)
+  python3 experiments/paper_preset.py trivial
   # gradients at initialisation under both initialisations and loss normalisations
   python3 experiments/paper_preset.py grads --data_dir=../shared/data
   # a run's checkpoints: read-out saturation, Adam's state against epsilon, class information
@@ -190,9 +192,27 @@ def _adam_state(args):
           f" {head[0]:.2e} | {rec[0]:.2e} | {class_acc:.3f} | {null_wins:.3f} |")
 
 
+def cmd_trivial(args):
+  """The trivial solution of each protocol's first and last stage under the paper preset."""
+  print("| protocol | stage | classes K | T_max | null weight | d* unbounded | d* sigmoid | "
+        "at the sigmoid's bound | trivial loss (paper) |")
+  print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+  for protocol in ("nacu", "vocu", "decu", "recu"):
+    cfg = config_lib.resolve("paper", args.dataset, dict(protocol=protocol))
+    cur = curricula.for_config(cfg)
+    for name, step in (("first", 0), ("last", cfg.train_steps - 1)):
+      k, t_max = cur.at(step)
+      alpha = cur.null_weight_at(step)
+      common = (k, t_max, cfg.seq_len, cfg.report_weight, alpha)
+      free = losses.trivial_loss(*common, "linear", cfg.loss_norm, cfg.log_eps)[1]
+      loss, d = losses.trivial_loss(*common, cfg.readout, cfg.loss_norm, cfg.log_eps)
+      print(f"| {protocol} | {name} | {k} | {t_max} | {alpha:g} | {free:+.3f} | {d:+.3f} | "
+            f"{'yes' if abs(d) > 0.999 else 'no'} | {loss:.5f} |")
+
+
 def main(argv):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("cmd", choices=("train", "curve", "grads"))
+  p.add_argument("cmd", choices=("train", "curve", "grads", "trivial"))
   p.add_argument("--workdir")
   p.add_argument("--preset", default="paper")
   p.add_argument("--dataset", default="mnist")
@@ -206,7 +226,8 @@ def main(argv):
   p.add_argument("--every", type=int, default=500, help="curve: rows every N steps")
   p.add_argument("--set", action="append", help="field=value Config override")
   args = p.parse_args(argv)
-  {"train": cmd_train, "curve": cmd_curve, "grads": cmd_grads}[args.cmd](args)
+  {"train": cmd_train, "curve": cmd_curve, "grads": cmd_grads, "trivial": cmd_trivial}[
+      args.cmd](args)
 
 
 if __name__ == "__main__":
