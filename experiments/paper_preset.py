@@ -206,7 +206,8 @@ def cmd_trivial(args):
       common = (k, t_max, cfg.seq_len, cfg.report_weight, alpha)
       free = losses.trivial_loss(*common, "linear", cfg.loss_norm, cfg.log_eps)[1]
       loss, d = losses.trivial_loss(*common, cfg.readout, cfg.loss_norm, cfg.log_eps)
-      print(f"| {protocol} | {name} | {k} | {t_max} | {alpha:g} | {free:+.3f} | {d:+.3f} | "
+      free = f"{free:+.3f}" if abs(free) < 39.9 else ("+∞" if free > 0 else "−∞")
+      print(f"| {protocol} | {name} | {k} | {t_max} | {alpha:g} | {free} | {d:+.3f} | "
             f"{'yes' if abs(d) > 0.999 else 'no'} | {loss:.5f} |")
 
 
