@@ -232,6 +232,35 @@ class LossTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(p.numpy()[0, 0, 3:], np.zeros(8))
 
 
+class SpeedPenaltyTest(tf.test.TestCase):
+
+  def test_mu_is_the_authors_lambda_on_the_authors_loss(self):
+    # TSC L401: loss = SoftMaxLoss + Lambda * sum speed^2, SoftMaxLoss the authors' mean (L399).
+    keras.utils.set_random_seed(3)
+    cfg = _paper(units=6)
+    model = models.DelayedClassifier("gru", units=6, frame_shape=(2, 2, 1), init="authors")
+    model.compile(optimizer=keras.optimizers.SGD(0.0), speed_weight=1e-3,
+                  loss_norm=cfg.loss_norm, log_eps=cfg.log_eps, mask=cfg.mask)
+    model.enable_speed_penalty(2)
+    targets_s = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+    model.set_speed_targets(targets_s, np.ones(2))
+    rng = np.random.default_rng(1)
+    b, time = 3, 20
+    y, z, w, classes, t_a = _authors_batch(rng, b, time, 20, 11)
+    gen = trials.TrialGenerator(datasets.Split(np.zeros((10, 2, 2, 1), np.uint8),
+                                               np.arange(10, dtype=np.int32)), [0.5], [0.2])
+    labels, weights, mask = gen._targets(tf.constant(classes), tf.constant(t_a), time, 20, 10)
+    inputs = tf.constant(rng.uniform(size=(b, time, 5)), tf.float32)
+    noise = tf.constant(rng.uniform(size=(2, 4)), tf.float32)
+    logs = model.train_step((inputs, dict(labels=labels, weights=weights, class_mask=mask,
+                                          speed_noise=noise)))
+    logits = model(inputs)[0].numpy()
+    speed = sum(np.sum((model.transition(targets_s[k:k + 1], tf.concat(
+        [noise[k:k + 1], tf.zeros([1, 1])], -1)).numpy() - targets_s[k]) ** 2) for k in range(2))
+    want = _authors_loss(np.transpose(logits, (0, 2, 1)), y, z, w, 1.0) + 1e-3 * speed
+    self.assertAllClose(float(logs["loss"]), want, rtol=1e-5)
+
+
 class TrivialLossTest(tf.test.TestCase):
 
   def test_sigmoid_trivial_loss_is_null_1_classes_0(self):
