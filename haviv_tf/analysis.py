@@ -48,7 +48,7 @@ def restore(workdir: str):
     datasets.DataError: the run's data set cannot be loaded.
   """
   cfg = trained_config(workdir)
-  source = datasets.load(cfg.dataset, cfg.data_dir)
+  source = datasets.apply_recipe(datasets.load(cfg.dataset, cfg.data_dir), cfg.data_recipe)
   run = train.Run(cfg, workdir, source.frame_shape)
   run.restore()
   return cfg, source, run

@@ -4,7 +4,7 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
-PROTOCOLS = ("vocu", "decu", "nacu")
+PROTOCOLS = ("vocu", "decu", "nacu", "recu")
 DATASETS = ("mnist", "mnist_sample", "cifar10")
 ARCHS = ("gru", "lstm")
 FINETUNE_MODES = ("control", "slow_points", "center_mass")
@@ -12,6 +12,11 @@ SPEED_TARGETS = ("none", "slow_points", "center_mass")
 READOUTS = ("sigmoid", "linear")
 LR_SCHEDULES = ("step", "cosine")
 TRIAL_BACKENDS = ("numpy", "tf")
+INITS = ("authors", "tf1")          # Config.init
+CNNS = ("authors", "keras")         # Config.cnn
+LOSS_NORMS = ("authors", "weights")  # Config.loss_norm
+MASKS = ("authors", "hard")         # Config.mask
+DATA_RECIPES = ("authors", "all")   # Config.data_recipe
 PRESET_NAMES = ("paper", "quick")
 # tf.distribute strategies for training (haviv_tf.distribute). Not a Config field: the strategy
 # does not change what a run computes.
@@ -26,7 +31,7 @@ NUM_CLASSES = 10          # image classes; the network has NUM_CLASSES + 1 outpu
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything that determines a training run (and so its results)."""
-  protocol: str = "vocu"            # "vocu" | "decu" | "nacu"
+  protocol: str = "vocu"            # "vocu" | "decu" | "nacu" | "recu"
   dataset: str = "mnist"            # "mnist" | "mnist_sample" | "cifar10"
   arch: str = "gru"                 # "gru" | "lstm"
   preset: str = "paper"             # the preset this config was resolved from
@@ -34,7 +39,7 @@ class Config:
   readout: str = "sigmoid"          # "sigmoid": softmax(sigmoid(W h + b)) as the authors' code; "linear"
   learning_rate: float = 1e-5       # Adam
   lr_schedule: str = "step"         # "step" (the paper's) or "cosine" (warm-up, then a half cosine)
-  lr_decay_step: int = 120_000      # (step) learning rate is multiplied by lr_decay_factor after it
+  lr_decay_step: int = 119_998      # (step) updates after lr_decay_step + 1 use lr x lr_decay_factor
   lr_decay_factor: float = 0.1      # (step) the factor; (cosine) the final rate / learning_rate
   warmup_steps: int = 0             # (cosine) linear warm-up from 0 to learning_rate
   batch_size: int = 128             # trials per step
@@ -60,6 +65,14 @@ class Config:
   data_offset: int = 0              # trial stream starts at this step (fine-tuning continues the parent's)
   history_every: int = 5_000        # back-tracking snapshots every N steps (+ every stage change)
   keep_history: int = 32            # snapshot cap: beyond it the cadence doubles and old ones thin out
+  # Fidelity to the authors' TF1 code (README, "Fidelity"); `paper` takes the authors' choice.
+  init: str = "authors"             # "authors": randn/sqrt(fan_in) weights, 0.01 randn biases; "tf1"
+  cnn: str = "authors"              # CIFAR-10 CNN: "authors" (3 dense layers, scaled conv variables) | "keras"
+  loss_norm: str = "authors"        # "authors": sum w CE / (batch x 11 x seq_len); "weights": / sum w
+  log_eps: float = 1e-4             # CE = -log(p + log_eps) (the authors' 1e-4); 0: exact log-softmax
+  mask: str = "authors"             # classes not shown: "authors" logits x -1000; "hard" logit -1e9
+  data_recipe: str = "authors"      # "authors": TF1's 55k MNIST train split, first n-1 images per
+                                    # class (n: smallest class), CIFAR-10 scalar noise; "all"
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -89,9 +102,13 @@ class Config:
 
 # Fields whose default changed after runs were recorded without them: a config.json that lacks
 # one was made with this value.
-_RECORD_DEFAULTS = {"trial_backend": "tf"}
+_RECORD_DEFAULTS = {"trial_backend": "tf", "init": "tf1", "cnn": "keras", "loss_norm": "weights",
+                    "log_eps": 0.0, "mask": "hard", "data_recipe": "all"}
 
 
+# The authors' learning-rate drop: updates 1 .. 119,999 at the full rate, from update 120,000 on
+# (TriggerMNISTCloud.py L327-328) at a tenth. lr_schedule keeps the full rate for updates
+# 1 .. lr_decay_step + 1, so the paper's lr_decay_step is 119,998 (CIFAR-10: 279,998).
 PAPER = Config()
 # The quick preset compresses every curriculum in proportion (curricula.py scales boundaries with
 # train_steps) and trains MNIST networks at lr 3e-3 (CIFAR-10: 1e-3, below); the rates tried are
@@ -99,11 +116,12 @@ PAPER = Config()
 # every logit in (0, 1), which slows learning so much that 3k steps do not suffice.
 QUICK = dataclasses.replace(
     PAPER, preset="quick", readout="linear", learning_rate=3e-3, train_steps=3_000,
-    lr_decay_step=2_600, checkpoint_every=500, log_every=50, history_every=250)
+    lr_decay_step=2_600, checkpoint_every=500, log_every=50, history_every=250,
+    init="tf1", cnn="keras", loss_norm="weights", log_eps=0.0, mask="hard", data_recipe="all")
 
 # Dataset deltas (paper): CIFAR-10 networks are larger and train longer.
 _CIFAR_PAPER = dict(units=512, learning_rate=1e-4, batch_size=64, train_steps=300_000,
-                    lr_decay_step=280_000)
+                    lr_decay_step=279_998)
 _CIFAR_QUICK = dict(units=512, learning_rate=1e-3, batch_size=64, train_steps=3_000,
                     lr_decay_step=2_600)
 
@@ -158,6 +176,17 @@ def validate(cfg: Config) -> None:
   choice("trial_backend", TRIAL_BACKENDS)
   choice("preset", PRESET_NAMES)
   choice("speed_targets", SPEED_TARGETS)
+  choice("init", INITS)
+  choice("cnn", CNNS)
+  choice("loss_norm", LOSS_NORMS)
+  choice("mask", MASKS)
+  choice("data_recipe", DATA_RECIPES)
+  if cfg.mask == "authors" and cfg.readout != "sigmoid":
+    raise ValueError("`mask` authors multiplies the logits by -1000, which masks only the "
+                     "sigmoid read-out's positive logits; use --mask=hard with --readout=linear")
+  eps = cfg.log_eps
+  if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
+    raise ValueError(f"`log_eps` must be a number in [0, 1), got {eps!r}")
   if cfg.finetune:
     choice("finetune", FINETUNE_MODES)
   for name in ("units", "batch_size", "train_steps", "seq_len", "min_delay", "eval_trials",
@@ -194,6 +223,9 @@ def validate(cfg: Config) -> None:
   if cfg.lr_schedule == "cosine" and cfg.warmup_steps >= cfg.train_steps:
     raise ValueError(f"`warmup_steps` ({cfg.warmup_steps}) must be below `train_steps` "
                      f"({cfg.train_steps})")
+  if cfg.protocol == "recu" and cfg.report_weight <= 1:
+    raise ValueError(f"recu starts with null weight 0, so the report step weighs report_weight "
+                     f"- 1: `report_weight` must exceed 1, got {cfg.report_weight!r}")
   if cfg.seq_len < cfg.min_delay + 1:
     raise ValueError(f"`seq_len` ({cfg.seq_len}) must exceed `min_delay` ({cfg.min_delay})")
   if cfg.protocol == "decu" and cfg.seq_len < 6:

@@ -1,4 +1,5 @@
-"""VoCu / DeCu / NaCu as piecewise-constant schedules of (classes shown, maximum delay) over steps."""
+"""VoCu / DeCu / NaCu / ReCu as piecewise-constant schedules of (classes shown, maximum delay,
+null-step loss weight) over steps."""
 
 import dataclasses
 
@@ -14,7 +15,13 @@ _PAPER_SCHEDULES = {
     ("mnist", "decu"): (140_000, (20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000)),
     ("cifar10", "vocu"): (300_000, tuple(30_000 * k for k in range(1, 9))),
     ("cifar10", "decu"): (300_000, tuple(100_000 + 20_000 * k for k in range(7))),
+    # ReCu ramps the null steps' loss weight alpha 0, 0.25, 0.5, 0.75, 1 (the report step weighs
+    # report_weight - 1 + alpha); the same steps for both data sets (TriggerMNISTCloud.py
+    # L148-154, TriggerCIFARCloud.py L154-160).
+    ("mnist", "recu"): (140_000, (20_000, 30_000, 40_000, 60_000)),
+    ("cifar10", "recu"): (300_000, (20_000, 30_000, 40_000, 60_000)),
 }
+_RECU_NULL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +32,23 @@ class Curriculum:
     boundaries: [stages - 1] increasing step numbers where a new stage starts.
     num_classes: [stages] image classes shown (classes 0 .. n-1); the others are masked.
     t_max: [stages] maximum trial length used by the loss; t_a <= t_max - 1.
+    null_weight: [stages] loss weight alpha of the null steps (the report step weighs
+      report_weight - 1 + alpha); () means 1 throughout.
   """
   boundaries: tuple
   num_classes: tuple
   t_max: tuple
+  null_weight: tuple = ()
+
+  def null_weight_at(self, step: int) -> float:
+    return float(self.null_weight[self.stage(step)]) if self.null_weight else 1.0
+
+  def null_weight_tf(self, step: tf.Tensor) -> tf.Tensor:
+    """The null-step weight at an int64 step tensor (float32)."""
+    if not self.null_weight:
+      return tf.constant(1.0)
+    s, _, _ = self.at_tf(step)
+    return tf.gather(tf.constant(self.null_weight, tf.float32), s)
 
   def stage(self, step: int) -> int:
     return int(np.searchsorted(np.asarray(self.boundaries, np.int64), step, side="right"))
@@ -70,6 +90,9 @@ def for_config(cfg: config_lib.Config) -> Curriculum:
     return Curriculum(boundaries=(), num_classes=(n,), t_max=(t,))
   paper_steps, bounds = _PAPER_SCHEDULES[(family, cfg.protocol)]
   bounds = _scaled(bounds, paper_steps, cfg.train_steps)
+  if cfg.protocol == "recu":
+    return Curriculum(boundaries=bounds, num_classes=(n,) * (len(bounds) + 1),
+                      t_max=(t,) * (len(bounds) + 1), null_weight=_RECU_NULL_WEIGHTS)
   if cfg.protocol == "vocu":
     return Curriculum(boundaries=bounds, num_classes=tuple(range(2, n + 1)),
                       t_max=(t,) * (len(bounds) + 1))

@@ -11,6 +11,12 @@ import numpy as np
 SAMPLE_PATH = os.path.join(os.path.dirname(__file__), "data", "mnist_sample.npz")
 # MNIST statistics on [0, 1] pixels, as in the authors' code (the sample uses them too).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.30816
+# The authors' CIFAR-10 noise: one scalar mean and std for every channel (TriggerCIFARCloud.py
+# L44-45, L234), used with data_recipe "authors".
+CIFAR_AUTHORS_MEAN, CIFAR_AUTHORS_STD = 0.4734, 0.2517
+# TF1's input_data.read_data_sets holds out the first 5,000 MNIST train images for validation;
+# the authors trained on the other 55,000 (TriggerMNISTCloud.py L19).
+MNIST_TF1_HOLDOUT = 5000
 
 _MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -38,6 +44,7 @@ class Source:
   mean: np.ndarray   # [C] float32 per-channel pixel mean
   std: np.ndarray    # [C] float32 per-channel pixel std
   origin: str        # where the images came from, for config.json
+  recipe: str = "all"  # "authors" once apply_recipe has cut the train split and set the noise
 
   @property
   def frame_shape(self) -> tuple[int, int, int]:
@@ -73,6 +80,44 @@ def load(name: str, data_dir: str = "") -> Source:
       arrays = _read_npz(path)
     return _from_arrays(name, arrays, "files " + os.path.abspath(path))
   return _from_tfds(name, data_dir)
+
+
+def authors_train_indices(labels, holdout: int = 0) -> np.ndarray:
+  """Indices into a train split of the images the authors' code draws from, in order.
+
+  The authors drop the first `holdout` images (MNIST: TF1's validation split), keep the first n
+  images of each class, n the smallest class's count (TriggerMNISTCloud.py L47-55;
+  TriggerCIFARCloud.py L52-60), and draw np.random.randint(0, n - 1), which never reaches
+  the n-th: so the first n - 1 images of each class.
+  """
+  labels = np.asarray(labels).reshape(-1)[holdout:]
+  keep = int(np.bincount(labels, minlength=10).min()) - 1
+  if keep < 1:
+    raise DataError("the authors' image subset needs at least 2 images of every class")
+  idx = [np.flatnonzero(labels == c)[:keep] for c in range(10)]
+  return np.sort(np.concatenate(idx)) + holdout
+
+
+def apply_recipe(source: Source, recipe: str) -> Source:
+  """`source` as data_recipe `recipe` uses it ("all": unchanged; idempotent).
+
+  "authors": the train split is cut to `authors_train_indices` (MNIST: after TF1's 5,000-image
+  hold-out; the shipped sample has no hold-out, its images being a sample of the train split),
+  and CIFAR-10's noise statistics become the authors' scalar ones on every channel. The test
+  split is unchanged.
+  """
+  if recipe == "all" or source.recipe == recipe:
+    return source
+  if recipe != "authors":
+    raise ValueError(f"unknown data_recipe {recipe!r}; valid: authors, all")
+  holdout = MNIST_TF1_HOLDOUT if source.name == "mnist" else 0
+  idx = authors_train_indices(source.train.labels, holdout)
+  train = Split(source.train.images[idx], source.train.labels[idx])
+  mean, std = source.mean, source.std
+  if source.name == "cifar10":
+    mean = np.full_like(source.mean, CIFAR_AUTHORS_MEAN)
+    std = np.full_like(source.std, CIFAR_AUTHORS_STD)
+  return dataclasses.replace(source, train=train, mean=mean, std=std, recipe=recipe)
 
 
 def _from_arrays(name, arrays, origin) -> Source:

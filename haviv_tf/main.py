@@ -31,7 +31,7 @@ _MODE = flags.DEFINE_string(
     "fine-tunings of --parent and their comparison in --out; backtrack: follow the final slow "
     "points of --workdir back through its training snapshots; study: run (or resume) the "
     "--grid of networks in --workdir with --workers, then write its REPORT.md.")
-_PROTOCOL = flags.DEFINE_string("protocol", "vocu", "Curriculum: vocu, decu or nacu.")
+_PROTOCOL = flags.DEFINE_string("protocol", "vocu", "Curriculum: vocu, decu, nacu or recu.")
 _DATASET = flags.DEFINE_string(
     "dataset", "mnist_sample",
     "mnist, cifar10 (tensorflow-datasets, or canonical files in --data_dir) or mnist_sample "

@@ -19,6 +19,24 @@ def _glorot_joint(fan_in, fan_out, seed=None):
   return keras.initializers.RandomUniform(-limit, limit, seed=seed)
 
 
+def _normal(std):
+  return keras.initializers.RandomNormal(stddev=std)
+
+
+def _cell_initializers(init, d, u, gates):
+  """(kernel, recurrent kernel, bias) initialisers of a cell with `gates` blocks.
+
+  "tf1": TF1's GRUCell/LSTMCell, one glorot-uniform draw over [x, h] (the gate offsets are
+  added by the cell). "authors": the authors' hand-written cells (TriggerMNISTCloud.py
+  L188-215, TriggerCIFARCloud.py L199-227): every input matrix randn / sqrt(input size), every
+  recurrent matrix randn / sqrt(units), every bias 0.01 randn, no gate or forget offset.
+  """
+  if init == "authors":
+    return _normal(1.0 / math.sqrt(d)), _normal(1.0 / math.sqrt(u)), _normal(0.01)
+  glorot = _glorot_joint(d + u, gates * u)
+  return glorot, _glorot_joint(d + u, gates * u), None
+
+
 def _dense(x, kernel, bias):
   """x @ kernel + bias over any leading axes, as one 2-D matmul.
 
@@ -36,25 +54,28 @@ class GRUCell(keras.layers.Layer):
   """GRU in the paper's form: h' = (1 - z) h + z tanh(W_h x + U_h (r h) + b_h).
 
   z = sigmoid(W_z x + U_z h + b_z), r = sigmoid(W_r x + U_r h + b_r). The state is h.
-  Initialisation follows TF1's GRUCell, which the authors used: glorot-uniform over [x, h],
-  gate bias +1 on the state-keeping side (b_r = 1, b_z = -1 since here z weighs the candidate),
-  candidate bias 0.
+  init "authors" (the paper preset) is the authors' hand-written cell's: W randn/sqrt(input
+  size), U randn/sqrt(units), biases 0.01 randn. init "tf1" is TF1's GRUCell's: glorot-uniform
+  over [x, h], gate bias +1 on the state-keeping side (b_r = 1, b_z = -1 since here z weighs
+  the candidate), candidate bias 0.
   """
 
-  def __init__(self, units, **kwargs):
+  def __init__(self, units, init="tf1", **kwargs):
     super().__init__(**kwargs)
     self.units = int(units)
+    self.init = init
     self.state_size = self.units
 
   def build(self, input_shape):
     d, u = int(input_shape[-1]), self.units
-    self.kernel = self.add_weight(name="kernel", shape=(d, 3 * u),
-                                  initializer=_glorot_joint(d + u, 3 * u))
+    kernel, recurrent, bias = _cell_initializers(self.init, d, u, 3)
+    if bias is None:
+      bias = keras.initializers.Constant(
+          np.concatenate([-np.ones(u), np.ones(u), np.zeros(u)]).astype(np.float32))
+    self.kernel = self.add_weight(name="kernel", shape=(d, 3 * u), initializer=kernel)
     self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(u, 3 * u),
-                                            initializer=_glorot_joint(d + u, 3 * u))
-    bias = np.concatenate([-np.ones(u), np.ones(u), np.zeros(u)]).astype(np.float32)
-    self.bias = self.add_weight(name="bias", shape=(3 * u,),
-                                initializer=keras.initializers.Constant(bias))
+                                            initializer=recurrent)
+    self.bias = self.add_weight(name="bias", shape=(3 * u,), initializer=bias)
 
   def project(self, x):
     """W x + b for every frame at once: [..., input] -> [..., 3 units]."""
@@ -75,7 +96,7 @@ class GRUCell(keras.layers.Layer):
     return state
 
   def get_config(self):
-    return dict(units=self.units, **super().get_config())
+    return dict(units=self.units, init=self.init, **super().get_config())
 
 
 @keras.saving.register_keras_serializable(package="haviv_tf")
@@ -83,23 +104,26 @@ class LSTMCell(keras.layers.Layer):
   """Standard LSTM; the state is [h, c] concatenated (size 2 units).
 
   i, f, o = sigmoid(.), g = tanh(.), c' = f c + i g, h' = o tanh(c'). Gate order in the weights
-  is (i, g, f, o) as TF1's LSTMCell; the forget bias starts at 1 (TF1's forget_bias=1.0).
+  is (i, g, f, o) as TF1's LSTMCell. init "authors": as GRUCell's (no forget offset); "tf1":
+  glorot-uniform over [x, h] and forget bias 1 (TF1's forget_bias=1.0).
   """
 
-  def __init__(self, units, **kwargs):
+  def __init__(self, units, init="tf1", **kwargs):
     super().__init__(**kwargs)
     self.units = int(units)
+    self.init = init
     self.state_size = 2 * self.units
 
   def build(self, input_shape):
     d, u = int(input_shape[-1]), self.units
-    self.kernel = self.add_weight(name="kernel", shape=(d, 4 * u),
-                                  initializer=_glorot_joint(d + u, 4 * u))
+    kernel, recurrent, bias = _cell_initializers(self.init, d, u, 4)
+    if bias is None:
+      bias = keras.initializers.Constant(
+          np.concatenate([np.zeros(2 * u), np.ones(u), np.zeros(u)]).astype(np.float32))
+    self.kernel = self.add_weight(name="kernel", shape=(d, 4 * u), initializer=kernel)
     self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(u, 4 * u),
-                                            initializer=_glorot_joint(d + u, 4 * u))
-    bias = np.concatenate([np.zeros(2 * u), np.ones(u), np.zeros(u)]).astype(np.float32)
-    self.bias = self.add_weight(name="bias", shape=(4 * u,),
-                                initializer=keras.initializers.Constant(bias))
+                                            initializer=recurrent)
+    self.bias = self.add_weight(name="bias", shape=(4 * u,), initializer=bias)
 
   def project(self, x):
     """W x + b for every frame at once: [..., input] -> [..., 4 units]."""
@@ -124,49 +148,111 @@ class LSTMCell(keras.layers.Layer):
     return tf.concat([state[..., :self.units], tf.tanh(state[..., self.units:])], axis=-1)
 
   def get_config(self):
-    return dict(units=self.units, **super().get_config())
+    return dict(units=self.units, init=self.init, **super().get_config())
 
 
 CELLS = {"gru": GRUCell, "lstm": LSTMCell}
 
 
 @keras.saving.register_keras_serializable(package="haviv_tf")
-class ConvEncoder(keras.layers.Layer):
-  """CIFAR-10 front end: 3 x [3x3 conv 128, leaky ReLU, 2x2 max pool] -> dense 2048 -> 1024."""
+class ScaledConv2D(keras.layers.Layer):
+  """3x3 'same' convolution whose weights are trainable variables times fixed factors.
 
-  def __init__(self, frame_shape, **kwargs):
+  The authors' parametrisation (TriggerCIFARCloud.py L238-265): kernel = v / kernel_div with
+  v ~ truncated_normal(std 1) trainable, bias = b / bias_div with b = 0.1 trainable. Under
+  Adam a variable moves about lr per step, so the effective weights move kernel_div (bias_div)
+  times more slowly than plain variables would.
+  """
+
+  def __init__(self, filters, kernel_div, bias_div, **kwargs):
+    super().__init__(**kwargs)
+    self.filters, self.kernel_div, self.bias_div = int(filters), float(kernel_div), float(bias_div)
+
+  def build(self, input_shape):
+    self.kernel = self.add_weight(name="kernel", shape=(3, 3, int(input_shape[-1]), self.filters),
+                                  initializer=keras.initializers.TruncatedNormal(stddev=1.0))
+    self.bias = self.add_weight(name="bias", shape=(self.filters,),
+                                initializer=keras.initializers.Constant(0.1))
+
+  def call(self, x):
+    y = tf.nn.conv2d(x, self.kernel / self.kernel_div, strides=1, padding="SAME")
+    return y + self.bias / self.bias_div
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape[:-1]) + (self.filters,)
+
+  def get_config(self):
+    return dict(filters=self.filters, kernel_div=self.kernel_div, bias_div=self.bias_div,
+                **super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="haviv_tf")
+class ConvEncoder(keras.layers.Layer):
+  """CIFAR-10 front end: 3 x [3x3 conv 128, leaky ReLU, 2x2 max pool] -> dense layers -> 1024.
+
+  kind "authors" (TriggerCIFARCloud.py L238-291): the convolutions are ScaledConv2D with
+  kernel divisors sqrt(3 x 128), 128, 128 and bias divisor sqrt(128); three dense layers
+  2048 -> 2048 -> 2048 -> 1024, weights randn / sqrt(2048), biases 0.01 randn; leaky ReLU
+  (slope 0.2) after every layer. kind "keras": Keras' default Conv2D and Dense layers, dense
+  2048 -> 2048 -> 1024.
+  """
+
+  def __init__(self, frame_shape, kind="keras", **kwargs):
     super().__init__(**kwargs)
     self.frame_shape = tuple(int(v) for v in frame_shape)
+    self.kind = kind
     self.blocks = []
     for k in range(3):
-      self.blocks += [keras.layers.Conv2D(128, 3, padding="same", name=f"conv{k}"),
-                      keras.layers.LeakyReLU(negative_slope=0.2),
+      if kind == "authors":
+        div = math.sqrt(3 * 128) if k == 0 else 128.0
+        conv = ScaledConv2D(128, div, math.sqrt(128), name=f"conv{k}")
+      else:
+        conv = keras.layers.Conv2D(128, 3, padding="same", name=f"conv{k}")
+      self.blocks += [conv, keras.layers.LeakyReLU(negative_slope=0.2),
                       keras.layers.MaxPooling2D(2)]
     self.flatten = keras.layers.Flatten()
-    self.dense1 = keras.layers.Dense(2048, name="dense1")
-    self.dense2 = keras.layers.Dense(1024, name="dense2")
+    if kind == "authors":
+      init = dict(kernel_initializer=_normal(1.0 / math.sqrt(2048)), bias_initializer=_normal(0.01))
+      self.dense1 = keras.layers.Dense(2048, name="dense1", **init)
+      self.dense2 = keras.layers.Dense(2048, name="dense2", **init)
+      self.dense3 = keras.layers.Dense(1024, name="dense3", **init)
+    else:
+      self.dense1 = keras.layers.Dense(2048, name="dense1")
+      self.dense2 = keras.layers.Dense(1024, name="dense2")
     self.act = keras.layers.LeakyReLU(negative_slope=0.2)
     self.output_size = 1024
+
+  @property
+  def dense_layers(self):
+    """The dense layers in order (a property, not an attribute: the checkpoint keeps one path
+    to each layer, dense1 ...)."""
+    return [self.dense1, self.dense2] + ([self.dense3] if self.kind == "authors" else [])
 
   def build(self, input_shape):
     """Creates every sub-layer's weights now (not at the first call), so that optimizers and
     checkpoints built before any call see them."""
     del input_shape  # frames are [n, prod(frame_shape)]; the layers see frame_shape
     shape = (None,) + self.frame_shape
-    for layer in self.blocks + [self.flatten, self.dense1, self.act, self.dense2]:
+    for layer in self.blocks + [self.flatten]:
       layer.build(shape)
       shape = layer.compute_output_shape(shape)
+    for layer in self.dense_layers:
+      layer.build(shape)
+      shape = layer.compute_output_shape(shape)
+    self.act.build(shape)
 
   def call(self, frames):
     """frames [n, prod(frame_shape)] -> features [n, 1024]."""
     x = tf.reshape(frames, (-1,) + self.frame_shape)
     for layer in self.blocks:
       x = layer(x)
-    x = self.act(self.dense1(self.flatten(x)))
-    return self.act(self.dense2(x))
+    x = self.flatten(x)
+    for layer in self.dense_layers:
+      x = self.act(layer(x))
+    return x
 
   def get_config(self):
-    return dict(frame_shape=list(self.frame_shape), **super().get_config())
+    return dict(frame_shape=list(self.frame_shape), kind=self.kind, **super().get_config())
 
 
 @keras.saving.register_keras_serializable(package="haviv_tf")
@@ -181,26 +267,36 @@ class DelayedClassifier(keras.Model):
   """
 
   def __init__(self, arch="gru", units=200, frame_shape=(28, 28, 1), readout="sigmoid",
-               encoder="none", **kwargs):
+               encoder="none", init="tf1", cnn="keras", **kwargs):
     super().__init__(**kwargs)
     if arch not in CELLS:
       raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(CELLS)}")
     if readout not in config_lib.READOUTS:
       raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(config_lib.READOUTS)}")
+    if init not in config_lib.INITS:
+      raise ValueError(f"unknown init {init!r}; valid: {', '.join(config_lib.INITS)}")
+    if cnn not in config_lib.CNNS:
+      raise ValueError(f"unknown cnn {cnn!r}; valid: {', '.join(config_lib.CNNS)}")
     self.arch, self.units, self.readout, self.encoder_kind = arch, int(units), readout, encoder
+    self.init, self.cnn = init, cnn
     self.frame_shape = tuple(int(v) for v in frame_shape)
     self.frame_size = int(np.prod(self.frame_shape))
     self.input_size = self.frame_size + 1
-    self.encoder = ConvEncoder(self.frame_shape, name="encoder") if encoder == "cnn" else None
+    self.encoder = (ConvEncoder(self.frame_shape, kind=cnn, name="encoder") if encoder == "cnn"
+                    else None)
     self.feature_size = (self.encoder.output_size if self.encoder else self.frame_size) + 1
-    self.cell = CELLS[arch](units, name="cell")
-    self.head = keras.layers.Dense(NUM_OUTPUTS, name="head")
+    self.cell = CELLS[arch](units, init=init, name="cell")
+    # init "authors": W_out randn / sqrt(units), b_out 0.01 randn (TriggerMNISTCloud.py L219-220)
+    head_init = (dict(kernel_initializer=_normal(1.0 / math.sqrt(self.units)),
+                      bias_initializer=_normal(0.01)) if init == "authors" else {})
+    self.head = keras.layers.Dense(NUM_OUTPUTS, name="head", **head_init)
     self.state_size = self.cell.state_size
     self.cell.build((None, self.feature_size))
     self.head.build((None, self.units))
     if self.encoder is not None:
       self.encoder.build((None, self.frame_size))
     self.speed_weight = 0.0
+    self.loss_norm, self.log_eps, self.mask = "weights", 0.0, "hard"  # see compile
     self.speed_targets = None          # see enable_speed_penalty
     self.speed_target_weights = None
     self.speed_tracker = keras.metrics.Mean(name="speed_sq")
@@ -261,10 +357,13 @@ class DelayedClassifier(keras.Model):
 
   # -- training -------------------------------------------------------------------------------
 
-  def compile(self, speed_weight=0.0, **kwargs):
-    """`speed_weight` (a Python float, traced once) is used by the regularised train_step."""
+  def compile(self, speed_weight=0.0, loss_norm="weights", log_eps=0.0, mask="hard", **kwargs):
+    """`speed_weight` (a Python float, traced once) is used by the regularised train_step;
+    `loss_norm`, `log_eps` and `mask` (Config's fields) define the task loss
+    (losses.masked_null_label)."""
     super().compile(**kwargs)
     self.speed_weight = float(speed_weight)
+    self.loss_norm, self.log_eps, self.mask = loss_norm, float(log_eps), mask
 
   def enable_speed_penalty(self, num_targets: int):
     """Creates the penalty's target variables (before any checkpoint is built or restored).
@@ -334,7 +433,8 @@ class DelayedClassifier(keras.Model):
     return trackers + ([self.speed_tracker] if self.speed_targets is not None else [])
 
   def _update_metrics(self, loss, labels, logits, weights, class_mask):
-    pred = tf.argmax(losses.mask_logits(logits, class_mask), axis=-1, output_type=tf.int32)
+    pred = tf.argmax(losses.mask_logits(logits, class_mask, self.mask), axis=-1,
+                     output_type=tf.int32)
     labels = tf.cast(labels, tf.int32)
     live = tf.cast(weights, tf.float32) > 0
     correct = tf.cast(tf.equal(pred, labels), tf.float32)
@@ -375,7 +475,7 @@ class DelayedClassifier(keras.Model):
   def task_loss(self, inputs, targets, training):
     logits, states = self(inputs, training=training)
     loss = losses.masked_null_label(targets["labels"], logits, targets["weights"],
-                                    targets["class_mask"])
+                                    targets["class_mask"], self.loss_norm, self.log_eps, self.mask)
     return loss, logits, states
 
   def extra_loss(self, inputs, targets, states):
@@ -419,8 +519,9 @@ class DelayedClassifier(keras.Model):
   def _distributed_train_step(self, data, ctx):
     """train_step on replica ctx.replica_id_in_sync_group of R, holding one shard of the batch.
 
-    The loss is sum w CE / sum w over the global batch. Each replica divides its own sum w CE by
-    the global sum w (all-reduced, no gradient) and adds its share of the speed penalty, so the
+    The loss is sum w CE / N over the global batch (N: sum w, or batch x time x 11 with
+    loss_norm "authors"). Each replica divides its own sum w CE by the global N (all-reduced, no
+    gradient) and adds its share of the speed penalty, so the
     replicas' objectives add up to the single-device loss; the optimizer (Keras 3, TensorFlow
     backend) all-reduces the replicas' gradients with SUM before applying them, which is then the
     gradient of the global loss. Metrics update with the global loss and the local predictions;
@@ -428,11 +529,12 @@ class DelayedClassifier(keras.Model):
     """
     inputs, targets = data[0], data[1]
     weights = tf.cast(targets["weights"], tf.float32)
-    total_weight = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(weights))
     with tf.GradientTape() as tape:
       logits, states = self(inputs, training=True)
-      weighted_ce, _ = losses.masked_null_label_sums(targets["labels"], logits, weights,
-                                                     targets["class_mask"])
+      weighted_ce, norm = losses.masked_null_label_sums(
+          targets["labels"], logits, weights, targets["class_mask"], self.loss_norm, self.log_eps,
+          self.mask)
+      total_weight = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(norm))
       share = tf.math.divide_no_nan(weighted_ce, total_weight)
       share = share + self.extra_loss(inputs, targets, states)
     grads = tape.gradient(share, self.trainable_variables)
@@ -477,7 +579,8 @@ class DelayedClassifier(keras.Model):
 
   def get_config(self):
     return dict(arch=self.arch, units=self.units, frame_shape=list(self.frame_shape),
-                readout=self.readout, encoder=self.encoder_kind, name=self.name)
+                readout=self.readout, encoder=self.encoder_kind, init=self.init, cnn=self.cnn,
+                name=self.name)
 
 
 def build(cfg: config_lib.Config, frame_shape) -> DelayedClassifier:
@@ -485,4 +588,5 @@ def build(cfg: config_lib.Config, frame_shape) -> DelayedClassifier:
   return DelayedClassifier(arch=cfg.arch, units=cfg.units, frame_shape=frame_shape,
                            readout=cfg.readout,
                            encoder="cnn" if cfg.dataset == "cifar10" else "none",
+                           init=cfg.init, cnn=cfg.cnn,
                            name="delayed_classifier")

@@ -23,6 +23,7 @@ from haviv_tf import config as config_lib
 from haviv_tf import curricula
 from haviv_tf import datasets
 from haviv_tf import distribute
+from haviv_tf import losses
 from haviv_tf import models
 from haviv_tf import speed_targets
 from haviv_tf import trials
@@ -103,8 +104,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 def lr_schedule(cfg: config_lib.Config):
   """The learning rate at each optimizer step.
 
-  "step" (the paper's): cfg.learning_rate up to and including step lr_decay_step, then
-  x lr_decay_factor.
+  "step" (the paper's): cfg.learning_rate for updates 1 .. lr_decay_step + 1 (the schedule
+  sees the update count before the update, 0 .. lr_decay_step), then x lr_decay_factor.
   "cosine": linear warm-up over warmup_steps, then a half cosine from learning_rate down to
   learning_rate x lr_decay_factor at train_steps.
   """
@@ -118,6 +119,11 @@ def lr_schedule(cfg: config_lib.Config):
 def make_optimizer(cfg: config_lib.Config) -> keras.optimizers.Optimizer:
   """Adam (TF1's epsilon 1e-8, as the authors) on lr_schedule(cfg)."""
   return keras.optimizers.Adam(learning_rate=lr_schedule(cfg), epsilon=1e-8)
+
+
+def null_warning_steps(cfg: config_lib.Config) -> int:
+  """How long a run must sit at the trivial solution before it is warned about."""
+  return max(5 * cfg.log_every, cfg.train_steps // 50)
 
 
 def speed_penalty_enabled(cfg: config_lib.Config) -> bool:
@@ -182,7 +188,8 @@ class Run:
       if speed_penalty_enabled(cfg):
         self.model.enable_speed_penalty(config_lib.NUM_CLASSES * cfg.speed_copies)
       self.optimizer = make_optimizer(cfg)
-      self.model.compile(optimizer=self.optimizer, speed_weight=cfg.speed_weight)
+      self.model.compile(optimizer=self.optimizer, speed_weight=cfg.speed_weight,
+                         loss_norm=cfg.loss_norm, log_eps=cfg.log_eps, mask=cfg.mask)
       self.optimizer.build(self.model.trainable_variables)
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     self.manager = tf.train.CheckpointManager(
@@ -255,30 +262,102 @@ class _Checkpointer(keras.callbacks.Callback):
       self.run.save()
 
 
+def last_logged_step(logdir: str) -> int:
+  """The largest step of any summary already in `logdir`'s event files (-1 if none).
+
+  A run killed after its last checkpoint has logged steps beyond it; its truncated last record
+  (if any) is ignored.
+  """
+  last = -1
+  for path in tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    try:
+      for event in tf.compat.v1.train.summary_iterator(path):
+        if event.HasField("summary"):
+          last = max(last, int(event.step))
+    except tf.errors.DataLossError:
+      pass
+  return last
+
+
+NULL_WARNING_TAG = "warnings/null_everywhere"
+NULL_MARGIN = 0.01  # relative distance to the trivial-solution loss counted as "at it"
+
+
 class _Scalars(keras.callbacks.Callback):
   """TensorBoard scalars every `every` steps at the global step (so resumed runs line up).
 
   Values are means over the steps since the previous write (metrics are reset after each).
+  Steps the workdir's event files already hold (a run killed after its last checkpoint, then
+  resumed from it, recomputes them identically) are not written again, so every curve has one
+  point per step.
+
+  Also watches for the trivial solution: when the report accuracy has been 0 and the loss within
+  NULL_MARGIN of `losses.trivial_loss` (the best loss of a constant output) at every write over
+  at least `null_steps` steps, it logs one warning and writes it as TensorBoard text
+  (NULL_WARNING_TAG).
   """
 
-  def __init__(self, logdir, every, curriculum, schedule, guard):
+  def __init__(self, logdir, every, curriculum, schedule, guard, cfg=None, null_steps=None):
     super().__init__()
+    self.written = last_logged_step(logdir)
     self.writer = tf.summary.create_file_writer(logdir)
     self.every, self.curriculum, self.schedule, self.guard = every, curriculum, schedule, guard
+    self.cfg = cfg
+    self.null_steps = null_steps
+    self.null_since = None   # first write of the current stretch at the trivial solution
+    self.warned = False
+
+  def trivial_loss(self, step):
+    """The trivial-solution loss under the curriculum stage of update `step`."""
+    num_classes, t_max = self.curriculum.at(step - 1)
+    c = self.cfg
+    return losses.trivial_loss(num_classes, t_max, c.seq_len, c.report_weight,
+                               self.curriculum.null_weight_at(step - 1), c.readout, c.loss_norm,
+                               c.log_eps)[0]
+
+  def _watch_null(self, step, logs):
+    """Returns the warning to write at `step`, if the stretch at the trivial solution is due."""
+    if self.cfg is None or self.warned:
+      return None
+    loss, report = float(logs["loss"]), float(logs["report_acc"])
+    trivial = self.trivial_loss(step)
+    if report > 0 or abs(loss - trivial) > NULL_MARGIN * trivial:
+      self.null_since = None
+      return None
+    if self.null_since is None:
+      self.null_since = step - self.every
+    if step - self.null_since < self.null_steps:
+      return None
+    self.warned = True
+    return (f"the network outputs null everywhere: report accuracy 0 and loss {loss:.5f} within "
+            f"{NULL_MARGIN:.0%} of the trivial-solution loss {trivial:.5f} (a constant output) "
+            f"over steps {self.null_since + 1}-{step}. It has not left the trivial solution; "
+            "see README, Fidelity")
 
   def on_train_batch_end(self, batch, logs=None):
     step = int(self.model.optimizer.iterations.numpy())
     if step % self.every or self.guard.bad_step is not None:
       return
     num_classes, t_max = self.curriculum.at(step - 1)
-    with self.writer.as_default(step=step):
-      for m in self.model.metrics:
-        tf.summary.scalar("train/" + m.name, m.result())
-      tf.summary.scalar("curriculum/stage", self.curriculum.stage(step - 1))
-      tf.summary.scalar("curriculum/num_classes", num_classes)
-      tf.summary.scalar("curriculum/t_max", t_max)
-      tf.summary.scalar("learning_rate", float(self.schedule(step - 1)))
-    self.writer.flush()
+    values = {m.name: m.result() for m in self.model.metrics}
+    warning = self._watch_null(step, values)
+    if warning:
+      logging.warning("step %d: %s", step, warning)
+    if step > self.written:
+      with self.writer.as_default(step=step):
+        for name, value in values.items():
+          tf.summary.scalar("train/" + name, value)
+        tf.summary.scalar("curriculum/stage", self.curriculum.stage(step - 1))
+        tf.summary.scalar("curriculum/num_classes", num_classes)
+        tf.summary.scalar("curriculum/t_max", t_max)
+        if self.curriculum.null_weight:
+          tf.summary.scalar("curriculum/null_weight", self.curriculum.null_weight_at(step - 1))
+        tf.summary.scalar("learning_rate", float(self.schedule(step - 1)))
+        if self.cfg is not None:
+          tf.summary.scalar("train/trivial_loss", self.trivial_loss(step))
+        if warning:
+          tf.summary.text(NULL_WARNING_TAG, warning)
+      self.writer.flush()
     for m in self.model.metrics:
       m.reset_state()
 
@@ -442,7 +521,7 @@ def _train(cfg, workdir, source, verbose, extra_callbacks, init_fn, strategy, sc
   if cfg.speed_refresh_every and speed_penalty_enabled(cfg):
     callbacks.append(_RefreshTargets(run, generator, cfg.speed_refresh_every, guard))
   scalars = _Scalars(os.path.join(out, TENSORBOARD_DIR, "train"), cfg.log_every, curriculum,
-                     lr_schedule(cfg), guard)
+                     lr_schedule(cfg), guard, cfg, null_warning_steps(cfg))
   callbacks += [_Historian(History(out, cfg.history_every, cfg.keep_history), curriculum,
                            total, guard),
                 _Checkpointer(run, guard),
@@ -505,7 +584,8 @@ def prepare_workdir(cfg: config_lib.Config, workdir: str, overwrite: bool = Fals
       raise RunError(f"{workdir} holds a run with a different {', '.join(diffs)}; use "
                      "--overwrite to replace it, or another --workdir")
     resume = not diffs
-  source = source or datasets.load(cfg.dataset, cfg.data_dir)
+  source = datasets.apply_recipe(source or datasets.load(cfg.dataset, cfg.data_dir),
+                                 cfg.data_recipe)
   if not distribute.is_chief(strategy):
     return source
   described = distribute.describe(strategy)

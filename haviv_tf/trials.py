@@ -210,13 +210,16 @@ class TrialGenerator:
     return dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask,
                 classes=classes, t_s=t_s, t_a=t_a)
 
-  def _targets(self, classes, t_a, length: int, t_max, num_classes):
+  def _targets(self, classes, t_a, length: int, t_max, num_classes, null_weight=1.0):
     """labels [batch, length] int32, weights [batch, length] float32 and class_mask [batch, 11]
-    bool of trials showing `classes` [batch] int32 with report steps `t_a` [batch] int32."""
+    bool of trials showing `classes` [batch] int32 with report steps `t_a` [batch] int32.
+    Null steps before t_max weigh `null_weight` (alpha, ReCu's ramp; else 1), the report step
+    report_weight - 1 + alpha (the authors' (t_max - 1) Z Y + alpha Y, TMC L298)."""
     steps = tf.range(length)[None, :]
     at_report = tf.equal(steps, t_a[:, None])
     labels = tf.where(at_report, classes[:, None] + 1, 0)
-    weights = tf.where(at_report, self.report_weight, 1.0)
+    null_weight = tf.cast(null_weight, tf.float32)
+    weights = tf.where(at_report, self.report_weight - 1.0 + null_weight, null_weight)
     weights = tf.where(steps < tf.cast(t_max, tf.int32), weights, 0.0)
     class_mask = tf.range(NUM_OUTPUTS)[None, :] <= tf.cast(num_classes, tf.int32)
     batch = classes.shape[0] if classes.shape[0] is not None else tf.shape(classes)[0]
@@ -335,6 +338,7 @@ class TrialGenerator:
 
     def make(step):
       _, num_classes, t_max = curriculum.at_tf(step)
+      null_weight = curriculum.null_weight_tf(step)
       seed_t = tf.stack([tf.cast(seed, tf.int64), step + offset])
       if backend == "numpy":
         inputs, classes, t_a = tf.numpy_function(
@@ -343,10 +347,13 @@ class TrialGenerator:
         inputs.set_shape([batch_size, length, self.input_size])
         classes.set_shape([batch_size])
         t_a.set_shape([batch_size])
-        labels, weights, class_mask = self._targets(classes, t_a, length, t_max, num_classes)
+        labels, weights, class_mask = self._targets(classes, t_a, length, t_max, num_classes,
+                                                    null_weight)
         b = dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask)
       else:
         b = self.sample(seed_t, batch_size, length, t_max=t_max, num_classes=num_classes)
+        b["weights"] = self._targets(b["classes"], b["t_a"], length, t_max, num_classes,
+                                     null_weight)[1]
       targets = {k: b[k] for k in ("labels", "weights", "class_mask")}
       if speed_noise:
         targets["speed_noise"] = self.noise(
@@ -373,5 +380,6 @@ def _uniform_int(seed, n, upper):
 
 
 def generator_for(source: datasets.Source, split: str, cfg: config_lib.Config) -> TrialGenerator:
+  source = datasets.apply_recipe(source, cfg.data_recipe)
   return TrialGenerator(getattr(source, split), source.mean, source.std, cfg.min_delay,
                         cfg.report_weight)

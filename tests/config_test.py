@@ -16,7 +16,7 @@ class PresetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(cfg.learning_rate, 1e-5)
     self.assertEqual(cfg.batch_size, 128)
     self.assertEqual(cfg.train_steps, 140_000)
-    self.assertEqual(cfg.lr_decay_step, 120_000)
+    self.assertEqual(cfg.lr_decay_step, 119_998)  # first update at lr / 10: 120,000
     self.assertEqual(cfg.units, 200)
     self.assertEqual(cfg.dataset, "mnist")
     self.assertEqual(cfg.preset, "paper")
@@ -30,7 +30,7 @@ class PresetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(cfg.learning_rate, 1e-4)
     self.assertEqual(cfg.batch_size, 64)
     self.assertEqual(cfg.train_steps, 300_000)
-    self.assertEqual(cfg.lr_decay_step, 280_000)
+    self.assertEqual(cfg.lr_decay_step, 279_998)
     self.assertEqual(cfg.dataset, "cifar10")
 
   @parameterized.parameters(("mnist", 3e-3), ("mnist_sample", 3e-3), ("cifar10", 1e-3))

@@ -1,12 +1,19 @@
-"""Tests for haviv_tf.train's learning-rate schedules."""
+"""Tests for haviv_tf.train: learning-rate schedules, TensorBoard logs on resume, the
+trivial-solution warning."""
 
 import math
+import os
+import shutil
+import tempfile
 
 from absl.testing import parameterized
+import keras
 import numpy as np
 import tensorflow as tf
 
 from haviv_tf import config
+from haviv_tf import datasets
+from haviv_tf import losses
 from haviv_tf import train
 
 
@@ -59,3 +66,122 @@ class LrScheduleTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+def _tiny_source():
+  rng = np.random.default_rng(0)
+  def split(n):
+    return datasets.Split(rng.integers(0, 255, (n, 4, 4, 1)).astype(np.uint8),
+                          (np.arange(n) % 10).astype(np.int32))
+  return datasets.Source("mnist_sample", split(40), split(20), np.float32([0.13]),
+                         np.float32([0.3]), "test")
+
+
+def _logged(workdir, tag):
+  """[(step, value)] of `tag` over every event file of the run's training logs, in file order."""
+  out = []
+  for path in sorted(tf.io.gfile.glob(os.path.join(workdir, "tensorboard", "train", "events.*"))):
+    try:
+      for e in tf.compat.v1.train.summary_iterator(path):
+        for v in e.summary.value:
+          if v.tag == tag:
+            out.append((e.step, tf.make_ndarray(v.tensor)))
+    except tf.errors.DataLossError:
+      pass
+  return out
+
+
+def _tempdir(test):
+  path = tempfile.mkdtemp()
+  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+class _Crash(Exception):
+  pass
+
+
+class _CrashAt(keras.callbacks.Callback):
+  def __init__(self, step):
+    super().__init__()
+    self.step = step
+
+  def on_train_batch_end(self, batch, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) == self.step:
+      raise _Crash()
+
+
+class TensorBoardResumeTest(tf.test.TestCase):
+
+  def test_a_resumed_run_does_not_log_the_killed_runs_steps_again(self):
+    cfg = config.resolve("quick", "mnist_sample", dict(
+        units=6, batch_size=8, train_steps=30, checkpoint_every=10, log_every=2,
+        protocol="nacu", history_every=0))
+    source = _tiny_source()
+    straight = _tempdir(self)
+    train.prepare_workdir(cfg, straight, source=source)
+    train.train(cfg, straight, source, verbose=0)
+
+    killed = _tempdir(self)
+    train.prepare_workdir(cfg, killed, source=source)
+    with self.assertRaises(_Crash):  # dies at step 25: checkpoint 20, scalars up to 24
+      train.train(cfg, killed, source, verbose=0, extra_callbacks=[_CrashAt(25)])
+    self.assertEqual([s for s, _ in _logged(killed, "train/loss")], list(range(2, 25, 2)))
+    # what a kill can leave: a torn last record
+    last = sorted(tf.io.gfile.glob(os.path.join(killed, "tensorboard", "train", "events.*")))[-1]
+    with open(last, "ab") as f:
+      f.write(b"\x10\x00\x00\x00\x00")
+    self.assertEqual(train.last_logged_step(os.path.join(killed, "tensorboard", "train")), 24)
+    train.train(cfg, killed, source, verbose=0)  # resumes from 20
+
+    for tag in ("train/loss", "train/report_acc", "learning_rate", "curriculum/stage"):
+      got, want = _logged(killed, tag), _logged(straight, tag)
+      self.assertEqual([s for s, _ in got], list(range(2, 31, 2)), tag)  # each step once, in order
+      self.assertAllClose([v for _, v in got], [v for _, v in want], rtol=1e-6, atol=1e-7)
+
+
+class NullWarningTest(tf.test.TestCase):
+
+  def test_a_run_stuck_at_the_trivial_solution_is_warned_once(self):
+    cfg = config.resolve("paper", "mnist_sample", dict(
+        units=6, batch_size=16, train_steps=40, checkpoint_every=40, log_every=2,
+        protocol="nacu", history_every=0, learning_rate=1e-7))
+    source = _tiny_source()
+    workdir = _tempdir(self)
+    train.prepare_workdir(cfg, workdir, source=source)
+
+    def trivial(run):
+      # the trivial solution: null logit sigmoid(12) ~ 1, class logits sigmoid(-12) ~ 0
+      head = run.model.head
+      head.kernel.assign(tf.zeros_like(head.kernel))
+      head.bias.assign([12.0] + [-12.0] * 10)
+
+    self.assertEqual(train.null_warning_steps(cfg), 10)
+    with self.assertLogs(level="WARNING") as logs:
+      train.train(cfg, workdir, source, verbose=0, init_fn=trivial)
+    warnings = [r.getMessage() for r in logs.records if "outputs null everywhere" in r.getMessage()]
+    self.assertLen(warnings, 1)
+    self.assertIn("trivial-solution loss", warnings[0])
+    self.assertIn("step 10:", warnings[0])   # at the first write 10 steps into the stretch
+    text = _logged(workdir, train.NULL_WARNING_TAG)
+    self.assertEqual([s for s, _ in text], [10])
+    self.assertIn(b"outputs null everywhere", text[0][1].item())
+    trivial_logged = dict(_logged(workdir, "train/trivial_loss"))
+    self.assertAllClose(trivial_logged[2], losses.trivial_loss(10, 20, 20, loss_norm="authors",
+                                                               log_eps=1e-4)[0])
+
+  def test_a_learning_run_is_not_warned(self):
+    cfg = config.resolve("quick", "mnist_sample", dict(
+        units=6, batch_size=16, train_steps=20, checkpoint_every=20, log_every=2,
+        protocol="nacu", history_every=0))
+    source = _tiny_source()
+    workdir = _tempdir(self)
+    train.prepare_workdir(cfg, workdir, source=source)
+
+    def confident(run):  # a network that reports class 1 at every step: far from trivial
+      head = run.model.head
+      head.kernel.assign(tf.zeros_like(head.kernel))
+      head.bias.assign([0.0, 20.0] + [0.0] * 9)
+
+    train.train(cfg, workdir, source, verbose=0, init_fn=confident)
+    self.assertEqual(_logged(workdir, train.NULL_WARNING_TAG), [])
