@@ -104,7 +104,7 @@ class RunSpec:
 
 def get_grid(name: str) -> Sequence[Grid]:
   if name not in GRIDS:
-    raise ValueError(f"unknown grid {name!r}; valid: {', '.join(GRIDS)}")
+    raise config_lib.InputError(f"unknown grid {name!r}; valid: {', '.join(GRIDS)}")
   return _PAPER_PARTS if name == "paper" else (GRIDS[name],)
 
 
@@ -119,7 +119,7 @@ def expand(grids) -> list:
   for g in grids:
     for mode in g.finetunes:
       if mode not in FINETUNE_MODES:
-        raise ValueError(f"unknown fine-tuning {mode!r}; valid: {', '.join(FINETUNE_MODES)}")
+        raise config_lib.InputError(f"unknown fine-tuning {mode!r}; valid: {', '.join(FINETUNE_MODES)}")
     for dataset in g.datasets:
       for protocol in g.protocols:
         for arch in g.archs:
@@ -131,7 +131,7 @@ def expand(grids) -> list:
             specs.append(spec)
   names = [s.name for s in specs]
   if len(set(names)) != len(names):
-    raise ValueError("the grid names the same run twice")
+    raise config_lib.InputError("the grid names the same run twice")
   return specs
 
 
@@ -267,7 +267,7 @@ def run_local(specs, root: str, workers: int = 1, threads: int = 0, data_dir: st
   Returns one status dict per run (see run_one), in grid order.
   """
   if workers < 1:
-    raise ValueError(f"`workers` must be positive, got {workers!r}")
+    raise config_lib.InputError(f"`workers` must be positive, got {workers!r}")
   threads = threads or max(1, (os.cpu_count() or 1) // workers)
   os.makedirs(root, exist_ok=True)
   lock = threading.Lock()
