@@ -181,7 +181,7 @@ def test_analysis_modes_without_a_readable_checkpoint_end_with_one_error_line(tm
 
 def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path):
   workdir = str(tmp_path / "run")
-  args = TINY + ["--steps=2000", "--checkpoint_every=10", f"--workdir={workdir}"]
+  args = TINY + ["--steps=100000", "--checkpoint_every=50", f"--workdir={workdir}"]
   child = subprocess.Popen([sys.executable, "-m", "haviv_tf.main", *args],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
