@@ -11,6 +11,7 @@ import sys
 from absl import logging
 import keras
 import tensorflow as tf
+from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
@@ -291,8 +292,9 @@ class Run:
     # overwritten as this run reaches their steps.
     paths = [p for p in checkpoint_paths(self.save_dir) if _step_of(p) < self.step]
     keep = [path] + paths[:self.cfg.keep_checkpoints - 1]
-    tf.compat.v1.train.update_checkpoint_state(
-        self.checkpoint_dir, path, all_model_checkpoint_paths=keep[::-1])
+    with deprecation.silence():  # its deprecation notice would be a stray line on stderr
+      tf.compat.v1.train.update_checkpoint_state(
+          self.checkpoint_dir, path, all_model_checkpoint_paths=keep[::-1])
     for old in paths[self.cfg.keep_checkpoints - 1:]:
       for f in tf.io.gfile.glob(old + ".*"):
         tf.io.gfile.remove(f)
