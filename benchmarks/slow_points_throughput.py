@@ -248,8 +248,9 @@ def eval_section(archs, generator, delay, num_trials, t_max, seed):
   steps = delay + 1  # delay >= t_max: every trial has t_s = 0, t_a = delay
   print(f"## Evaluation at delay {delay}: {num_trials} trials x {steps} steps\n")
   print("| arch | Evaluator s | Evaluator trial-steps/s | model.step loop s | "
-        "model.step loop trial-steps/s | Evaluator / model.step loop | noise frames alone s |")
-  print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+        "model.step loop trial-steps/s | Evaluator / model.step loop | noise frames alone s | "
+        "Evaluator with XLA s | XLA trial-steps/s |")
+  print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
   for arch in archs:
     _, model = build_model(arch)
     evaluator = evaluation.Evaluator(model, generator, t_max)
@@ -257,6 +258,11 @@ def eval_section(archs, generator, delay, num_trials, t_max, seed):
     t0 = time.perf_counter()
     evaluator.evaluate([delay], num_trials, seed)
     eval_s = time.perf_counter() - t0
+    compiled = evaluation.Evaluator(model, generator, t_max, jit_compile=True)
+    compiled.evaluate([delay], num_trials, seed)  # compiles once for this trial count
+    t0 = time.perf_counter()
+    compiled.evaluate([delay], num_trials, seed)
+    xla_s = time.perf_counter() - t0
 
     noise = tf.stack([generator.noise(tf.constant([seed, 1], tf.int64), t, num_trials)
                       for t in range(4)])
@@ -275,7 +281,8 @@ def eval_section(archs, generator, delay, num_trials, t_max, seed):
     noise_s = time.perf_counter() - t0
     work = num_trials * steps
     print(f"| {arch} | {eval_s:.1f} | {work / eval_s:,.0f} | {loop_s:.1f} | "
-          f"{work / loop_s:,.0f} | {eval_s / loop_s:.2f} | {noise_s:.1f} |", flush=True)
+          f"{work / loop_s:,.0f} | {eval_s / loop_s:.2f} | {noise_s:.1f} | {xla_s:.1f} | "
+          f"{work / xla_s:,.0f} |", flush=True)
   print()
 
 

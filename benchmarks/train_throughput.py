@@ -6,7 +6,8 @@
 For MNIST GRU and LSTM at paper size (200 units, batch 128, 20 frames) it measures, in one run:
   full     steps/s of train.train(): tf.data trial synthesis + fit() + train_step + TensorBoard
            scalars + checkpoint, timed over the second of two fit() epochs (the first traces);
-  compute  steps/s of the same compiled train_step fed one pre-built batch (no input pipeline);
+  compute  steps/s of the same train_step fed one pre-built batch (no input pipeline), in
+           tf.function with XLA as fit() runs it (--jit_compile);
   fit only steps/s of train.train() with the trial pipeline swapped for one pre-built batch
            repeated: fit() + callbacks + checkpoint without synthesis, which splits the gap
            between full and compute into synthesis and the rest;
@@ -96,7 +97,8 @@ def bench(cfg, source, steps, repeats):
   gen = trials.generator_for(source, "train", cfg)
   batch = gen.sample(tf.constant([0, 1], tf.int64), cfg.batch_size, cfg.seq_len)
   data = (batch["inputs"], {k: batch[k] for k in ("labels", "weights", "class_mask")})
-  step = tf.function(lambda: run.model.train_step(data))
+  # The trainer's own step: XLA-compiled as fit() compiles it (cfg.jit_compile).
+  step = tf.function(lambda: run.model.train_step(data), jit_compile=cfg.jit_compile)
   step()
   for _ in range(5):
     step()
@@ -151,6 +153,9 @@ def main():
                       help="rounds of (full, fit only, bare); figures are their medians")
   parser.add_argument("--trial_backend", default=config_lib.Config.trial_backend,
                       choices=config_lib.TRIAL_BACKENDS, help="the full trainer's trial sampler")
+  parser.add_argument("--jit_compile", type=int, default=1, choices=(0, 1),
+                      help="XLA-compile the step (main's --jit_compile); 0: without XLA")
+  parser.add_argument("--preset", default="paper", choices=config_lib.PRESET_NAMES)
   parser.add_argument("--sampler_nice", type=int, default=config_lib.SAMPLER_NICE,
                       help="niceness the numpy sampler's threads add (main's --sampler_nice)")
   args = parser.parse_args()
@@ -163,15 +168,16 @@ def main():
   other = [b for b in config_lib.TRIAL_BACKENDS if b != args.trial_backend][0]
   print(f"data: {source.origin}; {args.steps} timed steps per figure, median of {args.repeats} "
         f"rounds; trial backend of the full trainer: {args.trial_backend}, sampler_nice "
-        f"{args.sampler_nice}\n")
+        f"{args.sampler_nice}; preset {args.preset}, jit_compile {bool(args.jit_compile)}\n")
   print(f"| arch | full trainer steps/s | bare train_step steps/s | full / bare | "
         f"fit only steps/s | fit only / bare | "
         f"trial batches/s ({args.trial_backend}) | trials / full | trial batches/s ({other}) | "
         f"GFLOP/s (bare) | GFLOP/s (full) |")
   print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   for arch in args.archs.split(","):
-    cfg = config_lib.resolve("paper", "mnist", dict(arch=arch, protocol="nacu", seed=0,
-                                                    trial_backend=args.trial_backend))
+    cfg = config_lib.resolve(args.preset, "mnist", dict(
+        arch=arch, protocol="nacu", seed=0, trial_backend=args.trial_backend,
+        jit_compile=bool(args.jit_compile)))
     r = bench(cfg, source, args.steps, args.repeats)
     print(f"| {arch} | {r['full']:.2f} | {r['compute']:.2f} | {_ratio(r['full_ratio'])} | "
           f"{r['fit_only']:.2f} | {_ratio(r['fit_only_ratio'])} | {r['trials']:.1f} | {r['trials'] / r['full']:.1f} | {r['trials_' + other]:.1f} | "

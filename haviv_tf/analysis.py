@@ -34,7 +34,7 @@ def trained_config(workdir: str) -> config_lib.Config:
   if cfg is None:
     raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no {artifacts.CONFIG_FILE}); "
                              "train one first with --mode=train")
-  if not tf.train.latest_checkpoint(os.path.join(workdir, train.CHECKPOINT_DIR)):
+  if not train.checkpoint_paths(workdir):
     raise artifacts.RunError(f"{workdir} has no trained model (no checkpoint); train it first "
                              "with --mode=train")
   return cfg

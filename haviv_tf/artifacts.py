@@ -1,6 +1,7 @@
 """Workdir files: atomic writes, JSON, npz without pickle, package versions."""
 
 import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -13,10 +14,47 @@ from haviv_tf import config as config_lib
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+LOCK_FILE = ".lock"
 
 
-class RunError(Exception):
+class RunError(config_lib.InputError):
   """An expected failure (bad workdir, corrupt checkpoint, NaN loss); the message is one line."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+  """Holds an exclusive lock on `workdir` (created if missing) for the block.
+
+  fcntl.flock on workdir/.lock, which holds the holder's PID. The kernel releases the lock when
+  its process ends, however it ends, so a lock left by a killed process never blocks.
+
+  Raises:
+    RunError: another process holds the lock (naming its PID), or `workdir` is not a directory.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise RunError(f"--workdir {workdir} exists and is not a directory")
+  created = not os.path.exists(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+      raise RunError(f"{workdir} is in use by process {holder} (it holds {path}); wait for it "
+                     "to finish or stop it, or use another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+      yield
+    except BaseException:
+      if created and os.listdir(workdir) == [LOCK_FILE]:  # failed before writing anything
+        os.remove(path)
+        os.rmdir(workdir)
+      raise
+  finally:
+    os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager
@@ -48,12 +86,12 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-  """Reads JSON; raises ValueError with the path if it is not valid JSON."""
+  """Reads JSON; raises InputError (a ValueError) with the path if it is not valid JSON."""
   try:
     with open(path) as f:
       return json.load(f)
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    raise config_lib.InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def recorded_config(workdir: str):

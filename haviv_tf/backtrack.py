@@ -109,7 +109,7 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
     artifacts.RunError: no trained run, no final slow points, or fewer than one earlier snapshot.
   """
   if not merge_frac > 0:
-    raise ValueError(f"`merge_frac` must be positive, got {merge_frac!r}")
+    raise config_lib.InputError(f"`merge_frac` must be positive, got {merge_frac!r}")
   cfg, source, run = analysis.restore(workdir)
   sp_path = os.path.join(workdir, analysis.SLOW_POINTS_FILE)
   res_path = os.path.join(workdir, artifacts.RESULTS_FILE)

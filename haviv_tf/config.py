@@ -18,6 +18,7 @@ LOSS_NORMS = ("authors", "weights")  # Config.loss_norm
 MASKS = ("authors", "hard")         # Config.mask
 DATA_RECIPES = ("authors", "all")   # Config.data_recipe
 PRESET_NAMES = ("paper", "quick")
+PRECISIONS = ("float32", "mixed_bfloat16")
 # tf.distribute strategies for training (haviv_tf.distribute). Not a Config field: the strategy
 # does not change what a run computes.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -26,6 +27,14 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SAMPLER_NICE = 10
 MAX_NICE = 19
 NUM_CLASSES = 10          # image classes; the network has NUM_CLASSES + 1 outputs (null first)
+
+
+class InputError(ValueError):
+  """Bad input: flags, config, data or workdir. The message is one line meant for the user.
+
+  Everything the command line reports as `error: ...` is an InputError (datasets.DataError,
+  artifacts.RunError and main.UsageError derive from it); any other exception is a bug.
+  """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +72,8 @@ class Config:
   speed_refresh_every: int = 0      # training from scratch: re-estimate the centres every N steps
   finetune: str = ""                # "" (trained from scratch) or control | slow_points | center_mass
   data_offset: int = 0              # trial stream starts at this step (fine-tuning continues the parent's)
+  precision: str = "float32"        # "mixed_bfloat16": bfloat16 input projection / CNN in training
+  jit_compile: bool = True          # XLA-compile the train, test and evaluation steps (speed only)
   history_every: int = 5_000        # back-tracking snapshots every N steps (+ every stage change)
   keep_history: int = 32            # snapshot cap: beyond it the cadence doubles and old ones thin out
   # Fidelity to the authors' TF1 code (README, "Fidelity"); `paper` takes the authors' choice.
@@ -87,7 +98,7 @@ class Config:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-      raise ValueError(f"unknown config fields {unknown}; allowed: {sorted(names)}")
+      raise InputError(f"unknown config fields {unknown}; allowed: {sorted(names)}")
     d = dict(d)
     if "eval_delays" in d:
       d["eval_delays"] = tuple(int(v) for v in d["eval_delays"])
@@ -103,7 +114,7 @@ class Config:
 # Fields whose default changed after runs were recorded without them: a config.json that lacks
 # one was made with this value.
 _RECORD_DEFAULTS = {"trial_backend": "tf", "init": "tf1", "cnn": "keras", "loss_norm": "weights",
-                    "log_eps": 0.0, "mask": "hard", "data_recipe": "all"}
+                    "log_eps": 0.0, "mask": "hard", "data_recipe": "all", "jit_compile": False}
 
 
 # The authors' learning-rate drop: updates 1 .. 119,999 at the full rate, from update 120,000 on
@@ -136,9 +147,9 @@ PRESETS = {"paper": PAPER, "quick": QUICK}
 def preset(name: str, dataset: str = "mnist") -> Config:
   """The named preset for `dataset`, before flag overrides."""
   if name not in PRESETS:
-    raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESET_NAMES)}")
+    raise InputError(f"unknown preset {name!r}; valid: {', '.join(PRESET_NAMES)}")
   if dataset not in DATASETS:
-    raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+    raise InputError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
   cfg = dataclasses.replace(PRESETS[name], dataset=dataset)
   if dataset == "cifar10":
     cfg = dataclasses.replace(cfg, **(_CIFAR_PAPER if name == "paper" else _CIFAR_QUICK))
@@ -163,11 +174,11 @@ def resolve(preset_name: str, dataset: str, overrides: Mapping[str, Any]) -> Con
 
 
 def validate(cfg: Config) -> None:
-  """Raises ValueError naming the field, its value and what is allowed."""
+  """Raises InputError naming the field, its value and what is allowed."""
   def choice(name, allowed):
     value = getattr(cfg, name)
     if value not in allowed:
-      raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(allowed)}")
+      raise InputError(f"unknown {name} {value!r}; valid: {', '.join(allowed)}")
   choice("protocol", PROTOCOLS)
   choice("dataset", DATASETS)
   choice("arch", ARCHS)
@@ -182,11 +193,14 @@ def validate(cfg: Config) -> None:
   choice("mask", MASKS)
   choice("data_recipe", DATA_RECIPES)
   if cfg.mask == "authors" and cfg.readout != "sigmoid":
-    raise ValueError("`mask` authors multiplies the logits by -1000, which masks only the "
+    raise InputError("`mask` authors multiplies the logits by -1000, which masks only the "
                      "sigmoid read-out's positive logits; use --mask=hard with --readout=linear")
   eps = cfg.log_eps
   if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
-    raise ValueError(f"`log_eps` must be a number in [0, 1), got {eps!r}")
+    raise InputError(f"`log_eps` must be a number in [0, 1), got {eps!r}")
+  choice("precision", PRECISIONS)
+  if not isinstance(cfg.jit_compile, bool):
+    raise InputError(f"`jit_compile` must be true or false, got {cfg.jit_compile!r}")
   if cfg.finetune:
     choice("finetune", FINETUNE_MODES)
   for name in ("units", "batch_size", "train_steps", "seq_len", "min_delay", "eval_trials",
@@ -194,48 +208,48 @@ def validate(cfg: Config) -> None:
                "speed_copies", "keep_history"):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-      raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+      raise InputError(f"`{name}` must be a positive integer, got {value!r}")
   for name in ("learning_rate", "lr_decay_factor", "report_weight"):
     value = getattr(cfg, name)
     if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
-      raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
+      raise InputError(f"`{name}` must be a positive finite number, got {value!r}")
   for name in ("speed_refresh_every", "data_offset", "history_every", "warmup_steps"):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-      raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}")
+      raise InputError(f"`{name}` must be a non-negative integer, got {value!r}")
   mu = cfg.speed_weight
   if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu < float("inf"):
-    raise ValueError(f"`speed_weight` must be a non-negative finite number, got {mu!r}")
+    raise InputError(f"`speed_weight` must be a non-negative finite number, got {mu!r}")
   if cfg.finetune:
     want = "center_mass" if cfg.finetune == "control" else cfg.finetune
     if cfg.speed_targets != want:
-      raise ValueError(f"fine-tuning {cfg.finetune} takes `speed_targets` {want!r}, got "
+      raise InputError(f"fine-tuning {cfg.finetune} takes `speed_targets` {want!r}, got "
                        f"{cfg.speed_targets!r}")
     if cfg.finetune == "control" and mu != 0:
-      raise ValueError(f"the control fine-tuning has `speed_weight` 0, got {mu!r}")
+      raise InputError(f"the control fine-tuning has `speed_weight` 0, got {mu!r}")
     if cfg.speed_refresh_every:
-      raise ValueError("fine-tuning keeps its targets fixed: `speed_refresh_every` must be 0")
+      raise InputError("fine-tuning keeps its targets fixed: `speed_refresh_every` must be 0")
   elif mu > 0 or cfg.speed_targets != "none":
     if cfg.speed_targets != "center_mass" or mu <= 0 or cfg.speed_refresh_every <= 0:
-      raise ValueError("a speed penalty while training from scratch needs `speed_weight` > 0, "
+      raise InputError("a speed penalty while training from scratch needs `speed_weight` > 0, "
                        "`speed_targets` center_mass and `speed_refresh_every` > 0 (steps between "
                        "re-estimates of the class centres)")
   if cfg.lr_schedule == "cosine" and cfg.warmup_steps >= cfg.train_steps:
-    raise ValueError(f"`warmup_steps` ({cfg.warmup_steps}) must be below `train_steps` "
+    raise InputError(f"`warmup_steps` ({cfg.warmup_steps}) must be below `train_steps` "
                      f"({cfg.train_steps})")
   if cfg.protocol == "recu" and cfg.report_weight <= 1:
-    raise ValueError(f"recu starts with null weight 0, so the report step weighs report_weight "
+    raise InputError(f"recu starts with null weight 0, so the report step weighs report_weight "
                      f"- 1: `report_weight` must exceed 1, got {cfg.report_weight!r}")
   if cfg.seq_len < cfg.min_delay + 1:
-    raise ValueError(f"`seq_len` ({cfg.seq_len}) must exceed `min_delay` ({cfg.min_delay})")
+    raise InputError(f"`seq_len` ({cfg.seq_len}) must exceed `min_delay` ({cfg.min_delay})")
   if cfg.protocol == "decu" and cfg.seq_len < 6:
-    raise ValueError(f"`seq_len` must be at least 6 for decu (its first stage has T_max 6), "
+    raise InputError(f"`seq_len` must be at least 6 for decu (its first stage has T_max 6), "
                      f"got {cfg.seq_len}")
   if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**31:
-    raise ValueError(f"`seed` must be an integer in [0, 2**31), got {cfg.seed!r}")
+    raise InputError(f"`seed` must be an integer in [0, 2**31), got {cfg.seed!r}")
   if not cfg.eval_delays:
-    raise ValueError("`eval_delays` must name at least one delay")
+    raise InputError("`eval_delays` must name at least one delay")
   for d in cfg.eval_delays:
     if isinstance(d, bool) or not isinstance(d, int) or d < cfg.min_delay:
-      raise ValueError(f"`eval_delays` entries must be integers >= min_delay ({cfg.min_delay}), "
+      raise InputError(f"`eval_delays` entries must be integers >= min_delay ({cfg.min_delay}), "
                        f"got {d!r}")

@@ -43,9 +43,9 @@ def finetune_config(parent: config_lib.Config, mode: str, steps=None, speed_weig
   paper's (e.g. 3000 / 140k -> 107 steps) at its own learning rate.
   """
   if mode not in MODES:
-    raise ValueError(f"unknown fine-tuning {mode!r}; valid: {', '.join(MODES)}")
+    raise config_lib.InputError(f"unknown fine-tuning {mode!r}; valid: {', '.join(MODES)}")
   if parent.finetune:
-    raise ValueError(f"the parent run is itself a fine-tuning ({parent.finetune}); fine-tune a "
+    raise config_lib.InputError(f"the parent run is itself a fine-tuning ({parent.finetune}); fine-tune a "
                      "run trained from scratch")
   if steps is None:
     paper_steps = config_lib.preset("paper", parent.dataset).train_steps

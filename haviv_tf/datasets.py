@@ -8,6 +8,8 @@ import zlib
 
 import numpy as np
 
+from haviv_tf import config as config_lib
+
 SAMPLE_PATH = os.path.join(os.path.dirname(__file__), "data", "mnist_sample.npz")
 # MNIST statistics on [0, 1] pixels, as in the authors' code (the sample uses them too).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.30816
@@ -25,7 +27,7 @@ _MNIST_FILES = {
 _CIFAR_BIN = {"train": [f"data_batch_{k}.bin" for k in range(1, 6)], "test": ["test_batch.bin"]}
 
 
-class DataError(Exception):
+class DataError(config_lib.InputError):
   """A data set that cannot be found or read; the message is one line for the user."""
 
 

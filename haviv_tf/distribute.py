@@ -37,7 +37,7 @@ TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:
 def check_name(name: str) -> str:
   """Returns `name` if it is a strategy name; ValueError (one line) otherwise."""
   if name not in STRATEGIES:
-    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    raise config_lib.InputError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
   return name
 
 
@@ -51,7 +51,7 @@ def split_cpu(num_devices: int) -> None:
     ValueError: bad count, or the devices are already initialised with another layout.
   """
   if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
-    raise ValueError(f"`cpu_devices` must be a positive integer, got {num_devices!r}")
+    raise config_lib.InputError(f"`cpu_devices` must be a positive integer, got {num_devices!r}")
   cpu = tf.config.list_physical_devices("CPU")[0]
   current = tf.config.get_logical_device_configuration(cpu)
   if current is not None and len(current) == num_devices:
@@ -61,7 +61,7 @@ def split_cpu(num_devices: int) -> None:
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
   except RuntimeError:
     have = len(tf.config.list_logical_devices("CPU"))
-    raise ValueError(f"cannot split the CPU into {num_devices} logical devices: TensorFlow has "
+    raise config_lib.InputError(f"cannot split the CPU into {num_devices} logical devices: TensorFlow has "
                      f"already initialised {have}; split it at program start") from None
 
 
@@ -73,35 +73,35 @@ def tf_config() -> dict:
   """
   raw = os.environ.get("TF_CONFIG", "").strip()
   if not raw:
-    raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable, e.g. "
+    raise config_lib.InputError("--strategy=multi_worker needs the TF_CONFIG environment variable, e.g. "
                      + TF_CONFIG_EXAMPLE)
   try:
     config = json.loads(raw)
   except json.JSONDecodeError as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON ({e.msg} at column {e.colno})") from None
+    raise config_lib.InputError(f"TF_CONFIG is not valid JSON ({e.msg} at column {e.colno})") from None
   if not isinstance(config, dict):
-    raise ValueError("TF_CONFIG must be a JSON object with \"cluster\" and \"task\"")
+    raise config_lib.InputError("TF_CONFIG must be a JSON object with \"cluster\" and \"task\"")
   cluster, task = config.get("cluster"), config.get("task")
   if not isinstance(cluster, dict) or not cluster:
-    raise ValueError("TF_CONFIG has no \"cluster\" (a map of job name to host:port list), e.g. "
+    raise config_lib.InputError("TF_CONFIG has no \"cluster\" (a map of job name to host:port list), e.g. "
                      + TF_CONFIG_EXAMPLE)
   for job, hosts in cluster.items():
     if job not in ("chief", "worker"):
-      raise ValueError(f"TF_CONFIG cluster job {job!r} is not supported; use chief and worker")
+      raise config_lib.InputError(f"TF_CONFIG cluster job {job!r} is not supported; use chief and worker")
     if (not isinstance(hosts, list) or not hosts
         or not all(isinstance(h, str) and h.rpartition(":")[2].isdigit() for h in hosts)):
-      raise ValueError(f"TF_CONFIG cluster {job!r} must be a non-empty list of \"host:port\", "
+      raise config_lib.InputError(f"TF_CONFIG cluster {job!r} must be a non-empty list of \"host:port\", "
                        f"got {hosts!r}")
   if len(cluster.get("chief", [])) > 1:
-    raise ValueError("TF_CONFIG may name at most one chief")
+    raise config_lib.InputError("TF_CONFIG may name at most one chief")
   if not isinstance(task, dict) or "type" not in task or "index" not in task:
-    raise ValueError("TF_CONFIG has no \"task\" {\"type\": ..., \"index\": ...} for this process")
+    raise config_lib.InputError("TF_CONFIG has no \"task\" {\"type\": ..., \"index\": ...} for this process")
   kind, index = task["type"], task["index"]
   if kind not in cluster:
-    raise ValueError(f"TF_CONFIG task type {kind!r} is not a job of the cluster "
+    raise config_lib.InputError(f"TF_CONFIG task type {kind!r} is not a job of the cluster "
                      f"({', '.join(cluster)})")
   if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
-    raise ValueError(f"TF_CONFIG task index {index!r} is out of range for the "
+    raise config_lib.InputError(f"TF_CONFIG task index {index!r} is out of range for the "
                      f"{len(cluster[kind])} {kind} task(s)")
   return config
 
@@ -121,16 +121,16 @@ def make_strategy(name: str, cpu_devices: int = 0, tpu: str = ""):
   """
   check_name(name)
   if cpu_devices and name != "mirrored":
-    raise ValueError("--cpu_devices goes with --strategy=mirrored")
+    raise config_lib.InputError("--cpu_devices goes with --strategy=mirrored")
   if tpu and name != "tpu":
-    raise ValueError("--tpu goes with --strategy=tpu")
+    raise config_lib.InputError("--tpu goes with --strategy=tpu")
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
       if cpu_devices:
-        raise ValueError(f"--cpu_devices splits the CPU of a machine without GPU; this one has "
+        raise config_lib.InputError(f"--cpu_devices splits the CPU of a machine without GPU; this one has "
                          f"{len(gpus)} GPU(s), which mirrored uses")
       return tf.distribute.MirroredStrategy()
     if cpu_devices:
@@ -149,7 +149,7 @@ def make_strategy(name: str, cpu_devices: int = 0, tpu: str = ""):
     return tf.distribute.TPUStrategy(resolver)
   except (ValueError, RuntimeError, tf.errors.OpError) as e:
     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-    raise ValueError(f"cannot connect to a TPU ({first})") from None
+    raise config_lib.InputError(f"cannot connect to a TPU ({first})") from None
 
 
 def name_of(strategy) -> str:
@@ -233,7 +233,7 @@ def check_same_step(strategy, step: int) -> None:
     return
   steps = gather_ints(strategy, step)
   if len(set(steps)) > 1:
-    raise ValueError(f"the workers restored different steps {sorted(set(steps))}: the workdir "
+    raise config_lib.InputError(f"the workers restored different steps {sorted(set(steps))}: the workdir "
                      "must be on a filesystem every worker shares")
 
 
@@ -241,10 +241,10 @@ def check_divisible(strategy, batch_size: int, speed_noise: int) -> None:
   """Raises ValueError unless the global batch and the K speed-noise frames split evenly."""
   replicas = strategy.num_replicas_in_sync
   if batch_size % replicas:
-    raise ValueError(f"`batch_size` {batch_size} does not split evenly over the {replicas} "
+    raise config_lib.InputError(f"`batch_size` {batch_size} does not split evenly over the {replicas} "
                      "replicas; use a multiple of the replica count")
   if speed_noise % replicas:
-    raise ValueError(f"the speed penalty's {speed_noise} targets (10 x `speed_copies`) do not "
+    raise config_lib.InputError(f"the speed penalty's {speed_noise} targets (10 x `speed_copies`) do not "
                      f"split evenly over the {replicas} replicas; choose `speed_copies` so "
                      "that they do")
 

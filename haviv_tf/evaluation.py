@@ -19,13 +19,17 @@ class Evaluator:
   """
 
   def __init__(self, model: models.DelayedClassifier, generator: trials.TrialGenerator,
-               t_max: int):
+               t_max: int, jit_compile: bool = False):
+    """`jit_compile`: XLA-compile the loop over time (one compilation per trial count; the
+    delay stays a tensor). The trials are the same either way."""
     self.model, self.generator, self.t_max = model, generator, int(t_max)
-    self._run = tf.function(self._run_py, reduce_retracing=True)
+    self.jit_compile = bool(jit_compile)
+    self._run = tf.function(self._run_py, reduce_retracing=not jit_compile,
+                            jit_compile=self.jit_compile)
 
   def _run_py(self, seed, delay, num_trials):
     gen, model = self.generator, self.model
-    n = tf.cast(num_trials, tf.int32)
+    n = num_trials if isinstance(num_trials, int) else tf.cast(num_trials, tf.int32)
     s_stim, s_time, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     classes = tf.math.floormod(tf.range(n), config_lib.NUM_CLASSES)
     images, classes = gen.stimuli(s_stim, n, classes=classes)
@@ -71,8 +75,10 @@ class Evaluator:
                            "per_class_full_trial_accuracy_by_delay", "trials_per_delay")}
     for delay in delays:
       s = tf.constant([seed, _EVAL_STREAM + int(delay)], tf.int64)
+      # XLA needs the trial count (the batch) as a compile-time constant.
+      n = int(num_trials) if self.jit_compile else tf.constant(int(num_trials))
       classes, report_ok, full_ok = (v.numpy() for v in self._run(
-          s, tf.constant(int(delay)), tf.constant(int(num_trials))))
+          s, tf.constant(int(delay)), n))
       key = str(int(delay))
       out["accuracy_by_delay"][key] = float(report_ok.mean())
       out["full_trial_accuracy_by_delay"][key] = float(full_ok.mean())

@@ -4,12 +4,16 @@
       --workdir=runs/vocu_gru --seed=0
 
 Every Config field is also a flag (e.g. --learning_rate, --batch_size, --eval_delays=5,10,19);
---steps is --train_steps. Expected errors end with one line on stderr and exit status 1.
+--steps is --train_steps. Bad input (config_lib.InputError) ends with one `error: ...` line on
+stderr and exit status 1; anything else is a bug and ends with its traceback, BUG_MESSAGE and
+exit status BUG_EXIT_STATUS.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off stderr
 
@@ -21,6 +25,9 @@ from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 
 _TRAINING_MODES = ("train", "finetune", "compare")  # the modes that train in this process
+BUG_MESSAGE = ("internal error: the traceback above is a bug in haviv_tf or a library it uses, "
+               "not a problem with the input; please report it with the command that ran")
+BUG_EXIT_STATUS = 2
 
 _MODE = flags.DEFINE_string(
     "mode", "train",
@@ -88,18 +95,20 @@ for _field in dataclasses.fields(config_lib.Config):
     _OVERRIDES[_field.name] = flags.DEFINE_integer(_field.name, None, _help)
   elif _field.type in (float, "float"):
     _OVERRIDES[_field.name] = flags.DEFINE_float(_field.name, None, _help)
+  elif _field.type in (bool, "bool"):
+    _OVERRIDES[_field.name] = flags.DEFINE_bool(_field.name, None, _help)
   elif _field.type in (tuple, "tuple"):
     _OVERRIDES[_field.name] = flags.DEFINE_list(_field.name, None, _help)
   else:
     _OVERRIDES[_field.name] = flags.DEFINE_string(_field.name, None, _help)
 
 
-class UsageError(Exception):
+class UsageError(config_lib.InputError):
   """Bad flags; the message is one line."""
 
 
 def config_from_flags() -> config_lib.Config:
-  """The resolved Config of the parsed flags (ValueError on bad values)."""
+  """The resolved Config of the parsed flags (InputError on bad values)."""
   overrides = {}
   for name, holder in _OVERRIDES.items():
     value = holder.value
@@ -107,11 +116,11 @@ def config_from_flags() -> config_lib.Config:
       try:
         value = tuple(int(v) for v in value)
       except ValueError:
-        raise ValueError(f"`eval_delays` must be integers, got {','.join(value)}") from None
+        raise UsageError(f"`eval_delays` must be integers, got {','.join(value)}") from None
     overrides[name] = value
   if _STEPS.value is not None:
     if overrides.get("train_steps") is not None and overrides["train_steps"] != _STEPS.value:
-      raise ValueError("--steps and --train_steps disagree")
+      raise UsageError("--steps and --train_steps disagree")
     overrides["train_steps"] = _STEPS.value
   overrides.update(protocol=_PROTOCOL.value, arch=_ARCH.value)
   return config_lib.resolve(_PRESET.value, _DATASET.value, overrides)
@@ -160,6 +169,8 @@ def _train():
   from haviv_tf import distribute  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
   strategy = distribute.make_strategy(_STRATEGY.value, _CPU_DEVICES.value, _TPU.value)
+  if distribute.is_chief(strategy):  # other multi-worker tasks only read the workdir
+    _lock(workdir)
   results = analysis.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
                                        sp_config=_sp_config(slow_points), strategy=strategy)
   if not distribute.is_chief(strategy):
@@ -176,6 +187,8 @@ def _trained_run(mode):
   if not _WORKDIR.value:
     raise UsageError(f"--mode={mode} needs --workdir of a trained run")
   analysis = _import_quietly()
+  if os.path.isdir(_WORKDIR.value):
+    _lock(_WORKDIR.value)  # every such mode writes into the workdir
   return (analysis,) + tuple(analysis.restore(_WORKDIR.value))
 
 
@@ -255,6 +268,7 @@ def _finetune():
   from haviv_tf import control  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
   workdir = _WORKDIR.value or os.path.join(control.default_out(_PARENT.value), which)
+  _lock(workdir)
   results = control.finetune(_PARENT.value, which, workdir, steps, mu, _OVERWRITE.value,
                              sp_config=_sp_config(slow_points))
   accs = ", ".join(f"{d}: {a:.3f}" for d, a in
@@ -268,6 +282,7 @@ def _compare():
   from haviv_tf import control  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
   out = _OUT.value or control.default_out(_PARENT.value)
+  _lock(out)
   control.compare(_PARENT.value, out, steps, mu, sp_config=_sp_config(slow_points))
   print(open(os.path.join(out, control.COMPARE_MD)).read().rstrip())
   print(f"wrote {out}")
@@ -314,6 +329,15 @@ _HANDLERS = {"train": _train, "evaluate": _evaluate, "slow_points": _slow_points
 MODES = tuple(_HANDLERS)
 
 
+_LOCKS = contextlib.ExitStack()  # workdir locks held until main() returns
+
+
+def _lock(workdir):
+  """Holds the exclusive lock on `workdir` until the command ends (RunError if another process
+  holds it)."""
+  _LOCKS.enter_context(artifacts.workdir_lock(workdir))
+
+
 def _import_quietly():
   """Imports the TensorFlow side with fd 2 muted: TF 2.21 writes start-up notes (oneDNN, CUDA
   probing) to stderr before its log level applies, burying our one-line messages."""
@@ -333,19 +357,23 @@ def _import_quietly():
 
 
 def main(argv):
-  from haviv_tf import datasets  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS["verbosity"].present:
     # TF's own INFO lines (checkpoint sharding, ...) would drown ours; -v 0 shows everything.
     logging.set_verbosity(logging.WARNING)
   try:
-    _run(argv)
-  except (UsageError, ValueError, datasets.DataError, artifacts.RunError) as e:
+    with _LOCKS:
+      _run(argv)
+  except config_lib.InputError as e:  # bad flags, config, data or workdir
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
     print("interrupted; rerun the same command to resume from the last checkpoint",
           file=sys.stderr)
     sys.exit(130)
+  except Exception:  # pylint: disable=broad-except
+    traceback.print_exc()
+    print(BUG_MESSAGE, file=sys.stderr)
+    sys.exit(BUG_EXIT_STATUS)
 
 
 def _parse(argv):

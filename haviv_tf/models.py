@@ -37,15 +37,23 @@ def _cell_initializers(init, d, u, gates):
   return glorot, _glorot_joint(d + u, gates * u), None
 
 
-def _dense(x, kernel, bias):
-  """x @ kernel + bias over any leading axes, as one 2-D matmul.
+def _matmul(x, kernel, low_precision=False):
+  """x @ kernel (2-D); with `low_precision` the product (and its gradients) in bfloat16, the
+  result in float32."""
+  if not low_precision:
+    return tf.matmul(x, kernel)
+  return tf.cast(tf.matmul(tf.cast(x, tf.bfloat16), tf.cast(kernel, tf.bfloat16)), tf.float32)
+
+
+def _dense(x, kernel, bias, low_precision=False):
+  """x @ kernel + bias over any leading axes, as one 2-D matmul (bfloat16 if `low_precision`).
 
   (tf.einsum's gradient for "...i,ij->...j" materialises a [batch, in, out] tensor: 100x slower.)
   """
   if x.shape.rank == 2:
-    return tf.matmul(x, kernel) + bias
+    return _matmul(x, kernel, low_precision) + bias
   lead = tf.shape(x)[:-1]
-  y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel) + bias
+  y = _matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel, low_precision) + bias
   return tf.reshape(y, tf.concat([lead, [kernel.shape[-1]]], 0))
 
 
@@ -77,9 +85,10 @@ class GRUCell(keras.layers.Layer):
                                             initializer=recurrent)
     self.bias = self.add_weight(name="bias", shape=(3 * u,), initializer=bias)
 
-  def project(self, x):
-    """W x + b for every frame at once: [..., input] -> [..., 3 units]."""
-    return _dense(x, self.kernel, self.bias)
+  def project(self, x, low_precision=False):
+    """W x + b for every frame at once: [..., input] -> [..., 3 units] (float32; the product
+    in bfloat16 if `low_precision`)."""
+    return _dense(x, self.kernel, self.bias, low_precision)
 
   def step(self, xp, h):
     """One step from projected input xp [batch, 3u] and state h [batch, u]."""
@@ -125,9 +134,10 @@ class LSTMCell(keras.layers.Layer):
                                             initializer=recurrent)
     self.bias = self.add_weight(name="bias", shape=(4 * u,), initializer=bias)
 
-  def project(self, x):
-    """W x + b for every frame at once: [..., input] -> [..., 4 units]."""
-    return _dense(x, self.kernel, self.bias)
+  def project(self, x, low_precision=False):
+    """W x + b for every frame at once: [..., input] -> [..., 4 units] (float32; the product
+    in bfloat16 if `low_precision`)."""
+    return _dense(x, self.kernel, self.bias, low_precision)
 
   def step(self, xp, state):
     u = self.units
@@ -241,15 +251,33 @@ class ConvEncoder(keras.layers.Layer):
       shape = layer.compute_output_shape(shape)
     self.act.build(shape)
 
-  def call(self, frames):
-    """frames [n, prod(frame_shape)] -> features [n, 1024]."""
+  def call(self, frames, low_precision=False):
+    """frames [n, prod(frame_shape)] -> features [n, 1024] float32.
+
+    With `low_precision` the convolutions and dense layers compute in bfloat16 (weights kept
+    in float32 and cast), the same operations as the Keras layers.
+    """
     x = tf.reshape(frames, (-1,) + self.frame_shape)
-    for layer in self.blocks:
-      x = layer(x)
-    x = self.flatten(x)
+    if not low_precision:
+      for layer in self.blocks:
+        x = layer(x)
+      x = self.flatten(x)
+      for layer in self.dense_layers:
+        x = self.act(layer(x))
+      return x
+    bf16 = lambda v: tf.cast(v, tf.bfloat16)  # pylint: disable=unnecessary-lambda-assignment
+    slope = self.act.negative_slope
+    x = bf16(x)
+    for conv in self.blocks[::3]:
+      kernel, bias = conv.kernel, conv.bias
+      if isinstance(conv, ScaledConv2D):  # the effective weights, as ScaledConv2D.call
+        kernel, bias = kernel / conv.kernel_div, bias / conv.bias_div
+      x = tf.nn.conv2d(x, bf16(kernel), strides=1, padding="SAME") + bf16(bias)
+      x = tf.nn.max_pool2d(tf.nn.leaky_relu(x, slope), 2, 2, "VALID")
+    x = tf.reshape(x, [tf.shape(x)[0], -1])
     for layer in self.dense_layers:
-      x = self.act(layer(x))
-    return x
+      x = tf.nn.leaky_relu(tf.matmul(x, bf16(layer.kernel)) + bf16(layer.bias), slope)
+    return tf.cast(x, tf.float32)
 
   def get_config(self):
     return dict(frame_shape=list(self.frame_shape), kind=self.kind, **super().get_config())
@@ -267,7 +295,7 @@ class DelayedClassifier(keras.Model):
   """
 
   def __init__(self, arch="gru", units=200, frame_shape=(28, 28, 1), readout="sigmoid",
-               encoder="none", init="tf1", cnn="keras", **kwargs):
+               encoder="none", init="tf1", cnn="keras", precision="float32", **kwargs):
     super().__init__(**kwargs)
     if arch not in CELLS:
       raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(CELLS)}")
@@ -277,6 +305,10 @@ class DelayedClassifier(keras.Model):
       raise ValueError(f"unknown init {init!r}; valid: {', '.join(config_lib.INITS)}")
     if cnn not in config_lib.CNNS:
       raise ValueError(f"unknown cnn {cnn!r}; valid: {', '.join(config_lib.CNNS)}")
+    if precision not in config_lib.PRECISIONS:
+      raise ValueError(f"unknown precision {precision!r}; valid: "
+                       f"{', '.join(config_lib.PRECISIONS)}")
+    self.precision = precision
     self.arch, self.units, self.readout, self.encoder_kind = arch, int(units), readout, encoder
     self.init, self.cnn = init, cnn
     self.frame_shape = tuple(int(v) for v in frame_shape)
@@ -308,13 +340,13 @@ class DelayedClassifier(keras.Model):
 
   # -- dynamics -------------------------------------------------------------------------------
 
-  def encode(self, inputs):
+  def encode(self, inputs, low_precision=False):
     """Raw inputs [..., frame_size + 1] -> cell input features [..., feature_size]."""
     if self.encoder is None:
       return inputs
     lead = tf.shape(inputs)[:-1]
     frames = tf.reshape(inputs[..., :-1], [-1, self.frame_size])
-    feats = self.encoder(frames)
+    feats = self.encoder(frames, low_precision=low_precision)
     feats = tf.reshape(feats, tf.concat([lead, [self.encoder.output_size]], 0))
     return tf.concat([feats, inputs[..., -1:]], axis=-1)
 
@@ -335,9 +367,13 @@ class DelayedClassifier(keras.Model):
   def initial_state(self, batch_size):
     return tf.zeros([batch_size, self.state_size])
 
-  def run(self, inputs, initial_state=None):
-    """States [batch, time, state_size] for raw inputs [batch, time, frame_size + 1]."""
-    xp = self.cell.project(self.encode(inputs))
+  def run(self, inputs, initial_state=None, low_precision=False):
+    """States [batch, time, state_size] for raw inputs [batch, time, frame_size + 1].
+
+    `low_precision`: the front end (input projection; CIFAR-10: the CNN) in bfloat16; the
+    recurrence and the states are float32 either way.
+    """
+    xp = self.cell.project(self.encode(inputs, low_precision), low_precision)
     batch = tf.shape(inputs)[0]
     state = self.initial_state(batch) if initial_state is None else initial_state
     length = inputs.shape[1]
@@ -352,7 +388,9 @@ class DelayedClassifier(keras.Model):
     return tf.transpose(states, [1, 0, 2])
 
   def call(self, inputs, training=False):
-    states = self.run(inputs)
+    """(logits, states). Training steps of a "mixed_bfloat16" model run the front end in
+    bfloat16; every other call (evaluation, analysis, export) runs in float32."""
+    states = self.run(inputs, low_precision=training and self.precision == "mixed_bfloat16")
     return self.logits(states), states
 
   # -- training -------------------------------------------------------------------------------
@@ -580,6 +618,7 @@ class DelayedClassifier(keras.Model):
   def get_config(self):
     return dict(arch=self.arch, units=self.units, frame_shape=list(self.frame_shape),
                 readout=self.readout, encoder=self.encoder_kind, init=self.init, cnn=self.cnn,
+                precision=self.precision,
                 name=self.name)
 
 
@@ -588,5 +627,5 @@ def build(cfg: config_lib.Config, frame_shape) -> DelayedClassifier:
   return DelayedClassifier(arch=cfg.arch, units=cfg.units, frame_shape=frame_shape,
                            readout=cfg.readout,
                            encoder="cnn" if cfg.dataset == "cifar10" else "none",
-                           init=cfg.init, cnn=cfg.cnn,
+                           init=cfg.init, cnn=cfg.cnn, precision=cfg.precision,
                            name="delayed_classifier")

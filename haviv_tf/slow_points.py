@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Sequence
 import weakref
+import zipfile
 
 from absl import logging
 
@@ -52,15 +53,15 @@ class SlowPointConfig:
     for name in ("learning_rate", "q_tol"):
       value = getattr(self, name)
       if not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
+        raise config_lib.InputError(f"`{name}` must be a positive finite number, got {value!r}")
     if not isinstance(self.decay, (int, float)) or not 0 < self.decay <= 1:
-      raise ValueError(f"`decay` must be in (0, 1], got {self.decay!r}")
+      raise config_lib.InputError(f"`decay` must be in (0, 1], got {self.decay!r}")
     if not isinstance(self.dedup_tol, (int, float)) or not 0 <= self.dedup_tol < math.inf:
-      raise ValueError(f"`dedup_tol` must be a finite number >= 0, got {self.dedup_tol!r}")
+      raise config_lib.InputError(f"`dedup_tol` must be a finite number >= 0, got {self.dedup_tol!r}")
     for name in ("max_iters", "chunk", "num_eigenvalues", "batch_size"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        raise config_lib.InputError(f"`{name}` must be a positive integer, got {value!r}")
 
 
 _FIELDS = ("states", "speed", "q", "readout", "init_class", "eigenvalues", "max_abs_eig",
@@ -157,11 +158,15 @@ class SlowPoints:
 
   @classmethod
   def load(cls, path: str) -> "SlowPoints":
-    arrays = artifacts.load_npz(path)
-    missing = [k for k in _FIELDS if k not in arrays]
-    if missing:
-      raise ValueError(f"{path} is not a SlowPoints file: missing fields {missing}")
-    return cls(**{k: arrays[k] for k in _FIELDS})
+    """Raises artifacts.RunError (one line) if `path` is not a readable SlowPoints file."""
+    try:
+      arrays = artifacts.load_npz(path)
+      missing = [k for k in _FIELDS if k not in arrays]
+      if missing:
+        raise ValueError(f"missing fields {missing}")
+      return cls(**{k: arrays[k] for k in _FIELDS})
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+      raise artifacts.RunError(f"{path} is not a readable SlowPoints file ({e})") from None
 
 
 # -- dynamics helpers ---------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000)) -> dict:
     artifacts.RunError: a workdir is not a finished run with slow points.
   """
   if not workdirs:
-    raise ValueError("`workdirs` must name at least one run")
+    raise config_lib.InputError("`workdirs` must name at least one run")
   rows = table(workdirs)
   have = [d for d in delays if any(r.get(f"acc_{d}") is not None for r in rows)]
   if not have:

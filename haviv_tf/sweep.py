@@ -105,20 +105,20 @@ class RunSpec:
 def grid_from_dict(d: dict) -> Grid:
   """A Grid from a JSON object of its fields (a grid file); unknown fields are refused."""
   if not isinstance(d, dict):
-    raise ValueError("a grid file holds one JSON object of Grid fields")
+    raise config_lib.InputError("a grid file holds one JSON object of Grid fields")
   fields = {f.name for f in dataclasses.fields(Grid)}
   unknown = sorted(set(d) - fields)
   if unknown:
-    raise ValueError(f"unknown grid field(s) {', '.join(unknown)}; valid: "
+    raise config_lib.InputError(f"unknown grid field(s) {', '.join(unknown)}; valid: "
                      f"{', '.join(sorted(fields))}")
   if not isinstance(d.get("name"), str) or not d["name"] or d["name"] in GRIDS:
-    raise ValueError("a grid file needs a \"name\" of its own (not one of "
+    raise config_lib.InputError("a grid file needs a \"name\" of its own (not one of "
                      f"{', '.join(GRIDS)})")
   kw = dict(d)
   for k in ("datasets", "protocols", "archs", "seeds", "finetunes"):
     if k in kw:
       if not isinstance(kw[k], list):
-        raise ValueError(f"grid field {k!r} must be a list")
+        raise config_lib.InputError(f"grid field {k!r} must be a list")
       kw[k] = tuple(kw[k])
   if "overrides" in kw:
     ov = kw["overrides"]
@@ -132,13 +132,13 @@ def load_grid_file(path: str) -> Grid:
   try:
     d = artifacts.read_json(path)
   except OSError as e:
-    raise ValueError(f"cannot read grid file {path}: {e.strerror or e}") from None
+    raise config_lib.InputError(f"cannot read grid file {path}: {e.strerror or e}") from None
   return grid_from_dict(d)
 
 
 def get_grid(name: str) -> Sequence[Grid]:
   if name not in GRIDS:
-    raise ValueError(f"unknown grid {name!r}; valid: {', '.join(GRIDS)}")
+    raise config_lib.InputError(f"unknown grid {name!r}; valid: {', '.join(GRIDS)}")
   return _PAPER_PARTS if name == "paper" else (GRIDS[name],)
 
 
@@ -153,7 +153,7 @@ def expand(grids) -> list:
   for g in grids:
     for mode in g.finetunes:
       if mode not in FINETUNE_MODES:
-        raise ValueError(f"unknown fine-tuning {mode!r}; valid: {', '.join(FINETUNE_MODES)}")
+        raise config_lib.InputError(f"unknown fine-tuning {mode!r}; valid: {', '.join(FINETUNE_MODES)}")
     for dataset in g.datasets:
       for protocol in g.protocols:
         for arch in g.archs:
@@ -165,7 +165,7 @@ def expand(grids) -> list:
             specs.append(spec)
   names = [s.name for s in specs]
   if len(set(names)) != len(names):
-    raise ValueError("the grid names the same run twice")
+    raise config_lib.InputError("the grid names the same run twice")
   return specs
 
 
@@ -301,7 +301,7 @@ def run_local(specs, root: str, workers: int = 1, threads: int = 0, data_dir: st
   Returns one status dict per run (see run_one), in grid order.
   """
   if workers < 1:
-    raise ValueError(f"`workers` must be positive, got {workers!r}")
+    raise config_lib.InputError(f"`workers` must be positive, got {workers!r}")
   threads = threads or max(1, (os.cpu_count() or 1) // workers)
   os.makedirs(root, exist_ok=True)
   lock = threading.Lock()

@@ -11,12 +11,14 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 
 from absl import logging
 import keras
 import tensorflow as tf
+from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
@@ -32,8 +34,9 @@ CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 HISTORY_DIR = "history"
 HISTORY_FILE = "history.json"
-# Fields that do not change what a run computes; a resumed run may differ in them.
-_RUN_CONTROL_FIELDS = ("data_dir", "history_every", "keep_history")
+# Fields that do not change what a run computes (jit_compile: up to float rounding); a resumed
+# run may differ in them.
+_RUN_CONTROL_FIELDS = ("data_dir", "history_every", "keep_history", "jit_compile")
 
 
 RunError = artifacts.RunError
@@ -135,15 +138,78 @@ def speed_noise_frames(cfg: config_lib.Config) -> int:
   return config_lib.NUM_CLASSES * cfg.speed_copies if speed_penalty_enabled(cfg) else 0
 
 
-def load_weights(model, workdir: str) -> int:
-  """Reads the model weights of `workdir`'s latest checkpoint into `model` (read-only).
+def checkpoint_paths(workdir: str) -> list:
+  """The checkpoint prefixes in workdir/checkpoints (ckpt-<step>.index present), newest first.
 
-  Returns the checkpoint's step. Raises RunError if there is none or it cannot be read.
+  Found from the files themselves, not from the `checkpoint` state file, so that a damaged
+  state file hides none of them.
   """
-  path = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  found = []
+  for name in tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []:
+    m = re.fullmatch(r"ckpt-(\d+)\.index", name)
+    if m:
+      found.append((int(m.group(1)), os.path.join(directory, name[:-len(".index")])))
+  return [path for _, path in sorted(found, reverse=True)]
+
+
+def _step_of(path: str) -> int:
+  return int(path.rsplit("-", 1)[1])
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _read_newest(workdir: str, read) -> tuple:
+  """Calls read(path) on workdir's checkpoints, newest first, until one succeeds.
+
+  `read` raises RunError for a checkpoint that cannot be read. Each one skipped is logged as a
+  warning with the reason. Returns (path, read's result), or (None, None) if there is no
+  checkpoint.
+
+  Raises:
+    RunError: checkpoints exist but none can be read (each one named, with its reason).
+  """
+  paths = checkpoint_paths(workdir)
+  skipped = []
+  for path in paths:
+    try:
+      result = read(path)
+    except RunError as e:
+      logging.warning("skipped checkpoint %s: %s", path, e)
+      skipped.append(f"{os.path.basename(path)} ({e})")
+      continue
+    if skipped:
+      logging.warning("using checkpoint %s, the newest that reads (skipped %d newer)", path,
+                      len(skipped))
+    return path, result
+  if skipped:
+    raise RunError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)} can be read: "
+                   f"{'; '.join(skipped)}")
+  return None, None
+
+
+def verify_checkpoint(path: str) -> None:
+  """Reads every tensor of the checkpoint at `path` (checksums included); RunError if any fails."""
+  try:
+    reader = tf.train.load_checkpoint(path)
+    for key in reader.get_variable_to_shape_map():
+      reader.get_tensor(key)
+  except (tf.errors.OpError, ValueError, IndexError) as e:
+    raise RunError(f"checkpoint {path} does not read back ({_first_line(e)})") from None
+
+
+def load_weights(model, workdir: str) -> int:
+  """Reads the model weights of `workdir`'s newest readable checkpoint into `model` (read-only).
+
+  Returns the checkpoint's step. Raises RunError if there is none or none can be read.
+  """
+  path, step = _read_newest(workdir, lambda p: read_snapshot(model, p))
   if path is None:
     raise RunError(f"{workdir} has no trained model (no checkpoint)")
-  return read_snapshot(model, path)
+  return step
 
 
 def read_snapshot(model, path: str) -> int:
@@ -156,13 +222,13 @@ def read_snapshot(model, path: str) -> int:
     reader = tf.train.load_checkpoint(path)
     step = -1
     for key in reader.get_variable_to_shape_map():
-      if key.startswith("optimizer/iterations") or key.startswith("step/"):
+      if key.startswith(("optimizer/iterations", "optimizer/_iterations", "step/")):
         step = int(reader.get_tensor(key))
     scratch = models.DelayedClassifier(**model.get_config())
     tf.train.Checkpoint(model=scratch).read(path).expect_partial().assert_existing_objects_matched()
-  except (tf.errors.OpError, ValueError, AssertionError) as e:
-    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-    raise RunError(f"checkpoint {path} is corrupt or from another model ({first})") from None
+  except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+    raise RunError(f"checkpoint {path} is corrupt or from another model "
+                   f"({_first_line(e)})") from None
   for dst, src in zip(model.trainable_variables, scratch.trainable_variables):
     dst.assign(src)
   return step
@@ -175,6 +241,10 @@ class Run:
   scope; None keeps the current (normally the default, single-device) strategy. Checkpoints are
   restored from workdir/checkpoints and saved to `save_dir`/checkpoints (default: the workdir;
   a non-chief multi-worker task saves to a scratch directory).
+
+  A restore falls back to the newest checkpoint that reads, logging each one skipped and why.
+  A save is read back in full before the `checkpoint` state file names it and before any older
+  checkpoint beyond cfg.keep_checkpoints is deleted.
   """
 
   def __init__(self, cfg: config_lib.Config, workdir: str, frame_shape, strategy=None,
@@ -188,41 +258,62 @@ class Run:
       if speed_penalty_enabled(cfg):
         self.model.enable_speed_penalty(config_lib.NUM_CLASSES * cfg.speed_copies)
       self.optimizer = make_optimizer(cfg)
+      # jit_compile explicitly: Keras resolves "auto" to False on a CPU. Under a tf.distribute
+      # strategy the step stays uncompiled: XLA cannot compile the replicas' all-reduces on CPU.
       self.model.compile(optimizer=self.optimizer, speed_weight=cfg.speed_weight,
-                         loss_norm=cfg.loss_norm, log_eps=cfg.log_eps, mask=cfg.mask)
+                         loss_norm=cfg.loss_norm, log_eps=cfg.log_eps, mask=cfg.mask,
+                         jit_compile=cfg.jit_compile and default)
       self.optimizer.build(self.model.trainable_variables)
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(self.save_dir, CHECKPOINT_DIR),
-        max_to_keep=cfg.keep_checkpoints, checkpoint_name="ckpt")
+      # Created now, so that every checkpoint written holds it and every restore matches it.
+      _ = self.checkpoint.save_counter
+    self.checkpoint_dir = os.path.join(self.save_dir, CHECKPOINT_DIR)
 
   @property
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
 
+  @property
+  def latest_checkpoint(self):
+    """The newest checkpoint this run has saved (or found on disk), or None."""
+    paths = checkpoint_paths(self.save_dir)
+    return paths[0] if paths else None
+
   def restore(self) -> int:
-    """Restores the latest checkpoint (if any); returns the step it holds.
+    """Restores the newest checkpoint that reads (if any); returns the step it holds.
+
+    A non-chief multi-worker task restores the chief's, from the workdir.
 
     Raises:
-      RunError: the checkpoint exists but cannot be read.
+      RunError: checkpoints exist but none can be read.
     """
-    if self.save_dir == self.workdir:
-      path = self.manager.latest_checkpoint
-    else:  # a non-chief multi-worker task restores the chief's checkpoint
-      state = tf.train.get_checkpoint_state(os.path.join(self.workdir, CHECKPOINT_DIR))
-      path = state.model_checkpoint_path if state else None
-    if path is None:
-      return 0
-    try:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
-      first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-      raise RunError(f"checkpoint {path} is corrupt or from another model ({first}); move it "
-                     "away to resume from an earlier one, or use --overwrite") from None
-    return self.step
+    def read(path):
+      try:
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+      except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+        raise RunError(f"corrupt or from another model: {_first_line(e)}") from None
+    path, _ = _read_newest(self.workdir, read)
+    return 0 if path is None else self.step
 
   def save(self) -> str:
-    return self.manager.save(checkpoint_number=self.step)
+    """Writes checkpoint ckpt-<step>, reads it back, then records it and prunes old ones.
+
+    Raises:
+      RunError: the new checkpoint does not read back (the older ones are all kept).
+    """
+    path = self.checkpoint.write(os.path.join(self.checkpoint_dir, f"ckpt-{self.step}"))
+    verify_checkpoint(path)
+    # Older checkpoints only: newer ones (left by a run that fell back past them) are
+    # overwritten as this run reaches their steps.
+    paths = [p for p in checkpoint_paths(self.save_dir) if _step_of(p) < self.step]
+    keep = [path] + paths[:self.cfg.keep_checkpoints - 1]
+    with deprecation.silence():  # its deprecation notice would be a stray line on stderr
+      tf.compat.v1.train.update_checkpoint_state(
+          self.checkpoint_dir, path, all_model_checkpoint_paths=keep[::-1])
+    for old in paths[self.cfg.keep_checkpoints - 1:]:
+      for f in tf.io.gfile.glob(old + ".*"):
+        tf.io.gfile.remove(f)
+    return path
 
   def single_device(self) -> "Run":
     """This run as a default-strategy Run restored from its latest checkpoint in the workdir.
@@ -552,7 +643,7 @@ def _train(cfg, workdir, source, verbose, extra_callbacks, init_fn, strategy, sc
   finally:
     scalars.writer.close()
   if guard.bad_step is not None:
-    last = run.manager.latest_checkpoint
+    last = run.latest_checkpoint
     raise RunError(f"loss became non-finite at step {guard.bad_step}; training stopped and the "
                    f"last good checkpoint ({last or 'none: no checkpoint was reached'}) is kept")
   return run

@@ -55,7 +55,7 @@ def set_sampler_nice(nice: int) -> None:
   global _sampler_nice
   if isinstance(nice, bool) or not isinstance(nice, (int, np.integer)) or not (
       0 <= nice <= config_lib.MAX_NICE):
-    raise ValueError(f"sampler_nice must be an integer in [0, {config_lib.MAX_NICE}], got "
+    raise config_lib.InputError(f"sampler_nice must be an integer in [0, {config_lib.MAX_NICE}], got "
                      f"{nice!r}")
   _sampler_nice = int(nice)
 

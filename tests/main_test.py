@@ -133,19 +133,92 @@ def test_different_config_in_workdir_is_refused_unless_overwrite(tmp_path):
     assert json.load(f)["config"]["units"] == 8
 
 
-def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(
+    tmp_path, damage):
+  args = TINY + ["--steps=20", "--checkpoint_every=10", "--eval_delays=5", "--eval_trials=10"]
+  straight = str(tmp_path / "straight")
+  assert _cli(args + [f"--workdir={straight}"]).returncode == 0
+  workdir = str(tmp_path / "run")
+  assert _cli(args + [f"--workdir={workdir}"]).returncode == 0
+  data = os.path.join(workdir, "checkpoints", "ckpt-20.data-00000-of-00001")
+  raw = bytearray(open(data, "rb").read())
+  if damage == "truncate":
+    raw = raw[:len(raw) // 2]
+  else:
+    for i in range(0, len(raw), 101):
+      raw[i] ^= 0xFF
+  open(data, "wb").write(bytes(raw))
+  # An analysis mode reads the one before, and says so.
+  proc = _cli(["--mode=evaluate", f"--workdir={workdir}", "--eval_delays=5"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "skipped checkpoint" in proc.stderr and "ckpt-20" in proc.stderr
+  # Training resumes from ckpt-10 and ends where an undamaged run ends.
+  proc = _cli(args + [f"--workdir={workdir}"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "skipped checkpoint" in proc.stderr and "ckpt-20" in proc.stderr
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-10.index"))
+  a, b = _weights(straight), _weights(workdir)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("mode", ["evaluate", "slow_points", "export"])
+def test_analysis_modes_without_a_readable_checkpoint_end_with_one_error_line(tmp_path, mode):
   workdir = str(tmp_path / "run")
   args = TINY + ["--steps=20", "--checkpoint_every=10", f"--workdir={workdir}"]
   assert _cli(args).returncode == 0
-  index = os.path.join(workdir, "checkpoints", "ckpt-20.index")
-  with open(index, "wb") as f:
-    f.write(b"not a checkpoint")
-  proc = _cli(args)
+  for step in (10, 20):
+    with open(os.path.join(workdir, "checkpoints", f"ckpt-{step}.index"), "wb") as f:
+      f.write(b"not a checkpoint")
+  proc = _cli([f"--mode={mode}", f"--workdir={workdir}"])
   assert proc.returncode == 1
   lines = _error_line(proc)
-  assert len(lines) == 1 and "corrupt" in lines[0] and "ckpt-20" in lines[0]
-  assert os.path.exists(index) and os.path.exists(
-      os.path.join(workdir, "checkpoints", "ckpt-10.index"))
+  assert lines[-1].startswith("error: no checkpoint in") and "can be read" in lines[-1], lines
+  assert "Traceback" not in proc.stderr
+  assert all(l.startswith(("error:", "W")) or "skipped checkpoint" in l for l in lines), lines
+
+
+def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path):
+  workdir = str(tmp_path / "run")
+  args = TINY + ["--steps=100000", "--checkpoint_every=50", f"--workdir={workdir}"]
+  child = subprocess.Popen([sys.executable, "-m", "haviv_tf.main", *args],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    first = os.path.join(workdir, "checkpoints", "checkpoint")
+    deadline = time.time() + 240
+    while not os.path.exists(first) and child.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    assert child.poll() is None, "the first run ended early"
+    for second in (args, ["--mode=evaluate", f"--workdir={workdir}"]):
+      proc = _cli(second)
+      assert proc.returncode == 1
+      lines = _error_line(proc)
+      assert len(lines) == 1 and f"in use by process {child.pid}" in lines[0], lines
+  finally:
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+  with open(os.path.join(workdir, ".lock")) as f:
+    assert f.read().strip() == str(child.pid)  # left behind by the killed process
+  proc = _cli(TINY + ["--steps=20", "--checkpoint_every=10", f"--workdir={workdir}",
+                      "--overwrite"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_an_internal_value_error_is_reported_as_a_bug_not_as_bad_input(tmp_path):
+  # A ValueError from inside the package (not bad input): traceback, then the bug line.
+  code = ("import sys; from haviv_tf import config, main\n"
+          "def broken(*a, **k): raise ValueError('internal failure 1234')\n"
+          "config.resolve = broken\n"
+          "sys.argv = ['haviv_tf.main'] + sys.argv[1:]\n"
+          "main.run()\n")
+  proc = subprocess.run([sys.executable, "-c", code, f"--workdir={tmp_path}/w"],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "Traceback" in proc.stderr and "ValueError: internal failure 1234" in proc.stderr
+  last = _error_line(proc)[-1]
+  assert last.startswith("internal error:") and "bug" in last and "not a problem with the input" in last
+  assert "error: internal failure" not in proc.stderr
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
