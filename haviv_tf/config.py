@@ -13,6 +13,7 @@ READOUTS = ("sigmoid", "linear")
 LR_SCHEDULES = ("step", "cosine")
 TRIAL_BACKENDS = ("numpy", "tf")
 PRESET_NAMES = ("paper", "quick")
+SP_RECIPES = ("default", "paper")  # slow-point recipes (haviv_tf.slow_points, --sp_recipe)
 # tf.distribute strategies for training (haviv_tf.distribute). Not a Config field: the strategy
 # does not change what a run computes.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")

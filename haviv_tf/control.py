@@ -92,13 +92,23 @@ def set_centre_targets(model, generator, cfg, seed):
   return centres, counts
 
 
-def slow_point_targets(model, generator, seed, sp_config=None):
-  """The slow points found from the class centres: ([10, S] with NaN rows, SlowPoints, counts)."""
-  centres, counts = centre_targets(model, generator, seed)
-  have = np.flatnonzero(counts > 0)
+def slow_point_targets(model, generator, seed, sp_config=None, recipe="default", source=None,
+                       cfg=None):
+  """The slow points found from the class centres: ([10, S] with NaN rows, SlowPoints, counts).
+
+  recipe "paper" takes the authors' centres (slow_points.paper_class_centres, from `source`'s
+  train split) and search; "default" this module's centres and the constrained search.
+  """
   x_bar = slow_points_lib.mean_input_features(model, generator, seed=seed)
-  finder = slow_points_lib.SlowPointFinder(model, sp_config or slow_points_lib.SlowPointConfig())
-  _, found = finder.find(centres[have], x_bar, init_class=have.astype(np.int32))
+  if recipe == "paper":
+    centres, counts, _, _ = slow_points_lib.paper_class_centres(model, source, cfg, x_bar, seed)
+  else:
+    centres, counts = centre_targets(model, generator, seed)
+  have = np.flatnonzero(counts > 0)
+  finder = slow_points_lib.SlowPointFinder(
+      model, sp_config or slow_points_lib.recipe_config(recipe, cfg))
+  _, found = finder.find(centres[have], x_bar, init_class=have.astype(np.int32),
+                         include_null=recipe == "paper", last_step_speed=recipe == "paper")
   per_class = np.full_like(centres, np.nan)
   per_class[have] = found.states
   return per_class, found, counts
@@ -109,7 +119,8 @@ def default_out(parent_workdir: str) -> str:
 
 
 def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_weight=None,
-             overwrite=False, verbose=None, sp_config=None, analyze=True) -> dict:
+             overwrite=False, verbose=None, sp_config=None, analyze=True,
+             recipe="default") -> dict:
   """Fine-tunes the trained run in `parent_workdir` into `workdir` (resumable); then, unless
   `analyze` is False, evaluates it, finds its slow points and exports it like any run.
 
@@ -136,7 +147,8 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
       dst.assign(src)
     seed = cfg.seed
     if cfg.speed_targets == "slow_points":
-      per_class, found, counts = slow_point_targets(run.model, generator, seed, sp_config)
+      per_class, found, counts = slow_point_targets(run.model, generator, seed, sp_config,
+                                                    recipe, source, parent_cfg)
       extra = dict(slow_point_speed=found.speed, slow_point_q=found.q,
                    slow_point_class=found.init_class)
     else:
@@ -150,7 +162,7 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
   run = train.train(cfg, workdir, source, verbose, init_fn=init)
   if not analyze:
     return {}
-  return analysis.after_training(cfg, run, source, workdir, sp_config)
+  return analysis.after_training(cfg, run, source, workdir, sp_config, recipe)
 
 
 def _complete(workdir, cfg_steps) -> bool:
@@ -159,11 +171,12 @@ def _complete(workdir, cfg_steps) -> bool:
                                                                 analysis.SAVED_MODEL_DIR)):
     return False
   results = artifacts.read_json(path)
-  return results.get("step") == cfg_steps and "slow_point_speed" in results
+  return (results.get("step") == cfg_steps and "slow_point_speed" in results
+          and results.get("slow_points_format") == slow_points_lib.FORMAT_VERSION)
 
 
 def compare(parent_workdir: str, out=None, steps=None, speed_weight=None, verbose=None,
-            sp_config=None) -> dict:
+            sp_config=None, recipe="default") -> dict:
   """Runs (or resumes; finished ones are skipped) the three fine-tunings of `parent_workdir`
   into out/{control,slow_points,center_mass}, then writes out/compare.{json,md} and the plots
   of accuracy vs. delay and of slow-point speed before/after."""
@@ -183,7 +196,7 @@ def compare(parent_workdir: str, out=None, steps=None, speed_weight=None, verbos
       rows[mode] = artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))
     else:
       rows[mode] = finetune(parent_workdir, mode, workdir, steps, speed_weight, verbose=verbose,
-                            sp_config=sp_config)
+                            sp_config=sp_config, recipe=recipe)
   return write_comparison(out, parent_workdir, rows)
 
 

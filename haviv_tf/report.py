@@ -231,6 +231,9 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
     lines += ["", f"![speed vs accuracy]({SPEED_PNG})", "",
               f"**{'Held' if held else 'Did not hold'}** at delay {key}: ρ = "
               f"{_fmt(c['spearman'])} (p = {_p(c['spearman_p'])}, n = {c['n']}).", ""]
+    pred_lines, pred_summary = section_c_predictors(res, with_sp)
+    lines += pred_lines
+    summary["claims"]["c"]["predictors"] = pred_summary
   else:
     summary["claims"]["c"] = dict(held=None)
     lines += ["No run has slow points yet.", ""]
@@ -366,6 +369,30 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
 
 def _fmt(v, spec=".3f"):
   return "–" if v is None else format(v, spec)
+
+
+def section_c_predictors(res, recs):
+  """Section (c)'s second part: where the slow points lie and which per-class quantity predicts
+  memory best. `res` is study.analyze's result, `recs` the runs it covered.
+
+  Returns:
+    (Markdown lines, summary dict).
+  """
+  recipes = sorted({str(r["results"].get("slow_points_recipe")) for r in recs})
+  inside = sum(r["results"].get("slow_point_summary", {}).get("in_box", 0) for r in recs)
+  points = sum(r["results"].get("slow_point_summary", {}).get("points", 0) for r in recs)
+  stops = {}
+  for r in recs:
+    for k, v in r["results"].get("slow_point_summary", {}).get("stop_reasons", {}).items():
+      stops[k] = stops.get(k, 0) + v
+  lines = [f"Slow points ({', '.join(recipes)} recipe): {inside} of {points} searched points "
+           "lie in the reachable box (|h| ≤ 1); stop reasons "
+           + ", ".join(f"{k} {v}" for k, v in stops.items()) + "."]
+  ranking = res["predictors"]
+  lines += ["", study.predictors_markdown(ranking, title_level="###")]
+  summary = dict(recipes=recipes, in_box=inside, points=points, stop_reasons=stops,
+                 best=ranking["best"], table=ranking["table"])
+  return lines, summary
 
 
 def _sgn(v):
