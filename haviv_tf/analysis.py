@@ -122,7 +122,10 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
     raise ValueError(f"unknown slow-point recipe {recipe!r}; valid: "
                      f"{', '.join(slow_points_lib.RECIPES)}")
   sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
-  diag = diag_config or predictors.DiagnosticsConfig()
+  # The trajectory cloud scales with the run's evaluation size (50 trials per class at the
+  # presets' 1000 evaluation trials; at least 5).
+  diag = diag_config or predictors.DiagnosticsConfig(
+      trials_per_class=min(50, max(5, cfg.eval_trials // 20)))
   model = run.model
   gen = trials.generator_for(source, "test", cfg)
   x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
@@ -220,9 +223,9 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
       slow_points=everything.states[:len(have)], slow_point_classes=everything.readout[:len(have)],
       title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus ({recipe} recipe)",
       note=(f"slow point to nearest class state at t={t_com}: median "
-            f"{_nanmedian(dist_traj[:len(have), 0]):.3g}; to its centre: median "
-            f"{_nanmedian(dist_centre[:len(have)]):.3g}; {int(everything.in_box[:len(have)].sum())}"
-            f" of {len(have)} in the box"))
+            f"{_fmt(_nanmedian(dist_traj[:len(have), 0]))}; to its centre: median "
+            f"{_fmt(_nanmedian(dist_centre[:len(have)]))}; "
+            f"{int(everything.in_box[:len(have)].sum())} of {len(have)} in the box"))
   plotting.save_png(fig, os.path.join(workdir, TRAJECTORIES_PNG))
   writer = _tb_writer(workdir)
   with writer.as_default(step=run.step):
@@ -233,6 +236,10 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   _tb_image(writer, "slow_points/trajectories_pca", fig, run.step)
   writer.flush()
   return summary
+
+
+def _fmt(v):
+  return "n/a" if v is None else f"{v:.3g}"
 
 
 def _nanmedian(x):

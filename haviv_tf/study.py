@@ -176,12 +176,24 @@ def _spearman(x, y):
   return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def _spearman_rows(x, y):
+  """Spearman ρ of each row pair of x, y [B, n] (NaN where a row is constant)."""
+  rx = stats.rankdata(x, axis=1)
+  ry = stats.rankdata(y, axis=1)
+  rx -= rx.mean(1, keepdims=True)
+  ry -= ry.mean(1, keepdims=True)
+  den = np.sqrt(np.sum(rx * rx, 1) * np.sum(ry * ry, 1))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(den > 0, np.sum(rx * ry, 1) / np.where(den > 0, den, 1.0), np.nan)
+
+
 def spearman_with_ci(x, y, groups=None, num_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
   """Spearman ρ of x and y with a percentile bootstrap 95% interval.
 
   groups None: ρ over all pairs ("pooled"); the bootstrap resamples pairs. groups [n]: the mean
   over groups (networks) of the within-group ρ ("within"); the bootstrap resamples pairs within
-  each group. Groups with fewer than 3 pairs or constant values are left out.
+  each group. Groups with fewer than 3 pairs or constant values are left out; bootstrap
+  resamples where a group comes out constant are dropped.
 
   Returns:
     {"rho", "low", "high", "n" (pairs), "groups" (used groups; pooled: 1)}; rho None if not
@@ -191,28 +203,25 @@ def spearman_with_ci(x, y, groups=None, num_boot: int = BOOTSTRAP, seed: int = 0
   rng = np.random.default_rng(seed)
   if groups is None:
     rho = _spearman(x, y)
-    boots = []
+    boots = np.zeros([0])
     if rho is not None:
-      for _ in range(num_boot):
-        i = rng.integers(0, len(x), len(x))
-        r = _spearman(x[i], y[i])
-        if r is not None:
-          boots.append(r)
+      i = rng.integers(0, len(x), [num_boot, len(x)])
+      boots = _spearman_rows(x[i], y[i])
     used = 1
   else:
     groups = np.asarray(groups)
     members = [np.flatnonzero(groups == g) for g in dict.fromkeys(groups.tolist())]
     members = [m for m in members if _spearman(x[m], y[m]) is not None]
     rho = float(np.mean([_spearman(x[m], y[m]) for m in members])) if members else None
-    boots = []
+    boots = np.zeros([0])
     if members:
-      for _ in range(num_boot):
-        rs = [_spearman(x[m[i]], y[m[i]]) for m in members
-              for i in [rng.integers(0, len(m), len(m))]]
-        rs = [r for r in rs if r is not None]
-        if rs:
-          boots.append(float(np.mean(rs)))
+      per = []
+      for m in members:
+        i = m[rng.integers(0, len(m), [num_boot, len(m)])]
+        per.append(_spearman_rows(x[i], y[i]))
+      boots = np.nanmean(np.stack(per), axis=0) if per else boots
     used = len(members)
+  boots = boots[np.isfinite(boots)]
   low, high = (np.percentile(boots, [2.5, 97.5]).tolist() if len(boots) >= 20 else (None, None))
   return dict(rho=rho, low=low, high=high, n=int(len(x)), groups=used)
 
