@@ -516,7 +516,7 @@ class SlowPointFinder:
                         carry)
     return out, self._q(out[0], xp)
 
-  def minimize(self, init_states, features, bounds=None, return_info=False):
+  def minimize(self, init_states, features, bounds=None, return_info=False, callback=None):
     """Runs the search.
 
     Args:
@@ -526,6 +526,8 @@ class SlowPointFinder:
         [-1, 1], LSTM c free); ignored when config.constrain is False.
       return_info: also return {"stop_reason": [N] int32, "q_last": [N] q where the last
         gradient was taken}.
+      callback: optional fn(iteration, q [N] numpy) called after every chunk; returning True
+        ends the search there (points still running get stop reason max_iters).
 
     Returns:
       states [N, S] float32, q [N] float32, iters [N] int32 (updates applied per point)
@@ -557,6 +559,8 @@ class SlowPointFinder:
       steps = tf.constant(min(cfg.chunk, cfg.max_iters - t), tf.int32)
       carry, q = self._chunk(carry, xp, lo, hi, steps, hyper)
       t = int(carry[4])
+      if callback is not None and callback(t, q.numpy()):
+        break
       logging.debug("slow points: iteration %d, max q %.3g, %d of %d stopped", t,
                     float(tf.reduce_max(q)), int(tf.reduce_sum(tf.cast(carry[5] >= 0, tf.int32))),
                     n)
