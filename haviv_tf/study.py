@@ -237,9 +237,11 @@ def rank_predictors(rows, delays, num_boot: int = BOOTSTRAP) -> dict:
     {"delays", "table": {predictor: {delay: {"pooled": ..., "within": ..., "sign"}}},
      "best": {delay: predictor}}.
   """
-  table, best = {}, {}
+  table, best, counts = {}, {}, {}
   for name, sign in PREDICTORS.items():
     table[name] = {}
+    vals = [r[f"pred_{name}"] for r in rows if r.get(f"pred_{name}") is not None]
+    counts[name] = dict(values=len(vals), infinite=sum(math.isinf(v) for v in vals))
     for d in delays:
       pairs = [(r[f"pred_{name}"], r[f"acc_{d}"], r["workdir"]) for r in rows
                if r.get(f"pred_{name}") is not None and r.get(f"acc_{d}") is not None]
@@ -255,7 +257,7 @@ def rank_predictors(rows, delays, num_boot: int = BOOTSTRAP) -> dict:
     scored = [(table[n][str(d)]["pooled"]["oriented"], n) for n in PREDICTORS
               if table[n][str(d)]["pooled"]["oriented"] is not None]
     best[str(d)] = max(scored)[1] if scored else None
-  return dict(delays=list(delays), table=table, best=best)
+  return dict(delays=list(delays), table=table, best=best, counts=counts)
 
 
 def _ci(v):
@@ -280,6 +282,12 @@ def predictors_markdown(ranking, title_level="##") -> str:
     lines.append(f"| {name} | {'+' if per[str(delays[0])]['sign'] > 0 else '−'} | "
                  + " | ".join(f"{_ci(per[str(d)]['pooled'])} | {_ci(per[str(d)]['within'])}"
                               for d in delays) + " |")
+  for name, c in ranking.get("counts", {}).items():
+    if all(ranking["table"][name][str(d)]["pooled"]["rho"] is None for d in delays):
+      why = ("no values recorded" if not c["values"] else
+             f"all {c['values']} values infinite (|λ1| ≥ 1 at every slow point)"
+             if c["infinite"] == c["values"] else "constant over the classes")
+      lines += ["", f"{name}: no ρ ({why})."]
   lines += ["", "Best predictor (largest pooled ρ in the expected direction): "
             + "; ".join(f"delay {d}: {ranking['best'][str(d)] or '–'}" for d in delays) + "."]
   return "\n".join(lines) + "\n"
