@@ -224,7 +224,7 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
       title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus ({recipe} recipe)",
       note=(f"slow point to nearest class state at t={t_com}: median "
             f"{_fmt(_nanmedian(dist_traj[:len(have), 0]))}; to its centre: median "
-            f"{_fmt(_nanmedian(dist_centre[:len(have)]))}; "
+            f"{_fmt(_nanmedian(dist_centre[:len(have)]))}\n"
             f"{int(everything.in_box[:len(have)].sum())} of {len(have)} in the box"))
   plotting.save_png(fig, os.path.join(workdir, TRAJECTORIES_PNG))
   writer = _tb_writer(workdir)
