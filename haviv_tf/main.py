@@ -256,11 +256,13 @@ def _finetune(mode):
   analysis = _import_quietly()
   from haviv_tf import control  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  sp_config = _sp_config(slow_points, analysis.trained_config(_PARENT.value))
   if mode == "finetune":
     which = _OVERRIDES["finetune"].value
     if which not in control.MODES:
       raise UsageError(f"--mode=finetune needs --finetune, one of {', '.join(control.MODES)}")
+  # The recipe's step counts scale with the parent's training (paper recipe, quick preset).
+  sp_config = _sp_config(slow_points, analysis.trained_config(_PARENT.value))
+  if mode == "finetune":
     workdir = _WORKDIR.value or os.path.join(control.default_out(_PARENT.value), which)
     results = control.finetune(_PARENT.value, which, workdir, steps, mu, _OVERWRITE.value,
                                sp_config=sp_config, recipe=_SP_RECIPE.value)
