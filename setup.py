@@ -22,6 +22,8 @@ setuptools.setup(
         "matplotlib>=3.8,<4",
         "absl-py>=2.1,<3",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"],
+                    # benchmarks/fpf_comparison.py only (FixedPointFinder's PyTorch version).
+                    "benchmark": ["torch>=2.1"]},
     entry_points={"console_scripts": ["haviv_tf=haviv_tf.main:run"]},
 )

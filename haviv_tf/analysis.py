@@ -1,5 +1,6 @@
 """What follows training in a workdir: long-delay evaluation, slow points, export, figures."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -12,6 +13,7 @@ from haviv_tf import distribute
 from haviv_tf import evaluation
 from haviv_tf import export
 from haviv_tf import plotting
+from haviv_tf import predictors
 from haviv_tf import slow_points as slow_points_lib
 from haviv_tf import train
 from haviv_tf import trials
@@ -98,24 +100,51 @@ def evaluate(cfg, run, source, workdir, delays=None, num_trials=None) -> dict:
 
 
 def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
-                     trials_per_class=100) -> dict:
+                     trials_per_class=100, recipe="default", diag_config=None) -> dict:
   """Slow points from the class centres (and sampled states) -> npz files, results, figures.
 
-  The search starts from each class's centre of mass 15 steps after its stimulus (correctly
-  read-out trials only) and from `num_sampled` states sampled from noise trajectories.
+  recipe "default": the search starts from each class's centre of mass 15 steps after its
+  stimulus (test trials, fresh noise, read out by a noise frame plus trigger over the 10 class
+  logits) and from `num_sampled` states sampled from noise trajectories; LSTM c is kept within
+  the range the trajectories reach (SlowPointConfig.lstm_c). recipe "paper": the authors'
+  centres (slow_points.paper_class_centres) and search (slow_points.recipe_config), from the
+  centres only (BlackBoxMNIST.py L245-256: the variable h holds the 10 centres).
   slow_points.npz keeps every point in search order (rows 0..9: from the centres of classes
-  0..9, where that class had a correct trial); slow_points_unique.npz the de-duplicated set.
+  0..9, where that class had a correct trial) with per-point diagnostics;
+  slow_points_unique.npz the de-duplicated set. Both recipes write the same files and keys.
 
   Returns:
     the summary written to results.json: slow_point_speed / slow_point_readout per class (from
-    its centre), num_unique_slow_points, centre_counts.
+    its centre), num_unique_slow_points, centre_counts, slow_point_diagnostics (per class),
+    memory_predictors (per predictor, per class), slow_points_recipe, slow_points_format.
   """
-  sp_config = sp_config or slow_points_lib.SlowPointConfig()
+  if recipe not in slow_points_lib.RECIPES:
+    raise ValueError(f"unknown slow-point recipe {recipe!r}; valid: "
+                     f"{', '.join(slow_points_lib.RECIPES)}")
+  sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
+  # The trajectory cloud scales with the run's evaluation size (50 trials per class at the
+  # presets' 1000 evaluation trials; at least 5).
+  diag = diag_config or predictors.DiagnosticsConfig(
+      trials_per_class=min(50, max(5, cfg.eval_trials // 20)))
   model = run.model
   gen = trials.generator_for(source, "test", cfg)
-  centres, counts = slow_points_lib.class_centres(model, gen, steps_after=15,
-                                                  trials_per_class=trials_per_class,
-                                                  seed=cfg.seed)
+  x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
+  if recipe == "paper":
+    centres, counts, _, _ = slow_points_lib.paper_class_centres(model, source, cfg, x_bar,
+                                                                seed=cfg.seed)
+    t_com, num_sampled = slow_points_lib.PAPER_CENTRE_FRAMES - 1, 0
+  else:
+    t_com = 15
+    centres, counts = slow_points_lib.class_centres(model, gen, steps_after=t_com,
+                                                    trials_per_class=trials_per_class,
+                                                    seed=cfg.seed)
+  times = (t_com,) + tuple(diag.long_times)
+  cloud = predictors.trajectory_cloud(model, gen, times + (diag.drift_time,),
+                                      diag.trials_per_class, cfg.seed, diag.batch_size)
+  bounds = None
+  if model.arch == "lstm" and sp_config.lstm_c == "reached":
+    u = model.units
+    bounds = slow_points_lib.hidden_box(model, (cloud.lo[u:], cloud.hi[u:]))
   have = np.flatnonzero(counts > 0)
   inits, init_class = [centres[have]], [have.astype(np.int32)]
   if num_sampled:
@@ -123,20 +152,68 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
     inits.append(sampled)
     init_class.append(np.asarray(classes, np.int32))
   inits, init_class = np.concatenate(inits), np.concatenate(init_class)
-  x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
   finder = slow_points_lib.SlowPointFinder(model, sp_config)
-  unique, everything = finder.find(inits, x_bar, init_class=init_class)
-  everything.save(os.path.join(workdir, SLOW_POINTS_FILE))
-  unique.save(os.path.join(workdir, UNIQUE_SLOW_POINTS_FILE))
-  speed = {str(c): None for c in range(10)}
-  readout = {str(c): None for c in range(10)}
+  _, everything = finder.find(inits, x_bar, init_class=init_class, bounds=bounds,
+                              include_null=recipe == "paper",
+                              last_step_speed=recipe == "paper")
+  dist_centre, dist_traj = predictors.point_distances(everything, centres, cloud, times)
+  everything = everything.replace(dist_centre=dist_centre, dist_traj=dist_traj)
+  unique = everything.unique(sp_config.dedup_tol)
+  extra = dict(dist_traj_times=np.asarray(times, np.int32))
+  everything.save(os.path.join(workdir, SLOW_POINTS_FILE), **extra)
+  unique.save(os.path.join(workdir, UNIQUE_SLOW_POINTS_FILE), **extra)
+
+  # Per class: the slow point from its centre, its diagnostics and the memory predictors.
+  classes = [str(c) for c in range(config_lib.NUM_CLASSES)]
+  speed, readout = dict.fromkeys(classes), dict.fromkeys(classes)
+  diagnostics = {c: None for c in classes}
+  preds = {name: dict.fromkeys(classes) for name in predictors.PREDICTORS}
+  preds["expected_speed_se"] = dict.fromkeys(classes)
+  preds["expected_speed_frames"] = dict.fromkeys(classes)
+  centre_points = everything[np.arange(len(have))]
+  flow, flow_se, flow_k = predictors.expected_flow_speed(
+      model, gen, centre_points.states, cfg.seed, diag.rel_se, diag.min_frames, diag.max_frames)
+  tau = predictors.time_constants(centre_points.max_abs_eig)
+  drift, spread, decay = predictors.cloud_rates(cloud, t_com, diag.drift_time)
+  reasons = slow_points_lib.STOP_REASONS
   for row, c in enumerate(have):
-    speed[str(c)] = float(everything.speed[row])
-    readout[str(c)] = int(everything.readout[row])
+    k = str(c)
+    speed[k] = float(everything.speed[row])
+    readout[k] = int(everything.readout[row])
+    diagnostics[k] = dict(
+        in_box=bool(everything.in_box[row]), dist_centre=float(dist_centre[row]),
+        **{f"dist_traj_{t}": float(dist_traj[row, j]) for j, t in enumerate(times)},
+        stop_reason=reasons[int(everything.stop_reason[row])], iters=int(everything.iters[row]),
+        max_abs_h=float(np.max(np.abs(everything.states[row, :model.units]))))
+    preds["speed"][k] = speed[k]
+    preds["expected_speed"][k] = float(flow[row])
+    preds["expected_speed_se"][k] = float(flow_se[row])
+    preds["expected_speed_frames"][k] = int(flow_k[row])
+    preds["time_constant"][k] = float(tau[row]) if np.isfinite(tau[row]) else None
+  for c in range(config_lib.NUM_CLASSES):
+    for name, values in (("com_drift", drift), ("spread_rate", spread),
+                         ("accuracy_decay", decay)):
+      preds[name][str(c)] = None if np.isnan(values[c]) else float(values[c])
+  n = len(everything)
   summary = dict(slow_point_speed=speed, slow_point_readout=readout,
                  num_unique_slow_points=len(unique), centre_counts=counts.tolist(),
                  slow_points_step=run.step,
-                 slow_point_max_q=float(everything.q.max()) if len(everything) else None)
+                 slow_point_max_q=float(everything.q.max()) if n else None,
+                 slow_points_format=slow_points_lib.FORMAT_VERSION, slow_points_recipe=recipe,
+                 slow_point_config=dataclasses.asdict(sp_config),
+                 slow_point_diagnostics=diagnostics,
+                 slow_point_summary=dict(
+                     points=n, in_box=int(everything.in_box.sum()),
+                     stop_reasons={r: int(np.sum(everything.stop_reason == i))
+                                   for i, r in enumerate(reasons)},
+                     dist_traj_times=list(times),
+                     median_dist_centre=_nanmedian(dist_centre),
+                     median_dist_traj={str(t): _nanmedian(dist_traj[:, j])
+                                       for j, t in enumerate(times)}),
+                 memory_predictors=preds,
+                 memory_predictor_settings=dict(
+                     drift_span=[t_com, diag.drift_time], cloud_trials_per_class=diag.trials_per_class,
+                     expected_speed_rel_se=diag.rel_se, lstm_c_bounds=bounds is not None))
   artifacts.update_json(os.path.join(workdir, artifacts.RESULTS_FILE), summary)
 
   # Trajectories after the stimulus, with the centres and the slow points reached from them.
@@ -144,7 +221,11 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   fig = plotting.trajectories_pca(
       traj, traj_classes, centres=centres[have],
       slow_points=everything.states[:len(have)], slow_point_classes=everything.readout[:len(have)],
-      title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus")
+      title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus ({recipe} recipe)",
+      note=(f"slow point to nearest class state at t={t_com}: median "
+            f"{_fmt(_nanmedian(dist_traj[:len(have), 0]))}; to its centre: median "
+            f"{_fmt(_nanmedian(dist_centre[:len(have)]))}\n"
+            f"{int(everything.in_box[:len(have)].sum())} of {len(have)} in the box"))
   plotting.save_png(fig, os.path.join(workdir, TRAJECTORIES_PNG))
   writer = _tb_writer(workdir)
   with writer.as_default(step=run.step):
@@ -155,6 +236,16 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   _tb_image(writer, "slow_points/trajectories_pca", fig, run.step)
   writer.flush()
   return summary
+
+
+def _fmt(v):
+  return "n/a" if v is None else f"{v:.3g}"
+
+
+def _nanmedian(x):
+  x = np.asarray(x, np.float64)
+  x = x[np.isfinite(x)]
+  return float(np.median(x)) if len(x) else None
 
 
 def post_stimulus_trajectories(model, generator, seed, num=100, steps=20):
@@ -178,7 +269,7 @@ def export_model(cfg, run, source, workdir) -> str:
 
 
 def train_and_analyze(cfg: config_lib.Config, workdir: str, overwrite: bool = False,
-                      verbose=None, sp_config=None, strategy=None) -> dict:
+                      verbose=None, sp_config=None, strategy=None, recipe="default") -> dict:
   """The whole run: train (or resume) in `workdir`, then evaluate, find slow points, export.
 
   `strategy` (tf.distribute, see haviv_tf.distribute; None: the current one) distributes the
@@ -194,12 +285,12 @@ def train_and_analyze(cfg: config_lib.Config, workdir: str, overwrite: bool = Fa
   run = train.train(cfg, workdir, source, verbose, strategy=strategy)
   if not distribute.is_chief(strategy):
     return {}
-  return after_training(cfg, run.single_device(), source, workdir, sp_config)
+  return after_training(cfg, run.single_device(), source, workdir, sp_config, recipe)
 
 
-def after_training(cfg, run, source, workdir, sp_config=None) -> dict:
+def after_training(cfg, run, source, workdir, sp_config=None, recipe="default") -> dict:
   """Evaluation, slow points and export, in that order; returns results.json's content."""
   evaluate(cfg, run, source, workdir)
-  find_slow_points(cfg, run, source, workdir, sp_config)
+  find_slow_points(cfg, run, source, workdir, sp_config, recipe=recipe)
   export_model(cfg, run, source, workdir)
   return artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))

@@ -19,6 +19,7 @@ MASKS = ("authors", "hard")         # Config.mask
 DATA_RECIPES = ("authors", "all")   # Config.data_recipe
 PRESET_NAMES = ("paper", "quick")
 PRECISIONS = ("float32", "mixed_bfloat16")
+SP_RECIPES = ("default", "paper")  # slow-point recipes (haviv_tf.slow_points, --sp_recipe)
 # tf.distribute strategies for training (haviv_tf.distribute). Not a Config field: the strategy
 # does not change what a run computes.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")

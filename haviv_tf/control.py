@@ -22,6 +22,7 @@ from haviv_tf import analysis
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 from haviv_tf import plotting
+from haviv_tf import slow_points as slow_points_lib
 from haviv_tf import speed_targets
 from haviv_tf import train
 from haviv_tf import trials
@@ -70,7 +71,8 @@ def default_out(parent_workdir: str) -> str:
 
 
 def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_weight=None,
-             overwrite=False, verbose=None, sp_config=None, analyze=True) -> dict:
+             overwrite=False, verbose=None, sp_config=None, analyze=True,
+             recipe="default") -> dict:
   """Fine-tunes the trained run in `parent_workdir` into `workdir` (resumable); then, unless
   `analyze` is False, evaluates it, finds its slow points and exports it like any run.
 
@@ -97,8 +99,8 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
       dst.assign(src)
     seed = cfg.seed
     if cfg.speed_targets == "slow_points":
-      per_class, found, counts = speed_targets.slow_point_targets(run.model, generator, seed,
-                                                                  sp_config)
+      per_class, found, counts = speed_targets.slow_point_targets(
+          run.model, generator, seed, sp_config, recipe, source, parent_cfg)
       extra = dict(slow_point_speed=found.speed, slow_point_q=found.q,
                    slow_point_class=found.init_class)
     else:
@@ -112,7 +114,7 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
   run = train.train(cfg, workdir, source, verbose, init_fn=init)
   if not analyze:
     return {}
-  return analysis.after_training(cfg, run, source, workdir, sp_config)
+  return analysis.after_training(cfg, run, source, workdir, sp_config, recipe)
 
 
 def _complete(workdir, cfg_steps) -> bool:
@@ -121,11 +123,12 @@ def _complete(workdir, cfg_steps) -> bool:
                                                                 analysis.SAVED_MODEL_DIR)):
     return False
   results = artifacts.read_json(path)
-  return results.get("step") == cfg_steps and "slow_point_speed" in results
+  return (results.get("step") == cfg_steps and "slow_point_speed" in results
+          and results.get("slow_points_format") == slow_points_lib.FORMAT_VERSION)
 
 
 def compare(parent_workdir: str, out=None, steps=None, speed_weight=None, verbose=None,
-            sp_config=None) -> dict:
+            sp_config=None, recipe="default") -> dict:
   """Runs (or resumes; finished ones are skipped) the three fine-tunings of `parent_workdir`
   into out/{control,slow_points,center_mass}, then writes out/compare.{json,md} and the plots
   of accuracy vs. delay and of slow-point speed before/after."""
@@ -145,7 +148,7 @@ def compare(parent_workdir: str, out=None, steps=None, speed_weight=None, verbos
       rows[mode] = artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))
     else:
       rows[mode] = finetune(parent_workdir, mode, workdir, steps, speed_weight, verbose=verbose,
-                            sp_config=sp_config)
+                            sp_config=sp_config, recipe=recipe)
   return write_comparison(out, parent_workdir, rows)
 
 

@@ -53,6 +53,16 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "Runs to compare (--mode=analyze
 _OUT = flags.DEFINE_string("out", None, "Output directory of --mode=analyze.")
 _SP_MAX_ITERS = flags.DEFINE_integer("sp_max_iters", None, "Slow-point search: iteration cap.")
 _SP_Q_TOL = flags.DEFINE_float("sp_q_tol", None, "Slow-point search: q tolerance.")
+_SP_RECIPE = flags.DEFINE_string(
+    "sp_recipe", "default",
+    "Slow points: default (this package's: class centres of test trials plus 40 sampled "
+    "starts, search kept in the reachable box, stopped by q tolerance, stall or cap) or paper "
+    "(the authors' BlackBoxMNIST.py / BlackBoxCIFAR.py procedure; the quick preset scales its "
+    "100,000 steps as its training). Both write the same files.")
+_SP_WINDOW = flags.DEFINE_integer(
+    "sp_window", None, "Slow-point search: a point stops once its best speed improved by less "
+    "than --sp_rel_tol (relative) over this many of its updates.")
+_SP_REL_TOL = flags.DEFINE_float("sp_rel_tol", None, "Slow-point search: see --sp_window.")
 _PARENT = flags.DEFINE_string("parent", None,
                               "Trained run to fine-tune (--mode=finetune / --mode=compare).")
 _MERGE_FRAC = flags.DEFINE_float(
@@ -130,10 +140,23 @@ def default_workdir(cfg: config_lib.Config) -> str:
   return os.path.join("runs", f"{cfg.protocol}_{cfg.arch}_{cfg.dataset}_{cfg.preset}_s{cfg.seed}")
 
 
-def _sp_config(slow_points):
-  overrides = {k: v for k, v in (("max_iters", _SP_MAX_ITERS.value), ("q_tol", _SP_Q_TOL.value))
+def _check_sp_flags():
+  """Slow-point flags, checked before any work."""
+  if _SP_RECIPE.value not in config_lib.SP_RECIPES:
+    raise UsageError(f"unknown --sp_recipe {_SP_RECIPE.value!r}; valid: "
+                     f"{', '.join(config_lib.SP_RECIPES)}")
+  for name, holder in (("sp_max_iters", _SP_MAX_ITERS), ("sp_q_tol", _SP_Q_TOL),
+                       ("sp_window", _SP_WINDOW), ("sp_rel_tol", _SP_REL_TOL)):
+    if holder.value is not None and not 0 < holder.value < float("inf"):
+      raise UsageError(f"--{name} must be positive, got {holder.value}")
+
+
+def _sp_config(slow_points, cfg=None):
+  """The SlowPointConfig of --sp_recipe for a run trained with `cfg`, with the --sp_* flags."""
+  overrides = {k: v for k, v in (("max_iters", _SP_MAX_ITERS.value), ("q_tol", _SP_Q_TOL.value),
+                                 ("window", _SP_WINDOW.value), ("rel_tol", _SP_REL_TOL.value))
                if v is not None}
-  return slow_points.SlowPointConfig(**overrides)
+  return slow_points.recipe_config(_SP_RECIPE.value, cfg, **overrides)
 
 
 def _run(argv):
@@ -149,6 +172,7 @@ def _run(argv):
   if not 0 <= _SAMPLER_NICE.value <= config_lib.MAX_NICE:
     raise UsageError(f"--sampler_nice must be in [0, {config_lib.MAX_NICE}], got "
                      f"{_SAMPLER_NICE.value}")
+  _check_sp_flags()
   _HANDLERS[mode]()
 
 
@@ -172,7 +196,8 @@ def _train():
   if distribute.is_chief(strategy):  # other multi-worker tasks only read the workdir
     _lock(workdir)
   results = analysis.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
-                                       sp_config=_sp_config(slow_points), strategy=strategy)
+                                       sp_config=_sp_config(slow_points, cfg),
+                                       strategy=strategy, recipe=_SP_RECIPE.value)
   if not distribute.is_chief(strategy):
     kind, index = distribute.task_of(strategy)
     print(f"{workdir}: {kind} {index} finished training; the chief writes the results")
@@ -207,9 +232,12 @@ def _evaluate():
 def _slow_points():
   analysis, cfg, source, run = _trained_run("slow_points")
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value, _sp_config(slow_points))
-  print(f"{_WORKDIR.value}: {summary['num_unique_slow_points']} unique slow points; speed per "
-        f"class {summary['slow_point_speed']}")
+  summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value,
+                                      _sp_config(slow_points, cfg), recipe=_SP_RECIPE.value)
+  s = summary["slow_point_summary"]
+  print(f"{_WORKDIR.value}: {summary['num_unique_slow_points']} unique slow points "
+        f"({_SP_RECIPE.value} recipe; {s['in_box']} of {s['points']} in the reachable box; "
+        f"stop reasons {s['stop_reasons']}); speed per class {summary['slow_point_speed']}")
 
 
 def _export():
@@ -220,10 +248,10 @@ def _export():
 def _backtrack():
   # The run is restored (and so checked) before back-tracking reads its history.
   _, cfg, source, run = _trained_run("backtrack")
-  del cfg, source, run
+  del source, run
   from haviv_tf import backtrack  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  out = backtrack.backtrack(_WORKDIR.value, _sp_config(slow_points), _MERGE_FRAC.value)
+  out = backtrack.backtrack(_WORKDIR.value, _sp_config(slow_points, cfg), _MERGE_FRAC.value)
   merges = "; ".join(f"classes {m['classes'][0]} and {m['classes'][1]} at step {m['step']}"
                      for m in out["merges"]) or "none"
   print(f"{_WORKDIR.value}: {len(out['classes'])} slow points followed back through "
@@ -237,6 +265,8 @@ def _analyze():
   result = study.analyze(_WORKDIRS.value, _OUT.value)
   for d, c in result["correlations"]["per_class"].items():
     print(f"delay {d}: Spearman {c['spearman']} (n={c['n']}) of log speed vs. accuracy")
+  for d, best in result["predictors"]["best"].items():
+    print(f"delay {d}: best predictor of per-class accuracy: {best}")
   print(f"wrote {_OUT.value}")
 
 
@@ -264,13 +294,15 @@ def _finetune():
   if which not in config_lib.FINETUNE_MODES:
     raise UsageError(f"--mode=finetune needs --finetune, one of "
                      f"{', '.join(config_lib.FINETUNE_MODES)}")
-  _import_quietly()
+  analysis = _import_quietly()
   from haviv_tf import control  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  # The recipe's step counts scale with the parent's training (paper recipe, quick preset).
+  sp_config = _sp_config(slow_points, analysis.trained_config(_PARENT.value))
   workdir = _WORKDIR.value or os.path.join(control.default_out(_PARENT.value), which)
   _lock(workdir)
   results = control.finetune(_PARENT.value, which, workdir, steps, mu, _OVERWRITE.value,
-                             sp_config=_sp_config(slow_points))
+                             sp_config=sp_config, recipe=_SP_RECIPE.value)
   accs = ", ".join(f"{d}: {a:.3f}" for d, a in
                    sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
   print(f"{workdir}: fine-tuned ({which}), report accuracy by delay {{{accs}}}")
@@ -278,12 +310,13 @@ def _finetune():
 
 def _compare():
   steps, mu = _finetune_flags("compare")
-  _import_quietly()
+  analysis = _import_quietly()
   from haviv_tf import control  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  sp_config = _sp_config(slow_points, analysis.trained_config(_PARENT.value))
   out = _OUT.value or control.default_out(_PARENT.value)
   _lock(out)
-  control.compare(_PARENT.value, out, steps, mu, sp_config=_sp_config(slow_points))
+  control.compare(_PARENT.value, out, steps, mu, sp_config=sp_config, recipe=_SP_RECIPE.value)
   print(open(os.path.join(out, control.COMPARE_MD)).read().rstrip())
   print(f"wrote {out}")
 

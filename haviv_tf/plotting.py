@@ -41,16 +41,21 @@ def accuracy_vs_delay(curves, title="Report accuracy vs. delay", chance=0.1) -> 
   return fig
 
 
-def pca_basis(points: np.ndarray, k: int = 2):
-  """(mean [S], components [k, S]) of points [n, S] by SVD."""
+def pca_basis(points: np.ndarray, k: int = 2, return_variance: bool = False):
+  """(mean [S], components [k, S]) of points [n, S] by SVD (and, with return_variance, the
+  fraction [k] of the total variance each component holds)."""
   points = np.asarray(points, np.float64)
   mean = points.mean(0)
-  _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
+  _, sv, vt = np.linalg.svd(points - mean, full_matrices=False)
+  if return_variance:
+    var = np.square(sv)
+    return mean, vt[:k], var[:k] / max(float(var.sum()), 1e-300)
   return mean, vt[:k]
 
 
 def trajectories_pca(trajectories, classes, centres=None, slow_points=None,
-                     slow_point_classes=None, title="Hidden trajectories (PCA)") -> Figure:
+                     slow_point_classes=None, title="Hidden trajectories (PCA)",
+                     note=None) -> Figure:
   """Trajectories in the plane of their first two principal components.
 
   Args:
@@ -58,11 +63,15 @@ def trajectories_pca(trajectories, classes, centres=None, slow_points=None,
     classes: [n] int class of each trajectory (colour).
     centres: optional [10, S] class centres of mass (crosses).
     slow_points: optional [P, S] slow points (stars).
-    slow_point_classes: optional [P] read-out class of each slow point (colour).
+    slow_point_classes: optional [P] read-out class of each slow point (colour; -1: black).
+    note: optional line printed under the title (e.g. the distances the projection hides).
+
+  The axis labels say how much of the trajectories' variance each axis holds: distances off
+  the plane do not show.
   """
   trajectories = np.asarray(trajectories)
   n, t, s = trajectories.shape
-  mean, comps = pca_basis(trajectories.reshape(n * t, s))
+  mean, comps, frac = pca_basis(trajectories.reshape(n * t, s), return_variance=True)
   proj = lambda x: (np.asarray(x, np.float64) - mean) @ comps.T
   fig = Figure(figsize=(6, 5), dpi=100)
   FigureCanvasAgg(fig)
@@ -78,12 +87,14 @@ def trajectories_pca(trajectories, classes, centres=None, slow_points=None,
                  edgecolor="black", zorder=3)
   if slow_points is not None and len(slow_points):
     p = proj(slow_points)
-    cols = ["black" if slow_point_classes is None else _CLASS_COLOURS[int(c) % 10]
+    cols = ["black" if slow_point_classes is None or int(c) < 0 else _CLASS_COLOURS[int(c) % 10]
             for c in (slow_point_classes if slow_point_classes is not None else range(len(p)))]
     ax.scatter(p[:, 0], p[:, 1], marker="*", s=140, c=cols, edgecolor="black", zorder=4)
-  ax.set_xlabel("PC 1")
-  ax.set_ylabel("PC 2")
-  ax.set_title(title + "  (X: class centres, *: slow points)", fontsize=9)
+  ax.set_xlabel(f"PC 1 ({100 * frac[0]:.1f}% of the variance)")
+  ax.set_ylabel(f"PC 2 ({100 * frac[1]:.1f}% of the variance)" if len(frac) > 1 else "PC 2")
+  ax.set_title(title + "  (X: class centres, *: slow points)\n"
+               f"the plane holds {100 * float(np.sum(frac)):.1f}% of the trajectories' variance"
+               + (f"\n{note}" if note else ""), fontsize=8)
   fig.tight_layout()
   return fig
 

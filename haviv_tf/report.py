@@ -235,7 +235,8 @@ def claim_c(ev: Evidence, with_sp):
   lines += ["", f"![speed vs accuracy]({SPEED_PNG})", "",
             f"**{_verdict(held)}** at delay {key}: ρ = "
             f"{sig.fmt(c['spearman'])} (p = {sig.fmt_p(c['spearman_p'])}, n = {c['n']}).", ""]
-  return numbers, lines
+  pred_lines, numbers["predictors"] = section_c_predictors(res, with_sp)
+  return numbers, lines + pred_lines
 
 
 def claim_d(ev: Evidence, ft):
@@ -412,6 +413,30 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
   artifacts.write_json(os.path.join(out, REPORT_JSON), summary)
   write_hparams(root, recs)
   return summary
+
+
+def section_c_predictors(res, recs):
+  """Section (c)'s second part: where the slow points lie and which per-class quantity predicts
+  memory best. `res` is study.analyze's result, `recs` the runs it covered.
+
+  Returns:
+    (Markdown lines, summary dict).
+  """
+  recipes = sorted({str(r["results"].get("slow_points_recipe")) for r in recs})
+  inside = sum(r["results"].get("slow_point_summary", {}).get("in_box", 0) for r in recs)
+  points = sum(r["results"].get("slow_point_summary", {}).get("points", 0) for r in recs)
+  stops = {}
+  for r in recs:
+    for k, v in r["results"].get("slow_point_summary", {}).get("stop_reasons", {}).items():
+      stops[k] = stops.get(k, 0) + v
+  lines = [f"Slow points ({', '.join(recipes)} recipe): {inside} of {points} searched points "
+           "lie in the reachable box (|h| ≤ 1); stop reasons "
+           + ", ".join(f"{k} {v}" for k, v in stops.items()) + "."]
+  ranking = res["predictors"]
+  lines += ["", study.predictors_markdown(ranking, title_level="###")]
+  summary = dict(recipes=recipes, in_box=inside, points=points, stop_reasons=stops,
+                 best=ranking["best"], table=ranking["table"])
+  return lines, summary
 
 
 def write_hparams(root: str, recs) -> None:

@@ -1,13 +1,14 @@
 """The statistics the study report and the cross-network analysis share.
 
 Summaries (mean ± s.d.), rank tests (Wilcoxon signed-rank, Mann–Whitney U), correlations
-(Spearman, Pearson) and bootstrap confidence intervals, each returning None where the data
-cannot support the test (too few values, no spread), plus the number formats the reports print.
+(Spearman, Pearson), Spearman's ρ with a bootstrap 95% interval (pooled, or averaged within
+groups such as networks), each giving None where the data cannot support it (too few values,
+no spread), and the number formats the reports print.
 NumPy and SciPy only: no TensorFlow, nothing from the rest of the package.
 """
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import stats
@@ -68,31 +69,59 @@ def correlate(pairs) -> dict:
               pearson_p=float(pp))
 
 
-def bootstrap_ci(statistic: Callable[[np.ndarray], float], data, n_boot: int = 2000,
-                 level: float = 0.95, seed: int = 0, groups=None) -> Optional[tuple]:
-  """Percentile bootstrap interval of `statistic` over the rows of `data`.
-
-  Rows are resampled with replacement; with `groups` (one label per row), whole groups are
-  resampled instead (a cluster bootstrap, e.g. networks rather than classes). Resamples on
-  which the statistic is undefined (returns None or NaN) are dropped. Returns (low, high), or
-  None when fewer than half of the resamples give a value.
-  """
-  data = np.asarray(data)
-  if len(data) == 0:
+def _spearman(x, y):
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if len(x) < 3 or np.ptp(stats.rankdata(x)) == 0 or np.ptp(y) == 0:
     return None
+  rx, ry = stats.rankdata(x), stats.rankdata(y)
+  return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _spearman_rows(x, y):
+  """Spearman ρ of each row pair of x, y [B, n] (NaN where a row is constant)."""
+  rx = stats.rankdata(x, axis=1)
+  ry = stats.rankdata(y, axis=1)
+  rx -= rx.mean(1, keepdims=True)
+  ry -= ry.mean(1, keepdims=True)
+  den = np.sqrt(np.sum(rx * rx, 1) * np.sum(ry * ry, 1))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(den > 0, np.sum(rx * ry, 1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def spearman_with_ci(x, y, groups=None, num_boot: int = 2000, seed: int = 0) -> dict:
+  """Spearman ρ of x and y with a percentile bootstrap 95% interval.
+
+  groups None: ρ over all pairs ("pooled"); the bootstrap resamples pairs. groups [n]: the mean
+  over groups (networks) of the within-group ρ ("within"); the bootstrap resamples pairs within
+  each group. Groups with fewer than 3 pairs or constant values are left out; bootstrap
+  resamples where a group comes out constant are dropped.
+
+  Returns:
+    {"rho", "low", "high", "n" (pairs), "groups" (used groups; pooled: 1)}; rho None if not
+    computable.
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   rng = np.random.default_rng(seed)
   if groups is None:
-    index_sets = [np.array([i]) for i in range(len(data))]
+    rho = _spearman(x, y)
+    boots = np.zeros([0])
+    if rho is not None:
+      i = rng.integers(0, len(x), [num_boot, len(x)])
+      boots = _spearman_rows(x[i], y[i])
+    used = 1
   else:
-    labels = np.asarray(groups)
-    index_sets = [np.flatnonzero(labels == g) for g in dict.fromkeys(labels.tolist())]
-  values = []
-  for _ in range(n_boot):
-    pick = rng.integers(0, len(index_sets), len(index_sets))
-    v = statistic(data[np.concatenate([index_sets[i] for i in pick])])
-    if v is not None and np.isfinite(v):
-      values.append(v)
-  if len(values) < n_boot / 2:
-    return None
-  tail = (1 - level) / 2 * 100
-  return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+    groups = np.asarray(groups)
+    members = [np.flatnonzero(groups == g) for g in dict.fromkeys(groups.tolist())]
+    members = [m for m in members if _spearman(x[m], y[m]) is not None]
+    rho = float(np.mean([_spearman(x[m], y[m]) for m in members])) if members else None
+    boots = np.zeros([0])
+    if members:
+      per = []
+      for m in members:
+        i = m[rng.integers(0, len(m), [num_boot, len(m)])]
+        per.append(_spearman_rows(x[i], y[i]))
+      boots = np.nanmean(np.stack(per), axis=0) if per else boots
+    used = len(members)
+  boots = boots[np.isfinite(boots)]
+  low, high = (np.percentile(boots, [2.5, 97.5]).tolist() if len(boots) >= 20 else (None, None))
+  return dict(rho=rho, low=low, high=high, n=int(len(x)), groups=used)

@@ -43,13 +43,23 @@ def set_centre_targets(model, generator, cfg, seed):
   return centres, counts
 
 
-def slow_point_targets(model, generator, seed, sp_config=None):
-  """The slow points found from the class centres: ([10, S] with NaN rows, SlowPoints, counts)."""
-  centres, counts = centre_targets(model, generator, seed)
-  have = np.flatnonzero(counts > 0)
+def slow_point_targets(model, generator, seed, sp_config=None, recipe="default", source=None,
+                       cfg=None):
+  """The slow points found from the class centres: ([10, S] with NaN rows, SlowPoints, counts).
+
+  recipe "paper" takes the authors' centres (slow_points.paper_class_centres, from `source`'s
+  train split) and search; "default" this module's centres and the constrained search.
+  """
   x_bar = slow_points_lib.mean_input_features(model, generator, seed=seed)
-  finder = slow_points_lib.SlowPointFinder(model, sp_config or slow_points_lib.SlowPointConfig())
-  _, found = finder.find(centres[have], x_bar, init_class=have.astype(np.int32))
+  if recipe == "paper":
+    centres, counts, _, _ = slow_points_lib.paper_class_centres(model, source, cfg, x_bar, seed)
+  else:
+    centres, counts = centre_targets(model, generator, seed)
+  have = np.flatnonzero(counts > 0)
+  finder = slow_points_lib.SlowPointFinder(
+      model, sp_config or slow_points_lib.recipe_config(recipe, cfg))
+  _, found = finder.find(centres[have], x_bar, init_class=have.astype(np.int32),
+                         include_null=recipe == "paper", last_step_speed=recipe == "paper")
   per_class = np.full_like(centres, np.nan)
   per_class[have] = found.states
   return per_class, found, counts

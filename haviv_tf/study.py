@@ -10,6 +10,11 @@ from haviv_tf import config as config_lib
 from haviv_tf import plotting
 from haviv_tf import significance as sig
 
+FORMAT_VERSION = 2  # results.json's slow_points_format this module reads (slow_points.py's)
+PREDICTORS = {"speed": -1, "expected_speed": -1, "time_constant": +1, "com_drift": -1,
+              "spread_rate": -1, "accuracy_decay": -1}  # as predictors.PREDICTORS (no TF here)
+PREDICTOR_DELAYS = (200, 500, 1000)
+BOOTSTRAP = 2000
 ANALYSIS_JSON = "analysis.json"
 ANALYSIS_MD = "analysis.md"
 SCATTER_PNG = "speed_vs_accuracy.png"
@@ -29,6 +34,10 @@ def _load_run(workdir):
     raise artifacts.RunError(f"{workdir}: unreadable run files ({e})") from None
   if "slow_point_speed" not in results:
     raise artifacts.RunError(f"{workdir} has no slow points yet; run --mode=slow_points on it")
+  if results.get("slow_points_format") != FORMAT_VERSION:
+    raise artifacts.RunError(
+        f"{workdir}'s slow points were written by an older format (without the reachable-set "
+        "constraint and the memory predictors); re-run --mode=slow_points on it")
   return cfg, results
 
 
@@ -42,7 +51,13 @@ def table(workdirs) -> list[dict]:
       speed = res["slow_point_speed"].get(str(c))
       row = dict(network=os.path.basename(os.path.normpath(w)), workdir=w,
                  protocol=cfg.protocol, arch=cfg.arch, dataset=cfg.dataset, seed=cfg.seed,
-                 cls=c, speed=speed, readout=res.get("slow_point_readout", {}).get(str(c)))
+                 cls=c, speed=speed, readout=res.get("slow_point_readout", {}).get(str(c)),
+                 recipe=res.get("slow_points_recipe"))
+      for name in PREDICTORS:
+        v = res.get("memory_predictors", {}).get(name, {}).get(str(c))
+        if name == "time_constant" and v is None and speed is not None:
+          v = math.inf  # |λ1| >= 1 at a found point (results.json holds no infinity)
+        row[f"pred_{name}"] = v
       for d, accs in per_class.items():
         row[f"acc_{d}"] = accs[c]
       rows.append(row)
@@ -88,10 +103,14 @@ def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000)) -> dict:
   if not have:
     raise artifacts.RunError(f"none of the runs was evaluated at delays {list(delays)}")
   corr = correlations(rows, have)
+  pred_delays = [d for d in PREDICTOR_DELAYS if d in have] or have
+  ranking = rank_predictors(rows, pred_delays)
   os.makedirs(out_dir, exist_ok=True)
-  result = dict(workdirs=list(workdirs), delays=have, rows=rows, correlations=corr)
+  result = dict(workdirs=list(workdirs), delays=have, rows=_finite_rows(rows), correlations=corr,
+                predictors=ranking)
   artifacts.write_json(os.path.join(out_dir, ANALYSIS_JSON), result)
-  artifacts.write_text(os.path.join(out_dir, ANALYSIS_MD), _markdown(rows, corr, have))
+  artifacts.write_text(os.path.join(out_dir, ANALYSIS_MD),
+                       _markdown(rows, corr, have) + "\n" + predictors_markdown(ranking))
   longest = have[-1]
   pts = [r for r in rows if r.get("speed") and r.get(f"acc_{longest}") is not None]
   fig = plotting.speed_vs_accuracy(
@@ -121,4 +140,80 @@ def _markdown(rows, corr, delays):
       lines.append(f"| {d} | {pooling.replace('_', ' ')} | {c['n']} | "
                    f"{sig.fmt(c['spearman'])} ({sig.fmt(c['spearman_p'], '.1e')}) | "
                    f"{sig.fmt(c['pearson'])} ({sig.fmt(c['pearson_p'], '.1e')}) |")
+  return "\n".join(lines) + "\n"
+
+
+# -- which per-class quantity predicts memory best ----------------------------------------------
+
+
+def _finite_rows(rows):
+  """Rows for JSON: an infinite time constant becomes None."""
+  return [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()}
+          for r in rows]
+
+
+def rank_predictors(rows, delays, num_boot: int = BOOTSTRAP) -> dict:
+  """Spearman ρ of every predictor against per-class accuracy, pooled and within networks.
+
+  Each ρ is reported as measured; "oriented" multiplies it by the predictor's expected sign
+  (PREDICTORS: +1 if a larger value should mean longer memory), so that larger oriented ρ is a
+  better prediction. The best predictor at a delay has the largest pooled oriented ρ.
+
+  Returns:
+    {"delays", "table": {predictor: {delay: {"pooled": ..., "within": ..., "sign"}}},
+     "best": {delay: predictor}}.
+  """
+  table, best, counts = {}, {}, {}
+  for name, sign in PREDICTORS.items():
+    table[name] = {}
+    vals = [r[f"pred_{name}"] for r in rows if r.get(f"pred_{name}") is not None]
+    counts[name] = dict(values=len(vals), infinite=sum(math.isinf(v) for v in vals))
+    for d in delays:
+      pairs = [(r[f"pred_{name}"], r[f"acc_{d}"], r["workdir"]) for r in rows
+               if r.get(f"pred_{name}") is not None and r.get(f"acc_{d}") is not None]
+      x = [p[0] for p in pairs]
+      y = [p[1] for p in pairs]
+      g = [p[2] for p in pairs]
+      pooled = sig.spearman_with_ci(x, y, None, num_boot)
+      within = sig.spearman_with_ci(x, y, g, num_boot)
+      for v in (pooled, within):
+        v["oriented"] = None if v["rho"] is None else sign * v["rho"]
+      table[name][str(d)] = dict(pooled=pooled, within=within, sign=sign)
+  for d in delays:
+    scored = [(table[n][str(d)]["pooled"]["oriented"], n) for n in PREDICTORS
+              if table[n][str(d)]["pooled"]["oriented"] is not None]
+    best[str(d)] = max(scored)[1] if scored else None
+  return dict(delays=list(delays), table=table, best=best, counts=counts)
+
+
+def _ci(v):
+  if v["rho"] is None:
+    return "–"
+  if v["low"] is None:
+    return f"{v['rho']:+.2f}"
+  return f"{v['rho']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
+
+
+def predictors_markdown(ranking, title_level="##") -> str:
+  """The predictor table: Spearman ρ [bootstrap 95% interval] per delay, pooled / within."""
+  delays = ranking["delays"]
+  lines = [f"{title_level} Which per-class quantity predicts long-delay accuracy", "",
+           "Spearman ρ of each predictor against per-class report accuracy, with bootstrap 95% "
+           "intervals; *pooled* over every (network, class) pair, *within* the mean of the "
+           "per-network ρ. Expected sign: − for speeds and decay rates (faster = shorter "
+           "memory), + for the time constant.", "",
+           "| predictor | sign | " + " | ".join(f"pooled @{d} | within @{d}" for d in delays)
+           + " |", "|---|---|" + "---|---|" * len(delays)]
+  for name, per in ranking["table"].items():
+    lines.append(f"| {name} | {'+' if per[str(delays[0])]['sign'] > 0 else '−'} | "
+                 + " | ".join(f"{_ci(per[str(d)]['pooled'])} | {_ci(per[str(d)]['within'])}"
+                              for d in delays) + " |")
+  for name, c in ranking.get("counts", {}).items():
+    if all(ranking["table"][name][str(d)]["pooled"]["rho"] is None for d in delays):
+      why = ("no values recorded" if not c["values"] else
+             f"all {c['values']} values infinite (|λ1| ≥ 1 at every slow point)"
+             if c["infinite"] == c["values"] else "constant over the classes")
+      lines += ["", f"{name}: no ρ ({why})."]
+  lines += ["", "Best predictor (largest pooled ρ in the expected direction): "
+            + "; ".join(f"delay {d}: {ranking['best'][str(d)] or '–'}" for d in delays) + "."]
   return "\n".join(lines) + "\n"

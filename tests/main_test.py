@@ -254,6 +254,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     (["--sampler_nice=-1"], "--sampler_nice must be in [0, 19], got -1"),
     (["--mode=evaluate", "--sampler_nice=5"],
      "--sampler_nice goes with --mode=train, --mode=finetune, --mode=compare"),
+    (["--sp_recipe=foo"], "unknown --sp_recipe 'foo'; valid: default, paper"),
+    (["--mode=slow_points", "--sp_window=0"], "--sp_window must be positive, got 0"),
+    (["--mode=slow_points", "--sp_rel_tol=-0.1"], "--sp_rel_tol must be positive, got -0.1"),
+    (["--mode=backtrack", "--sp_q_tol=0"], "--sp_q_tol must be positive, got 0.0"),
 ])
 def test_bad_input_is_one_line_and_exit_1(tmp_path, args, message):
   proc = _cli(args + [f"--workdir={tmp_path}/w"])
@@ -306,6 +310,40 @@ def test_modes_on_a_trained_workdir_and_analyze(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert re.search(r"\d+ slow points followed back through \d+ snapshots", proc.stdout)
   assert "retracing" not in proc.stderr
+  # The authors' recipe writes the same files.
+  proc = _cli(["--mode=slow_points", "--sp_recipe=paper", f"--workdir={workdir}",
+               "--sp_max_iters=50"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "paper recipe" in proc.stdout
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  assert results["slow_points_recipe"] == "paper" and results["slow_points_format"] == 2
+  assert results["slow_point_config"]["max_iters"] == 50
+  assert results["slow_point_config"]["drop_step"] == 20
+  assert set(results["memory_predictors"]) >= {"speed", "expected_speed", "time_constant",
+                                                "com_drift", "spread_rate", "accuracy_decay"}
+  # Slow points of an older format: one line naming the fix, nothing overwritten.
+  sp_path = os.path.join(workdir, "slow_points.npz")
+  with np.load(sp_path) as f:
+    old = {k: f[k] for k in f.files if k in ("states", "speed", "q", "readout", "init_class",
+                                             "eigenvalues", "max_abs_eig", "num_unstable",
+                                             "iters")}
+  np.savez(sp_path, format_version=np.int32(1), **old)
+  del results["slow_points_format"]
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f)
+  before = {n: open(os.path.join(workdir, n), "rb").read() for n in os.listdir(workdir)
+            if os.path.isfile(os.path.join(workdir, n))}
+  for args in (["--mode=backtrack", f"--workdir={workdir}"],
+               ["--mode=analyze", f"--workdirs={workdir}", f"--out={tmp_path}/out2"]):
+    proc = _cli(args)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = _error_line(proc)
+    assert len(lines) == 1 and "older" in lines[0] and "re-run --mode=slow_points" in lines[0], lines
+  after = {n: open(os.path.join(workdir, n), "rb").read() for n in os.listdir(workdir)
+           if os.path.isfile(os.path.join(workdir, n))}
+  assert after == before
+  assert not os.path.exists(tmp_path / "out2")
 
 
 @pytest.mark.parametrize("args, message", [

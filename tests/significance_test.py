@@ -47,28 +47,24 @@ def test_correlate_matches_scipy():
   assert sig.correlate([(1, 1), (1, 2), (1, 3)])["spearman"] is None
 
 
-def test_bootstrap_ci_covers_the_mean_and_narrows_with_more_data():
+def test_spearman_with_ci_pooled_matches_scipy_and_its_interval_narrows_with_data():
   rng = np.random.default_rng(1)
-  small, large = rng.normal(1.0, 1.0, 20), rng.normal(1.0, 1.0, 2000)
-  lo_s, hi_s = sig.bootstrap_ci(np.mean, small, n_boot=500)
-  lo_l, hi_l = sig.bootstrap_ci(np.mean, large, n_boot=500)
-  assert lo_l < 1.0 < hi_l and lo_s < np.mean(small) < hi_s
-  assert (hi_l - lo_l) < (hi_s - lo_s) / 5       # ~ 1/sqrt(n): 10x narrower
-  # The same seed gives the same interval.
-  assert sig.bootstrap_ci(np.mean, small, n_boot=500) == (lo_s, hi_s)
+  x = rng.normal(size=400)
+  y = x + rng.normal(size=400)
+  small = sig.spearman_with_ci(x[:20], y[:20], num_boot=500)
+  large = sig.spearman_with_ci(x, y, num_boot=500)
+  assert large["rho"] == pytest.approx(stats.spearmanr(x, y).statistic)
+  assert large["low"] < large["rho"] < large["high"] and large["n"] == 400
+  assert (large["high"] - large["low"]) < (small["high"] - small["low"]) / 2
+  assert sig.spearman_with_ci(x[:20], y[:20], num_boot=500) == small   # same seed, same answer
 
 
-def test_bootstrap_ci_resamples_whole_groups():
-  # Two groups whose values are constant within a group: resampling groups can only give
-  # group means of 0, 0.5 or 1; resampling rows would give many values in between.
-  data = np.array([0.0] * 10 + [1.0] * 10)
+def test_spearman_with_ci_within_groups_averages_the_groups():
+  # Within each group y rises with x, but the groups are offset so that the pooled ranks fall.
+  x = np.concatenate([np.arange(10.0), np.arange(10.0) + 10])
+  y = np.concatenate([np.arange(10.0) + 10, np.arange(10.0)])
   groups = ["a"] * 10 + ["b"] * 10
-  lo, hi = sig.bootstrap_ci(np.mean, data, n_boot=400, groups=groups)
-  assert lo == 0.0 and hi == 1.0
-  lo_rows, hi_rows = sig.bootstrap_ci(np.mean, data, n_boot=400)
-  assert 0.0 < lo_rows < 0.5 < hi_rows < 1.0
-
-
-def test_bootstrap_ci_is_none_when_the_statistic_is_mostly_undefined():
-  assert sig.bootstrap_ci(lambda v: None, [1.0, 2.0, 3.0], n_boot=50) is None
-  assert sig.bootstrap_ci(np.mean, [], n_boot=50) is None
+  within = sig.spearman_with_ci(x, y, groups, num_boot=200)
+  assert within["rho"] == pytest.approx(1.0) and within["groups"] == 2
+  assert sig.spearman_with_ci(x, y, num_boot=200)["rho"] < 0
+  assert sig.spearman_with_ci([1, 1, 1], [1, 2, 3])["rho"] is None

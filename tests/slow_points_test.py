@@ -277,3 +277,241 @@ class TrialStatesTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+def _outward_gru():
+  """1-unit GRU whose q slopes outward past the box: z = sigmoid(2 - 10 h), r = 1,
+  candidate tanh(b) = -0.5 (constant). q(h) = ½ z² (h + 0.5)² has its fixed point at h = -0.5, a
+  local maximum near h = 0.05 and, for h above it, falls towards 0 as h -> +inf: a descent from
+  h = 0.6 leaves the box, and the constrained minimum from there is the boundary h = 1
+  (dq/dh(1) < 0, checked in the test)."""
+  model = models.DelayedClassifier(arch="gru", units=1, frame_shape=_FRAME, readout="linear")
+  kernel = np.zeros([model.feature_size, 3], np.float32)
+  recurrent = np.float32([[-10.0, 0.0, 0.0]])
+  bias = np.float32([2.0, _BIG, np.arctanh(-0.5)])
+  model.cell.kernel.assign(kernel)
+  model.cell.recurrent_kernel.assign(recurrent)
+  model.cell.bias.assign(bias)
+  return model
+
+
+def _q_outward(h):
+  z = _sigmoid(2.0 - 10.0 * h)
+  return 0.5 * z ** 2 * (h + 0.5) ** 2
+
+
+def _leaky_lstm():
+  """1-unit LSTM with constant gates: i = g = 1, f = 0.9, o = 1/2 (zero recurrent weights).
+  c' = 0.9 c + 1 has its fixed point at c = 10; within c in [-2, 2] the q minimum reached from
+  c = 1.5 is c = 2 (tanh(0.9 c + 1) - tanh(c) falls on [1.5, 2]) with h = ½ tanh(2.8)."""
+  model = models.DelayedClassifier(arch="lstm", units=1, frame_shape=_FRAME, readout="linear")
+  model.cell.kernel.assign(np.zeros([model.feature_size, 4], np.float32))
+  model.cell.recurrent_kernel.assign(np.zeros([1, 4], np.float32))
+  model.cell.bias.assign(np.float32([_BIG, _BIG, np.log(9.0), 0.0]))  # i, g, f, o
+  return model
+
+
+class ConstrainedSearchTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_gru_point_stops_on_the_boundary_the_analysis_predicts(self):
+    model = _outward_gru()
+    x_bar = np.zeros([model.feature_size], np.float32)
+    eps = 1e-5
+    self.assertLess(_q_outward(1 + eps) - _q_outward(1 - eps), 0)   # q still falls at h = 1
+    init = np.float32([[0.6], [-0.1], [1.7]])
+    free = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig(
+        max_iters=3000, constrain=False, early_stop=False, learning_rate=1e-2, decay=1.0))
+    unconstrained, _, _ = free.minimize(init, x_bar)
+    self.assertGreater(float(unconstrained[0, 0]), 1.05)   # the unconstrained descent leaves
+    boxed = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig(
+        max_iters=3000, early_stop=False, learning_rate=1e-2, decay=1.0, dedup_tol=0.0))
+    _, pts = boxed.find(init, x_bar)
+    np.testing.assert_array_equal(pts.states[[0, 2], 0], [1.0, 1.0])   # on the boundary
+    np.testing.assert_allclose(pts.states[1, 0], -0.5, atol=1e-3)        # interior fixed point
+    self.assertTrue(np.all(pts.in_box))
+    np.testing.assert_allclose(pts.q[0], _q_outward(1.0), rtol=1e-3)
+
+  def test_lstm_h_stays_in_the_box_and_c_on_its_bound(self):
+    model = _leaky_lstm()
+    x_bar = np.zeros([model.feature_size], np.float32)
+    init = np.float32([[3.0, 1.5], [-2.5, 1.5]])
+    cfg = slow_points.SlowPointConfig(max_iters=4000, early_stop=False, learning_rate=1e-2,
+                                      decay=1.0, dedup_tol=0.0)
+    finder = slow_points.SlowPointFinder(model, cfg)
+    bounds = slow_points.hidden_box(model, (np.float32([-2.0]), np.float32([2.0])))
+    _, pts = finder.find(init, x_bar, bounds=bounds)
+    self.assertTrue(np.all(np.abs(pts.states[:, 0]) <= 1.0))
+    self.assertTrue(np.all(pts.in_box))
+    np.testing.assert_array_equal(pts.states[:, 1], [2.0, 2.0])
+    np.testing.assert_allclose(pts.states[:, 0], 0.5 * np.tanh(2.8), atol=1e-3)
+    # c free (the authors' choice): the search heads for the fixed point c = 10, h in the box.
+    free, _, _ = finder.minimize(init, x_bar)
+    self.assertGreater(float(free[:, 1].min()), 3.0)   # far past the bound 2, still going
+    self.assertTrue(np.all(np.abs(free[:, 0]) <= 1.0))
+
+  @parameterized.parameters("gru", "lstm")
+  def test_random_network_points_are_in_the_box(self, arch):
+    tf.random.set_seed(3)
+    model = models.DelayedClassifier(arch=arch, units=6, frame_shape=_FRAME)
+    for v in (model.cell.recurrent_kernel,):
+      v.assign(v * 4.0)   # strong recurrence: unconstrained minima wander off
+    rng = np.random.default_rng(0)
+    init = rng.uniform(-3, 3, [40, model.state_size]).astype(np.float32)
+    x_bar = rng.normal(size=[model.feature_size]).astype(np.float32)
+    _, pts = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig(
+        max_iters=600, chunk=100)).find(init, x_bar)
+    self.assertTrue(np.all(np.abs(pts.states[:, :model.units]) <= 1.0))
+    self.assertTrue(np.all(pts.in_box))
+
+  def test_stall_rule_ends_a_stalled_point_and_keeps_an_improving_one(self):
+    model = _outward_gru()
+    x_bar = np.zeros([model.feature_size], np.float32)
+    cfg = slow_points.SlowPointConfig(max_iters=2000, window=50, rel_tol=1e-3,
+                                      learning_rate=1e-3, decay=1.0, q_tol=1e-10, chunk=100)
+    # Row 0 sits on the boundary (pushed outward, clipped back: its speed cannot improve);
+    # row 1 descends slowly towards the fixed point at -0.5 (about 1e-3 per update), improving
+    # by far more than 0.1% per 50 updates until it gets there.
+    states, q, iters, info = slow_points.SlowPointFinder(model, cfg).minimize(
+        np.float32([[1.0], [0.0]]), x_bar, return_info=True)
+    reasons = [slow_points.STOP_REASONS[r] for r in info["stop_reason"]]
+    self.assertEqual(reasons[0], "stalled")
+    self.assertEqual(int(iters[0]), 50)
+    self.assertEqual(reasons[1], "q_tol")
+    self.assertGreater(int(iters[1]), 400)
+    self.assertLess(float(q[1]), 1e-10)
+    np.testing.assert_allclose(states[1, 0], -0.5, atol=1e-4)
+
+  def test_window_and_tolerances_must_be_positive(self):
+    for field in ("window", "rel_tol", "q_tol"):
+      with self.assertRaisesRegex(ValueError, field):
+        slow_points.SlowPointConfig(**{field: 0})
+    with self.assertRaisesRegex(ValueError, "recipe"):
+      slow_points.recipe_config("foo")
+
+
+def _tf1_adam_reference(model, init, x_bar, steps, lr, drop_step, box=1.0):
+  """The authors' loop in NumPy: TF1 Adam on sum ||F(h) - h||^2 (finite-difference gradient),
+  lr / 10 from `drop_step`, h clipped after every step."""
+  b1, b2, eps = 0.9, 0.999, 1e-8
+  h = init.astype(np.float64)
+  m, v = np.zeros_like(h), np.zeros_like(h)
+  x = np.broadcast_to(x_bar, [len(h), len(x_bar)]).astype(np.float64)
+  obj = lambda s: np.sum(np.square(_numpy_transition(model, s, x) - s), axis=1)
+  for j in range(steps):
+    rate = lr / 10 if j >= drop_step else lr
+    g = np.zeros_like(h)
+    for k in range(h.shape[1]):
+      d = np.zeros_like(h)
+      d[:, k] = 1e-6
+      g[:, k] = (obj(h + d) - obj(h - d)) / 2e-6
+    t = j + 1
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    h = h - rate * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + eps)
+    h = np.clip(h, -box, box)
+  return h
+
+
+class PaperRecipeTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.source = datasets.load("mnist_sample")
+
+  def test_search_is_tf1_adam_with_the_drop_at_40_percent(self):
+    cfg = config_lib.resolve("quick", "mnist", {})
+    sp = slow_points.recipe_config("paper", cfg)
+    steps = round(100_000 * cfg.train_steps / config_lib.preset("paper", "mnist").train_steps)
+    self.assertEqual(sp.max_iters, steps)
+    self.assertEqual(sp.drop_step, round(0.4 * steps))
+    self.assertEqual((sp.learning_rate, sp.early_stop, sp.lstm_c, sp.objective_scale),
+                     (1e-3, False, "free", 1.0))
+    self.assertEqual(slow_points.recipe_config("paper").max_iters, 100_000)
+    self.assertEqual(slow_points.recipe_config("paper").drop_step, 40_000)
+    # The loop itself, against the NumPy reference, with a drop inside the run.
+    tf.random.set_seed(5)
+    model = models.DelayedClassifier(arch="gru", units=3, frame_shape=_FRAME)
+    model.cell.recurrent_kernel.assign(model.cell.recurrent_kernel * 3.0)
+    rng = np.random.default_rng(2)
+    init = rng.uniform(-0.9, 0.9, [4, 3]).astype(np.float32)
+    x_bar = rng.uniform(0, 1, [model.feature_size]).astype(np.float32)
+    small = slow_points.recipe_config("paper", None, max_iters=30, learning_rate=0.05,
+                                      chunk=7)
+    self.assertEqual(small.drop_step, 12)
+    got, _, iters = slow_points.SlowPointFinder(model, small).minimize(init, x_bar)
+    want = _tf1_adam_reference(model, init, x_bar, 30, 0.05, 12)
+    np.testing.assert_array_equal(iters, [30] * 4)
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    no_drop = _tf1_adam_reference(model, init, x_bar, 30, 0.05, 10**9)
+    self.assertGreater(np.max(np.abs(no_drop - want)), 1e-2)   # the drop matters here
+
+  def test_centre_trials_share_one_sigma_third_noise_sequence(self):
+    cfg = config_lib.resolve("quick", "mnist_sample", {})
+    inputs, classes = slow_points.paper_centre_inputs(self.source, cfg, seed=0)
+    self.assertEqual(inputs.shape, (1000, 15, 785))     # 100 per class, image + 14 frames
+    np.testing.assert_array_equal(classes, np.repeat(np.arange(10), 100))
+    np.testing.assert_array_equal(inputs[:, :, -1], 0.0)          # trigger off
+    noise = inputs[:, 1:, :-1]
+    np.testing.assert_array_equal(noise, np.broadcast_to(noise[0], noise.shape))  # shared
+    std = float(np.asarray(self.source.std).ravel()[0])
+    self.assertAllClose(noise[0].std(), std / 3, rtol=0.03)
+    self.assertAllClose(noise[0].mean(), float(np.asarray(self.source.mean).ravel()[0]),
+                        atol=0.01)
+    # Frame 0 shows train-split images of the trial's class.
+    train = self.source.train.images.reshape(len(self.source.train.labels), -1) / 255.0
+    for i in (0, 150, 999):
+      match = np.flatnonzero(np.all(np.abs(train - inputs[i, 0, :-1]) < 1e-6, axis=1))
+      self.assertNotEmpty(match)
+      self.assertEqual(int(self.source.train.labels[match[0]]), int(classes[i]))
+
+  def test_centres_use_the_state_after_14_noise_steps_and_the_11_output_test(self):
+    cfg = config_lib.resolve("quick", "mnist_sample", dict(units=5))
+    tf.random.set_seed(7)
+    model = models.build(cfg, self.source.frame_shape)
+    gen = trials.generator_for(self.source, "test", cfg)
+    x_bar = slow_points.mean_input_features(model, gen)
+    inputs, classes = slow_points.paper_centre_inputs(self.source, cfg, seed=0,
+                                                      trials_per_class=8)
+    # The state after the 15th frame (14 steps after the stimulus) ...
+    final = np.stack([_run_numpy(model, inp) for inp in inputs])
+    # ... read out by x̄ + trigger, argmax over all 11 outputs, minus 1.
+    read_x = np.concatenate([x_bar[:-1], [1.0]])[None].repeat(len(final), 0)
+    new = _numpy_transition(model, final, read_x)
+    w, b = (np.asarray(v, np.float64) for v in (model.head.kernel, model.head.bias))
+    pred = np.argmax(new @ w + b, axis=1) - 1
+    centres, counts, states, got_classes = slow_points.paper_class_centres(
+        model, self.source, cfg, x_bar, seed=0, trials_per_class=8)
+    np.testing.assert_allclose(states, final, atol=1e-5)
+    np.testing.assert_array_equal(got_classes, classes)
+    for c in range(10):
+      ok = (pred == c) & (classes == c)
+      self.assertEqual(int(counts[c]), int(ok.sum()))
+      if ok.any():
+        np.testing.assert_allclose(centres[c], final[ok].mean(0), atol=1e-5)
+    # Null can win the test: a huge null bias leaves no trial counted.
+    model.head.bias.assign(np.float32([100.0] + [0.0] * 10))
+    centres, counts, _, _ = slow_points.paper_class_centres(model, self.source, cfg, x_bar,
+                                                            seed=0, trials_per_class=8)
+    np.testing.assert_array_equal(counts, 0)
+    self.assertTrue(np.all(np.isnan(centres)))
+    pts = slow_points.SlowPointFinder(model).describe(final[:3], x_bar, include_null=True)
+    np.testing.assert_array_equal(pts.readout, [-1, -1, -1])
+
+
+def _run_numpy(model, inputs):
+  state = np.zeros([1, model.state_size])
+  for frame in inputs:
+    state = _numpy_transition(model, state, frame[None].astype(np.float64))
+  return state[0]
+
+
+class FormatTest(tf.test.TestCase):
+
+  def test_an_older_file_is_refused_with_the_fix(self):
+    path = os.path.join(self.get_temp_dir(), "old.npz")
+    pts = _points([[0.1, 0.2]], q=[1e-3])
+    arrays = {k: getattr(pts, k) for k in slow_points._FIELDS[:9]}  # pylint: disable=protected-access
+    np.savez(path, format_version=np.int32(1), **arrays)
+    with self.assertRaisesRegex(slow_points.OldFormatError, "re-run --mode=slow_points"):
+      slow_points.SlowPoints.load(path)

@@ -12,13 +12,16 @@ from haviv_tf import config as config_lib
 from haviv_tf import study
 
 
-def _fake_run(path, protocol, arch, speeds, accs):
+def _fake_run(path, protocol, arch, speeds, accs, preds=None, fmt=2):
   os.makedirs(path)
   cfg = config_lib.resolve("quick", "mnist", dict(protocol=protocol, arch=arch))
   artifacts.write_json(os.path.join(path, "config.json"), dict(config=cfg.to_dict()))
+  preds = preds or {}
   artifacts.write_json(os.path.join(path, "results.json"), dict(
       slow_point_speed={str(c): s for c, s in enumerate(speeds)},
-      slow_point_readout={str(c): c for c in range(10)},
+      slow_point_readout={str(c): c for c in range(10)}, slow_points_format=fmt,
+      memory_predictors={k: {str(c): v for c, v in enumerate(vals)} for k, vals in
+                         dict(speed=speeds, **preds).items()},
       per_class_accuracy_by_delay={"500": list(accs), "5": [1.0] * 10}))
 
 
@@ -64,3 +67,51 @@ def test_analyze_refuses_runs_without_slow_points(tmp_path):
     study.analyze([str(path)], str(tmp_path / "out"))
   with pytest.raises(artifacts.RunError, match="not a finished haviv_tf run"):
     study.analyze([str(tmp_path / "missing")], str(tmp_path / "out"))
+
+
+def test_analyze_refuses_slow_points_of_an_older_format(tmp_path):
+  path = str(tmp_path / "old")
+  _fake_run(path, "vocu", "gru", [1e-3] * 10, [0.5] * 10, fmt=None)
+  with pytest.raises(artifacts.RunError, match="older format.*re-run --mode=slow_points"):
+    study.analyze([path], str(tmp_path / "out"))
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_predictors_are_ranked_by_spearman_with_bootstrap_intervals(tmp_path):
+  rng = np.random.default_rng(1)
+  runs, acc_all, tau_all, speed_all, groups = [], [], [], [], []
+  for k in range(4):
+    acc = rng.uniform(0.1, 1.0, 10)
+    tau = np.exp(3 * acc + rng.normal(0, 0.2, 10))          # strongly monotone in accuracy
+    speed = 10.0 ** rng.uniform(-6, -2, 10)                 # unrelated
+    tau_json = [float(t) for t in tau]
+    tau_json[3] = None                                      # |λ1| >= 1: infinite time constant
+    tau[3] = np.inf
+    path = str(tmp_path / f"run{k}")
+    _fake_run(path, "decu", "gru", speed.tolist(), acc.tolist(),
+              preds=dict(time_constant=tau_json, com_drift=(1 - acc).tolist()))
+    runs.append(path)
+    acc_all += acc.tolist()
+    tau_all += tau.tolist()
+    speed_all += speed.tolist()
+    groups += [k] * 10
+  result = study.analyze(runs, str(tmp_path / "out"), delays=(500,))
+  table = result["predictors"]["table"]
+  tau_all, acc_all, groups = np.array(tau_all), np.array(acc_all), np.array(groups)
+  pooled = table["time_constant"]["500"]["pooled"]
+  assert pooled["rho"] == pytest.approx(stats.spearmanr(tau_all, acc_all)[0])
+  assert pooled["low"] <= pooled["rho"] <= pooled["high"]
+  within = table["time_constant"]["500"]["within"]
+  want = np.mean([stats.spearmanr(tau_all[groups == g], acc_all[groups == g])[0]
+                  for g in range(4)])
+  assert within["rho"] == pytest.approx(want)
+  assert within["groups"] == 4 and within["low"] <= within["rho"] <= within["high"]
+  assert table["speed"]["500"]["pooled"]["rho"] == pytest.approx(
+      stats.spearmanr(speed_all, acc_all)[0])
+  assert table["com_drift"]["500"]["pooled"]["rho"] == pytest.approx(-1.0)
+  assert table["com_drift"]["500"]["pooled"]["oriented"] == pytest.approx(1.0)
+  assert result["predictors"]["best"]["500"] == "com_drift"
+  assert table["expected_speed"]["500"]["pooled"]["rho"] is None     # not given
+  with open(os.path.join(tmp_path, "out", "analysis.md")) as f:
+    md = f.read()
+  assert "Which per-class quantity predicts" in md and "| time_constant | + |" in md
