@@ -389,6 +389,19 @@ def _import_quietly():
   return analysis
 
 
+def _exit_now(status):
+  """Ends the process with `status`, skipping interpreter finalization.
+
+  When training stops mid-epoch (a non-finite loss), tf.data's trial-sampler threads
+  (tf.numpy_function) are still live, and TensorFlow's clean-up at interpreter shutdown can
+  deadlock on them (seen: the process hangs in garbage collection after printing its error).
+  By now every file the command wrote is closed and its workdir lock released.
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
+
+
 def main(argv):
   if not flags.FLAGS["verbosity"].present:
     # TF's own INFO lines (checkpoint sharding, ...) would drown ours; -v 0 shows everything.
@@ -398,7 +411,7 @@ def main(argv):
       _run(argv)
   except config_lib.InputError as e:  # bad flags, config, data or workdir
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    _exit_now(1)
   except KeyboardInterrupt:
     print("interrupted; rerun the same command to resume from the last checkpoint",
           file=sys.stderr)

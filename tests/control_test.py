@@ -171,7 +171,9 @@ def test_control_equals_plain_continued_training(parent, tmp_path):
                                                                       "config.json"))["config"])
   model = models.build(pcfg, source.frame_shape)
   train.load_weights(model, parent)
-  model.compile(optimizer=keras.optimizers.Adam(pcfg.learning_rate, epsilon=1e-8))
+  # Compiled as the fine-tuning compiles its step (XLA by default): the comparison is exact.
+  model.compile(optimizer=keras.optimizers.Adam(pcfg.learning_rate, epsilon=1e-8),
+                jit_compile=pcfg.jit_compile)
   gen = trials.generator_for(source, "train", pcfg)
   ds = gen.training_dataset(pcfg.seed, pcfg.batch_size, pcfg.seq_len,
                             curricula.Curriculum((), (10,), (pcfg.seq_len,)),

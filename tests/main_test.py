@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 
 # Tiny but real: the quick preset on the shipped sample, shrunk to seconds.
@@ -332,17 +333,17 @@ def test_modes_on_a_trained_workdir_and_analyze(tmp_path):
   del results["slow_points_format"]
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f)
-  before = {n: open(os.path.join(workdir, n), "rb").read() for n in os.listdir(workdir)
-            if os.path.isfile(os.path.join(workdir, n))}
+  def files():  # the lock file records the latest holder's PID; everything else must stay
+    return {n: open(os.path.join(workdir, n), "rb").read() for n in os.listdir(workdir)
+            if os.path.isfile(os.path.join(workdir, n)) and n != artifacts.LOCK_FILE}
+  before = files()
   for args in (["--mode=backtrack", f"--workdir={workdir}"],
                ["--mode=analyze", f"--workdirs={workdir}", f"--out={tmp_path}/out2"]):
     proc = _cli(args)
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = _error_line(proc)
     assert len(lines) == 1 and "older" in lines[0] and "re-run --mode=slow_points" in lines[0], lines
-  after = {n: open(os.path.join(workdir, n), "rb").read() for n in os.listdir(workdir)
-           if os.path.isfile(os.path.join(workdir, n))}
-  assert after == before
+  assert files() == before
   assert not os.path.exists(tmp_path / "out2")
 
 
