@@ -731,15 +731,18 @@ def class_centres(model: models.DelayedClassifier, generator: trials.TrialGenera
                      f"{steps_after!r} and {trials_per_class!r}")
   classes = np.arange(config_lib.NUM_CLASSES * trials_per_class) % config_lib.NUM_CLASSES
   states, preds = _batched_trials(model, generator, classes, steps_after + 1, seed, batch_size)
-  final = states[:, -1]
-  ok = preds == classes
-  centres = np.full([config_lib.NUM_CLASSES, model.state_size], np.nan, np.float32)
+  return _centres_of(states[:, -1], preds == classes, classes)
+
+
+def _centres_of(states, ok, classes):
+  """Per-class mean of the states of correct trials: ([10, S] with NaN rows, counts [10])."""
+  centres = np.full([config_lib.NUM_CLASSES, states.shape[-1]], np.nan, np.float32)
   counts = np.zeros([config_lib.NUM_CLASSES], np.int64)
   for c in range(config_lib.NUM_CLASSES):
     sel = ok & (classes == c)
     counts[c] = int(sel.sum())
     if counts[c]:
-      centres[c] = final[sel].mean(axis=0)
+      centres[c] = states[sel].mean(axis=0)
   return centres, counts
 
 
@@ -855,11 +858,5 @@ def paper_class_centres(model: models.DelayedClassifier, source, cfg, x_bar, see
     states.append(final.numpy())
     ok.append(pred == classes[lo:lo + batch_size])
   states, ok = np.concatenate(states), np.concatenate(ok)
-  centres = np.full([config_lib.NUM_CLASSES, model.state_size], np.nan, np.float32)
-  counts = np.zeros([config_lib.NUM_CLASSES], np.int64)
-  for c in range(config_lib.NUM_CLASSES):
-    sel = ok & (classes == c)
-    counts[c] = int(sel.sum())
-    if counts[c]:
-      centres[c] = states[sel].mean(axis=0)
+  centres, counts = _centres_of(states, ok, classes)
   return centres, counts, states, classes
