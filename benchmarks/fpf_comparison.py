@@ -7,12 +7,16 @@
 FixedPointFinder (github.com/mattgolub/fixed-point-finder, FixedPointFinderTorch.py) is not
 part of haviv_tf: --fpf_path names a checkout of it. The script ports the trained paper-form
 GRU (models.GRUCell) to a torch.nn.Module with FixedPointFinder's nn.GRU calling convention,
-checks that one step agrees with TensorFlow to 1e-6 on the initial states, and then, for the
+checks that one step agrees with TensorFlow to 1e-6 on the initial states (and the same weights
+as a keras.layers.GRUCell(reset_after=False) to 1e-5), and then, for the
 same x̄ (mean_input_features) and the same `--num_states` initial states (states of noise
 trials, slow_points.sample_states):
 
   per iteration   seconds per search iteration over a fixed number of iterations, no stopping:
-                  haviv_tf's compiled chunk (projected Adam, the default recipe's settings) and
+                  haviv_tf's compiled chunk (projected Adam, the default recipe's settings) on
+                  the model and on the same weights as a keras.layers.GRUCell (the library
+                  route for any Keras cell: slow_points.SlowPointFinder(cell); the cell
+                  recomputes W x̄ every step, the model's cell projects it once), and
                   FixedPointFinder's joint optimisation loop (_run_joint_optimization,
                   tol_q = 0 so that it runs the full count). FixedPointFinder's module gets the
                   input x̄ every iteration, as its API has it, so it multiplies W x̄ anew each
@@ -84,6 +88,22 @@ def torch_gru(cell, cache_input=False):
   return PaperGRU()
 
 
+def keras_gru(cell):
+  """The paper-form GRU as a keras.layers.GRUCell (reset_after=False) with the same weights.
+
+  The paper's h' = (1 - z) h + z c is Keras's h' = z' h + (1 - z') c with z' = 1 - z =
+  sigmoid(-(W_z x + U_z h + b_z)): the z columns change sign; r and the candidate are equal.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  u = cell.units
+  flip = np.concatenate([-np.ones(u), np.ones(2 * u)]).astype(np.float32)
+  out = keras.layers.GRUCell(u, reset_after=False)
+  out.build((None, int(cell.kernel.shape[0])))
+  out.set_weights([cell.kernel.numpy() * flip, cell.recurrent_kernel.numpy() * flip,
+                   cell.bias.numpy() * flip])
+  return out
+
+
 def box_stats(states):
   h = np.asarray(states, np.float64)
   out = np.any(np.abs(h) > 1.0, axis=1)
@@ -153,6 +173,13 @@ def main():
         f"float64, {err32:.1e} in float32 (rounding of 785-term sums)")
   if not err64 <= 1e-6:
     sys.exit("error: the torch port disagrees with the TensorFlow cell by more than 1e-6")
+  kcell = keras_gru(model.cell)
+  got_k = kcell(tf.constant(feats), [tf.constant(inits)], training=False)[1][0].numpy()
+  err_k = float(np.max(np.abs(got_k - want32)))
+  print(f"one step, keras.layers.GRUCell (reset_after=False, z columns negated) vs the paper "
+        f"cell: max |difference| {err_k:.1e} in float32")
+  if not err_k <= 1e-5:
+    sys.exit("error: the keras.layers.GRUCell port disagrees with the paper cell by more than 1e-5")
 
   rows = []
   # Per iteration, no stopping.
@@ -166,6 +193,16 @@ def main():
     times.append(time.perf_counter() - t0)
   ours_it = min(times) / args.iters
   rows.append(("haviv_tf (projected Adam, XLA)", ours_it, box_stats(s_fixed)))
+  kcell = keras_gru(model.cell)
+  finder_k = slow_points.SlowPointFinder(kcell, cfg_fixed)
+  finder_k.minimize(inits, x_bar)        # compile
+  times = []
+  for _ in range(args.repeats):
+    t0 = time.perf_counter()
+    s_keras, _, _ = finder_k.minimize(inits, x_bar)
+    times.append(time.perf_counter() - t0)
+  rows.append(("haviv_tf on keras.layers.GRUCell (same weights, XLA)", min(times) / args.iters,
+               box_stats(s_keras)))
   for label, cache in (("FixedPointFinder torch", False),
                        ("FixedPointFinder torch, W x̄ cached", True)):
     mod = torch_gru(model.cell, cache_input=cache)
@@ -195,6 +232,15 @@ def main():
              enumerate(slow_points.STOP_REASONS)}
   own.append(("haviv_tf, default recipe", t_ours, int(it_ours.max()), q_ours, box_stats(s_ours),
               f"stop reasons {reasons}"))
+  finder_k = slow_points.SlowPointFinder(kcell, slow_points.SlowPointConfig())
+  finder_k.minimize(inits[:2], x_bar)
+  t0 = time.perf_counter()
+  s_k, q_k, it_k, info_k = finder_k.minimize(inits, x_bar, return_info=True)
+  t_k = time.perf_counter() - t0
+  reasons_k = {r: int(np.sum(info_k["stop_reason"] == i)) for i, r in
+               enumerate(slow_points.STOP_REASONS)}
+  own.append(("haviv_tf on keras.layers.GRUCell, default recipe", t_k, int(it_k.max()),
+              q_of(model, s_k, x_bar), box_stats(s_k), f"stop reasons {reasons_k}"))
   mod = torch_gru(model.cell)
   t_fpf, fps = fpf_run(FixedPointFinderTorch, mod, inits, x_bar, max_iters=args.fpf_max_iters)
   q_fpf = q_of(model, fps.xstar, x_bar)

@@ -4,8 +4,10 @@ The hand-set cells have zero input weights and decoupled units with recurrent ga
 unit's fixed points are 0 and ±h*, with h* the root of one scalar equation (scipy brentq).
 """
 
+import importlib.util
 import itertools
 import os
+import shutil
 import tempfile
 
 from absl.testing import parameterized
@@ -233,6 +235,31 @@ class RoutesTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "must have 3 entries"):
       slow_points.find_slow_points(_cell("gru"), _inits(2, 2), np.zeros(4), _FAST,
                                    input_size=3)
+
+
+_FLIPFLOP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                         "flipflop.py")
+
+
+class FlipFlopExampleTest(tf.test.TestCase):
+
+  def test_shortened_example_runs(self):
+    spec = importlib.util.spec_from_file_location("flipflop_example", _FLIPFLOP)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    inputs, targets = example.flipflop_trials(4, 30, seed=1)
+    self.assertTrue(np.all(np.abs(targets) == 1.0))                # every bit set at t = 0
+    self.assertTrue(np.all(targets[inputs != 0] == inputs[inputs != 0]))
+    out = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, out, True)
+    got = example.main(["--out", out, "--units", "4", "--train_trials", "64", "--length", "16",
+                        "--epochs", "1", "--batch_size", "64", "--num_states", "8",
+                        "--max_iters", "100"])
+    self.assertTrue(os.path.getsize(os.path.join(out, "flipflop.png")) > 0)
+    saved = slow_points.SlowPoints.load(os.path.join(out, "slow_points.npz"))
+    np.testing.assert_array_equal(saved.states, got["unique"].states)
+    self.assertEqual(len(got["stable"]) + len(got["saddles"]),
+                     int(np.sum(saved.q < 1e-8)))
 
 
 if __name__ == "__main__":
