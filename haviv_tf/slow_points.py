@@ -4,7 +4,9 @@ A slow point is a local minimum of q(s) = ½ ||F(s, x̄) - s||² under the mean 
 (trigger off), measured in the cell's speed coordinates (GRU: h; LSTM: (h, tanh c), as the
 paper). SlowPointFinder minimises q for many states at once with projected Adam inside a
 compiled loop (the states stay in the box the network can reach: GRU h and LSTM h in [-1, 1]);
-Python only looks at the result every `chunk` iterations.
+Python only looks at the result every `chunk` iterations. The search runs on a
+dynamics.Dynamics: this project's DelayedClassifier, or any Keras 3 recurrent cell, RNN layer or
+SavedModel step signature (`find_slow_points`, the library entry point).
 
 Two recipes (RECIPES) make the class slow points: "default" (this package's: centres of test
 trials, 40 extra sampled starts, a stopping rule) and "paper" (the authors' BlackBoxMNIST.py /
