@@ -182,27 +182,20 @@ def main():
     sys.exit("error: the keras.layers.GRUCell port disagrees with the paper cell by more than 1e-5")
 
   rows = []
-  # Per iteration, no stopping.
+  # Per iteration, no stopping: the model, then the same weights as a Keras cell.
+  ours = (("haviv_tf (projected Adam, XLA)", model),
+          ("haviv_tf on keras.layers.GRUCell (same weights, XLA)", kcell))
   cfg_fixed = slow_points.SlowPointConfig(max_iters=args.iters, early_stop=False, chunk=args.iters)
-  finder = slow_points.SlowPointFinder(model, cfg_fixed)
-  finder.minimize(inits, x_bar)          # compile
-  times = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    s_fixed, _, _ = finder.minimize(inits, x_bar)
-    times.append(time.perf_counter() - t0)
-  ours_it = min(times) / args.iters
-  rows.append(("haviv_tf (projected Adam, XLA)", ours_it, box_stats(s_fixed)))
-  kcell = keras_gru(model.cell)
-  finder_k = slow_points.SlowPointFinder(kcell, cfg_fixed)
-  finder_k.minimize(inits, x_bar)        # compile
-  times = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    s_keras, _, _ = finder_k.minimize(inits, x_bar)
-    times.append(time.perf_counter() - t0)
-  rows.append(("haviv_tf on keras.layers.GRUCell (same weights, XLA)", min(times) / args.iters,
-               box_stats(s_keras)))
+  for label, net in ours:
+    finder = slow_points.SlowPointFinder(net, cfg_fixed)
+    finder.minimize(inits, x_bar)          # compile
+    times = []
+    for _ in range(args.repeats):
+      t0 = time.perf_counter()
+      s_fixed, _, _ = finder.minimize(inits, x_bar)
+      times.append(time.perf_counter() - t0)
+    rows.append((label, min(times) / args.iters, box_stats(s_fixed)))
+  ours_it = rows[0][1]
   for label, cache in (("FixedPointFinder torch", False),
                        ("FixedPointFinder torch, W x̄ cached", True)):
     mod = torch_gru(model.cell, cache_input=cache)
@@ -224,24 +217,17 @@ def main():
 
   # Each to its own stopping rule.
   own = []
-  finder = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig())
-  finder.minimize(inits[:2], x_bar)
-  t0 = time.perf_counter()
-  s_ours, q_ours, it_ours, info = finder.minimize(inits, x_bar, return_info=True)
-  t_ours = time.perf_counter() - t0
-  reasons = {r: int(np.sum(info["stop_reason"] == i)) for i, r in
-             enumerate(slow_points.STOP_REASONS)}
-  own.append(("haviv_tf, default recipe", t_ours, int(it_ours.max()), q_ours, box_stats(s_ours),
-              f"stop reasons {reasons}"))
-  finder_k = slow_points.SlowPointFinder(kcell, slow_points.SlowPointConfig())
-  finder_k.minimize(inits[:2], x_bar)
-  t0 = time.perf_counter()
-  s_k, q_k, it_k, info_k = finder_k.minimize(inits, x_bar, return_info=True)
-  t_k = time.perf_counter() - t0
-  reasons_k = {r: int(np.sum(info_k["stop_reason"] == i)) for i, r in
+  for label, net in ours:
+    finder = slow_points.SlowPointFinder(net, slow_points.SlowPointConfig())
+    finder.minimize(inits[:2], x_bar)
+    t0 = time.perf_counter()
+    s_own, _, it_own, info = finder.minimize(inits, x_bar, return_info=True)
+    t_own = time.perf_counter() - t0
+    reasons = {r: int(np.sum(info["stop_reason"] == i)) for i, r in
                enumerate(slow_points.STOP_REASONS)}
-  own.append(("haviv_tf on keras.layers.GRUCell, default recipe", t_k, int(it_k.max()),
-              q_of(model, s_k, x_bar), box_stats(s_k), f"stop reasons {reasons_k}"))
+    own.append((label.split(" (")[0] + ", default recipe", t_own, int(it_own.max()),
+                q_of(model, s_own, x_bar), box_stats(s_own), f"stop reasons {reasons}"))
+  q_ours = own[0][3]
   mod = torch_gru(model.cell)
   t_fpf, fps = fpf_run(FixedPointFinderTorch, mod, inits, x_bar, max_iters=args.fpf_max_iters)
   q_fpf = q_of(model, fps.xstar, x_bar)

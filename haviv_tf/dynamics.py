@@ -149,12 +149,13 @@ def from_cell(cell, input_size=None, bounds="default", c_bounds=None, speed_coor
     input_size = int(kernel.shape[0])
   elif not getattr(cell, "built", True):
     cell.build((None, int(input_size)))
+  elif getattr(cell, "kernel", None) is not None and int(cell.kernel.shape[0]) != input_size:
+    raise ValueError(f"{type(cell).__name__} takes inputs of {int(cell.kernel.shape[0])} "
+                     f"entries, not {input_size}")
   is_layer = isinstance(cell, keras.layers.Layer)
-  nested = isinstance(cell.state_size, (list, tuple))
 
   def step(x, s):
-    parts = tf.split(s, sizes, axis=-1) if len(sizes) > 1 else [s]
-    states = parts if nested or len(parts) > 1 else [parts[0]]
+    states = tf.split(s, sizes, axis=-1) if len(sizes) > 1 else [s]   # a list, as keras.RNN
     out = cell(x, states, training=False) if is_layer else cell(x, states)
     if not isinstance(out, (list, tuple)) or len(out) != 2:
       raise ValueError(f"{type(cell).__name__}.call must return (output, new_states)")
@@ -273,7 +274,8 @@ def as_dynamics(obj, **kwargs) -> Dynamics:
   if hasattr(obj, "state_size"):
     return from_cell(obj, **kwargs)
   raise ValueError(f"cannot find slow points of a {type(obj).__name__}: pass a Keras recurrent "
-                   "cell or RNN layer, a SavedModel, a DelayedClassifier or a Dynamics")
+                   "cell or RNN layer (of a model: model.get_layer(name)), a SavedModel, a "
+                   "DelayedClassifier or a Dynamics")
 
 
 # -- trajectories and starting states -----------------------------------------------------------

@@ -646,7 +646,7 @@ class SlowPointFinder:
 
 
 def find_slow_points(rnn, init_states, inputs, config: SlowPointConfig = SlowPointConfig(),
-                     bounds=None, **dynamics_options):
+                     bounds=None, trajectories=None, **dynamics_options):
   """Slow points of any recurrent network under a constant input: the library entry point.
 
   Args:
@@ -662,6 +662,9 @@ def find_slow_points(rnn, init_states, inputs, config: SlowPointConfig = SlowPoi
       (see dynamics: tanh-bounded h for the built-in cells, an LSTM's c free); e.g.
       dynamics.reached_bounds(rnn, trajectories) to keep an LSTM's c in the range trajectories
       reach. Ignored when config.constrain is False.
+    trajectories: optional states [B, T, S] the network visits (dynamics.trajectories); with
+      config.lstm_c "reached" (the default) and no `bounds`, the box's unbounded coordinates
+      (an LSTM's c) are kept within the range they reach, as this project's LSTM search.
     **dynamics_options: passed to dynamics.as_dynamics (e.g. input_size= for an unbuilt cell,
       c_bounds= of an LSTMCell, signature= of a SavedModel). A user's own cell is unbounded
       unless `bounds` are passed (then the search stays in them; in_box checks only the
@@ -672,8 +675,10 @@ def find_slow_points(rnn, init_states, inputs, config: SlowPointConfig = SlowPoi
     speed, q, Jacobian spectrum, stop reason, in_box; readout and init_class -1 except for a
     DelayedClassifier); `unique` is `all.unique(config.dedup_tol)`.
   """
-  finder = SlowPointFinder(dynamics_lib.as_dynamics(rnn, **dynamics_options), config)
-  return finder.find(init_states, inputs, bounds=bounds)
+  dyn = dynamics_lib.as_dynamics(rnn, **dynamics_options)
+  if bounds is None and trajectories is not None and config.lstm_c == "reached":
+    bounds = dynamics_lib.reached_bounds(dyn, trajectories)
+  return SlowPointFinder(dyn, config).find(init_states, inputs, bounds=bounds)
 
 
 # -- inputs and starting states -----------------------------------------------------------------

@@ -137,8 +137,9 @@ class KerasCellTest(parameterized.TestCase):
     inits = np.tile(np.float32([[0.9, 0.9, 0.4, 0.4]]), [3, 1])
     _, free = slow_points.find_slow_points(cell, inits, np.zeros(_INPUTS), _FAST)
     np.testing.assert_allclose(free.states[0], [h_star, h_star, c_star, c_star], atol=1e-3)
+    visited = np.float32([[[0.5, 0.5, -c_cap, -c_cap]], [[0.0, 0.0, c_cap, c_cap]]])  # c: ±c_cap
     _, boxed = slow_points.find_slow_points(cell, inits, np.zeros(_INPUTS), _FAST,
-                                            c_bounds=(-c_cap, c_cap))
+                                            trajectories=visited)
     self.assertTrue(np.all(np.abs(boxed.states[:, _UNITS:]) <= c_cap + 1e-7))
     np.testing.assert_allclose(boxed.states[:, _UNITS:], c_cap, atol=1e-6)  # on the face
     self.assertGreater(boxed.q.min(), 1e-6)     # a slow point, not a fixed point
@@ -230,6 +231,8 @@ class RoutesTest(tf.test.TestCase):
       dynamics.as_dynamics(keras.layers.Dense(2))
     with self.assertRaisesRegex(ValueError, "not built"):
       dynamics.from_cell(keras.layers.GRUCell(2))
+    with self.assertRaisesRegex(ValueError, "takes inputs of 3 entries, not 4"):
+      dynamics.from_cell(_hand_set("gru")[0], input_size=4)
     with self.assertRaisesRegex(ValueError, "lo <= hi"):
       dynamics.from_cell(_cell("simple"), input_size=1, bounds=(1.0, -1.0))
     with self.assertRaisesRegex(ValueError, "must have 3 entries"):
