@@ -88,6 +88,11 @@ def check_bounds(bounds, state_size):
   return lo, hi
 
 
+def _h_tanh_c(units):
+  """Speed coordinates of a flat LSTM state [h, c]: (h, tanh c)."""
+  return lambda s: tf.concat([s[:, :units], tf.tanh(s[:, units:])], axis=-1)
+
+
 def _activation_name(fn):
   return getattr(fn, "__name__", type(fn).__name__)
 
@@ -166,8 +171,7 @@ def from_cell(cell, input_size=None, bounds="default", c_bounds=None, speed_coor
     return tf.concat(new, axis=-1) if len(new) > 1 else new[0]
 
   if isinstance(cell, keras.layers.LSTMCell) and speed_coordinates is None:
-    u = cell.units
-    speed_coordinates = lambda s: tf.concat([s[:, :u], tf.tanh(s[:, u:])], axis=-1)
+    speed_coordinates = _h_tanh_c(cell.units)
   if isinstance(bounds, str):
     if bounds != "default":
       raise ValueError(f"`bounds` must be 'default', None or (lo, hi), got {bounds!r}")
@@ -238,8 +242,7 @@ def from_saved_model(saved_model, signature="step", state_arg="state", input_arg
     meta = {k: v.numpy() for k, v in sigs["metadata"]().items()}
     meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in meta.items()}
   if meta.get("speed_coordinates") == "h,tanh(c)" and speed_coordinates is None:
-    u = int(meta["units"])
-    speed_coordinates = lambda s: tf.concat([s[:, :u], tf.tanh(s[:, u:])], axis=-1)
+    speed_coordinates = _h_tanh_c(int(meta["units"]))
   if isinstance(bounds, str) and "lo" in meta and "hi" in meta:
     bounds = (meta["lo"], meta["hi"])
   elif isinstance(bounds, str) and meta.get("state_layout") in ("h", "h,c") and "units" in meta:

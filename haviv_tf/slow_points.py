@@ -365,14 +365,10 @@ def readout_classes(model: models.DelayedClassifier, states, features,
 def hidden_box(model: models.DelayedClassifier, c_bounds=None):
   """Bounds (lo, hi), each [state_size] float32, of the search box: h in [-1, 1]; an LSTM's c
   within `c_bounds` = (lo [units], hi [units]) or free (±inf) without it."""
-  lo = np.full([model.state_size], -1.0, np.float32)
-  hi = np.full([model.state_size], 1.0, np.float32)
-  if model.state_size > model.units:
+  lo, hi = dynamics_lib.from_model(model).bounds
+  if model.state_size > model.units and c_bounds is not None:
     u = model.units
-    if c_bounds is None:
-      lo[u:], hi[u:] = -np.inf, np.inf
-    else:
-      lo[u:], hi[u:] = (np.broadcast_to(np.asarray(b, np.float32), [u]) for b in c_bounds)
+    lo[u:], hi[u:] = (np.broadcast_to(np.asarray(b, np.float32), [u]) for b in c_bounds)
   return lo, hi
 
 
