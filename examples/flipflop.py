@@ -27,7 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # pylint: disable=g-import-not-at-top
 from matplotlib.figure import Figure
 import numpy as np
-import tensorflow as tf
 
 from haviv_tf import dynamics
 from haviv_tf import plotting
