@@ -7,12 +7,16 @@
 FixedPointFinder (github.com/mattgolub/fixed-point-finder, FixedPointFinderTorch.py) is not
 part of haviv_tf: --fpf_path names a checkout of it. The script ports the trained paper-form
 GRU (models.GRUCell) to a torch.nn.Module with FixedPointFinder's nn.GRU calling convention,
-checks that one step agrees with TensorFlow to 1e-6 on the initial states, and then, for the
+checks that one step agrees with TensorFlow to 1e-6 on the initial states (and the same weights
+as a keras.layers.GRUCell(reset_after=False) to 1e-5), and then, for the
 same x̄ (mean_input_features) and the same `--num_states` initial states (states of noise
 trials, slow_points.sample_states):
 
   per iteration   seconds per search iteration over a fixed number of iterations, no stopping:
-                  haviv_tf's compiled chunk (projected Adam, the default recipe's settings) and
+                  haviv_tf's compiled chunk (projected Adam, the default recipe's settings) on
+                  the model and on the same weights as a keras.layers.GRUCell (the library
+                  route for any Keras cell: slow_points.SlowPointFinder(cell); the cell
+                  recomputes W x̄ every step, the model's cell projects it once), and
                   FixedPointFinder's joint optimisation loop (_run_joint_optimization,
                   tol_q = 0 so that it runs the full count). FixedPointFinder's module gets the
                   input x̄ every iteration, as its API has it, so it multiplies W x̄ anew each
@@ -84,6 +88,22 @@ def torch_gru(cell, cache_input=False):
   return PaperGRU()
 
 
+def keras_gru(cell):
+  """The paper-form GRU as a keras.layers.GRUCell (reset_after=False) with the same weights.
+
+  The paper's h' = (1 - z) h + z c is Keras's h' = z' h + (1 - z') c with z' = 1 - z =
+  sigmoid(-(W_z x + U_z h + b_z)): the z columns change sign; r and the candidate are equal.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  u = cell.units
+  flip = np.concatenate([-np.ones(u), np.ones(2 * u)]).astype(np.float32)
+  out = keras.layers.GRUCell(u, reset_after=False)
+  out.build((None, int(cell.kernel.shape[0])))
+  out.set_weights([cell.kernel.numpy() * flip, cell.recurrent_kernel.numpy() * flip,
+                   cell.bias.numpy() * flip])
+  return out
+
+
 def box_stats(states):
   h = np.asarray(states, np.float64)
   out = np.any(np.abs(h) > 1.0, axis=1)
@@ -153,19 +173,29 @@ def main():
         f"float64, {err32:.1e} in float32 (rounding of 785-term sums)")
   if not err64 <= 1e-6:
     sys.exit("error: the torch port disagrees with the TensorFlow cell by more than 1e-6")
+  kcell = keras_gru(model.cell)
+  got_k = kcell(tf.constant(feats), [tf.constant(inits)], training=False)[1][0].numpy()
+  err_k = float(np.max(np.abs(got_k - want32)))
+  print(f"one step, keras.layers.GRUCell (reset_after=False, z columns negated) vs the paper "
+        f"cell: max |difference| {err_k:.1e} in float32")
+  if not err_k <= 1e-5:
+    sys.exit("error: the keras.layers.GRUCell port disagrees with the paper cell by more than 1e-5")
 
   rows = []
-  # Per iteration, no stopping.
+  # Per iteration, no stopping: the model, then the same weights as a Keras cell.
+  ours = (("haviv_tf (projected Adam, XLA)", model),
+          ("haviv_tf on keras.layers.GRUCell (same weights, XLA)", kcell))
   cfg_fixed = slow_points.SlowPointConfig(max_iters=args.iters, early_stop=False, chunk=args.iters)
-  finder = slow_points.SlowPointFinder(model, cfg_fixed)
-  finder.minimize(inits, x_bar)          # compile
-  times = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    s_fixed, _, _ = finder.minimize(inits, x_bar)
-    times.append(time.perf_counter() - t0)
-  ours_it = min(times) / args.iters
-  rows.append(("haviv_tf (projected Adam, XLA)", ours_it, box_stats(s_fixed)))
+  for label, net in ours:
+    finder = slow_points.SlowPointFinder(net, cfg_fixed)
+    finder.minimize(inits, x_bar)          # compile
+    times = []
+    for _ in range(args.repeats):
+      t0 = time.perf_counter()
+      s_fixed, _, _ = finder.minimize(inits, x_bar)
+      times.append(time.perf_counter() - t0)
+    rows.append((label, min(times) / args.iters, box_stats(s_fixed)))
+  ours_it = rows[0][1]
   for label, cache in (("FixedPointFinder torch", False),
                        ("FixedPointFinder torch, W x̄ cached", True)):
     mod = torch_gru(model.cell, cache_input=cache)
@@ -178,23 +208,26 @@ def main():
     rows.append((label, min(times) / args.iters, box_stats(fps.xstar)))
   print(f"\n### Per iteration ({n} states, {model.units} units, {args.iters} iterations, "
         f"best of {args.repeats})\n")
-  print("| tool | ms / iteration | / haviv_tf | points outside the box | max abs h |")
-  print("|---|---:|---:|---:|---:|")
+  print("| tool | ms / iteration | iterations / s | / haviv_tf | points outside the box | "
+        "max abs h |")
+  print("|---|---:|---:|---:|---:|---:|")
   for label, sec, box in rows:
-    print(f"| {label} | {1e3 * sec:.2f} | {sec / ours_it:.1f}x | {box['outside']} of {n} | "
-          f"{box['max_abs_h']:.3f} |")
+    print(f"| {label} | {1e3 * sec:.2f} | {1 / sec:.0f} | {sec / ours_it:.1f}x | "
+          f"{box['outside']} of {n} | {box['max_abs_h']:.3f} |")
 
   # Each to its own stopping rule.
   own = []
-  finder = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig())
-  finder.minimize(inits[:2], x_bar)
-  t0 = time.perf_counter()
-  s_ours, q_ours, it_ours, info = finder.minimize(inits, x_bar, return_info=True)
-  t_ours = time.perf_counter() - t0
-  reasons = {r: int(np.sum(info["stop_reason"] == i)) for i, r in
-             enumerate(slow_points.STOP_REASONS)}
-  own.append(("haviv_tf, default recipe", t_ours, int(it_ours.max()), q_ours, box_stats(s_ours),
-              f"stop reasons {reasons}"))
+  for label, net in ours:
+    finder = slow_points.SlowPointFinder(net, slow_points.SlowPointConfig())
+    finder.minimize(inits[:2], x_bar)
+    t0 = time.perf_counter()
+    s_own, _, it_own, info = finder.minimize(inits, x_bar, return_info=True)
+    t_own = time.perf_counter() - t0
+    reasons = {r: int(np.sum(info["stop_reason"] == i)) for i, r in
+               enumerate(slow_points.STOP_REASONS)}
+    own.append((label.split(" (")[0] + ", default recipe", t_own, int(it_own.max()),
+                q_of(model, s_own, x_bar), box_stats(s_own), f"stop reasons {reasons}"))
+  q_ours = own[0][3]
   mod = torch_gru(model.cell)
   t_fpf, fps = fpf_run(FixedPointFinderTorch, mod, inits, x_bar, max_iters=args.fpf_max_iters)
   q_fpf = q_of(model, fps.xstar, x_bar)

@@ -4,7 +4,9 @@ A slow point is a local minimum of q(s) = ½ ||F(s, x̄) - s||² under the mean 
 (trigger off), measured in the cell's speed coordinates (GRU: h; LSTM: (h, tanh c), as the
 paper). SlowPointFinder minimises q for many states at once with projected Adam inside a
 compiled loop (the states stay in the box the network can reach: GRU h and LSTM h in [-1, 1]);
-Python only looks at the result every `chunk` iterations.
+Python only looks at the result every `chunk` iterations. The search runs on a
+dynamics.Dynamics: this project's DelayedClassifier, or any Keras 3 recurrent cell, RNN layer or
+SavedModel step signature (`find_slow_points`, the library entry point).
 
 Two recipes (RECIPES) make the class slow points: "default" (this package's: centres of test
 trials, 40 extra sampled starts, a stopping rule) and "paper" (the authors' BlackBoxMNIST.py /
@@ -24,7 +26,7 @@ import tensorflow as tf
 
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
-from haviv_tf import losses
+from haviv_tf import dynamics as dynamics_lib
 from haviv_tf import models
 from haviv_tf import trials
 
@@ -154,7 +156,8 @@ class SlowPoints:
     q: [P] float32 ½ speed².
     readout: [P] int32 class read out by one trigger step from the point (F(s, x̄ with
       trigger 1)): default recipe 0..9 (argmax of the 10 class logits); paper recipe -1..9
-      (argmax of all 11 logits minus 1, null possible, BlackBoxMNIST.py L303-312).
+      (argmax of all 11 logits minus 1, null possible, BlackBoxMNIST.py L303-312); -1 for
+      networks without this readout (Keras cells, SavedModels).
     init_class: [P] int32 class of the trial the search started from (-1 if unknown).
     eigenvalues: [P, K] complex128 leading eigenvalues of dF/ds by magnitude (NaN padded when
       concatenated with a larger K).
@@ -163,7 +166,8 @@ class SlowPoints:
     iters: [P] int32 Adam updates applied to the point.
     stop_reason: [P] int32 index into STOP_REASONS (q_tol, stalled, max_iters).
     in_box: [P] bool every h coordinate in [-1, 1] (1e-6 slack): inside the closure of the
-      set a GRU / LSTM started at h0 = 0 can reach.
+      set a GRU / LSTM started at h0 = 0 can reach (other networks: within the finite bounds
+      of their reachable box, see dynamics.Dynamics.bounds).
     dist_centre: [P] float32 distance to the centre of mass of the point's init_class (NaN:
       unknown).
     dist_traj: [P, 3] float32 distance to the nearest state of trials of that class at the
@@ -296,35 +300,37 @@ def _features_for(features, n):
   return tf.broadcast_to(features, [n, features.shape[-1]])
 
 
-def _check_features(model, features):
-  if features.shape[-1] != model.feature_size:
-    raise ValueError(f"`features` must have {model.feature_size} entries (the model's "
-                     f"feature_size), got {features.shape[-1]}")
+def _check_features(dyn, features):
+  if features.shape[-1] != dyn.input_size:
+    raise ValueError(f"`features` must have {dyn.input_size} entries (the input size of "
+                     f"{dyn.name}), got {features.shape[-1]}")
 
 
-def _as_states(model, states):
+def _as_states(dyn, states):
   states = tf.convert_to_tensor(states, tf.float32)
-  if states.shape.rank != 2 or states.shape[-1] != model.state_size:
-    raise ValueError(f"`states` must be [N, {model.state_size}] (state_size), got {states.shape}")
+  if states.shape.rank != 2 or states.shape[-1] != dyn.state_size:
+    raise ValueError(f"`states` must be [N, {dyn.state_size}] (state_size), got {states.shape}")
   return states
 
 
-def speeds(model: models.DelayedClassifier, states, features) -> np.ndarray:
+def speeds(model, states, features) -> np.ndarray:
   """||F(s, x) - s|| in speed coordinates.
 
   Args:
-    model: the network.
+    model: the network: a DelayedClassifier, a Keras cell or RNN layer, a SavedModel or a
+      dynamics.Dynamics (see dynamics.as_dynamics).
     states: [N, state_size].
-    features: encoded input [feature_size] or [N, feature_size].
+    features: the input x (DelayedClassifier: encoded) [F] or [N, F].
 
   Returns:
     [N] float32.
   """
-  states = _as_states(model, states)
+  dyn = dynamics_lib.as_dynamics(model)
+  states = _as_states(dyn, states)
   features = _features_for(features, tf.shape(states)[0])
-  _check_features(model, features)
-  new = model.transition(states, features)
-  return tf.sqrt(losses.speed_squared(model.cell, states, new)).numpy()
+  _check_features(dyn, features)
+  new = dyn.transition(states, features)
+  return tf.sqrt(dyn.speed_squared(states, new)).numpy()
 
 
 def trigger_features(features):
@@ -347,9 +353,9 @@ def readout_classes(model: models.DelayedClassifier, states, features,
   Returns:
     [N] int32.
   """
-  states = _as_states(model, states)
+  states = _as_states(dynamics_lib.from_model(model), states)
   features = trigger_features(_features_for(features, tf.shape(states)[0]))
-  _check_features(model, features)
+  _check_features(dynamics_lib.from_model(model), features)
   logits = model.logits(model.transition(states, features))
   if include_null:
     return (tf.argmax(logits, axis=-1, output_type=tf.int32) - 1).numpy()
@@ -359,54 +365,53 @@ def readout_classes(model: models.DelayedClassifier, states, features,
 def hidden_box(model: models.DelayedClassifier, c_bounds=None):
   """Bounds (lo, hi), each [state_size] float32, of the search box: h in [-1, 1]; an LSTM's c
   within `c_bounds` = (lo [units], hi [units]) or free (±inf) without it."""
-  lo = np.full([model.state_size], -1.0, np.float32)
-  hi = np.full([model.state_size], 1.0, np.float32)
-  if model.state_size > model.units:
+  lo, hi = dynamics_lib.from_model(model).bounds
+  if model.state_size > model.units and c_bounds is not None:
     u = model.units
-    if c_bounds is None:
-      lo[u:], hi[u:] = -np.inf, np.inf
-    else:
-      lo[u:], hi[u:] = (np.broadcast_to(np.asarray(b, np.float32), [u]) for b in c_bounds)
+    lo[u:], hi[u:] = (np.broadcast_to(np.asarray(b, np.float32), [u]) for b in c_bounds)
   return lo, hi
 
 
-def in_box(model: models.DelayedClassifier, states, slack: float = 1e-6) -> np.ndarray:
-  """[N] bool: every h coordinate of each state in [-1 - slack, 1 + slack]."""
-  h = np.asarray(states)[:, :model.units]
-  return np.all(np.abs(h) <= 1.0 + slack, axis=-1)
+def in_box(model, states, slack: float = 1e-6) -> np.ndarray:
+  """[N] bool: every coordinate of each state within the reachable box of `model` (see
+  dynamics.as_dynamics; its unbounded coordinates, e.g. an LSTM's c, are not checked), with
+  `slack`: for a DelayedClassifier, every h coordinate in [-1 - slack, 1 + slack]."""
+  lo, hi = dynamics_lib.as_dynamics(model).bounds
+  states = np.asarray(states)
+  return np.all((states >= lo - slack) & (states <= hi + slack), axis=-1)
 
 
-def jacobians(model: models.DelayedClassifier, states, features,
-              batch_size: int = 256) -> np.ndarray:
+def jacobians(model, states, features, batch_size: int = 256) -> np.ndarray:
   """dF/ds at each state (state coordinates, LSTM [h, c]).
 
   Args:
-    model: the network.
+    model: the network (see `speeds`).
     states: [N, state_size].
-    features: encoded input [F] or [N, F].
+    features: the input x (DelayedClassifier: encoded) [F] or [N, F].
     batch_size: states per batch_jacobian call.
 
   Returns:
     [N, S, S] float32; entry [n, i, j] = dF_i/ds_j at states[n].
   """
-  states = _as_states(model, states)
+  dyn = dynamics_lib.as_dynamics(model)
+  states = _as_states(dyn, states)
   n = int(states.shape[0])
   features = _features_for(features, n)
-  _check_features(model, features)
-  spec = [tf.TensorSpec([None, model.state_size], tf.float32),
-          tf.TensorSpec([None, model.feature_size], tf.float32)]
+  _check_features(dyn, features)
+  spec = [tf.TensorSpec([None, dyn.state_size], tf.float32),
+          tf.TensorSpec([None, dyn.input_size], tf.float32)]
 
   @tf.function(input_signature=spec)  # one trace; 1.5-3x faster than eager batch_jacobian
   def batch(s, f):
     with tf.GradientTape() as tape:
       tape.watch(s)
-      new = model.transition(s, f)
+      new = dyn.transition(s, f)
     return tape.batch_jacobian(new, s)
 
   out = [batch(states[lo:lo + batch_size], features[lo:lo + batch_size]).numpy()
          for lo in range(0, n, batch_size)]
   if not out:
-    return np.zeros([0, model.state_size, model.state_size], np.float32)
+    return np.zeros([0, dyn.state_size, dyn.state_size], np.float32)
   return np.concatenate(out, axis=0)
 
 
@@ -454,13 +459,17 @@ class SlowPointFinder:
   from the trajectories); lstm_c="reached" keeps c within bounds passed to `minimize`.
   """
 
-  def __init__(self, model: models.DelayedClassifier, config: SlowPointConfig = SlowPointConfig()):
-    self.model, self.config = model, config
+  def __init__(self, model, config: SlowPointConfig = SlowPointConfig()):
+    """`model`: a DelayedClassifier, or any recurrent network dynamics.as_dynamics accepts (a
+    Keras 3 cell or RNN layer, a SavedModel step signature, a dynamics.Dynamics)."""
+    self.dynamics = dynamics_lib.as_dynamics(model)
+    self.model = model if isinstance(model, models.DelayedClassifier) else None
+    self.config = config
     self._chunk = tf.function(self._chunk_py, jit_compile=config.jit_compile,
                               reduce_retracing=True)
 
   def _q(self, s, xp):
-    return 0.5 * losses.speed_squared(self.model.cell, s, self.model.cell.step(xp, s))
+    return 0.5 * self.dynamics.speed_squared(s, self.dynamics.step(xp, s))
 
   def _chunk_py(self, carry, xp, lo, hi, num_steps, hyper):
     """Up to `num_steps` projected Adam iterations (fewer once every point has stopped).
@@ -525,9 +534,10 @@ class SlowPointFinder:
 
     Args:
       init_states: [N, state_size] starting states (projected into the box first).
-      features: encoded input x̄, [F] or [N, F].
-      bounds: optional (lo, hi), each [state_size], replacing `hidden_box(model)` (h in
-        [-1, 1], LSTM c free); ignored when config.constrain is False.
+      features: the constant input x̄ (DelayedClassifier: encoded), [F] or [N, F].
+      bounds: optional (lo, hi), each [state_size], replacing the dynamics' reachable box
+        (DelayedClassifier: `hidden_box(model)`, h in [-1, 1], LSTM c free); ignored when
+        config.constrain is False.
       return_info: also return {"stop_reason": [N] int32, "q_last": [N] q where the last
         gradient was taken}.
       callback: optional fn(iteration, q [N] numpy) called after every chunk; returning True
@@ -537,20 +547,19 @@ class SlowPointFinder:
       states [N, S] float32, q [N] float32, iters [N] int32 (updates applied per point)
       (and the info dict).
     """
-    cfg = self.config
-    s = _as_states(self.model, init_states)
+    cfg, dyn = self.config, self.dynamics
+    s = _as_states(dyn, init_states)
     n = int(s.shape[0])
     feats = _features_for(features, n)
-    _check_features(self.model, feats)
+    _check_features(dyn, feats)
     if not cfg.constrain:
-      lo = np.full([self.model.state_size], -np.inf, np.float32)
-      hi = -lo
+      lo, hi = dynamics_lib.check_bounds(None, dyn.state_size)
     else:
-      lo, hi = hidden_box(self.model) if bounds is None else bounds
-    lo, hi = (tf.constant(np.asarray(b, np.float32).reshape([self.model.state_size]))
-              for b in (lo, hi))
+      lo, hi = dynamics_lib.check_bounds(dyn.bounds if bounds is None else bounds,
+                                         dyn.state_size)
+    lo, hi = tf.constant(lo), tf.constant(hi)
     s = tf.clip_by_value(s, lo, hi)
-    xp = self.model.cell.project(feats)
+    xp = dyn.project(feats)
     q = self._q(s, xp)
     speed0 = tf.sqrt(2.0 * q)
     carry = (s, tf.zeros_like(s), tf.zeros_like(s), tf.zeros([n], tf.int32),
@@ -584,7 +593,8 @@ class SlowPointFinder:
     """SlowPoints for given states: speed, q, readout, Jacobian spectrum, in_box.
 
     `speed` replaces the speed computed at `states` (the paper recipe reports the speed where
-    its last gradient was taken); `include_null` reads classes out of all 11 outputs.
+    its last gradient was taken); `include_null` reads classes out of all 11 outputs. Only a
+    DelayedClassifier has a readout: for other networks `readout` is -1.
     """
     states = np.asarray(states, np.float32)
     n = len(states)
@@ -593,16 +603,18 @@ class SlowPointFinder:
       raise ValueError(f"`init_class` must be [{n}], got shape {init_class.shape}")
     iters = np.zeros([n], np.int32) if iters is None else iters
     if speed is None:
-      speed = speeds(self.model, states, features) if n else np.zeros([0], np.float32)
-    readout = (readout_classes(self.model, states, features, include_null) if n
-               else np.zeros([0], np.int32))
+      speed = speeds(self.dynamics, states, features) if n else np.zeros([0], np.float32)
+    if self.model is not None and n:
+      readout = readout_classes(self.model, states, features, include_null)
+    else:
+      readout = np.full([n], -1, np.int32)
     eig, max_abs, unstable = spectra(
-        jacobians(self.model, states, features, self.config.batch_size),
+        jacobians(self.dynamics, states, features, self.config.batch_size),
         self.config.num_eigenvalues)
     return SlowPoints(states=states, speed=speed, q=0.5 * np.square(speed), readout=readout,
                       init_class=init_class, eigenvalues=eig, max_abs_eig=max_abs,
                       num_unstable=unstable, iters=iters, stop_reason=stop_reason,
-                      in_box=in_box(self.model, states) if n else np.zeros([0], bool))
+                      in_box=in_box(self.dynamics, states) if n else np.zeros([0], bool))
 
   def find(self, init_states, features, init_class=None, bounds=None, include_null=False,
            last_step_speed=False):
@@ -627,6 +639,42 @@ class SlowPointFinder:
     everything = self.describe(states, features, init_class, iters, info["stop_reason"],
                                include_null, speed)
     return everything.unique(self.config.dedup_tol), everything
+
+
+def find_slow_points(rnn, init_states, inputs, config: SlowPointConfig = SlowPointConfig(),
+                     bounds=None, trajectories=None, **dynamics_options):
+  """Slow points of any recurrent network under a constant input: the library entry point.
+
+  Args:
+    rnn: a Keras 3 recurrent cell (SimpleRNNCell, GRUCell, LSTMCell or a user's cell following
+      Keras's cell protocol), a keras.layers.RNN / GRU / LSTM layer (its cell), a SavedModel
+      (directory or loaded) with a step signature (state, inputs) -> state, a
+      models.DelayedClassifier or a dynamics.Dynamics.
+    init_states: [N, state_size] starting states (flat: an LSTM's are [h, c]); e.g.
+      dynamics.sample_states(dynamics.trajectories(rnn, your_inputs), N).
+    inputs: the constant input x̄, [input_size] or [N, input_size].
+    config: the search settings (SlowPointConfig).
+    bounds: (lo, hi), each a number or [state_size], replacing the network's reachable box
+      (see dynamics: tanh-bounded h for the built-in cells, an LSTM's c free); e.g.
+      dynamics.reached_bounds(rnn, trajectories) to keep an LSTM's c in the range trajectories
+      reach. Ignored when config.constrain is False.
+    trajectories: optional states [B, T, S] the network visits (dynamics.trajectories); with
+      config.lstm_c "reached" (the default) and no `bounds`, the box's unbounded coordinates
+      (an LSTM's c) are kept within the range they reach, as this project's LSTM search.
+    **dynamics_options: passed to dynamics.as_dynamics (e.g. input_size= for an unbuilt cell,
+      c_bounds= of an LSTMCell, signature= of a SavedModel). A user's own cell is unbounded
+      unless `bounds` are passed (then the search stays in them; in_box checks only the
+      network's own box).
+
+  Returns:
+    (unique, all) SlowPoints: `all` the N points the search ended at, in input order (states,
+    speed, q, Jacobian spectrum, stop reason, in_box; readout and init_class -1 except for a
+    DelayedClassifier); `unique` is `all.unique(config.dedup_tol)`.
+  """
+  dyn = dynamics_lib.as_dynamics(rnn, **dynamics_options)
+  if bounds is None and trajectories is not None and config.lstm_c == "reached":
+    bounds = dynamics_lib.reached_bounds(dyn, trajectories)
+  return SlowPointFinder(dyn, config).find(init_states, inputs, bounds=bounds)
 
 
 # -- inputs and starting states -----------------------------------------------------------------
