@@ -164,6 +164,9 @@ def rank_predictors(rows, delays, num_boot: int = BOOTSTRAP) -> dict:
      "best": {delay: predictor}}.
   """
   table, best, counts = {}, {}, {}
+  # The bootstrap resamples by position: a canonical order (network name, class) makes the
+  # intervals independent of the order in which the runs were listed.
+  rows = sorted(rows, key=lambda r: (r["network"], r["cls"], r["workdir"]))
   for name, sign in PREDICTORS.items():
     table[name] = {}
     vals = [r[f"pred_{name}"] for r in rows if r.get(f"pred_{name}") is not None]

@@ -115,3 +115,21 @@ def test_predictors_are_ranked_by_spearman_with_bootstrap_intervals(tmp_path):
   with open(os.path.join(tmp_path, "out", "analysis.md")) as f:
     md = f.read()
   assert "Which per-class quantity predicts" in md and "| time_constant | + |" in md
+
+
+def test_predictor_intervals_do_not_depend_on_the_order_of_the_runs(tmp_path):
+  rng = np.random.default_rng(2)
+  runs = []
+  for k in range(3):
+    acc = rng.uniform(0.1, 1.0, 10)
+    path = str(tmp_path / f"net{k}")
+    _fake_run(path, "decu", "gru", (10.0 ** rng.uniform(-6, -2, 10)).tolist(), acc.tolist(),
+              preds=dict(com_drift=(1 - acc + rng.normal(0, 0.3, 10)).tolist()))
+    runs.append(path)
+  one = study.analyze(runs, str(tmp_path / "a"), delays=(500,))["predictors"]
+  two = study.analyze(runs[::-1], str(tmp_path / "b"), delays=(500,))["predictors"]
+  for name in ("speed", "com_drift"):
+    for kind in ("pooled", "within"):
+      a, b = one["table"][name]["500"][kind], two["table"][name]["500"][kind]
+      assert (a["low"], a["rho"], a["high"]) == (b["low"], b["rho"], b["high"])
+      assert a["low"] < a["rho"] < a["high"]
