@@ -9,11 +9,18 @@ having been apart at the later snapshot: going back in time, one slow point serv
 A point's "birth" is the earliest snapshot from which on it reads out its own class; before it,
 it reads out another class (VoCu: a class introduced later is born from the slow point of a
 class already there, at the step its class enters training).
+
+The read-out is one criterion of whose a point is; the other, which does not use the read-out,
+is the network's own class clouds: at each snapshot, the class whose centre (the mean state 15
+steps after the stimulus over the same 1,000 test trials of every class, all trials, correct
+or not) is nearest to the point, in speed coordinates ((h, tanh c) for an LSTM). Births by that
+criterion are found the same way (`births_by_centre`).
 """
 
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from haviv_tf import analysis
 from haviv_tf import artifacts
@@ -28,6 +35,38 @@ from haviv_tf import trials
 BACKTRACK_JSON = "backtrack.json"
 BACKTRACK_NPZ = "backtrack.npz"
 BACKTRACK_PNG = "backtrack.png"
+CENTRE_STEPS_AFTER = 15   # as the class centres of the slow-point search
+CENTRE_TRIALS = 1000      # 100 per class
+CENTRE_MARGIN = 0.9       # nearest centre / next nearest below this: the point is that class's
+
+
+def _speed_coordinates(model, states):
+  return np.asarray(model.cell.speed_coordinates(tf.convert_to_tensor(states, tf.float32)),
+                    np.float64)
+
+
+def cloud_centres(model, generator, seed, num=CENTRE_TRIALS, steps_after=CENTRE_STEPS_AFTER):
+  """Every class's mean state `steps_after` steps after its stimulus, over all `num` test
+  trials (correct or not), in speed coordinates: [10, S'] (NaN rows for absent classes)."""
+  traj, classes = analysis.post_stimulus_trajectories(model, generator, seed, num=num,
+                                                      steps=steps_after + 1)
+  states = _speed_coordinates(model, traj[:, steps_after])
+  out = np.full([config_lib.NUM_CLASSES, states.shape[-1]], np.nan, np.float64)
+  for c in range(config_lib.NUM_CLASSES):
+    if np.any(classes == c):
+      out[c] = states[classes == c].mean(axis=0)
+  return out
+
+
+def nearest_centres(model, points, centres):
+  """(class of the nearest centre [P], distance to the own class's centre / to the nearest
+  other class's centre [P] given the points' classes are those nearest) for points [P, S]."""
+  coords = _speed_coordinates(model, points)
+  d = np.linalg.norm(coords[:, None] - centres[None], axis=-1)
+  d = np.where(np.isnan(d), np.inf, d)
+  nearest = np.argmin(d, axis=1)
+  second = np.sort(d, axis=1)[:, 1]
+  return nearest.astype(np.int32), d[np.arange(len(points)), nearest] / second
 
 
 def find_merges(steps, points, classes, tol):
@@ -65,6 +104,12 @@ def introduction_steps(cfg) -> list:
   return [0, 0] + [int(b) for b in bounds][:config_lib.NUM_CLASSES - 2]
 
 
+def centre_labels(nearest, ratio, margin=CENTRE_MARGIN):
+  """The class of each point by its nearest centre, -1 where that centre is not nearer than
+  `margin` x the next nearest one."""
+  return np.where(np.asarray(ratio) < margin, np.asarray(nearest), -1).astype(np.int32)
+
+
 def find_births(steps, readout, classes, introduced):
   """Where each tracked point stops reading out its own class, going back.
 
@@ -80,8 +125,9 @@ def find_births(steps, readout, classes, introduced):
     birth_step is the earliest snapshot (walking back without a gap) at which the point reads
     out its own class; before_step the snapshot before it, where it reads out from_class (both
     None if it reads out its own class all the way back; birth_step None if not even the final
-    network's point does). at_introduction: before_step <= introduced_at < birth_step, i.e. the
-    point turned into its class's own as training on that class began.
+    network's point does). at_introduction: before_step <= introduced_at < birth_step and
+    from_class is a class (not -1, see centre_labels), i.e. the point turned from another
+    class's into its own class's as training on that class began.
   """
   readout = np.asarray(readout)
   out = []
@@ -95,7 +141,7 @@ def find_births(steps, readout, classes, introduced):
     intro = int(introduced[int(c)])
     out.append({"class": int(c), "birth_step": birth, "before_step": before,
                 "from_class": source, "introduced_at": intro,
-                "at_introduction": bool(before is not None and intro > 0
+                "at_introduction": bool(before is not None and source >= 0 and intro > 0
                                         and before <= intro < birth)})
   return out
 
@@ -141,6 +187,8 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   steps = [run.step]
   points = [final.states]
   speed, readout, q = [final.speed], [final.readout], [final.q]
+  near, ratio = nearest_centres(run.model, final.states, cloud_centres(run.model, gen, cfg.seed))
+  nearest, near_ratio = [near], [ratio]
   model = models.build(cfg, source.frame_shape)
   finder = slow_points_lib.SlowPointFinder(model, sp_config)  # weights change, the graph not
   for e in entries:
@@ -152,6 +200,9 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
     speed.append(slow_points_lib.speeds(model, found, x_bar))
     readout.append(slow_points_lib.readout_classes(model, found, x_bar))
     q.append(0.5 * np.square(speed[-1]))
+    near, ratio = nearest_centres(model, found, cloud_centres(model, gen, cfg.seed))
+    nearest.append(near)
+    near_ratio.append(ratio)
   points = np.stack(points)
   coords = (points - mean) @ comps.T
   finals = final.states
@@ -160,13 +211,17 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   tol = merge_frac * scale
   merges = find_merges(steps, points, classes, tol)
   births = find_births(steps, np.stack(readout), classes, introduction_steps(cfg))
+  births_by_centre = find_births(steps, centre_labels(np.stack(nearest), np.stack(near_ratio)),
+                                 classes, introduction_steps(cfg))
   stage_steps = {int(e["step"]) for e in entries if e.get("stage_change")}
   out = dict(
       steps=steps, stage_change=[s in stage_steps for s in steps], classes=classes.tolist(),
       speed=np.stack(speed).tolist(), readout=np.stack(readout).tolist(),
       pca=coords.tolist(), merge_tol=tol, merge_frac=merge_frac,
       merges=[dict(step=s, classes=[a, b], distance=d) for s, a, b, d in merges],
-      births=births,
+      births=births, nearest_centre=np.stack(nearest).tolist(),
+      centre_ratio=np.round(np.stack(near_ratio), 4).tolist(), centre_margin=CENTRE_MARGIN,
+      births_by_centre=births_by_centre,
       final_step=run.step, sp_max_iters=sp_config.max_iters)
   artifacts.write_json(os.path.join(workdir, BACKTRACK_JSON), out)
   artifacts.save_npz(os.path.join(workdir, BACKTRACK_NPZ), steps=np.asarray(steps),

@@ -72,9 +72,13 @@ def default_out(parent_workdir: str) -> str:
 
 def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_weight=None,
              overwrite=False, verbose=None, sp_config=None, analyze=True,
-             recipe="default") -> dict:
+             recipe="default", targets=None, extra_callbacks=()) -> dict:
   """Fine-tunes the trained run in `parent_workdir` into `workdir` (resumable); then, unless
   `analyze` is False, evaluates it, finds its slow points and exports it like any run.
+
+  `targets` ([10, S], NaN rows: no target) replaces the estimated speed targets, e.g. to give
+  several fine-tunings of one parent the same slow points without searching again; a
+  `control` fine-tuning ignores it. `extra_callbacks` are added to training's (train.train).
 
   Returns results.json of the fine-tuning run ({} with analyze=False).
 
@@ -98,7 +102,14 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
     for dst, src in zip(run.model.trainable_variables, parent_run.model.trainable_variables):
       dst.assign(src)
     seed = cfg.seed
-    if cfg.speed_targets == "slow_points":
+    if targets is not None and cfg.finetune != "control":
+      per_class = np.asarray(targets, np.float32)
+      if per_class.shape != (config_lib.NUM_CLASSES, run.model.state_size):
+        raise ValueError(f"speed targets of shape {per_class.shape}; this network takes "
+                         f"({config_lib.NUM_CLASSES}, {run.model.state_size})")
+      counts = np.isfinite(per_class).all(axis=1).astype(np.int64)
+      extra = dict(given=np.asarray(True))
+    elif cfg.speed_targets == "slow_points":
       per_class, found, counts = speed_targets.slow_point_targets(
           run.model, generator, seed, sp_config, recipe, source, parent_cfg)
       extra = dict(slow_point_speed=found.speed, slow_point_q=found.q,
@@ -111,7 +122,7 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
     artifacts.save_npz(os.path.join(workdir, TARGETS_FILE), per_class=per_class, counts=counts,
                        **extra)
 
-  run = train.train(cfg, workdir, source, verbose, init_fn=init)
+  run = train.train(cfg, workdir, source, verbose, extra_callbacks=extra_callbacks, init_fn=init)
   if not analyze:
     return {}
   return analysis.after_training(cfg, run, source, workdir, sp_config, recipe)

@@ -71,6 +71,11 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   assert np.asarray(out["pca"]).shape == (3, n, 2)
   assert np.all(np.isfinite(out["pca"])) and np.asarray(out["speed"]).shape == (3, n)
   assert [b["class"] for b in out["births"]] == out["classes"]
+  # The read-out-free criterion: the nearest class centre of each snapshot's own clouds.
+  assert np.asarray(out["nearest_centre"]).shape == (3, n)
+  assert [b["class"] for b in out["births_by_centre"]] == out["classes"]
+  ratio = np.asarray(out["centre_ratio"])
+  assert ratio.shape == (3, n) and np.all((ratio >= 0) & (ratio <= 1 + 1e-9))
   # Row 0 is the final network's own slow points, as found by the analysis.
   final = slow_points.SlowPoints.load(os.path.join(workdir, analysis.SLOW_POINTS_FILE))
   np.testing.assert_allclose(out["speed"][0], final.speed[:n], rtol=1e-6)
@@ -85,6 +90,24 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   with open(os.path.join(workdir, backtrack.BACKTRACK_PNG), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   del run
+
+
+def test_nearest_centres_in_speed_coordinates():
+  cfg = config_lib.resolve("quick", "mnist_sample", dict(units=3, arch="lstm"))
+  model = models.build(cfg, (4,))
+  centres = np.full([10, 6], np.nan)
+  centres[2] = [0, 0, 0, 0, 0, 0]
+  centres[7] = [0, 0, 0, np.tanh(3.0), 0, 0]
+  # (h, c) = (0, 3) is (0, tanh 3) in speed coordinates: exactly at class 7's centre.
+  points = np.array([[0.0, 0, 0, 3.0, 0, 0], [0.9, 0, 0, 0.2, 0, 0], [0.1, 0, 0, 0, 0, 0]])
+  nearest, ratio = backtrack.nearest_centres(model, points, centres)
+  assert nearest.tolist() == [7, 2, 2]
+  assert ratio[0] < 1e-6
+  np.testing.assert_allclose(ratio[1], np.hypot(0.9, np.tanh(0.2))
+                             / np.hypot(0.9, np.tanh(3.0) - np.tanh(0.2)), rtol=1e-5)
+  np.testing.assert_allclose(ratio[2], 0.1 / np.hypot(0.1, np.tanh(3.0)), rtol=1e-5)
+  assert np.all(ratio < 1)
+  np.testing.assert_array_equal(backtrack.centre_labels(nearest, [0.2, 0.95, 0.9]), [7, -1, -1])
 
 
 def test_backtrack_needs_snapshots_and_slow_points(tmp_path):

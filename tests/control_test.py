@@ -213,6 +213,33 @@ def test_finetune_never_writes_into_the_parent_and_records_it(parent, tmp_path):
     control.finetune(other, "slow_points", workdir, steps=4, verbose=0, sp_config=SP)
 
 
+def test_finetune_takes_given_targets_and_callbacks(parent, tmp_path):
+  cfg = _tiny()
+  given = np.full([10, cfg.units], np.nan, np.float32)
+  given[3] = np.linspace(-0.5, 0.5, cfg.units)
+  given[7] = 0.25
+  seen = []
+
+  class Steps(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+      seen.append(int(self.model.optimizer.iterations.numpy()))
+
+  workdir = str(tmp_path / "given")
+  control.finetune(parent, "center_mass", workdir, steps=3, verbose=0, analyze=False,
+                   targets=given, extra_callbacks=[Steps()])
+  assert seen == [1, 2, 3]
+  stored = artifacts.load_npz(os.path.join(workdir, control.TARGETS_FILE))
+  np.testing.assert_array_equal(stored["counts"] > 0, np.isfinite(given).all(axis=1))
+  _, _, run = analysis.restore(workdir)
+  live = run.model.speed_target_weights.numpy().reshape(10, cfg.speed_copies)
+  np.testing.assert_array_equal(np.flatnonzero(live[:, 0]), [3, 7])
+  states = run.model.speed_targets.numpy().reshape(10, cfg.speed_copies, -1)
+  np.testing.assert_array_equal(states[[3, 7], 0], given[[3, 7]])
+  with pytest.raises(ValueError, match="speed targets of shape"):
+    control.finetune(parent, "slow_points", str(tmp_path / "bad"), steps=2, verbose=0,
+                     analyze=False, targets=given[:, :3])
+
+
 def test_compare_writes_the_table_and_plots(parent, tmp_path):
   out = str(tmp_path / "cmp")
   summary = control.compare(parent, out, steps=3, sp_config=SP)

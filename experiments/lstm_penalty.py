@@ -1,0 +1,156 @@
+"""Why does the speed penalty help GRUs more than LSTMs? Measurements for experiments/dose_response.md.
+
+  python3 experiments/lstm_penalty.py --parents=RUN[,RUN...] --root=ROOT [--out=FILE.json]
+
+ROOT is experiments/dose_response.py's --root: each parent's slow-point targets
+(ROOT/<name>/targets.npz, the targets every fine-tuning of the dose-response used) and, where
+they exist, its fine-tuned weights (ROOT/<name>/<mu>/dose_snapshots/step-K.npz). Per parent:
+
+  terms     the penalty's two parts at the targets (one noise frame per copy, as in training):
+            sum ||h' - h||^2 and, for an LSTM, sum ||tanh c' - tanh c||^2;
+  gradients on one training batch of the final task (all classes, T_max 20): per weight block
+            (kernel / recurrent kernel / bias, split by gate) the RMS of the task loss's gradient
+            and of mu * the penalty's gradient (mu = 1e-3), and their ratio;
+  long      trials at delay 500 (200, classes balanced, the parent's test split): the state
+            just before the trigger, in speed coordinates, against the targets: how often the
+            nearest target is the trial's own class, the mean distance to the own target, and
+            the report accuracy of those trials; for the parent and for each fine-tuned
+            snapshot given by --snapshots (e.g. control/3000,mu0.01/3000).
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
+from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
+from haviv_tf import curricula  # pylint: disable=g-import-not-at-top
+from haviv_tf import speed_targets  # pylint: disable=g-import-not-at-top
+from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+
+MU = 1e-3
+GATES = {"gru": ("z", "r", "h"), "lstm": ("i", "g", "f", "o")}
+
+
+def _batch(cfg, source, seed_step):
+  gen = trials.generator_for(source, "train", cfg)
+  ds = gen.training_dataset(cfg.seed, cfg.batch_size, cfg.seq_len,
+                            curricula.Curriculum((), (10,), (cfg.seq_len,)),
+                            start_step=seed_step, speed_noise=10 * cfg.speed_copies,
+                            data_offset=cfg.train_steps, backend=cfg.trial_backend)
+  return next(iter(ds))
+
+
+def terms(model, cfg, targets, noise):
+  """(h term, c term) of sum_k ||F(s_k, x_k) - s_k||^2 over the live targets."""
+  states, weights = speed_targets.targets_from(targets, cfg.speed_copies)
+  live = weights > 0
+  states = tf.constant(states[live])
+  frames = tf.concat([noise[:int(live.sum())], tf.zeros([int(live.sum()), 1])], axis=-1)
+  new = model.transition(states, model.encode(frames))
+  a, b = model.cell.speed_coordinates(states), model.cell.speed_coordinates(new)
+  u = cfg.units
+  sq = tf.square(b - a).numpy()
+  return float(sq[:, :u].sum()), float(sq[:, u:].sum())
+
+
+def gradients(model, cfg, targets, batch):
+  inputs, tgt = batch
+  states, weights = speed_targets.targets_from(targets, cfg.speed_copies)
+  model.set_speed_targets(states, weights)
+  with tf.GradientTape(persistent=True) as tape:
+    loss, _, _ = model.task_loss(inputs, tgt, training=True)
+    penalty, _ = model.speed_penalty(tf.cast(tgt["speed_noise"], tf.float32))
+  g_task = tape.gradient(loss, model.trainable_variables)
+  g_pen = tape.gradient(penalty, model.trainable_variables)
+  rows = []
+  gates = GATES[cfg.arch]
+  for v, a, b in zip(model.trainable_variables, g_task, g_pen):
+    name = v.path if hasattr(v, "path") else v.name
+    a = np.zeros(v.shape) if a is None else a.numpy()
+    b = np.zeros(v.shape) if b is None else b.numpy()
+    blocks = [("all", slice(None))]
+    if "cell" in name and v.shape[-1] == len(gates) * cfg.units:
+      blocks = [(g, slice(i * cfg.units, (i + 1) * cfg.units)) for i, g in enumerate(gates)]
+    for gate, sl in blocks:
+      ta, tb = a[..., sl], MU * b[..., sl]
+      rows.append(dict(variable=name, block=gate,
+                       rms_task=float(np.sqrt(np.mean(ta ** 2))),
+                       rms_penalty=float(np.sqrt(np.mean(tb ** 2))),
+                       ratio=float(np.sqrt(np.mean(tb ** 2)) / max(np.sqrt(np.mean(ta ** 2)),
+                                                                    1e-30))))
+  return dict(task_loss=float(loss), penalty=float(penalty), rows=rows)
+
+
+def long_delay(model, cfg, source, targets, delay=500, num=200):
+  gen = trials.generator_for(source, "test", cfg)
+  length = delay + 10
+  batch = gen.sample(tf.constant([cfg.seed, 77_001], tf.int64), num, length, delay=delay,
+                     classes=tf.range(num) % 10)
+  logits, states = model(batch["inputs"], training=False)
+  t_a = batch["t_a"].numpy() if "t_a" in batch else batch["t_s"].numpy() + delay
+  classes = batch["classes"].numpy()
+  idx = np.arange(num)
+  before = model.cell.speed_coordinates(tf.constant(states.numpy()[idx, t_a - 1])).numpy()
+  tg = model.cell.speed_coordinates(tf.constant(np.nan_to_num(targets), tf.float32)).numpy()
+  d = np.linalg.norm(before[:, None] - tg[None], axis=-1)
+  d[:, ~np.isfinite(targets).all(axis=1)] = np.inf
+  pred = np.argmax(logits.numpy()[idx, t_a, 1:], axis=-1)
+  own = d[idx, classes]
+  return dict(nearest_is_own=float(np.mean(np.argmin(d, axis=1) == classes)),
+              distance_own=float(np.mean(own[np.isfinite(own)])),
+              distance_between_targets=float(np.median(
+                  np.linalg.norm(tg[:, None] - tg[None], axis=-1)[np.triu_indices(10, 1)])),
+              accuracy=float(np.mean(pred == classes)))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--parents", required=True)
+  p.add_argument("--root", required=True)
+  p.add_argument("--snapshots", default="control/3000,mu0.001/3000,mu0.01/3000,mu0.1/3000")
+  p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                               "dose_response", "lstm_penalty.json"))
+  args = p.parse_args(argv)
+  out = artifacts.read_json(args.out) if os.path.exists(args.out) else {}
+  for parent in args.parents.split(","):
+    name = os.path.basename(os.path.normpath(parent))
+    cfg, source, run = analysis.restore(parent)
+    targets = artifacts.load_npz(os.path.join(args.root, name, "targets.npz"))["per_class"]
+    batch = _batch(cfg, source, 0)
+    noise = tf.cast(batch[1]["speed_noise"], tf.float32)
+    h_term, c_term = terms(run.model, cfg, targets, noise)
+    rec = dict(arch=cfg.arch, protocol=cfg.protocol, h_term=h_term, c_term=c_term,
+               gradients=gradients(run.model, cfg, targets, batch),
+               long={"parent": long_delay(run.model, cfg, source, targets)})
+    weights = run.model.get_weights()
+    for snap in filter(None, args.snapshots.split(",")):
+      tag, k = snap.split("/")
+      path = os.path.join(args.root, name, tag, "dose_snapshots", f"step-{k}.npz")
+      if not os.path.exists(path):
+        continue
+      arrays = artifacts.load_npz(path)
+      run.model.set_weights([arrays[f"w{i}"] for i in range(len(arrays))])
+      rec["long"][snap] = long_delay(run.model, cfg, source, targets)
+      rec.setdefault("terms_after", {})[snap] = terms(run.model, cfg, targets, noise)
+    run.model.set_weights(weights)
+    out[name] = rec
+    artifacts.write_json(args.out, out)
+    g = rec["gradients"]
+    print(f"{name}: speed^2 terms h {h_term:.3e} c {c_term:.3e}; task loss {g['task_loss']:.4f} "
+          f"penalty {g['penalty']:.3e}")
+    for r in g["rows"]:
+      print(f"  {r['variable']:<40} {r['block']:<4} task {r['rms_task']:.2e}  "
+            f"mu*penalty {r['rms_penalty']:.2e}  ratio {r['ratio']:.2e}")
+    for k, v in rec["long"].items():
+      print(f"  delay 500 [{k}]: " + ", ".join(f"{a} {b:.3f}" for a, b in v.items()))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
