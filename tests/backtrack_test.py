@@ -15,7 +15,9 @@ from haviv_tf import slow_points
 from haviv_tf import train
 from haviv_tf import trials
 
-SP = slow_points.SlowPointConfig(max_iters=200, chunk=100, q_tol=1e-8)
+# No XLA (tests/jit_test.py covers it): compiling a tiny network's steps and searches costs more
+# than running them.
+SP = slow_points.SlowPointConfig(max_iters=200, chunk=100, q_tol=1e-8, jit_compile=False)
 
 
 def test_history_is_bounded_and_keeps_stage_changes(tmp_path):
@@ -59,7 +61,7 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   workdir = str(tmp_path / "run")
   cfg = config_lib.resolve("quick", "mnist_sample", dict(
       units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
-      eval_delays=(5,), eval_trials=20, protocol="nacu", history_every=10))
+      eval_delays=(5,), eval_trials=20, protocol="nacu", history_every=10, jit_compile=False))
   analysis.train_and_analyze(cfg, workdir, verbose=0, sp_config=SP)
   entries = train.History.load(workdir)
   assert [e["step"] for e in entries] == [0, 10, 20]
@@ -114,7 +116,7 @@ def test_backtrack_needs_snapshots_and_slow_points(tmp_path):
   workdir = str(tmp_path / "run")
   cfg = config_lib.resolve("quick", "mnist_sample", dict(
       units=8, batch_size=16, train_steps=10, checkpoint_every=10, log_every=5,
-      protocol="nacu", history_every=0))
+      protocol="nacu", history_every=0, jit_compile=False))
   src = train.prepare_workdir(cfg, workdir)
   train.train(cfg, workdir, src, verbose=0)
   with pytest.raises(artifacts.RunError, match="no slow points"):

@@ -23,12 +23,15 @@ from haviv_tf import speed_targets
 from haviv_tf import train
 from haviv_tf import trials
 
-SP = slow_points.SlowPointConfig(max_iters=200, chunk=100, q_tol=1e-8)
+# No XLA but where a test says so: compiling a tiny network's steps and searches costs more than
+# running them (tests/jit_test.py compares compiled and plain steps).
+SP = slow_points.SlowPointConfig(max_iters=200, chunk=100, q_tol=1e-8, jit_compile=False)
 
 
 def _tiny(**overrides):
   base = dict(units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
-              eval_delays=(5, 30), eval_trials=20, protocol="nacu", history_every=10)
+              eval_delays=(5, 30), eval_trials=20, protocol="nacu", history_every=10,
+              jit_compile=False)
   base.update(overrides)
   return config_lib.resolve("quick", "mnist_sample", base)
 
@@ -171,7 +174,8 @@ def test_control_equals_plain_continued_training(parent, tmp_path):
                                                                       "config.json"))["config"])
   model = models.build(pcfg, source.frame_shape)
   train.load_weights(model, parent)
-  # Compiled as the fine-tuning compiles its step (XLA by default): the comparison is exact.
+  # Compiled as the fine-tuning compiles its step (as the parent's config says): the comparison
+  # is exact.
   model.compile(optimizer=keras.optimizers.Adam(pcfg.learning_rate, epsilon=1e-8),
                 jit_compile=pcfg.jit_compile)
   gen = trials.generator_for(source, "train", pcfg)
@@ -264,8 +268,9 @@ def test_compare_writes_the_table_and_plots(parent, tmp_path):
 
 
 def test_penalty_from_scratch_refreshes_targets_and_resumes_exactly(tmp_path):
+  # With XLA (the default): the compiled steps resume exactly too.
   cfg = _tiny(speed_weight=1e-2, speed_targets="center_mass", speed_refresh_every=5,
-              protocol="vocu", train_steps=20, checkpoint_every=10)
+              protocol="vocu", train_steps=20, checkpoint_every=10, jit_compile=True)
   src = train.prepare_workdir(cfg, str(tmp_path / "a"))
   full = train.train(cfg, str(tmp_path / "a"), src, verbose=0)
   assert full.model.speed_targets is not None

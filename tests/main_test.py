@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,12 @@ from haviv_tf import config as config_lib
 # Tiny but real: the quick preset on the shipped sample, shrunk to seconds.
 TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
         "--eval_trials=40", "--eval_delays=5,10,19", "--sp_max_iters=300"]
+# The same without XLA, for the tests of everything but the compiled steps (the default, XLA,
+# runs end to end in the first test; tests/jit_test.py compares the two): compiling a tiny
+# network's steps costs more than running them.
+PLAIN = TINY + ["--jit_compile=false"]
+# The run most tests start from (trained once per test process, copied where a test changes it).
+TRAINED_ARGS = PLAIN + ["--steps=20", "--checkpoint_every=10"]
 
 
 def _cli(args, timeout=300, **kwargs):
@@ -31,6 +38,21 @@ def _weights(workdir):
   values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
             if "save_counter" not in k}
   return {k: v for k, v in values.items() if isinstance(v, np.ndarray) and v.dtype.kind in "fiu"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A finished TRAINED_ARGS run; read it, or copy it with _copy before changing it."""
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  proc = _cli(TRAINED_ARGS + [f"--workdir={workdir}"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return workdir
+
+
+def _copy(trained, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained, workdir)
+  return workdir
 
 
 def _error_line(proc):
@@ -49,6 +71,7 @@ def test_quick_run_writes_config_checkpoints_events_and_results(tmp_path):
     written = json.load(f)
   cfg = config_lib.Config.from_dict(written["config"])
   assert (cfg.train_steps, cfg.units, cfg.seed, cfg.preset) == (30, 16, 3, "quick")
+  assert cfg.jit_compile  # the default: XLA
   assert written["environment"]["tensorflow"].startswith("2.")
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
@@ -75,7 +98,7 @@ def test_quick_run_writes_config_checkpoints_events_and_results(tmp_path):
 
 
 def test_sigkill_and_resume_ends_with_the_same_weights(tmp_path):
-  args = TINY + ["--units=48", "--batch_size=64", "--steps=300", "--checkpoint_every=50",
+  args = PLAIN + ["--units=48", "--batch_size=64", "--steps=300", "--checkpoint_every=50",
                  "--protocol=decu", "--seed=7", "--eval_delays=5", "--eval_trials=10"]
   straight = str(tmp_path / "straight")
   proc = _cli(args + [f"--workdir={straight}"])
@@ -107,28 +130,24 @@ def test_sigkill_and_resume_ends_with_the_same_weights(tmp_path):
     assert json.load(f)["accuracy_by_delay"] == json.load(g)["accuracy_by_delay"]
 
 
-def test_rerun_of_a_finished_run_resumes_without_training(tmp_path):
-  workdir = str(tmp_path / "run")
-  args = TINY + ["--steps=10", "--checkpoint_every=10", f"--workdir={workdir}"]
-  assert _cli(args).returncode == 0
+def test_rerun_of_a_finished_run_resumes_without_training(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
   before = _weights(workdir)
-  proc = _cli(args)
+  proc = _cli(TRAINED_ARGS + [f"--workdir={workdir}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   after = _weights(workdir)
   for k in before:
     np.testing.assert_array_equal(before[k], after[k])
 
 
-def test_different_config_in_workdir_is_refused_unless_overwrite(tmp_path):
-  workdir = str(tmp_path / "run")
-  assert _cli(TINY + ["--steps=10", "--checkpoint_every=10", f"--workdir={workdir}"]).returncode == 0
-  proc = _cli(TINY + ["--steps=10", "--checkpoint_every=10", "--units=8", f"--workdir={workdir}"])
+def test_different_config_in_workdir_is_refused_unless_overwrite(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  proc = _cli(TRAINED_ARGS + ["--units=8", f"--workdir={workdir}"])
   assert proc.returncode == 1
   lines = _error_line(proc)
   assert len(lines) == 1 and "different config" in lines[0] and "units: 16 -> 8" in lines[0]
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-10.index"))
-  proc = _cli(TINY + ["--steps=10", "--checkpoint_every=10", "--units=8", "--overwrite",
-                      f"--workdir={workdir}"])
+  proc = _cli(TRAINED_ARGS + ["--units=8", "--overwrite", f"--workdir={workdir}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["config"]["units"] == 8
@@ -136,12 +155,9 @@ def test_different_config_in_workdir_is_refused_unless_overwrite(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(
-    tmp_path, damage):
-  args = TINY + ["--steps=20", "--checkpoint_every=10", "--eval_delays=5", "--eval_trials=10"]
-  straight = str(tmp_path / "straight")
-  assert _cli(args + [f"--workdir={straight}"]).returncode == 0
-  workdir = str(tmp_path / "run")
-  assert _cli(args + [f"--workdir={workdir}"]).returncode == 0
+    trained, tmp_path, damage):
+  straight = trained  # an undamaged run of the same config
+  workdir = _copy(trained, tmp_path)
   data = os.path.join(workdir, "checkpoints", "ckpt-20.data-00000-of-00001")
   raw = bytearray(open(data, "rb").read())
   if damage == "truncate":
@@ -155,7 +171,7 @@ def test_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_b
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "skipped checkpoint" in proc.stderr and "ckpt-20" in proc.stderr
   # Training resumes from ckpt-10 and ends where an undamaged run ends.
-  proc = _cli(args + [f"--workdir={workdir}"])
+  proc = _cli(TRAINED_ARGS + [f"--workdir={workdir}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "skipped checkpoint" in proc.stderr and "ckpt-20" in proc.stderr
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-10.index"))
@@ -165,10 +181,9 @@ def test_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_b
 
 
 @pytest.mark.parametrize("mode", ["evaluate", "slow_points", "export"])
-def test_analysis_modes_without_a_readable_checkpoint_end_with_one_error_line(tmp_path, mode):
-  workdir = str(tmp_path / "run")
-  args = TINY + ["--steps=20", "--checkpoint_every=10", f"--workdir={workdir}"]
-  assert _cli(args).returncode == 0
+def test_analysis_modes_without_a_readable_checkpoint_end_with_one_error_line(
+    trained, tmp_path, mode):
+  workdir = _copy(trained, tmp_path)
   for step in (10, 20):
     with open(os.path.join(workdir, "checkpoints", f"ckpt-{step}.index"), "wb") as f:
       f.write(b"not a checkpoint")
@@ -182,7 +197,7 @@ def test_analysis_modes_without_a_readable_checkpoint_end_with_one_error_line(tm
 
 def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path):
   workdir = str(tmp_path / "run")
-  args = TINY + ["--steps=100000", "--checkpoint_every=50", f"--workdir={workdir}"]
+  args = PLAIN + ["--steps=100000", "--checkpoint_every=50", f"--workdir={workdir}"]
   child = subprocess.Popen([sys.executable, "-m", "haviv_tf.main", *args],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
@@ -201,8 +216,7 @@ def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path)
     child.wait()
   with open(os.path.join(workdir, ".lock")) as f:
     assert f.read().strip() == str(child.pid)  # left behind by the killed process
-  proc = _cli(TINY + ["--steps=20", "--checkpoint_every=10", f"--workdir={workdir}",
-                      "--overwrite"])
+  proc = _cli(TRAINED_ARGS + [f"--workdir={workdir}", "--overwrite"])
   assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -227,7 +241,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   # First a sane run to step 10, then the same run continued at an absurd learning rate
   # cannot be a resume (config differs), so use one run whose decayed phase explodes: the
   # learning rate is tiny until lr_decay_step, then multiplied by 1e40.
-  proc = _cli(TINY + ["--steps=40", "--checkpoint_every=10", "--learning_rate=1e-3",
+  proc = _cli(PLAIN + ["--steps=40", "--checkpoint_every=10", "--learning_rate=1e-3",
                       "--lr_decay_step=20", "--lr_decay_factor=1e41", f"--workdir={workdir}"])
   assert proc.returncode == 1
   lines = _error_line(proc)
@@ -289,9 +303,8 @@ def test_analysis_modes_refuse_a_workdir_without_a_trained_model(tmp_path, mode)
   assert len(lines) == 1 and "no haviv_tf run" in lines[0], lines
 
 
-def test_modes_on_a_trained_workdir_and_analyze(tmp_path):
-  workdir = str(tmp_path / "run")
-  assert _cli(TINY + ["--steps=10", "--checkpoint_every=10", f"--workdir={workdir}"]).returncode == 0
+def test_modes_on_a_trained_workdir_and_analyze(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
   proc = _cli(["--mode=evaluate", f"--workdir={workdir}", "--eval_delays=7,100",
                "--eval_trials=20"])
   assert proc.returncode == 0, proc.stderr[-2000:]

@@ -16,9 +16,12 @@ from haviv_tf import report
 from haviv_tf import slow_points
 from haviv_tf import sweep
 
-SP = slow_points.SlowPointConfig(max_iters=100, chunk=100, q_tol=1e-8)
+# No XLA (what is tested here is the report, not the compiled steps; tests/jit_test.py covers
+# XLA): compiling each tiny network's steps and searches costs more than running them.
+SP = slow_points.SlowPointConfig(max_iters=100, chunk=100, q_tol=1e-8, jit_compile=False)
 OVERRIDES = (("units", 8), ("train_steps", 20), ("batch_size", 16), ("eval_delays", (5, 30)),
-             ("eval_trials", 20), ("checkpoint_every", 10), ("history_every", 10))
+             ("eval_trials", 20), ("checkpoint_every", 10), ("history_every", 10),
+             ("jit_compile", False))
 
 
 def _grid(**kw):

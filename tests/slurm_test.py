@@ -26,10 +26,13 @@ TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
             "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 # Two networks, long enough a training (600 steps, a checkpoint every 20) to be stopped in
 # the middle; no fine-tunings or back-tracking, so each task is one `haviv_tf.main` train run.
+# No XLA: compiling the tiny network's steps in each of the four trainings costs more than
+# running them, and what is tested here is the job array, not the compiled steps.
 GRID = dict(name="slurm_e2e", datasets=["mnist_sample"], protocols=["vocu", "decu"],
             archs=["gru"], seeds=[0], finetunes=[], backtrack=False, sp_max_iters=50,
             overrides=dict(units=8, train_steps=600, batch_size=16, eval_delays=[5, 30],
-                           eval_trials=20, checkpoint_every=20, log_every=20, history_every=200))
+                           eval_trials=20, checkpoint_every=20, log_every=20, history_every=200,
+                           jit_compile=False))
 
 
 def _cluster_up():
