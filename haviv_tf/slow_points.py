@@ -120,10 +120,15 @@ def recipe_config(recipe: str, cfg=None, **overrides) -> SlowPointConfig:
   L350-388): Adam (TF1) at lr 1e-3 on sum ||F(h) - h||^2 over the points, lr / 10 at step
   40,000 of 100,000, h clipped to [-1, 1] after every step, c not clipped, no tolerance or
   early stop. For a run `cfg` trained with fewer steps than its data set's paper preset (the
-  quick preset), both step counts shrink in the proportion its training did.
+  quick preset), both step counts shrink in the proportion its training did. A run `cfg`
+  with jit_compile False gets an uncompiled search (either recipe), unless `overrides` say
+  otherwise.
   """
   if recipe not in RECIPES:
     raise config_lib.InputError(f"unknown slow-point recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+  if cfg is not None and not cfg.jit_compile:
+    overrides = dict(overrides)
+    overrides.setdefault("jit_compile", False)  # a run without XLA searches without it too
   if recipe == "default":
     return SlowPointConfig(**overrides)
   steps = PAPER_SEARCH_STEPS

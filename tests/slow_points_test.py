@@ -4,6 +4,7 @@ The hand-built cells have zero input weights and decoupled units, so their fixed
 in closed form up to one scalar equation per unit (solved with scipy.optimize.brentq).
 """
 
+import dataclasses
 import itertools
 import os
 import tempfile
@@ -429,6 +430,12 @@ class PaperRecipeTest(tf.test.TestCase):
                      (1e-3, False, "free", 1.0))
     self.assertEqual(slow_points.recipe_config("paper").max_iters, 100_000)
     self.assertEqual(slow_points.recipe_config("paper").drop_step, 40_000)
+    # A run trained without XLA searches without it, with either recipe, unless overridden.
+    plain = dataclasses.replace(cfg, jit_compile=False)
+    self.assertTrue(sp.jit_compile)
+    self.assertFalse(slow_points.recipe_config("paper", plain).jit_compile)
+    self.assertFalse(slow_points.recipe_config("default", plain).jit_compile)
+    self.assertTrue(slow_points.recipe_config("default", plain, jit_compile=True).jit_compile)
     # The loop itself, against the NumPy reference, with a drop inside the run.
     tf.random.set_seed(5)
     model = models.DelayedClassifier(arch="gru", units=3, frame_shape=_FRAME)
