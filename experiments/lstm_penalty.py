@@ -30,6 +30,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
 from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
 from haviv_tf import curricula  # pylint: disable=g-import-not-at-top
+from haviv_tf import losses  # pylint: disable=g-import-not-at-top
 from haviv_tf import speed_targets  # pylint: disable=g-import-not-at-top
 from haviv_tf import trials  # pylint: disable=g-import-not-at-top
 
@@ -60,12 +61,18 @@ def terms(model, cfg, targets, noise):
 
 
 def gradients(model, cfg, targets, batch):
+  """Per weight block: RMS of the task loss's gradient and of MU x the penalty's, as the
+  fine-tuning's train step would compute them (targets fixed, one noise frame per copy)."""
   inputs, tgt = batch
   states, weights = speed_targets.targets_from(targets, cfg.speed_copies)
-  model.set_speed_targets(states, weights)
+  live = weights > 0
+  s = tf.constant(states[live])
+  k = int(live.sum())
+  frames = tf.concat([tf.cast(tgt["speed_noise"], tf.float32)[:k], tf.zeros([k, 1])], axis=-1)
   with tf.GradientTape(persistent=True) as tape:
     loss, _, _ = model.task_loss(inputs, tgt, training=True)
-    penalty, _ = model.speed_penalty(tf.cast(tgt["speed_noise"], tf.float32))
+    penalty = tf.reduce_sum(losses.speed_squared(model.cell, s,
+                                                 model.transition(s, model.encode(frames))))
   g_task = tape.gradient(loss, model.trainable_variables)
   g_pen = tape.gradient(penalty, model.trainable_variables)
   rows = []
