@@ -256,6 +256,14 @@ def cmd_report(args):
   for (arch, protocol), entry in sorted(summary.items()):
     parents = sorted(entry["parents"])
     lines.append(f"### {protocol.upper()} {arch.upper()} ({', '.join(parents)})\n")
+    for parent in parents:
+      trained = next((c for c in cells if c["parent"] == parent and c["steps"] == 0), None)
+      if trained:
+        acc = trained["accuracy_by_delay"]
+        lines.append(f"- {parent} as trained (no fine-tuning): " + ", ".join(
+            f"{acc[d]:.3f} at {d}" for d in TRAIN_DELAYS + LONG_DELAYS if d in acc)
+                     + f"; target speed {_mean(trained['target_speed']):.2e}")
+    lines.append("")
     lines.append("| μ | steps | acc 19 | acc 500 | gain 200 | gain 500 | gain 1000 | cost at 5-19 "
                  "| target speed after (before) | n |")
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

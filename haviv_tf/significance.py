@@ -40,6 +40,16 @@ def signed(v) -> str:
   return "–" if v is None else f"{v:+.3f}"
 
 
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple:
+  """Wilson score interval (lo, hi) of a binomial proportion; (nan, nan) for n = 0."""
+  if n <= 0:
+    return (float("nan"), float("nan"))
+  p = successes / n
+  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+  return (centre - half, centre + half)
+
+
 def wilcoxon(diffs: Sequence[float]) -> Optional[float]:
   """Two-sided Wilcoxon signed-rank p of paired differences (None: < 2 values or all zero)."""
   if len(diffs) < 2 or not any(x != 0 for x in diffs):

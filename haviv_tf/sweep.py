@@ -50,6 +50,7 @@ class Grid:
   finetune_steps: Optional[int] = None       # None: the preset's (control.finetune_config)
   overrides: tuple = ()                     # ((field, value), ...)
   sp_max_iters: Optional[int] = None        # slow-point search cap (None: the default)
+  finetune_speed_weight: Optional[float] = None  # mu of the fine-tunings (None: the default)
 
   def to_dict(self):
     d = dataclasses.asdict(self)
@@ -80,13 +81,17 @@ class RunSpec:
   finetune_steps: Optional[int]
   overrides: tuple
   sp_max_iters: Optional[int]
+  finetune_speed_weight: Optional[float] = None
 
   @property
   def name(self) -> str:
     base = f"{self.dataset}-{self.protocol}-{self.arch}-{self.preset}-s{self.seed}"
     extra = dict(overrides=sorted(self.overrides), finetune_steps=self.finetune_steps,
                  sp_max_iters=self.sp_max_iters)
-    if self.overrides or self.finetune_steps or self.sp_max_iters:
+    if self.finetune_speed_weight is not None:  # only when set: older names stay as they were
+      extra["finetune_speed_weight"] = float(self.finetune_speed_weight)
+    if (self.overrides or self.finetune_steps or self.sp_max_iters
+        or self.finetune_speed_weight is not None):
       digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
       base += f"-{digest}"
     return base
@@ -154,13 +159,18 @@ def expand(grids) -> list:
     for mode in g.finetunes:
       if mode not in FINETUNE_MODES:
         raise config_lib.InputError(f"unknown fine-tuning {mode!r}; valid: {', '.join(FINETUNE_MODES)}")
+    mu = g.finetune_speed_weight
+    if mu is not None and (isinstance(mu, bool) or not isinstance(mu, (int, float))
+                           or not 0 <= mu < float("inf")):
+      raise config_lib.InputError(
+          f"finetune_speed_weight must be a non-negative number, got {mu!r}")
     for dataset in g.datasets:
       for protocol in g.protocols:
         for arch in g.archs:
           for seed in g.seeds:
             spec = RunSpec(dataset, protocol, arch, int(seed), g.preset, tuple(g.finetunes),
                            bool(g.backtrack), g.finetune_steps, tuple(g.overrides),
-                           g.sp_max_iters)
+                           g.sp_max_iters, g.finetune_speed_weight)
             spec.config()  # validates every axis value now
             specs.append(spec)
   names = [s.name for s in specs]
@@ -187,6 +197,8 @@ def commands(spec: RunSpec, root: str, data_dir: str = "", python: str = sys.exe
     train.append(f"--data_dir={data_dir}")
   out = [("train", train)]
   steps = [f"--steps={spec.finetune_steps}"] if spec.finetune_steps else []
+  if spec.finetune_speed_weight is not None:
+    steps.append(f"--speed_weight={spec.finetune_speed_weight:g}")
   for mode in spec.finetunes:
     out.append((f"finetune_{mode}", main + ["--mode=finetune", f"--parent={workdir}",
                                             f"--finetune={mode}"] + steps + sp))

@@ -98,6 +98,11 @@ def test_report_on_a_tiny_grid_states_every_claim(tmp_path):
   assert summary["claims"]["a"]["min_accuracy"][specs[0].name] == worst
   assert summary["claims"]["a"]["held"] == all(
       v >= report.SOLVED for v in summary["claims"]["a"]["min_accuracy"].values())
+  # Pooled over the training delays (here only 5): that delay's accuracy, inside its interval.
+  pooled = summary["claims"]["a"]["pooled_training_accuracy"][specs[0].name]
+  assert abs(pooled["accuracy"] - res["accuracy_by_delay"]["5"]) < 1e-9
+  assert pooled["ci95"][0] <= pooled["accuracy"] <= pooled["ci95"][1]
+  assert "95% (Wilson) interval" in md
   # HParams sessions: one per network and per fine-tuning, with final metrics.
   for spec in specs:
     for path in [os.path.join(root, spec.name)] + [

@@ -68,3 +68,16 @@ def test_spearman_with_ci_within_groups_averages_the_groups():
   assert within["rho"] == pytest.approx(1.0) and within["groups"] == 2
   assert sig.spearman_with_ci(x, y, num_boot=200)["rho"] < 0
   assert sig.spearman_with_ci([1, 1, 1], [1, 2, 3])["rho"] is None
+
+
+def test_wilson_interval_matches_published_values():
+  # Textbook values (Newcombe 1998, table I): 0/10 -> [0, 0.278], 5/10 -> [0.237, 0.763].
+  lo, hi = sig.wilson(0, 10)
+  assert abs(lo) < 1e-12 and abs(hi - 0.2775) < 1e-3
+  lo, hi = sig.wilson(5, 10)
+  assert abs(lo - 0.2366) < 1e-3 and abs(hi - 0.7634) < 1e-3
+  # More trials, narrower interval, always around the observed proportion.
+  lo1, hi1 = sig.wilson(970, 1000)
+  lo3, hi3 = sig.wilson(2910, 3000)
+  assert lo1 < lo3 < 0.97 < hi3 < hi1
+  assert all(math.isnan(v) for v in sig.wilson(0, 0))

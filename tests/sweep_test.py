@@ -49,6 +49,8 @@ def test_small_and_paper_grids_expand_to_stable_unique_names():
     (dict(archs=("rnn",)), "unknown arch 'rnn'"),
     (dict(finetunes=("louder",)), "unknown fine-tuning 'louder'"),
     (dict(seeds=(0, 0)), "same run twice"),
+    (dict(finetune_speed_weight=-1e-3), "finetune_speed_weight must be a non-negative"),
+    (dict(finetune_speed_weight="much"), "finetune_speed_weight must be a non-negative"),
 ])
 def test_bad_grids_are_refused(kw, message):
   with pytest.raises(ValueError, match=message):
@@ -68,6 +70,29 @@ def test_commands_cover_train_finetunes_compare_and_backtrack():
                f"--workdir=/r/{spec.name}", "--units=8", "--train_steps=20", "--data_dir=/d"):
     assert flag in train
   assert f"--parent=/r/{spec.name}" in cmds["compare"] and "--steps=2" in cmds["compare"]
+  assert not any(a.startswith("--speed_weight") for _, argv in cmds.items() for a in argv)
+
+
+def test_finetune_speed_weight_reaches_every_finetuning_and_names_the_run(tmp_path):
+  plain = sweep.expand(_tiny_grid())
+  mu = sweep.expand(_tiny_grid(finetune_speed_weight=1e-2))
+  mu2 = sweep.expand(_tiny_grid(finetune_speed_weight=1e-3))
+  assert len({plain[0].name, mu[0].name, mu2[0].name}) == 3
+  cmds = dict(sweep.commands(mu[0], "/r", python="py"))
+  for step in ("finetune_control", "finetune_slow_points", "finetune_center_mass", "compare"):
+    assert "--speed_weight=0.01" in cmds[step] and "--steps=2" in cmds[step], step
+  assert not any(a.startswith("--speed_weight") for a in cmds["train"] + cmds["backtrack"])
+  # The weight survives the sweep's grid.json (a resumed sweep runs the same fine-tunings).
+  sweep.write_grid(mu, str(tmp_path), "tiny")
+  name, loaded = sweep.load_grid(str(tmp_path))
+  assert name == "tiny" and [s.name for s in loaded] == [s.name for s in mu]
+  assert loaded[0].finetune_speed_weight == 1e-2
+  # A grid file written before the field existed still loads, with the default weight.
+  d = json.load(open(os.path.join(tmp_path, sweep.GRID_FILE)))
+  for r in d["runs"]:
+    r.pop("finetune_speed_weight")
+  json.dump(d, open(os.path.join(tmp_path, sweep.GRID_FILE), "w"))
+  assert sweep.load_grid(str(tmp_path))[1][0].finetune_speed_weight is None
 
 
 def _recording_runner(log, fail=None):
