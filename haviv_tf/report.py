@@ -297,8 +297,19 @@ def claim_d(ev: Evidence, ft):
                      f"> 0, p {sig.fmt_p(diffs[m]['p'])})" for m in ("slow_points", "center_mass"))
                  + " |")
   short = {m: [_acc(r, d, m) for r in ft for d in ev.train_delays] for m in control.MODES}
+  # The cost at the training delays: per network, the mean over those delays of (mode - control).
+  cost = {}
+  for m in ("slow_points", "center_mass"):
+    per_net = []
+    for r in ft:
+      dd = [_acc(r, d, m) - _acc(r, d, "control") for d in ev.train_delays
+            if _acc(r, d, m) is not None and _acc(r, d, "control") is not None]
+      if dd:
+        per_net.append(float(np.mean(dd)))
+    cost[m] = dict(mean=float(np.mean(per_net)) if per_net else None,
+                   worst=min(per_net) if per_net else None, n=len(per_net))
   held = all(verdicts) and bool(verdicts)
-  numbers = dict(held=held, delay=d_key, table=rows_d,
+  numbers = dict(held=held, delay=d_key, table=rows_d, training_delay_cost=cost,
                  worst_training_delay_accuracy={m: min(v) if v else None for m, v in short.items()})
   curves = {}
   for m in ("trained",) + control.MODES:
@@ -310,7 +321,10 @@ def claim_d(ev: Evidence, ft):
       os.path.join(ev.out, FINETUNE_PNG))
   lines += ["", f"![fine-tuning]({FINETUNE_PNG})", "",
             "Worst accuracy at the training delays after fine-tuning: " + ", ".join(
-                f"{m} {min(v):.3f}" for m, v in short.items() if v) + ".", "",
+                f"{m} {min(v):.3f}" for m, v in short.items() if v) + ". Cost at the training "
+            "delays (mode − control, averaged over those delays, per network): " + ", ".join(
+                f"{m} {sig.signed(c['mean'])} on average, worst {sig.signed(c['worst'])}"
+                for m, c in cost.items()) + ".", "",
             f"**{_verdict(held)}** at delay {d_key}.", ""]
   return numbers, lines
 

@@ -103,6 +103,17 @@ def test_report_on_a_tiny_grid_states_every_claim(tmp_path):
   assert abs(pooled["accuracy"] - res["accuracy_by_delay"]["5"]) < 1e-9
   assert pooled["ci95"][0] <= pooled["accuracy"] <= pooled["ci95"][1]
   assert "95% (Wilson) interval" in md
+  # (d) states the cost at the training delays: mode - control, from the runs' own files.
+  cost = summary["claims"]["d"]["training_delay_cost"]["slow_points"]
+  assert cost["n"] == len(specs)
+  per = []
+  for spec in specs:
+    rows = artifacts.read_json(os.path.join(control.default_out(os.path.join(root, spec.name)),
+                                            control.COMPARE_JSON))["rows"]
+    per.append(rows["slow_points"]["accuracy_by_delay"]["5"]
+               - rows["control"]["accuracy_by_delay"]["5"])
+  assert abs(cost["mean"] - sum(per) / len(per)) < 1e-9 and cost["worst"] == min(per)
+  assert "Cost at the training delays" in md
   # HParams sessions: one per network and per fine-tuning, with final metrics.
   for spec in specs:
     for path in [os.path.join(root, spec.name)] + [
