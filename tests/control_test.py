@@ -143,9 +143,15 @@ def test_train_step_adds_mu_times_the_penalty_gradient():
 def test_finetune_config_follows_the_paper_and_the_quick_scaling():
   quick = config_lib.resolve("quick", "mnist", {"protocol": "decu"})
   cfg = control.finetune_config(quick, "slow_points")
-  assert cfg.train_steps == round(5000 * 3000 / 140_000)  # 107
+  assert cfg.train_steps == 300  # a tenth of the quick preset's 3000 (the dose-response's choice)
   assert cfg.learning_rate == quick.learning_rate and cfg.lr_decay_step == cfg.train_steps
-  assert cfg.speed_weight == 1e-3 and cfg.speed_targets == "slow_points"
+  assert cfg.speed_weight == 1e-2 and cfg.speed_targets == "slow_points"
+  longer = config_lib.resolve("quick", "mnist", {"train_steps": 9000})
+  assert control.finetune_config(longer, "slow_points").train_steps == 900
+  paper_mnist = control.finetune_config(config_lib.resolve("paper", "mnist", {}), "slow_points")
+  assert paper_mnist.train_steps == 5000 and paper_mnist.speed_weight == 1e-3
+  quick_cifar = control.finetune_config(config_lib.resolve("quick", "cifar10", {}), "slow_points")
+  assert quick_cifar.train_steps == 50 and quick_cifar.speed_weight == 1e-2
   assert cfg.data_offset == quick.train_steps and cfg.protocol == "decu"
   assert curricula.for_config(cfg).at(0) == (10, 20)  # all classes, T_max 20
   paper = control.finetune_config(config_lib.resolve("paper", "cifar10", {}), "center_mass")

@@ -29,6 +29,12 @@ def test_small_and_paper_grids_expand_to_stable_unique_names():
   assert [s.name for s in small[:3]] == ["mnist-vocu-gru-quick-s0", "mnist-vocu-gru-quick-s1",
                                          "mnist-vocu-lstm-quick-s0"]
   assert all(s.finetunes == ("control", "slow_points", "center_mass") for s in small)
+  medium = sweep.expand(sweep.get_grid("medium"))
+  assert len(medium) == 12 and {s.seed for s in medium} == {10, 11, 12}
+  cfg = medium[0].config()
+  assert cfg.train_steps == 9000 and cfg.lr_decay_step == 7800 and 2000 in cfg.eval_delays
+  assert medium[0].finetune_steps == 300 and medium[0].finetune_speed_weight == 1e-2
+  assert re.fullmatch(r"mnist-vocu-gru-quick-s10-[0-9a-f]{8}", medium[0].name)
   paper = sweep.expand(sweep.get_grid("paper"))
   assert len(paper) == 10 * 2 * 2 + 5 * 2 * 2
   assert sum(s.dataset == "cifar10" for s in paper) == 20
