@@ -20,6 +20,13 @@ def load_mnist(data_dir: str) -> datasets.Source:
     return datasets.load("mnist_sample")
 
 
+def load_source(dataset: str, data_dir: str) -> datasets.Source:
+  """MNIST (see load_mnist) or the full CIFAR-10 under data_dir/cifar10 (no fallback)."""
+  if dataset == "mnist":
+    return load_mnist(data_dir)
+  return datasets.load(dataset, os.path.join(data_dir, dataset))
+
+
 def load_average() -> tuple:
   return tuple(round(v, 2) for v in os.getloadavg())
 

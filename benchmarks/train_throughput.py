@@ -2,8 +2,10 @@
 
   python3 benchmarks/train_throughput.py [--data_dir ../shared/data] [--steps 200]
       [--repeats 3] [--trial_backend numpy|tf] [--sampler_nice 10]
+      [--dataset mnist|cifar10] [--precision float32|mixed_bfloat16]
 
-For MNIST GRU and LSTM at paper size (200 units, batch 128, 20 frames) it measures, in one run:
+For GRU and LSTM at paper size (MNIST: 200 units, batch 128; CIFAR-10: the CNN front end on
+every frame, 512 units, batch 64; 20 frames) it measures, in one run:
   full     steps/s of train.train(): tf.data trial synthesis + fit() + train_step + TensorBoard
            scalars + checkpoint, timed over the second of two fit() epochs (the first traces);
   compute  steps/s of the same train_step fed one pre-built batch (no input pipeline), in
@@ -13,7 +15,8 @@ For MNIST GRU and LSTM at paper size (200 units, batch 128, 20 frames) it measur
            between full and compute into synthesis and the rest;
   trials   batches/s of the trial pipeline alone (tf.data, parallel map, prefetch), for the
            trial backend the trainer used and, for comparison, for the other one;
-and the achieved GFLOP/s from an analytic count of the step's matmul FLOPs (forward + backward).
+and the achieved GFLOP/s from an analytic count of the step's matmul and convolution FLOPs
+(forward + backward; the CNN's counted from its layers' shapes, `encoder_flops`).
 full, fit only and compute are measured in alternation, --repeats rounds; the table gives their
 medians and the median (range) of the per-round ratios. Prints a Markdown table with the machine
 context.
@@ -51,14 +54,41 @@ class _EpochTimer(keras.callbacks.Callback):
     self.times.append(time.perf_counter() - self._t)
 
 
-def step_flops(cfg, input_size):
-  """Matmul FLOPs of one training step (forward + backward; no input gradient for frames)."""
+def encoder_flops(encoder):
+  """(forward FLOPs per frame of the CNN front end, those of its first layer): 2 x multiply-adds
+  of every convolution (at its output's size) and dense layer; pooling and activations not
+  counted."""
+  if encoder is None:
+    return 0, 0
+  total, first = 0, None
+  shape = (1,) + tuple(encoder.frame_shape)
+  for layer in encoder.blocks + [encoder.flatten]:
+    out = layer.compute_output_shape(shape)
+    kernel = getattr(layer, "kernel", None)
+    if kernel is not None:  # a convolution: kh x kw x c_in x c_out per output position
+      kh, kw, cin, cout = kernel.shape
+      f = 2 * out[1] * out[2] * kh * kw * cin * cout
+      total += f
+      first = f if first is None else first
+    shape = out
+  for layer in encoder.dense_layers:
+    total += 2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+  return total, first or 0
+
+
+def step_flops(cfg, input_size, encoder=None):
+  """Matmul and convolution FLOPs of one training step (forward + backward; no gradient with
+  respect to the frames themselves). `input_size` is what the recurrent cell reads per step."""
   b, t, u = cfg.batch_size, cfg.seq_len, cfg.units
   g = (3 if cfg.arch == "gru" else 4) * u
+  cnn, first = encoder_flops(encoder)
+  # The cell's input projection: the pixels (no input gradient) or CNN features (input gradient
+  # flows back into the CNN).
   proj = 2 * b * t * input_size * g        # W x for all frames
   rec = 2 * b * t * u * g                  # U h per step
   head = 2 * b * t * u * 11
-  return 2 * proj + 3 * rec + 3 * head     # proj: fwd + weight grad; others: fwd + 2 grads
+  cnn_step = b * t * (3 * cnn - first)     # fwd + weight grad + input grad (none into frames)
+  return (3 if encoder is not None else 2) * proj + 3 * rec + 3 * head + cnn_step
 
 
 @contextlib.contextmanager
@@ -134,8 +164,12 @@ def bench(cfg, source, steps, repeats):
       next(it)
     out["trials_" + backend] = n / (time.perf_counter() - t0)
   out["trials"] = out["trials_" + cfg.trial_backend]
-  out["gflops"] = step_flops(cfg, gen.input_size) * out["compute"] / 1e9
-  out["gflops_full"] = step_flops(cfg, gen.input_size) * out["full"] / 1e9
+  encoder = getattr(run.model, "encoder", None)
+  cell_input = run.model.feature_size
+  flops = step_flops(cfg, cell_input, encoder)
+  out["tflop_per_step"] = flops / 1e12
+  out["gflops"] = flops * out["compute"] / 1e9
+  out["gflops_full"] = flops * out["full"] / 1e9
   return out
 
 
@@ -156,6 +190,8 @@ def main():
   parser.add_argument("--jit_compile", type=int, default=1, choices=(0, 1),
                       help="XLA-compile the step (main's --jit_compile); 0: without XLA")
   parser.add_argument("--preset", default="paper", choices=config_lib.PRESET_NAMES)
+  parser.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10"))
+  parser.add_argument("--precision", default="float32", choices=config_lib.PRECISIONS)
   parser.add_argument("--sampler_nice", type=int, default=config_lib.SAMPLER_NICE,
                       help="niceness the numpy sampler's threads add (main's --sampler_nice)")
   args = parser.parse_args()
@@ -163,25 +199,29 @@ def main():
     trials.set_sampler_nice(args.sampler_nice)
   except ValueError as e:
     parser.error(str(e))
-  source = common.load_mnist(args.data_dir)
+  try:
+    source = common.load_source(args.dataset, args.data_dir)
+  except ValueError as e:  # datasets.DataError: no such data under --data_dir
+    parser.exit(1, f"error: {e}\n")
   print(common.machine_context())
   other = [b for b in config_lib.TRIAL_BACKENDS if b != args.trial_backend][0]
   print(f"data: {source.origin}; {args.steps} timed steps per figure, median of {args.repeats} "
         f"rounds; trial backend of the full trainer: {args.trial_backend}, sampler_nice "
-        f"{args.sampler_nice}; preset {args.preset}, jit_compile {bool(args.jit_compile)}\n")
+        f"{args.sampler_nice}; preset {args.preset}, dataset {args.dataset}, precision "
+        f"{args.precision}, jit_compile {bool(args.jit_compile)}\n")
   print(f"| arch | full trainer steps/s | bare train_step steps/s | full / bare | "
         f"fit only steps/s | fit only / bare | "
         f"trial batches/s ({args.trial_backend}) | trials / full | trial batches/s ({other}) | "
-        f"GFLOP/s (bare) | GFLOP/s (full) |")
-  print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        f"GFLOP/s (bare) | GFLOP/s (full) | TFLOP per step |")
+  print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   for arch in args.archs.split(","):
-    cfg = config_lib.resolve(args.preset, "mnist", dict(
+    cfg = config_lib.resolve(args.preset, args.dataset, dict(
         arch=arch, protocol="nacu", seed=0, trial_backend=args.trial_backend,
-        jit_compile=bool(args.jit_compile)))
+        jit_compile=bool(args.jit_compile), precision=args.precision))
     r = bench(cfg, source, args.steps, args.repeats)
     print(f"| {arch} | {r['full']:.2f} | {r['compute']:.2f} | {_ratio(r['full_ratio'])} | "
           f"{r['fit_only']:.2f} | {_ratio(r['fit_only_ratio'])} | {r['trials']:.1f} | {r['trials'] / r['full']:.1f} | {r['trials_' + other]:.1f} | "
-          f"{r['gflops']:.1f} | {r['gflops_full']:.1f} |", flush=True)
+          f"{r['gflops']:.1f} | {r['gflops_full']:.1f} | {r['tflop_per_step']:.3f} |", flush=True)
   print(f"\nload average after: {common.load_average()}")
 
 
