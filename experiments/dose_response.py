@@ -273,6 +273,7 @@ def cmd_report(args):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from haviv_tf import plotting  # pylint: disable=g-import-not-at-top
   cells = _load_cells(args.results)
   if not cells:
     print(f"error: no results in {args.results}", file=sys.stderr)
@@ -327,9 +328,7 @@ def cmd_report(args):
         if i == 0 and j == 0:
           ax.legend(fontsize=8)
     fig.tight_layout()
-    path = os.path.join(args.out, f"gain_{arch}.png")
-    fig.savefig(path + ".tmp.png", dpi=110)
-    os.replace(path + ".tmp.png", path)
+    plotting.save_png(fig, os.path.join(args.out, f"gain_{arch}.png"))
     plt.close(fig)
   text = "\n".join(lines) + "\n"
   artifacts.write_text(os.path.join(args.out, "tables.md"), text)

@@ -86,6 +86,7 @@ def cmd_report(args):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from haviv_tf import plotting  # pylint: disable=g-import-not-at-top
   path = os.path.join(args.out, JSON)
   if not os.path.exists(path):
     print(f"error: no {path}; run `learning_curve.py run` first", file=sys.stderr)
@@ -125,10 +126,8 @@ def cmd_report(args):
     ax.set_ylabel("report accuracy")
     ax.legend(fontsize=8)
   fig.tight_layout()
-  png = os.path.join(args.out, "learning_curve.png")
   os.makedirs(args.out, exist_ok=True)
-  fig.savefig(png + ".tmp.png", dpi=110)
-  os.replace(png + ".tmp.png", png)
+  plotting.save_png(fig, os.path.join(args.out, "learning_curve.png"))
   plt.close(fig)
   text = "\n".join(lines) + "\n"
   artifacts.write_text(os.path.join(args.out, "tables.md"), text)
