@@ -31,6 +31,7 @@ REPORT_JSON = "report.json"
 ACCURACY_PNG = "report_accuracy_vs_delay.png"
 SPEED_PNG = "report_speed_vs_accuracy.png"
 FINETUNE_PNG = "report_finetune.png"
+CEILING_JSON = "ceiling.json"  # optional: experiments/mlp_ceiling.py --json, read by claim (a)
 SOLVED = 0.95          # (a): a network solves the task if report accuracy >= this at every
                        # training delay
 WIDE = 0.2             # (b): networks differ widely if accuracies at a long delay span >= this
@@ -45,6 +46,7 @@ class Evidence:
   have: list               # records (see collect) of runs with an evaluation
   delays: list
   seq_len: int
+  ceiling: Optional[dict] = None  # a measured ceiling (CEILING_JSON) for claim (a), if given
 
   @property
   def train_delays(self):
@@ -155,8 +157,33 @@ def claim_a(ev: Evidence, have):
               f"{min(accs):.3f}-{max(accs):.3f}; for {reach} of {len(pooled)} the 95% (Wilson) "
               "interval reaches 0.98, i.e. their accuracy is not measurably below 0.98 with "
               "these trials."]
+    if ev.ceiling and ev.ceiling.get("dataset") in {r["dataset"] for r in have}:
+      lines += _ceiling_lines(ev.ceiling, pooled, numbers)
   lines.append("")
   return numbers, lines
+
+
+def _ceiling_lines(ceiling, pooled, numbers) -> list:
+  """Claim (a) next to a measured ceiling (CEILING_JSON), when the report folder has one."""
+  if not ceiling or not ceiling.get("runs"):
+    return []
+  tests = [float(r["test_accuracy"]) for r in ceiling["runs"]]
+  top = float(np.mean(tests))
+  below = {k: v for k, v in pooled.items() if v[0] < 0.98}
+  at_ceiling = sum(1 for _, lo, hi in below.values() if hi >= top - 0.005)
+  numbers["ceiling"] = dict(mean=top, runs=len(tests), min=min(tests), max=max(tests),
+                            below_098=len(below), within_half_point=at_ceiling)
+  lines = ["", f"Measured ceiling: {ceiling.get('model', 'a plain classifier')}, trained on the "
+           f"same image budget, reaches {min(tests):.4f}-{max(tests):.4f} on the test digits "
+           f"(mean {top:.4f} over {len(tests)} runs; `{ceiling.get('measured_by', '?')}`, "
+           f"{ceiling.get('date', '')}). The recurrent network reads the image through a layer "
+           "of the same width, so its report accuracy can hardly exceed this."]
+  if below:
+    lines.append(f"Of the {len(below)} networks pooled below 0.98, {at_ceiling} have a 95% "
+                 f"interval reaching within 0.005 of the ceiling ({top - 0.005:.4f}); "
+                 + ", ".join(f"{k} {a:.4f} [{lo:.4f}, {hi:.4f}]"
+                             for k, (a, lo, hi) in sorted(below.items())) + ".")
+  return lines
 
 
 def _pooled_training_accuracy(rec, train_delays):
@@ -215,6 +242,15 @@ def claim_b(ev: Evidence, have):
             f"**{_verdict(held)}**: the widest span is "
             + (f"{spans[best]:.3f} at delay {best}" if best else "n/a")
             + " (" + ", ".join(f"{d}: {s:.3f}" for d, s in spans.items()) + ").", ""]
+  if spans and not held:
+    worst = min(_acc(r, best) for r in have if _acc(r, best) is not None)
+    train = [_pooled_training_accuracy(r, ev.train_delays)[0] for r in have]
+    numbers["why"] = dict(delay=best, lowest=worst)
+    lines += [f"Why: even at delay {best} the least accurate network is at {worst:.3f} "
+              f"(the networks are at {min(train):.3f}-{max(train):.3f} pooled over the training "
+              "delays): every network keeps its memories over the delays evaluated, so they "
+              f"cannot span {WIDE}. A longer delay (`--mode=evaluate --eval_delays=...` on the "
+              "finished runs) is where they would differ, if they do.", ""]
   return numbers, lines
 
 
@@ -259,8 +295,33 @@ def claim_c(ev: Evidence, with_sp):
   lines += ["", f"![speed vs accuracy]({SPEED_PNG})", "",
             f"**{_verdict(held)}** at delay {key}: ρ = "
             f"{sig.fmt(c['spearman'])} (p = {sig.fmt_p(c['spearman_p'])}, n = {c['n']}).", ""]
+  if not held:
+    lines += _why_not_c(rows, found, key, numbers)
   pred_lines, numbers["predictors"] = section_c_predictors(res, with_sp)
   return numbers, lines + pred_lines
+
+
+def _why_not_c(rows, found, key, numbers) -> list:
+  """Where (c) did not hold: how much the two quantities vary, and whether the points are
+  where the read-out puts their class."""
+  accs = [r[f"acc_{key}"] for r in found if r.get(f"acc_{key}") is not None]
+  logs = [float(np.log10(r["speed"])) for r in found if r["speed"] and r["speed"] > 0]
+  if not accs or not logs:
+    return []
+  q = np.percentile(accs, [0, 25, 75, 100])
+  numbers["why"] = dict(accuracy_quartiles=[float(v) for v in q],
+                        log10_speed_range=[min(logs), max(logs)])
+  lines = [f"Why it can fail here: per-class accuracy at delay {key} ranges {q[0]:.3f}-{q[3]:.3f} "
+           f"(middle half {q[1]:.3f}-{q[2]:.3f}) and log10 speed {min(logs):.2f} to "
+           f"{max(logs):.2f}."]
+  if q[2] - q[1] < 0.05:
+    lines.append("Most classes are remembered almost equally well at this delay, so there is "
+                 "little accuracy left for speed to explain.")
+  if len(found) < len(rows):
+    lines.append(f"{len(rows) - len(found)} of {len(rows)} network × class pairs have no slow "
+                 "point.")
+  lines.append("The predictors below rank what does explain per-class memory.")
+  return [" ".join(lines), ""]
 
 
 def claim_d(ev: Evidence, ft):
@@ -326,7 +387,36 @@ def claim_d(ev: Evidence, ft):
                 f"{m} {sig.signed(c['mean'])} on average, worst {sig.signed(c['worst'])}"
                 for m, c in cost.items()) + ".", "",
             f"**{_verdict(held)}** at delay {d_key}.", ""]
+  if not held:
+    lines += _why_not_d(ev, ft, d_key, rows_d, numbers)
   return numbers, lines
+
+
+def _why_not_d(ev: Evidence, ft, d_key, rows_d, numbers) -> list:
+  """Where (d) did not hold: how much room the control left at the test delay, and the test
+  at the longest evaluated delay (reported beside the verdict, not in place of it)."""
+  room = []
+  for r in ft:
+    pooled = _pooled_training_accuracy(r, ev.train_delays)[0]
+    c = _acc(r, d_key, "control")
+    if c is not None and np.isfinite(pooled):
+      room.append(pooled - c)
+  lines = []
+  if room:
+    numbers["control_headroom"] = dict(delay=d_key, mean=float(np.mean(room)),
+                                       min=float(np.min(room)), max=float(np.max(room)))
+    lines.append(f"Why: at delay {d_key} the control is on average {np.mean(room):.3f} below the "
+                 f"same network's pooled accuracy at the training delays (from {np.min(room):.3f} "
+                 f"to {np.max(room):.3f}): that is all a penalty can add there, so a gain of a "
+                 "few points needs many networks to reach significance.")
+  longest = max(int(k) for k in rows_d)
+  if longest != d_key:
+    diffs = rows_d[str(longest)]["diffs"]
+    lines.append(f"At the longest evaluated delay, {longest}: " + "; ".join(
+        f"{m} − control {sig.signed(v['mean'])} ({v['positive']}/{v['n']} > 0, Wilcoxon p "
+        f"{sig.fmt_p(v['p'])})" for m, v in diffs.items()) + ".")
+    numbers["longest_delay"] = dict(delay=longest, diffs=diffs)
+  return lines + ([""] if lines else [])
 
 
 def _births(b, cfg, by):
@@ -428,7 +518,33 @@ def claim_e(ev: Evidence, bt):
     verdict += (f" by the read-out; by the nearest class centre, {at_c} of {late} "
                 f"({'at least' if at_c / late >= 0.75 else 'under'} 75%)")
   lines += ["", verdict + ".", ""]
+  if late and not held:
+    lines += _why_not_e(by_proto, numbers)
   return numbers, lines
+
+
+def _why_not_e(by_proto, numbers) -> list:
+  """Where (e) did not hold: whether the births are from another class's point at all, and
+  whether the points are one region in the young network (all pairs merged)."""
+  births = [b for rs in by_proto.values() for x in rs for b in (x["births_by_centre"] or [])
+            if b["from_class"] is not None]
+  from_none = sum(b["from_class"] == -1 for b in births)
+  nets = [x for rs in by_proto.values() for x in rs]
+  all_merged = sum(x["merges"] == len(x["births"]) * (len(x["births"]) - 1) // 2 for x in nets
+                   if len(x["births"]) > 1)
+  numbers["why"] = dict(births_by_centre=len(births), from_no_class=from_none,
+                        networks_all_points_merged=all_merged, networks=len(nets))
+  parts = []
+  if births:
+    parts.append(f"by the nearest class centre, {from_none} of {len(births)} births come from a "
+                 "region near no class's trials (−1), not from another class's point")
+  parts.append(f"in {all_merged} of {len(nets)} networks every pair of class points merges "
+               "going back (the points start in one region of the young network)")
+  text = "Why: " + "; ".join(parts) + "."
+  if births and from_none > len(births) / 2:
+    text += (" A read-out birth \"from class k\" is then mostly the class the read-out gives "
+             "in a region no class occupies yet, not a class's slow point splitting.")
+  return [text, ""]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,7 +590,8 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
   missing = [r["name"] for r in recs if r not in have]
   ev = Evidence(root=root, out=out, have=have,
                 delays=sorted({int(d) for r in have for d in r["results"]["accuracy_by_delay"]}),
-                seq_len=specs[0].config().seq_len if specs else 20)
+                seq_len=specs[0].config().seq_len if specs else 20,
+                ceiling=_read_ceiling(out, root))
   summary = dict(grid=grid_name, root=os.path.basename(os.path.abspath(root)), runs=len(specs),
                  analysed=len(have), missing=missing, delays=ev.delays, claims={})
   lines = _header(ev, grid_name, specs, recs, missing, wall_seconds)
@@ -495,6 +612,15 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
   artifacts.write_json(os.path.join(out, REPORT_JSON), summary)
   write_hparams(root, recs)
   return summary
+
+
+def _read_ceiling(*folders):
+  """The first CEILING_JSON found in `folders`, or None."""
+  for f in folders:
+    path = os.path.join(f, CEILING_JSON)
+    if os.path.exists(path):
+      return artifacts.read_json(path)
+  return None
 
 
 def section_c_predictors(res, recs):

@@ -1,5 +1,6 @@
 """The study report on a tiny grid, and --mode=study end to end."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -64,11 +65,116 @@ def test_claim_e_compares_births_by_read_out_and_by_nearest_centre():
   numbers, lines = report.claim_e(None, [rec])
   assert "- r: 3: 20 ← -1" in lines and numbers["born_at_introduction_by_centre"] == 0
   b["centre_ratio"][2][1] = 0.5
+  # Not held (class 2 born after its introduction by the read-out too): the report says how
+  # many centre births come from no class and how many networks merge all their points.
+  b["readout"][2] = [0, 1]
+  b["merges"] = [dict(step=8, a=2, b=3, distance=0.0)]
+  numbers, lines = report.claim_e(None, [rec])
+  assert numbers["held"] is False
+  assert numbers["why"] == dict(births_by_centre=1, from_no_class=0,
+                                networks_all_points_merged=1, networks=1)
+  assert any(x.startswith("Why: by the nearest class centre, 0 of 1 births") for x in lines)
+  b["readout"][2] = [2, 1]
+  b["merges"] = []
   # A back-tracking from before the centre criterion: read-out only.
   del b["nearest_centre"]
   numbers, lines = report.claim_e(None, [rec])
   assert numbers["born_at_introduction_by_centre"] is None
   assert next(line for line in lines if line.startswith("| vocu gru |")).split(" | ")[3] == "–"
+
+
+def _rec(name, accs, trials, compare=None):
+  return dict(name=name, dataset="mnist", protocol="decu", arch="gru",
+              results=dict(accuracy_by_delay={str(d): a for d, a in accs.items()},
+                           trials_per_delay={str(d): trials for d in accs}),
+              compare=compare and dict(rows={m: dict(accuracy_by_delay={
+                  str(d): a for d, a in by_d.items()}) for m, by_d in compare.items()}))
+
+
+def test_claim_a_reads_a_measured_ceiling_when_the_report_folder_has_one():
+  ev = report.Evidence(root="r", out="r", have=[], delays=[5, 10, 500], seq_len=20)
+  low = _rec("low", {5: 0.975, 10: 0.971, 500: 0.9}, 1000)
+  high = _rec("high", {5: 0.99, 10: 0.985, 500: 0.95}, 1000)
+  numbers, lines = report.claim_a(ev, [low, high])
+  assert "ceiling" not in numbers and not any("Measured ceiling" in x for x in lines)
+  ceiling = dict(dataset="mnist", model="m", measured_by="cmd", runs=[
+      dict(test_accuracy=0.979), dict(test_accuracy=0.981)])
+  ev = report.Evidence(root="r", out="r", have=[], delays=[5, 10, 500], seq_len=20,
+                       ceiling=ceiling)
+  numbers, lines = report.claim_a(ev, [low, high])
+  c = numbers["ceiling"]
+  assert abs(c["mean"] - 0.98) < 1e-12 and (c["min"], c["max"], c["runs"]) == (0.979, 0.981, 2)
+  # Only "low" is pooled below 0.98 (0.973 over 2000 trials); its interval's top (~0.979)
+  # reaches within 0.005 of the ceiling.
+  assert c["below_098"] == 1 and c["within_half_point"] == 1
+  text = "\n".join(lines)
+  assert "0.9790-0.9810" in text and "low 0.9730 [" in text and "high" not in text.split(
+      "Measured ceiling")[1]
+  # With many more trials the same accuracy is measurably below: the interval no longer
+  # reaches the ceiling.
+  low["results"]["trials_per_delay"] = {"5": 10 ** 6, "10": 10 ** 6}
+  assert report.claim_a(ev, [low, high])[0]["ceiling"]["within_half_point"] == 0
+  # A ceiling of another data set is not used.
+  ev = dataclasses.replace(ev, ceiling=dict(ceiling, dataset="cifar10"))
+  assert "ceiling" not in report.claim_a(ev, [low, high])[0]
+
+
+def test_claim_b_when_it_does_not_hold_names_the_least_accurate_network(tmp_path):
+  ev = report.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500, 2000],
+                       seq_len=20)
+  recs = [dict(_rec(f"n{i}", {5: 0.98, 500: 0.97, 2000: 0.9 + 0.01 * i}, 1000),
+               seed=i, arch=("gru", "lstm")[i % 2]) for i in range(4)]
+  numbers, lines = report.claim_b(ev, recs)
+  assert numbers["held"] is False and numbers["why"] == dict(delay=2000, lowest=0.9)
+  assert any(x.startswith("Why: even at delay 2000 the least accurate network is at 0.900")
+             for x in lines)
+  recs[0]["results"]["accuracy_by_delay"]["2000"] = 0.5
+  numbers, lines = report.claim_b(ev, recs)
+  assert numbers["held"] is True and "why" not in numbers
+
+
+def test_claim_c_when_it_does_not_hold_gives_the_spread_of_both_quantities():
+  rows = [dict(speed=10.0 ** -k, acc_500=0.95 + 0.001 * k) for k in range(1, 9)]
+  rows.append(dict(speed=None, acc_500=0.9))
+  found = rows[:-1]
+  numbers = {}
+  (line, blank) = report._why_not_c(rows, found, "500", numbers)  # pylint: disable=protected-access
+  assert blank == "" and numbers["why"]["log10_speed_range"] == [-8.0, -1.0]
+  assert abs(numbers["why"]["accuracy_quartiles"][0] - 0.951) < 1e-12
+  assert "ranges 0.951-0.958" in line and "log10 speed -8.00 to -1.00" in line
+  assert "little accuracy left for speed to explain" in line
+  assert "1 of 9 network × class pairs have no slow point" in line
+
+
+def test_claim_d_when_it_does_not_hold_shows_the_room_left_and_the_longest_delay(tmp_path):
+  ev = report.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500, 2000],
+                       seq_len=20)
+  recs = []
+  for i in range(6):
+    # Near the ceiling at 500 (mixed signs), a clear gain at 2000.
+    sign = 1 if i % 2 else -1
+    recs.append(_rec(f"n{i}", {5: 0.98, 500: 0.97, 2000: 0.9}, 1000, compare=dict(
+        trained={5: 0.98, 500: 0.97, 2000: 0.9},
+        control={5: 0.98, 500: 0.97 - 0.001 * i, 2000: 0.9},
+        slow_points={5: 0.98, 500: 0.97 - 0.001 * i + sign * 0.002, 2000: 0.93 + 0.001 * i},
+        center_mass={5: 0.979, 500: 0.97 - 0.001 * i + sign * 0.001, 2000: 0.94})))
+  numbers, lines = report.claim_d(ev, recs)
+  assert numbers["held"] is False and numbers["delay"] == 500
+  room = numbers["control_headroom"]
+  assert abs(room["min"] - 0.01) < 1e-9 and abs(room["max"] - 0.015) < 1e-9
+  longest = numbers["longest_delay"]
+  assert longest["delay"] == 2000 and longest["diffs"]["slow_points"]["positive"] == 6
+  assert longest["diffs"]["slow_points"]["p"] < 0.05
+  text = "\n".join(lines)
+  assert "Why: at delay 500 the control is on average 0.013 below" in text
+  assert "At the longest evaluated delay, 2000: slow_points − control +0.033 (6/6 > 0" in text
+  # When it holds, no explanation is added.
+  for r in recs:
+    for m in ("slow_points", "center_mass"):
+      r["compare"]["rows"][m]["accuracy_by_delay"]["500"] = 0.99
+  numbers, lines = report.claim_d(ev, recs)
+  assert numbers["held"] is True and "control_headroom" not in numbers
+  assert not any(x.startswith("Why:") for x in lines)
 
 
 def test_report_on_a_tiny_grid_states_every_claim(tmp_path):

@@ -1,0 +1,191 @@
+"""Two (or more) study grids side by side, claim by claim, from their committed files.
+
+  python3 experiments/compare_grids.py small=experiments/study_small \
+      medium=experiments/study_medium --out experiments/study_medium/COMPARISON.md
+
+Each folder is a grid as committed: `runs/` (experiments/grid_files.py save), `grid.json` (in
+`runs/` or beside it) and the generated `report.json`. Claims (a), (b), (d) and (e) are computed
+again here by the report's own functions from the runs' JSON files, so grids reported before a
+line was added to the report get it too; claim (c) needs the runs' slow points and trajectories
+(not committed), so its numbers are read from the folder's report.json. Prints a Markdown table
+and writes it to --out if given.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf import significance as sig  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _grid_json(folder):
+  for path in (os.path.join(folder, "runs", sweep.GRID_FILE), os.path.join(folder, sweep.GRID_FILE)):
+    if os.path.exists(path):
+      return path
+  raise SystemExit(f"error: {folder} has no {sweep.GRID_FILE} (in runs/ or beside it)")
+
+
+def claims(folder):
+  """(numbers per claim, number of finished networks, number in the grid) of one folder."""
+  tmp = tempfile.mkdtemp(prefix="compare_grids_")
+  try:
+    root = os.path.join(tmp, "root")
+    os.makedirs(root)
+    shutil.copyfile(_grid_json(folder), os.path.join(root, sweep.GRID_FILE))
+    if os.path.exists(os.path.join(folder, "runs", sweep.GRID_FILE)):
+      grid_files.transfer(os.path.join(folder, "runs"), root, overwrite=False)
+    else:
+      _copy_runs(folder, root)
+    _, specs = sweep.load_grid(root)
+    recs = [r for r in report.collect(root, specs)
+            if r["results"] and "accuracy_by_delay" in r["results"]]
+    ceiling = report._read_ceiling(folder)  # pylint: disable=protected-access
+    ev = report.Evidence(root=root, out=tmp, have=recs, seq_len=specs[0].config().seq_len,
+                         delays=sorted({int(d) for r in recs
+                                        for d in r["results"]["accuracy_by_delay"]}),
+                         ceiling=ceiling)
+    out = {"a": report.claim_a(ev, recs)[0], "b": report.claim_b(ev, recs)[0]}
+    ft = [r for r in recs if r["compare"]]
+    out["d"] = report.claim_d(ev, ft)[0] if ft else None
+    bt = [r for r in recs if r["backtrack"]]
+    out["e"] = report.claim_e(ev, bt)[0] if bt else None
+    saved = os.path.join(folder, report.REPORT_JSON)
+    out["c"] = artifacts.read_json(saved)["claims"].get("c") if os.path.exists(saved) else None
+    return out, len(recs), len(specs), ev
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_runs(folder, root):
+  """A folder whose runs/ has no grid.json of its own (grid.json beside it)."""
+  src = os.path.join(folder, "runs")
+  for name in os.listdir(src):
+    shutil.copytree(os.path.join(src, name), os.path.join(root, name))
+
+
+def _fmt_diff(d):
+  return f"{sig.signed(d['mean'])} ({d['positive']}/{d['n']} > 0, p {sig.fmt_p(d['p'])})"
+
+
+def rows(results):
+  """Markdown rows: one per claim and quantity, one column per grid."""
+  names = list(results)
+  table = []
+
+  def row(label, fn):
+    cells = []
+    for n in names:
+      try:
+        cells.append(fn(results[n]))
+      except (KeyError, TypeError, ValueError):
+        cells.append("–")
+    table.append(f"| {label} | " + " | ".join(cells) + " |")
+
+  def verdict(key):
+    return lambda r: {True: "**held**", False: "**did not hold**", None: "n/a"}[
+        r["claims"][key]["held"] if r["claims"][key] else None]
+
+  row("networks (finished / grid)", lambda r: f"{r['n']} / {r['of']}")
+  row("train steps", lambda r: ", ".join(sorted({str(x["config"].train_steps)
+                                                 for x in r["ev"].have})))
+  row("(a) verdict (every network ≥ 0.95 at the training delays)", verdict("a"))
+  row("(a) worst training-delay accuracy", lambda r: f"{min(r['claims']['a']['min_accuracy'].values()):.3f}")
+  row("(a) pooled training-delay accuracy, range", lambda r: "{:.3f}-{:.3f}".format(
+      *_range([v["accuracy"] for v in r["claims"]["a"]["pooled_training_accuracy"].values()])))
+  row("(a) networks ≥ 0.98 at every training delay", lambda r: "{} of {}".format(
+      sum(v >= 0.98 for v in r["claims"]["a"]["min_accuracy"].values()),
+      len(r["claims"]["a"]["min_accuracy"])))
+  row("(a) networks whose pooled 95% interval reaches 0.98", lambda r: "{} of {}".format(
+      sum(v["ci95"][1] >= 0.98 for v in r["claims"]["a"]["pooled_training_accuracy"].values()),
+      len(r["claims"]["a"]["pooled_training_accuracy"])))
+  row("(a) measured ceiling (plain 200-unit classifier, same image budget)",
+      lambda r: "{:.4f} ({} runs)".format(r["claims"]["a"]["ceiling"]["mean"],
+                                         r["claims"]["a"]["ceiling"]["runs"]))
+  row("(b) verdict (a long delay's accuracies span ≥ 0.2)", verdict("b"))
+  row("(b) span at each long delay", lambda r: ", ".join(
+      f"{d}: {v:.3f}" for d, v in sorted(r["claims"]["b"]["spans"].items(), key=lambda kv: int(kv[0]))))
+  row("(b) GRU vs LSTM at the longest delay (Mann-Whitney p)", lambda r: _effect(r, "arch"))
+  row("(b) DeCu vs VoCu at the longest delay (Mann-Whitney p)", lambda r: _effect(r, "protocol"))
+  row("(c) verdict (log speed vs per-class accuracy, Spearman p < 0.05)", verdict("c"))
+  row("(c) ρ at its test delay (n, p)", lambda r: "{} at {} (n {}, p {})".format(
+      sig.fmt(r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["spearman"]),
+      r["claims"]["c"]["key"], r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["n"],
+      sig.fmt_p(r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["spearman_p"])))
+  row("(c) best predictor at 500", lambda r: str(r["claims"]["c"]["predictors"]["best"].get("500")))
+  row("(d) verdict (both penalties > control at 500, Wilcoxon p < 0.05)", verdict("d"))
+  for delay in ("500", "1000", "2000"):
+    for m in ("slow_points", "center_mass"):
+      row(f"(d) {m} − control at {delay}",
+          lambda r, delay=delay, m=m: _fmt_diff(r["claims"]["d"]["table"][delay]["diffs"][m]))
+  for m in ("slow_points", "center_mass"):
+    row(f"(d) {m} cost at the training delays (mean, worst)", lambda r, m=m: "{}, {}".format(
+        sig.signed(r["claims"]["d"]["training_delay_cost"][m]["mean"]),
+        sig.signed(r["claims"]["d"]["training_delay_cost"][m]["worst"])))
+  row("(d) control's room at 500 (pooled training-delay accuracy − control)", lambda r: (
+      "{:.3f} ({:.3f} to {:.3f})".format(*[r["claims"]["d"]["control_headroom"][k]
+                                          for k in ("mean", "min", "max")])
+      if "control_headroom" in r["claims"]["d"] else _room(r)))
+  row("(e) verdict (≥ 75% of later VoCu classes born at their introduction)", verdict("e"))
+  row("(e) born at introduction, by the read-out", lambda r: "{} of {}".format(
+      r["claims"]["e"]["born_at_introduction"], r["claims"]["e"]["later_classes"]))
+  row("(e) born at introduction, by the nearest class centre", lambda r: "{} of {}".format(
+      r["claims"]["e"]["born_at_introduction_by_centre"], r["claims"]["e"]["later_classes"]))
+  return ["| | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"] + table
+
+
+def _range(v):
+  return min(v), max(v)
+
+
+def _effect(r, kind):
+  effects = r["claims"]["b"]["effects"]
+  key = max((k for k in effects if k.startswith(kind + "@")), key=lambda k: int(k.split("@")[1]))
+  e = effects[key]
+  return "{}: {} {:.3f} vs {} {:.3f} (p {})".format(
+      key.split("@")[1], e["levels"][0], e["means"][0], e["levels"][1], e["means"][1],
+      sig.fmt_p(e["p"]))
+
+
+def _room(r):
+  """The control's room at 500 when (d) held (the report adds it only when it did not)."""
+  ev = r["ev"]
+  vals = []
+  for x in ev.have:
+    c = report._acc(x, 500, "control")  # pylint: disable=protected-access
+    if c is not None:
+      vals.append(report._pooled_training_accuracy(x, ev.train_delays)[0] - c)  # pylint: disable=protected-access
+  return "{:.3f} ({:.3f} to {:.3f})".format(sum(vals) / len(vals), min(vals), max(vals))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("grids", nargs="+", help="name=folder, e.g. small=experiments/study_small")
+  p.add_argument("--out", default="")
+  args = p.parse_args(argv)
+  results = {}
+  for item in args.grids:
+    name, sep, folder = item.partition("=")
+    if not sep or not os.path.isdir(folder):
+      p.error(f"expected name=folder with an existing folder, got {item!r}")
+    numbers, n, of, ev = claims(folder)
+    results[name] = dict(claims=numbers, n=n, of=of, ev=ev)
+  lines = rows(results)
+  text = "\n".join(lines) + "\n"
+  print(text, end="")
+  if args.out:
+    artifacts.write_text(args.out, text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
