@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
+import common  # pylint: disable=g-import-not-at-top  (experiments/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "dose_response", "results")
@@ -330,9 +331,7 @@ def cmd_report(args):
     fig.tight_layout()
     plotting.save_png(fig, os.path.join(args.out, f"gain_{arch}.png"))
     plt.close(fig)
-  text = "\n".join(lines) + "\n"
-  artifacts.write_text(os.path.join(args.out, "tables.md"), text)
-  print(text)
+  common.write_tables(args.out, lines)
   return 0
 
 

@@ -24,6 +24,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
+import common  # pylint: disable=g-import-not-at-top  (experiments/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "learning_curve")
@@ -129,9 +130,7 @@ def cmd_report(args):
   os.makedirs(args.out, exist_ok=True)
   plotting.save_png(fig, os.path.join(args.out, "learning_curve.png"))
   plt.close(fig)
-  text = "\n".join(lines) + "\n"
-  artifacts.write_text(os.path.join(args.out, "tables.md"), text)
-  print(text)
+  common.write_tables(args.out, lines)
   return 0
 
 
