@@ -4,11 +4,10 @@
       medium=experiments/study_medium --out experiments/study_medium/COMPARISON.md
 
 Each folder is a grid as committed: `runs/` (experiments/grid_files.py save), `grid.json` (in
-`runs/` or beside it) and the generated `report.json`. Claims (a), (b), (d) and (e) are computed
-again here by the report's own functions from the runs' JSON files, so grids reported before a
-line was added to the report get it too; claim (c) needs the runs' slow points and trajectories
-(not committed), so its numbers are read from the folder's report.json. Prints a Markdown table
-and writes it to --out if given.
+`runs/` or beside it) and, optionally, `ceiling.json` (experiments/mlp_ceiling.py --json).
+Every claim is computed again here by the report's own functions from the runs' JSON files
+(config.json, results.json, compare.json, backtrack.json), so grids reported before a line was
+added to the report get it too. Prints a Markdown table and writes it to --out if given.
 """
 
 import argparse
@@ -59,8 +58,8 @@ def claims(folder):
     out["d"] = report.claim_d(ev, ft)[0] if ft else None
     bt = [r for r in recs if r["backtrack"]]
     out["e"] = report.claim_e(ev, bt)[0] if bt else None
-    saved = os.path.join(folder, report.REPORT_JSON)
-    out["c"] = artifacts.read_json(saved)["claims"].get("c") if os.path.exists(saved) else None
+    sp = [r for r in recs if "slow_point_speed" in r["results"]]
+    out["c"] = report.claim_c(ev, sp)[0] if sp else None
     return out, len(recs), len(specs), ev
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
