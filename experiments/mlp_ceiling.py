@@ -100,7 +100,7 @@ def main():
     artifacts.write_text(args.out, "\n".join(lines) + "\n")
   if args.json:
     artifacts.write_json(args.json, dict(
-        dataset="mnist", model="784-200(tanh)-10 classifier on single test digits",
+        dataset="mnist", model="a 784-200(tanh)-10 classifier of single digits",
         measured_by="experiments/mlp_ceiling.py --epochs " + args.epochs + " --seeds "
         + args.seeds, machine=lines[0], data=source.origin,
         date=time.strftime("%Y-%m-%d"), runs=runs))
