@@ -102,6 +102,19 @@ def _verdict(held) -> str:
   return "Held" if held else "Did not hold"
 
 
+def busy_seconds(intervals) -> float:
+  """Length of the union of (start, end) intervals."""
+  total, end = 0.0, None
+  for a, b in sorted(intervals):
+    if end is None or a > end:
+      total += b - a
+      end = b
+    elif b > end:
+      total += b - end
+      end = b
+  return total
+
+
 def _header(ev: Evidence, grid_name, specs, recs, missing, wall_seconds) -> list:
   """The report's title, provenance, machine and the per-network accuracy table."""
   name = os.path.basename(os.path.abspath(ev.root))
@@ -110,13 +123,15 @@ def _header(ev: Evidence, grid_name, specs, recs, missing, wall_seconds) -> list
            f"{len(ev.have)} of {len(specs)} networks in `{name}`"
            + (f" (missing: {', '.join(missing)})" if missing else "") + ".", ""]
   secs = [r["seconds"] for r in recs if r["seconds"] is not None]
+  wall_label = "wall time of the sweep"
   if wall_seconds is None and recs and all(r["finished"] is not None for r in recs):
-    # From the runs' own records: first start (finish - duration) to last finish.
-    wall_seconds = (max(r["finished"] for r in recs)
-                    - min(r["finished"] - r["seconds"] for r in recs))
+    # From the runs' own records: the time during which at least one network was being worked
+    # on (a sweep resumed after a pause does not count the pause).
+    wall_seconds = busy_seconds([(r["finished"] - r["seconds"], r["finished"]) for r in recs])
+    wall_label = "wall time with at least one network running (from the runs' records)"
   lines += [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python "
             f"{platform.python_version()}. Compute summed over runs: "
-            f"{sum(secs) / 60:.1f} min" + (f"; wall time of the sweep: {wall_seconds / 60:.1f} min"
+            f"{sum(secs) / 60:.1f} min" + (f"; {wall_label}: {wall_seconds / 60:.1f} min"
                                            if wall_seconds else "") + ".", ""]
   lines += ["| network | protocol | arch | seed | "
             + " | ".join(f"acc@{d}" for d in ev.delays) + " |",

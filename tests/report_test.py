@@ -91,6 +91,12 @@ def _rec(name, accs, trials, compare=None):
                   str(d): a for d, a in by_d.items()}) for m, by_d in compare.items()}))
 
 
+def test_busy_seconds_is_the_union_of_the_runs_intervals():
+  # Two workers overlapping, then a pause (a resumed sweep), then one more run.
+  assert report.busy_seconds([(0, 10), (5, 12), (100, 130), (11, 12)]) == 12 + 30
+  assert report.busy_seconds([]) == 0.0
+
+
 def test_claim_a_reads_a_measured_ceiling_when_the_report_folder_has_one():
   ev = report.Evidence(root="r", out="r", have=[], delays=[5, 10, 500], seq_len=20)
   low = _rec("low", {5: 0.975, 10: 0.971, 500: 0.9}, 1000)
@@ -252,11 +258,13 @@ def test_study_mode_runs_the_grid_and_writes_the_report(tmp_path):
     done = json.load(f)
   assert set(done["seconds_per_step"]) == {"train", "finetune_control", "compare"}
   with open(os.path.join(root, "REPORT.md")) as f:
-    assert "wall time of the sweep" in f.read()
+    assert "wall time of the sweep" in f.read()  # measured by the launcher
   # A second study finds everything done and only rebuilds the report.
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(root, specs[0].name, sweep.DONE_FILE)) as f:
     assert json.load(f) == done
+  with open(os.path.join(root, "REPORT.md")) as f:  # nothing ran: from the runs' records
+    assert "wall time with at least one network running (from the runs' records)" in f.read()
   bad = subprocess.run(cmd[:-2] + ["--grid=paper"], capture_output=True, text=True)
   assert bad.returncode == 1 and "holds the 'tiny' grid" in bad.stderr
