@@ -126,6 +126,12 @@ def rows(results):
     for m in ("slow_points", "center_mass"):
       row(f"(d) {m} − control at {delay}",
           lambda r, delay=delay, m=m: _fmt_diff(r["claims"]["d"]["table"][delay]["diffs"][m]))
+  groups = sorted({g for r in results.values() if r["claims"]["d"]
+                   for g in r["claims"]["d"].get("by_group", {})})
+  for g in groups:
+    row(f"(d) {g}: slow_points / center_mass − control at 500", lambda r, g=g: " / ".join(
+        f"{sig.signed(v['mean'])} ({v['positive']}/{v['n']})"
+        for v in (r["claims"]["d"]["by_group"][g][m] for m in ("slow_points", "center_mass"))))
   for m in ("slow_points", "center_mass"):
     row(f"(d) {m} cost at the training delays (mean, worst)", lambda r, m=m: "{}, {}".format(
         sig.signed(r["claims"]["d"]["training_delay_cost"][m]["mean"]),

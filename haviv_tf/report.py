@@ -402,9 +402,47 @@ def claim_d(ev: Evidence, ft):
                 f"{m} {sig.signed(c['mean'])} on average, worst {sig.signed(c['worst'])}"
                 for m, c in cost.items()) + ".", "",
             f"**{_verdict(held)}** at delay {d_key}.", ""]
+  by_group, group_lines = _d_by_group(ft, d_key)
+  numbers["by_group"] = by_group
+  lines += group_lines
   if not held:
     lines += _why_not_d(ev, ft, d_key, rows_d, numbers)
   return numbers, lines
+
+
+def _d_by_group(ft, d_key):
+  """(d) per network type at the test delay, with the class points' speed after each
+  fine-tuning (slow points searched again on the fine-tuned network, median over classes;
+  geometric mean over the group's networks)."""
+  modes = ("trained",) + control.MODES
+  out = {}
+  lines = [f"By network type at delay {d_key} (and the median slow-point speed of each "
+           "fine-tuned network, geometric mean over the type's networks):", "",
+           "| group | n | slow_points − control | center_mass − control | speed: "
+           + " / ".join(modes) + " |", "|---|---|---|---|---|"]
+
+  def speed(r, m):
+    return ((r["compare"] or {}).get("rows", {}).get(m) or {}).get("median_slow_point_speed")
+
+  for g, rs in _groups(ft).items():
+    row = dict(n=len(rs))
+    cells = []
+    for m in ("slow_points", "center_mass"):
+      dd = [_acc(r, d_key, m) - _acc(r, d_key, "control") for r in rs
+            if _acc(r, d_key, m) is not None and _acc(r, d_key, "control") is not None]
+      row[m] = dict(mean=float(np.mean(dd)) if dd else None, positive=sum(x > 0 for x in dd),
+                    n=len(dd))
+      cells.append(f"{sig.signed(row[m]['mean'])} ({row[m]['positive']}/{len(dd)} > 0)"
+                   if dd else "–")
+    speeds = {}
+    for m in modes:
+      v = [speed(r, m) for r in rs if speed(r, m)]
+      speeds[m] = float(np.exp(np.mean(np.log(v)))) if v else None
+    row["median_speed"] = speeds
+    out[g] = row
+    lines.append(f"| {g} | {len(rs)} | " + " | ".join(cells) + " | " + " / ".join(
+        f"{v:.1e}" if v else "–" for v in speeds.values()) + " |")
+  return out, lines + [""]
 
 
 def _why_not_d(ev: Evidence, ft, d_key, rows_d, numbers) -> list:
@@ -424,6 +462,12 @@ def _why_not_d(ev: Evidence, ft, d_key, rows_d, numbers) -> list:
                  f"same network's pooled accuracy at the training delays (from {np.min(room):.3f} "
                  f"to {np.max(room):.3f}): that is all a penalty can add there, so a gain of a "
                  "few points needs many networks to reach significance.")
+  for m in ("slow_points", "center_mass"):
+    worse = {g: v[m]["mean"] for g, v in numbers.get("by_group", {}).items()
+             if v[m]["mean"] is not None and v[m]["mean"] < 0}
+    if worse:
+      lines.append(f"{m} is below the control at delay {d_key} in " + ", ".join(
+          f"{g} ({sig.signed(v)})" for g, v in sorted(worse.items())) + " (table above).")
   longest = max(int(k) for k in rows_d)
   if longest != d_key:
     diffs = rows_d[str(longest)]["diffs"]

@@ -172,6 +172,12 @@ def test_claim_d_when_it_does_not_hold_shows_the_room_left_and_the_longest_delay
   assert longest["delay"] == 2000 and longest["diffs"]["slow_points"]["positive"] == 6
   assert longest["diffs"]["slow_points"]["p"] < 0.05
   text = "\n".join(lines)
+  # Per network type (all six are decu gru here): the same differences and counts.
+  group = numbers["by_group"]["mnist decu gru"]
+  assert group["n"] == 6 and group["slow_points"]["positive"] == 3
+  assert abs(group["center_mass"]["mean"] - numbers["table"]["500"]["diffs"]["center_mass"][
+      "mean"]) < 1e-12
+  assert "| mnist decu gru | 6 | +0.000 (3/6 > 0) |" in text
   assert "Why: at delay 500 the control is on average 0.013 below" in text
   assert "At the longest evaluated delay, 2000: slow_points − control +0.033 (6/6 > 0" in text
   # When it holds, no explanation is added.
