@@ -111,15 +111,19 @@ def test_claim_a_reads_a_measured_ceiling_when_the_report_folder_has_one():
   c = numbers["ceiling"]
   assert abs(c["mean"] - 0.98) < 1e-12 and (c["min"], c["max"], c["runs"]) == (0.979, 0.981, 2)
   # Only "low" is pooled below 0.98 (0.973 over 2000 trials); its interval's top (~0.979)
-  # reaches within 0.005 of the ceiling.
-  assert c["below_098"] == 1 and c["within_half_point"] == 1
+  # reaches the ceiling's lowest run (0.979).
+  assert c["below_098"] == 1 and c["reaching_ceiling"] == 1 and c["below_ceiling"] == []
   text = "\n".join(lines)
   assert "0.9790-0.9810" in text and "low 0.9730 [" in text and "high" not in text.split(
       "Measured ceiling")[1]
+  assert "measurably below the ceiling" not in text
   # With many more trials the same accuracy is measurably below: the interval no longer
-  # reaches the ceiling.
+  # reaches the ceiling, and the report says the ceiling does not explain it.
   low["results"]["trials_per_delay"] = {"5": 10 ** 6, "10": 10 ** 6}
-  assert report.claim_a(ev, [low, high])[0]["ceiling"]["within_half_point"] == 0
+  numbers, lines = report.claim_a(ev, [low, high])
+  assert numbers["ceiling"]["reaching_ceiling"] == 0
+  assert numbers["ceiling"]["below_ceiling"] == ["low"]
+  assert "The other 1 (low) are measurably below the ceiling" in "\n".join(lines)
   # A ceiling of another data set is not used.
   ev = dataclasses.replace(ev, ceiling=dict(ceiling, dataset="cifar10"))
   assert "ceiling" not in report.claim_a(ev, [low, high])[0]
@@ -178,7 +182,8 @@ def test_claim_d_when_it_does_not_hold_shows_the_room_left_and_the_longest_delay
   assert abs(group["center_mass"]["mean"] - numbers["table"]["500"]["diffs"]["center_mass"][
       "mean"]) < 1e-12
   assert "| mnist decu gru | 6 | +0.000 (3/6 > 0) |" in text
-  assert "Why: at delay 500 the control is on average 0.013 below" in text
+  assert "Room: at delay 500 the control is on average 0.013 below" in text
+  assert "Why: slow_points − control at delay 500 is +0.000 (3/6 > 0, p 1): it fails" in text
   assert "At the longest evaluated delay, 2000: slow_points − control +0.033 (6/6 > 0" in text
   # When it holds, no explanation is added.
   for r in recs:
