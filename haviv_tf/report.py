@@ -367,9 +367,7 @@ def claim_d(ev: Evidence, ft):
       diffs[m] = dict(mean=float(np.mean(dd)) if dd else None, n=len(dd),
                       positive=sum(x > 0 for x in dd), p=p)
       if d == d_key:
-        ok = dd and diffs[m]["mean"] > 0 and (
-            (p is not None and p < ALPHA) if len(dd) >= 6 else all(x > 0 for x in dd))
-        verdicts.append(bool(ok))
+        verdicts.append(_beats_control(diffs[m]))
     rows_d[str(d)] = dict(means={m: sig.mean_sd(v) for m, v in vals.items()}, diffs=diffs)
     lines.append(f"| {d} | " + " | ".join(sig.mean_sd(vals[m])
                                            for m in ("trained",) + control.MODES)
@@ -450,6 +448,16 @@ def _d_by_group(ft, d_key):
   return out, lines + [""]
 
 
+def _beats_control(diff) -> bool:
+  """(d)'s test on one penalty's paired differences: a positive mean with Wilcoxon p < ALPHA,
+  or, with fewer than 6 networks (where p cannot fall below 0.05), positive in every one."""
+  if not diff["n"] or diff["mean"] is None or diff["mean"] <= 0:
+    return False
+  if diff["n"] >= 6:
+    return diff["p"] is not None and diff["p"] < ALPHA
+  return diff["positive"] == diff["n"]
+
+
 def _why_not_d(ev: Evidence, ft, d_key, rows_d, numbers) -> list:
   """Where (d) did not hold: how much room the control left at the test delay, and the test
   at the longest evaluated delay (reported beside the verdict, not in place of it)."""
@@ -458,8 +466,7 @@ def _why_not_d(ev: Evidence, ft, d_key, rows_d, numbers) -> list:
     d = rows_d[str(d_key)]["diffs"][m]
     worse = {g: v[m]["mean"] for g, v in numbers.get("by_group", {}).items()
              if v[m]["mean"] is not None and v[m]["mean"] < 0}
-    ok = d["mean"] is not None and d["mean"] > 0 and (
-        (d["p"] is not None and d["p"] < ALPHA) if d["n"] >= 6 else d["positive"] == d["n"])
+    ok = _beats_control(d)
     text = (f"Why: {m} − control at delay {d_key} is {sig.signed(d['mean'])} "
             f"({d['positive']}/{d['n']} > 0, p {sig.fmt_p(d['p'])}): "
             + ("it passes on its own." if ok else "it fails the test."))
