@@ -1,4 +1,5 @@
-"""The experiment scripts that read committed grids: grid_files and compare_grids."""
+"""The experiment scripts that read committed grids or finished runs: grid_files,
+compare_grids and centre_targets."""
 
 import json
 import os
@@ -9,9 +10,13 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "experiments"))
 
+import centre_targets  # pylint: disable=g-import-not-at-top,wrong-import-position
 import compare_grids  # pylint: disable=g-import-not-at-top,wrong-import-position
 import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from haviv_tf import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SMALL = os.path.join(REPO, "experiments", "study_small")
@@ -56,3 +61,44 @@ def test_restored_runs_count_as_finished_and_restore_never_overwrites(tmp_path):
   assert grid_files.transfer(os.path.join(MEDIUM, "runs"), root, overwrite=False)[2] == 0
   with open(path) as f:
     assert f.read() == "{}"
+
+
+def test_centre_targets_moved_is_the_distance_to_the_nearest_point_of_the_class(tmp_path):
+  model = models.DelayedClassifier("gru", units=3, frame_shape=(2, 2, 1))  # speed coords: h
+  targets = np.full([10, 3], np.nan, np.float32)
+  targets[0], targets[1] = [0, 0, 0], [1, 1, 1]
+  states = np.array([[0, 0, 0.5], [0, 0.3, 0], [1, 1, 1], [5, 5, 5]], np.float32)
+  np.savez(tmp_path / "slow_points.npz", states=states, readout=np.array([0, 0, 2, 1]))
+  # class 0: nearest of its two points 0.3 away; class 1: its one point sqrt(48) away
+  got = centre_targets._moved(model, str(tmp_path), targets)  # pylint: disable=protected-access
+  assert got == pytest.approx(np.median([0.3, np.sqrt(48)]), rel=1e-6)
+  np.savez(tmp_path / "slow_points.npz", states=states, readout=np.array([5, 5, 5, 5]))
+  assert centre_targets._moved(model, str(tmp_path), targets) is None  # pylint: disable=protected-access
+
+
+def test_centre_targets_report_averages_each_type(tmp_path, capsys):
+  def row(arch, acc, speed):
+    long = {m: dict(accuracy=acc, slow_points=dict(nearest_is_own=1.0, distance_own=2.0),
+                    center_mass=dict(nearest_is_own=0.5, distance_own=3.0))
+            for m in centre_targets.MODES}
+    return dict(arch=arch, protocol="decu", seed=0, delay=500, trials=20, cm_to_sp=1.0,
+                between_classes=4.0, long=long, moved={m: 1.5 for m in centre_targets.MODES},
+                speed={m: dict(slow_points=speed, center_mass=speed)
+                       for m in ("trained",) + centre_targets.MODES})
+  store = {"a": row("gru", 0.9, 1e-3), "b": row("gru", 0.7, 3e-3), "c": row("lstm", 0.5, 2.0)}
+  (tmp_path / centre_targets.JSON).write_text(json.dumps(store))
+  centre_targets.main(["report", "--out", str(tmp_path)])
+  text = (tmp_path / centre_targets.MD).read_text()
+  assert "| decu gru | slow_points | 2.0e-03 |" in text
+  assert "| decu gru | control | 0.800 | 1.000 | 2.00 | 0.500 | 3.00 |" in text
+  assert "| decu lstm | 1 | 1.00 | 4.00 |" in text
+  assert text in capsys.readouterr().out + "\n"
+
+
+def test_centre_targets_refuses_a_missing_root_or_report(tmp_path):
+  with pytest.raises(SystemExit) as e:
+    centre_targets.main(["run", "--root", str(tmp_path / "none"), "--out", str(tmp_path)])
+  assert e.value.code == 1
+  with pytest.raises(SystemExit) as e:
+    centre_targets.main(["report", "--out", str(tmp_path)])
+  assert e.value.code == 1
