@@ -32,6 +32,8 @@ ACCURACY_PNG = "report_accuracy_vs_delay.png"
 SPEED_PNG = "report_speed_vs_accuracy.png"
 FINETUNE_PNG = "report_finetune.png"
 CEILING_JSON = "ceiling.json"  # optional: experiments/mlp_ceiling.py --json, read by claim (a)
+# optional: experiments/centre_targets.py, read by claim (d) where a penalty fails
+TARGETS_JSON = "centre_targets.json"
 SOLVED = 0.95          # (a): a network solves the task if report accuracy >= this at every
                        # training delay
 WIDE = 0.2             # (b): networks differ widely if accuracies at a long delay span >= this
@@ -47,6 +49,7 @@ class Evidence:
   delays: list
   seq_len: int
   ceiling: Optional[dict] = None  # a measured ceiling (CEILING_JSON) for claim (a), if given
+  targets: Optional[dict] = None  # the penalties' targets measured (TARGETS_JSON), for (d)
 
   @property
   def train_delays(self):
@@ -474,6 +477,7 @@ def _why_not_d(ev: Evidence, ft, d_key, rows_d, numbers) -> list:
       text += (f" It is below the control in " + ", ".join(
           f"{g} ({sig.signed(v)})" for g, v in sorted(worse.items())) + " (table above).")
     lines.append(text)
+  lines += _target_speeds(ev, ft, numbers)
   room = []
   for r in ft:
     pooled = _pooled_training_accuracy(r, ev.train_delays)[0]
@@ -495,6 +499,30 @@ def _why_not_d(ev: Evidence, ft, d_key, rows_d, numbers) -> list:
         f"{sig.fmt_p(v['p'])})" for m, v in diffs.items()) + ".")
     numbers["longest_delay"] = dict(delay=longest, diffs=diffs)
   return lines + ([""] if lines else [])
+
+
+def _target_speeds(ev: Evidence, ft, numbers) -> list:
+  """(d)'s measurement of the targets themselves (TARGETS_JSON, when the report folder has
+  one): per network type, the speed at each penalty's targets in the trained network, after
+  the control and after that penalty; a penalty that cannot hold its targets slow against the
+  control's drift cannot hold the memories there."""
+  store = {k: v for k, v in (ev.targets or {}).items() if k in {r["name"] for r in ft}}
+  if not store:
+    return []
+  out, cells = {}, []
+  for g, recs in _groups([r for r in ft if r["name"] in store]).items():
+    rows = [store[r["name"]] for r in recs]
+    out[g] = {t: {m: float(np.exp(np.mean(np.log([x["speed"][m][t] for x in rows]))))
+                  for m in ("trained", "control", t)} for t in ("slow_points", "center_mass")}
+    cells.append(f"{g} " + ", ".join(
+        f"{t} targets {v['trained']:.1e} → control {v['control']:.1e} / {t} {v[t]:.1e}"
+        for t, v in out[g].items()))
+  numbers["target_speeds"] = out
+  return [f"Speed at each penalty's own targets ({TARGETS_JSON}, {len(store)} networks; "
+          "trained → after the control / after that penalty, geometric mean per type): "
+          + "; ".join(cells) + ". The control moves the dynamics away from the trained "
+          "network's states; the speed after a penalty shows how far it held its targets "
+          "slow against that drift."]
 
 
 def _births(b, cfg, by):
@@ -669,7 +697,7 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
   ev = Evidence(root=root, out=out, have=have,
                 delays=sorted({int(d) for r in have for d in r["results"]["accuracy_by_delay"]}),
                 seq_len=specs[0].config().seq_len if specs else 20,
-                ceiling=_read_ceiling(out, root))
+                ceiling=_read_ceiling(out, root), targets=_read_first(TARGETS_JSON, out, root))
   summary = dict(grid=grid_name, root=os.path.basename(os.path.abspath(root)), runs=len(specs),
                  analysed=len(have), missing=missing, delays=ev.delays, claims={})
   lines = _header(ev, grid_name, specs, recs, missing, wall_seconds)
@@ -694,8 +722,13 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
 
 def _read_ceiling(*folders):
   """The first CEILING_JSON found in `folders`, or None."""
+  return _read_first(CEILING_JSON, *folders)
+
+
+def _read_first(name, *folders):
+  """The JSON file `name` from the first of `folders` that has it, or None."""
   for f in folders:
-    path = os.path.join(f, CEILING_JSON)
+    path = os.path.join(f, name)
     if os.path.exists(path):
       return artifacts.read_json(path)
   return None

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from haviv_tf import analysis
@@ -185,6 +186,21 @@ def test_claim_d_when_it_does_not_hold_shows_the_room_left_and_the_longest_delay
   assert "Room: at delay 500 the control is on average 0.013 below" in text
   assert "Why: slow_points − control at delay 500 is +0.000 (3/6 > 0, p 1): it fails" in text
   assert "At the longest evaluated delay, 2000: slow_points − control +0.033 (6/6 > 0" in text
+  assert "target_speeds" not in numbers and "Speed at each penalty" not in text
+  # With a measurement of the targets (experiments/centre_targets.py) for two of the networks
+  # (and one network not in the grid), the Why lines give their speeds per type.
+  def speeds(trained, control, penalty):
+    return {m: dict(slow_points=v, center_mass=10 * v) for m, v in dict(
+        trained=trained, control=control, slow_points=penalty, center_mass=penalty).items()}
+  targets = {"n0": dict(speed=speeds(1e-3, 1.0, 1e-2)), "n1": dict(speed=speeds(1e-3, 4.0, 4e-2)),
+             "other": dict(speed=speeds(1.0, 1.0, 1.0))}
+  numbers, lines = report.claim_d(dataclasses.replace(ev, targets=targets), recs)
+  sp = numbers["target_speeds"]["mnist decu gru"]["slow_points"]
+  assert sp == pytest.approx(dict(trained=1e-3, control=2.0, slow_points=2e-2))
+  text = "\n".join(lines)
+  assert "(centre_targets.json, 2 networks;" in text
+  assert ("mnist decu gru slow_points targets 1.0e-03 → control 2.0e+00 / slow_points 2.0e-02, "
+          "center_mass targets 1.0e-02 → control 2.0e+01 / center_mass 2.0e-01") in text
   # When it holds, no explanation is added.
   for r in recs:
     for m in ("slow_points", "center_mass"):
