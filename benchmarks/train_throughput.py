@@ -2,7 +2,8 @@
 
   python3 benchmarks/train_throughput.py [--data_dir ../shared/data] [--steps 200]
       [--repeats 3] [--trial_backend numpy|tf] [--sampler_nice 10]
-      [--dataset mnist|cifar10] [--precision float32|mixed_bfloat16]
+      [--dataset mnist|cifar10] [--precision float32|mixed_bfloat16] [--jit_compile 0|1]
+      [--noise_bank K]   (unset: the preset's)
 
 For GRU and LSTM at paper size (MNIST: 200 units, batch 128; CIFAR-10: the CNN front end on
 every frame, 512 units, batch 64; 20 frames) it measures, in one run:
@@ -78,7 +79,8 @@ def encoder_flops(encoder):
 
 def step_flops(cfg, input_size, encoder=None):
   """Matmul and convolution FLOPs of one training step (forward + backward; no gradient with
-  respect to the frames themselves). `input_size` is what the recurrent cell reads per step."""
+  respect to the frames themselves). `input_size` is what the recurrent cell reads per step.
+  With a noise bank the CNN's FLOPs are those of the distinct frames it encodes."""
   b, t, u = cfg.batch_size, cfg.seq_len, cfg.units
   g = (3 if cfg.arch == "gru" else 4) * u
   cnn, first = encoder_flops(encoder)
@@ -87,7 +89,13 @@ def step_flops(cfg, input_size, encoder=None):
   proj = 2 * b * t * input_size * g        # W x for all frames
   rec = 2 * b * t * u * g                  # U h per step
   head = 2 * b * t * u * 11
-  cnn_step = b * t * (3 * cnn - first)     # fwd + weight grad + input grad (none into frames)
+  frames = b * t
+  if cfg.noise_bank and encoder is not None:
+    # The CNN encodes each distinct frame once: the b stimuli and the expected number of
+    # distinct bank images among b (t - 1) uniform picks from K.
+    k = cfg.noise_bank
+    frames = b + k * (1.0 - (1.0 - 1.0 / k) ** (b * (t - 1)))
+  cnn_step = frames * (3 * cnn - first)    # fwd + weight grad + input grad (none into frames)
   return (3 if encoder is not None else 2) * proj + 3 * rec + 3 * head + cnn_step
 
 
@@ -153,6 +161,9 @@ def bench(cfg, source, steps, repeats):
     out[name] = (float(np.median(ratios)), min(ratios), max(ratios))
 
   for backend in config_lib.TRIAL_BACKENDS:
+    if backend == "numpy" and gen.noise_bank:  # the numpy sampler has no noise bank
+      out["trials_" + backend] = float("nan")
+      continue
     ds = gen.training_dataset(0, cfg.batch_size, cfg.seq_len, curricula.for_config(cfg),
                               backend=backend)
     it = iter(ds)
@@ -185,13 +196,18 @@ def main():
   parser.add_argument("--archs", default="gru,lstm")
   parser.add_argument("--repeats", type=int, default=3,
                       help="rounds of (full, fit only, bare); figures are their medians")
-  parser.add_argument("--trial_backend", default=config_lib.Config.trial_backend,
-                      choices=config_lib.TRIAL_BACKENDS, help="the full trainer's trial sampler")
-  parser.add_argument("--jit_compile", type=int, default=1, choices=(0, 1),
-                      help="XLA-compile the step (main's --jit_compile); 0: without XLA")
+  parser.add_argument("--trial_backend", default=None,
+                      choices=config_lib.TRIAL_BACKENDS, help="the full trainer's trial sampler (default: the preset's)")
+  parser.add_argument("--jit_compile", type=int, default=None, choices=(0, 1),
+                      help="XLA-compile the step (main's --jit_compile); 0: without XLA "
+                      "(default: the preset's)")
+  parser.add_argument("--noise_bank", type=int, default=None,
+                      help="noise images per batch (main's --noise_bank; 0: every frame its "
+                      "own; default: the preset's)")
   parser.add_argument("--preset", default="paper", choices=config_lib.PRESET_NAMES)
   parser.add_argument("--dataset", default="mnist", choices=("mnist", "cifar10"))
-  parser.add_argument("--precision", default="float32", choices=config_lib.PRECISIONS)
+  parser.add_argument("--precision", default=None, choices=config_lib.PRECISIONS,
+                      help="default: the preset's")
   parser.add_argument("--sampler_nice", type=int, default=config_lib.SAMPLER_NICE,
                       help="niceness the numpy sampler's threads add (main's --sampler_nice)")
   args = parser.parse_args()
@@ -204,20 +220,26 @@ def main():
   except ValueError as e:  # datasets.DataError: no such data under --data_dir
     parser.exit(1, f"error: {e}\n")
   print(common.machine_context())
-  other = [b for b in config_lib.TRIAL_BACKENDS if b != args.trial_backend][0]
+  overrides = dict(trial_backend=args.trial_backend, precision=args.precision,
+                   noise_bank=args.noise_bank,
+                   jit_compile=None if args.jit_compile is None else bool(args.jit_compile))
+  try:
+    base = config_lib.resolve(args.preset, args.dataset, dict(protocol="nacu", **overrides))
+  except config_lib.InputError as e:
+    parser.exit(1, f"error: {e}\n")
   print(f"data: {source.origin}; {args.steps} timed steps per figure, median of {args.repeats} "
-        f"rounds; trial backend of the full trainer: {args.trial_backend}, sampler_nice "
+        f"rounds; trial backend of the full trainer: {base.trial_backend}, sampler_nice "
         f"{args.sampler_nice}; preset {args.preset}, dataset {args.dataset}, precision "
-        f"{args.precision}, jit_compile {bool(args.jit_compile)}\n")
+        f"{base.precision}, jit_compile {base.jit_compile}, noise_bank {base.noise_bank}\n")
+  other = [b for b in config_lib.TRIAL_BACKENDS if b != base.trial_backend][0]
   print(f"| arch | full trainer steps/s | bare train_step steps/s | full / bare | "
         f"fit only steps/s | fit only / bare | "
-        f"trial batches/s ({args.trial_backend}) | trials / full | trial batches/s ({other}) | "
+        f"trial batches/s ({base.trial_backend}) | trials / full | trial batches/s ({other}) | "
         f"GFLOP/s (bare) | GFLOP/s (full) | TFLOP per step |")
   print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   for arch in args.archs.split(","):
     cfg = config_lib.resolve(args.preset, args.dataset, dict(
-        arch=arch, protocol="nacu", seed=0, trial_backend=args.trial_backend,
-        jit_compile=bool(args.jit_compile), precision=args.precision))
+        arch=arch, protocol="nacu", seed=0, **overrides))
     r = bench(cfg, source, args.steps, args.repeats)
     print(f"| {arch} | {r['full']:.2f} | {r['compute']:.2f} | {_ratio(r['full_ratio'])} | "
           f"{r['fit_only']:.2f} | {_ratio(r['fit_only_ratio'])} | {r['trials']:.1f} | {r['trials'] / r['full']:.1f} | {r['trials_' + other]:.1f} | "

@@ -91,8 +91,7 @@ def _measure(model, source, cfg, targets, x_bar):
   """Accuracy on the parent's test trials at DELAYS and the targets' speed."""
   from haviv_tf import evaluation  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
-  evaluator = evaluation.Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len)
+  evaluator = evaluation.for_config(model, source, cfg)
   res = evaluator.evaluate(DELAYS, cfg.eval_trials, cfg.seed)
   ok = np.all(np.isfinite(targets), axis=1)
   speed = np.full([len(targets)], np.nan, np.float32)

@@ -36,7 +36,6 @@ def cmd_run(args):
   from haviv_tf import curricula  # pylint: disable=g-import-not-at-top
   from haviv_tf import evaluation  # pylint: disable=g-import-not-at-top
   from haviv_tf import train  # pylint: disable=g-import-not-at-top
-  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
   delays = sorted({int(d) for d in args.delays.split(",") if d})
   path = os.path.join(args.out, JSON)
   store = artifacts.read_json(path) if os.path.exists(path) else {}
@@ -54,8 +53,7 @@ def cmd_run(args):
     if entry["trials"] != args.trials:
       raise SystemExit(f"error: {name} was evaluated with --trials={entry['trials']}; "
                        "use the same count or another --out")
-    evaluator = evaluation.Evaluator(run.model, trials.generator_for(source, "test", cfg),
-                                     cfg.seq_len)
+    evaluator = evaluation.for_config(run.model, source, cfg)
     for snap in train.History.load(workdir):
       key = str(snap["step"])
       have = entry["points"].get(key, {})

@@ -69,8 +69,7 @@ def _tb_image(writer, name, fig, step):
 def evaluate(cfg, run, source, workdir, delays=None, num_trials=None) -> dict:
   """Accuracy vs. delay on test trials -> results.json, accuracy_vs_delay.png, TensorBoard."""
   delays = tuple(delays or cfg.eval_delays)
-  evaluator = evaluation.Evaluator(run.model, trials.generator_for(source, "test", cfg),
-                                   cfg.seq_len)
+  evaluator = evaluation.for_config(run.model, source, cfg)
   results = evaluator.evaluate(delays, num_trials or cfg.eval_trials, cfg.seed)
   results["step"] = run.step
   path = os.path.join(workdir, artifacts.RESULTS_FILE)

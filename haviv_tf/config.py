@@ -75,6 +75,9 @@ class Config:
   data_offset: int = 0              # trial stream starts at this step (fine-tuning continues the parent's)
   precision: str = "float32"        # "mixed_bfloat16": bfloat16 input projection / CNN in training
   jit_compile: bool = True          # XLA-compile the train, test and evaluation steps (speed only)
+  noise_bank: int = 0               # 0: every noise frame its own image (the paper's); K > 0: a
+                                    # training batch draws its noise frames from K images and the
+                                    # CNN encodes each distinct frame once (trial_backend "tf")
   history_every: int = 5_000        # back-tracking snapshots every N steps (+ every stage change)
   keep_history: int = 32            # snapshot cap: beyond it the cadence doubles and old ones thin out
   # Fidelity to the authors' TF1 code (README, "Fidelity"); `paper` takes the authors' choice.
@@ -134,8 +137,13 @@ QUICK = dataclasses.replace(
 # Dataset deltas (paper): CIFAR-10 networks are larger and train longer.
 _CIFAR_PAPER = dict(units=512, learning_rate=1e-4, batch_size=64, train_steps=300_000,
                     lr_decay_step=279_998)
+# Quick CIFAR-10 networks draw a batch's noise frames from 256 images (the CNN, most of a step's
+# FLOPs, then encodes at most 64 + 256 frames instead of 64 x 20) and run the step without XLA,
+# with the CNN in bfloat16: on the 2-core development machine XLA doubled the CNN step's time and
+# bfloat16 cut it by 1.6x (benchmarks/RESULTS.md, "CIFAR-10").
 _CIFAR_QUICK = dict(units=512, learning_rate=1e-3, batch_size=64, train_steps=3_000,
-                    lr_decay_step=2_600)
+                    lr_decay_step=2_600, noise_bank=256, jit_compile=False, trial_backend="tf",
+                    precision="mixed_bfloat16")
 
 # Fine-tuning (control of memory): the paper's mu and length. Quick CIFAR-10 networks shorten
 # it in the proportion training is shortened. Quick MNIST networks fine-tune for a tenth of
@@ -218,10 +226,17 @@ def validate(cfg: Config) -> None:
     value = getattr(cfg, name)
     if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
       raise InputError(f"`{name}` must be a positive finite number, got {value!r}")
-  for name in ("speed_refresh_every", "data_offset", "history_every", "warmup_steps"):
+  for name in ("speed_refresh_every", "data_offset", "history_every", "warmup_steps",
+               "noise_bank"):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       raise InputError(f"`{name}` must be a non-negative integer, got {value!r}")
+  if cfg.noise_bank and cfg.trial_backend != "tf":
+    raise InputError(f"`noise_bank` ({cfg.noise_bank}) needs trial_backend tf, got "
+                     f"{cfg.trial_backend!r}")
+  if cfg.noise_bank and cfg.jit_compile and cfg.dataset == "cifar10":
+    raise InputError(f"`noise_bank` ({cfg.noise_bank}) encodes each distinct frame once "
+                     f"(tf.unique), which XLA cannot compile: use --nojit_compile")
   mu = cfg.speed_weight
   if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu < float("inf"):
     raise InputError(f"`speed_weight` must be a non-negative finite number, got {mu!r}")

@@ -8,6 +8,19 @@ from haviv_tf import models
 from haviv_tf import trials
 
 _EVAL_STREAM = 7_919  # separates evaluation seeds from the training stream (seed, step >= 0)
+# Noise images per evaluated delay of a CNN model trained with a noise bank (Config.noise_bank):
+# each is encoded once, and every (trial, t) picks one uniformly (see Evaluator).
+EVAL_NOISE_BANK = 4096
+_ENCODE_CHUNK = 512   # frames per CNN call (bounds the convolutions' activations)
+
+
+def for_config(model: models.DelayedClassifier, source, cfg: config_lib.Config) -> "Evaluator":
+  """The evaluator of `cfg`'s runs on `source`'s test split: a CNN model trained with a noise
+  bank is evaluated with a bank of EVAL_NOISE_BANK encoded noise images per delay, any other
+  frame by frame."""
+  bank = EVAL_NOISE_BANK if cfg.noise_bank and model.encoder is not None else 0
+  return Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len,
+                   noise_bank=bank)
 
 
 class Evaluator:
@@ -19,9 +32,18 @@ class Evaluator:
   """
 
   def __init__(self, model: models.DelayedClassifier, generator: trials.TrialGenerator,
-               t_max: int, jit_compile: bool = False):
+               t_max: int, jit_compile: bool = False, noise_bank: int = 0):
     """`jit_compile`: XLA-compile the loop over time (one compilation per trial count; the
-    delay stays a tensor). The trials are the same either way."""
+    delay stays a tensor). The trials are the same either way.
+
+    `noise_bank` K > 0 (a model with a CNN): the noise frames of one delay's trials are K
+    images (`generator.noise_bank_frames`), each encoded by the CNN once, and trial i at time t
+    sees image `generator.noise_bank_index(seed, t)[i]`: the trials a generator with a bank of
+    K makes, at the cost of K + trials CNN passes per delay instead of trials x length.
+    """
+    if noise_bank and model.encoder is None:
+      raise ValueError("a noise bank saves CNN passes: the model has no CNN")
+    self.noise_bank = int(noise_bank)
     self.model, self.generator, self.t_max = model, generator, int(t_max)
     self.jit_compile = bool(jit_compile)
     self._run = tf.function(self._run_py, reduce_retracing=not jit_compile,
@@ -38,12 +60,21 @@ class Evaluator:
     report_pred = tf.zeros([n], tf.int32)      # argmax over the 10 classes at t_a
     report_full = tf.zeros([n], tf.bool)       # argmax over all 11 outputs is the class at t_a
     null_ok = tf.ones([n], tf.bool)            # argmax is null at every step before t_a
+    if self.noise_bank:
+      bank = self._encode(gen.noise_bank_frames(s_noise, self.noise_bank))
+      stimuli = self._encode(images)
 
     def body(t, state, report_pred, report_full, null_ok):
-      frame = tf.where(tf.equal(t, t_s)[:, None], images, gen.noise(s_noise, t, n))
       at_report = tf.equal(t, t_a)
-      inputs = tf.concat([frame, tf.cast(at_report, tf.float32)[:, None]], axis=-1)
-      state, logits = model.step(state, inputs)
+      trigger = tf.cast(at_report, tf.float32)[:, None]
+      if self.noise_bank:  # features, then the trigger (as model.encode places it)
+        noise = tf.gather(bank, gen.noise_bank_index(s_noise, t, n, self.noise_bank))
+        feats = tf.where(tf.equal(t, t_s)[:, None], stimuli, noise)
+        state = model.transition(state, tf.concat([feats, trigger], axis=-1))
+        logits = model.logits(state)
+      else:
+        frame = tf.where(tf.equal(t, t_s)[:, None], images, gen.noise(s_noise, t, n))
+        state, logits = model.step(state, tf.concat([frame, trigger], axis=-1))
       pred11 = tf.argmax(logits, axis=-1, output_type=tf.int32)
       pred10 = tf.argmax(logits[:, 1:], axis=-1, output_type=tf.int32)
       report_pred = tf.where(at_report, pred10, report_pred)
@@ -55,6 +86,16 @@ class Evaluator:
         lambda t, *_: t < length, body,
         (tf.constant(0), model.initial_state(n), report_pred, report_full, null_ok))
     return classes, tf.equal(report_pred, classes), tf.logical_and(report_full, null_ok)
+
+  def _encode(self, frames):
+    """CNN features [n, feature_size - 1] of frames [n, frame_size], _ENCODE_CHUNK at a time."""
+    n = tf.shape(frames)[0]
+    chunks = (n + _ENCODE_CHUNK - 1) // _ENCODE_CHUNK
+    padded = tf.pad(frames, [[0, chunks * _ENCODE_CHUNK - n], [0, 0]])
+    feats = tf.map_fn(lambda x: self.model.encoder(x),
+                      tf.reshape(padded, [chunks, _ENCODE_CHUNK, -1]),
+                      fn_output_signature=tf.float32)
+    return tf.reshape(feats, [-1, self.model.encoder.output_size])[:n]
 
   def evaluate(self, delays, num_trials: int, seed: int) -> dict:
     """Report-step and full-trial accuracy per delay, overall and per class.

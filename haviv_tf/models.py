@@ -327,6 +327,9 @@ class DelayedClassifier(keras.Model):
     self.head.build((None, self.units))
     if self.encoder is not None:
       self.encoder.build((None, self.frame_size))
+    # Training runs with a noise bank set this (train.Run): a setting of the run, not of the
+    # network, so it is not in get_config and an exported model never uses it.
+    self.dedup_frames = False
     self.speed_weight = 0.0
     self.loss_norm, self.log_eps, self.mask = "weights", 0.0, "hard"  # see compile
     self.speed_targets = None          # see enable_speed_penalty
@@ -340,13 +343,22 @@ class DelayedClassifier(keras.Model):
 
   # -- dynamics -------------------------------------------------------------------------------
 
-  def encode(self, inputs, low_precision=False):
-    """Raw inputs [..., frame_size + 1] -> cell input features [..., feature_size]."""
+  def encode(self, inputs, low_precision=False, dedup=False):
+    """Raw inputs [..., frame_size + 1] -> cell input features [..., feature_size].
+
+    `dedup`: the CNN encodes each distinct frame once and the copies share its features (the
+    same features and gradients as encoding every frame; fewer FLOPs when frames repeat, as
+    with a noise bank). Uses tf.unique over rows, which XLA cannot compile.
+    """
     if self.encoder is None:
       return inputs
     lead = tf.shape(inputs)[:-1]
     frames = tf.reshape(inputs[..., :-1], [-1, self.frame_size])
-    feats = self.encoder(frames, low_precision=low_precision)
+    if dedup:
+      distinct, index = tf.raw_ops.UniqueV2(x=frames, axis=tf.constant([0], tf.int64))
+      feats = tf.gather(self.encoder(distinct, low_precision=low_precision), index)
+    else:
+      feats = self.encoder(frames, low_precision=low_precision)
     feats = tf.reshape(feats, tf.concat([lead, [self.encoder.output_size]], 0))
     return tf.concat([feats, inputs[..., -1:]], axis=-1)
 
@@ -367,13 +379,13 @@ class DelayedClassifier(keras.Model):
   def initial_state(self, batch_size):
     return tf.zeros([batch_size, self.state_size])
 
-  def run(self, inputs, initial_state=None, low_precision=False):
+  def run(self, inputs, initial_state=None, low_precision=False, dedup=False):
     """States [batch, time, state_size] for raw inputs [batch, time, frame_size + 1].
 
     `low_precision`: the front end (input projection; CIFAR-10: the CNN) in bfloat16; the
-    recurrence and the states are float32 either way.
+    recurrence and the states are float32 either way. `dedup`: see `encode`.
     """
-    xp = self.cell.project(self.encode(inputs, low_precision), low_precision)
+    xp = self.cell.project(self.encode(inputs, low_precision, dedup), low_precision)
     batch = tf.shape(inputs)[0]
     state = self.initial_state(batch) if initial_state is None else initial_state
     length = inputs.shape[1]
@@ -389,8 +401,10 @@ class DelayedClassifier(keras.Model):
 
   def call(self, inputs, training=False):
     """(logits, states). Training steps of a "mixed_bfloat16" model run the front end in
-    bfloat16; every other call (evaluation, analysis, export) runs in float32."""
-    states = self.run(inputs, low_precision=training and self.precision == "mixed_bfloat16")
+    bfloat16, and those of a model with `dedup_frames` encode each distinct frame once; every
+    other call (evaluation, analysis, export) runs in float32, frame by frame."""
+    states = self.run(inputs, low_precision=training and self.precision == "mixed_bfloat16",
+                      dedup=training and self.dedup_frames and self.encoder is not None)
     return self.logits(states), states
 
   # -- training -------------------------------------------------------------------------------

@@ -255,6 +255,8 @@ class Run:
     with contextlib.nullcontext() if default else strategy.scope():
       keras.utils.set_random_seed(cfg.seed)
       self.model = models.build(cfg, frame_shape)
+      # A noise bank repeats frames within a batch: the CNN encodes each distinct one once.
+      self.model.dedup_frames = cfg.noise_bank > 0
       if speed_penalty_enabled(cfg):
         self.model.enable_speed_penalty(config_lib.NUM_CLASSES * cfg.speed_copies)
       self.optimizer = make_optimizer(cfg)

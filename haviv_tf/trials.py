@@ -39,6 +39,7 @@ from haviv_tf import curricula
 from haviv_tf import datasets
 
 NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
+_BANK_STREAM = 0x7BA4C0DE  # folded into a seed for its noise bank's images (no time step is this)
 _SPEED_STREAM = 0x5BEED  # folded into a step's seed for the speed penalty's noise frames
 _NUMPY_STREAM = 0x7E1A1  # keys sample_numpy's SeedSequence (seed, step, stream)
 _sampler_nice = config_lib.SAMPLER_NICE
@@ -80,13 +81,19 @@ class TrialGenerator:
   """Makes trial batches from one split of an image source."""
 
   def __init__(self, split: datasets.Split, mean, std, min_delay: int = 4,
-               report_weight: float = 20.0):
+               report_weight: float = 20.0, noise_bank: int = 0):
     """Args:
       split: images [N, H, W, C] uint8 and labels [N] int.
       mean, std: [C] per-channel pixel statistics on [0, 1] pixels.
       min_delay: t_a >= t_s + min_delay.
       report_weight: loss weight of the report step (null steps weigh 1).
+      noise_bank: 0: every noise frame is an image of its own. K > 0: the noise frames drawn
+        with one seed (a batch's, whatever t) are K images drawn once, picked uniformly with
+        replacement for every (trial, t) (see `noise`).
     """
+    self.noise_bank = int(noise_bank)
+    if self.noise_bank < 0:
+      raise ValueError(f"noise_bank must be >= 0, got {noise_bank}")
     images = np.asarray(split.images)
     self.frame_shape = tuple(images.shape[1:])
     self.frame_size = int(np.prod(self.frame_shape))
@@ -140,13 +147,40 @@ class TrialGenerator:
     return images, classes
 
   def noise(self, seed, t, batch_size: int):
-    """Noise frames [batch, frame_size] for time step `t` (same seed and t -> same noise)."""
+    """Noise frames [batch, frame_size] for time step `t` (same seed and t -> same noise).
+
+    With a noise bank of K, frame i is `noise_bank_frames(seed)[noise_bank_index(seed, t)[i]]`.
+    """
+    if self.noise_bank:
+      return tf.gather(self.noise_bank_frames(seed),
+                       self.noise_bank_index(seed, t, batch_size))
+    return self._fresh_noise(seed, t, batch_size)
+
+  def _fresh_noise(self, seed, t, batch_size: int):
+    """[batch, frame_size] noise images of their own (no bank)."""
     z = tf.random.stateless_normal([batch_size, self.frame_size],
                                    tf.random.experimental.stateless_fold_in(seed, t))
     return z * self._std + self._mean
 
+  def noise_bank_frames(self, seed, size=None):
+    """The bank's noise images [size (default noise_bank), frame_size] for `seed` (any t)."""
+    size = self.noise_bank if size is None else int(size)
+    z = tf.random.stateless_normal(
+        [size, self.frame_size], tf.random.experimental.stateless_fold_in(seed, _BANK_STREAM))
+    return z * self._std + self._mean
+
+  def noise_bank_index(self, seed, t, batch_size: int, size=None):
+    """Which bank image [batch] int32 each trial sees at time `t` (uniform, with replacement)."""
+    size = self.noise_bank if size is None else int(size)
+    return _uniform_int(tf.random.experimental.stateless_fold_in(seed, t), batch_size,
+                        tf.fill([batch_size], size))
+
   def noise_sequence(self, seed, length: int, batch_size: int):
     """Noise frames [batch, length, frame_size]; frame t equals `noise(seed, t, batch)`."""
+    if self.noise_bank:  # the bank once, then every (trial, t)'s pick
+      idx = tf.map_fn(lambda t: self.noise_bank_index(seed, t, batch_size), tf.range(length),
+                      fn_output_signature=tf.int32)
+      return tf.gather(self.noise_bank_frames(seed), tf.transpose(idx))
     z = tf.map_fn(lambda t: self.noise(seed, t, batch_size), tf.range(length),
                   fn_output_signature=tf.float32)
     return tf.transpose(z, [1, 0, 2])
@@ -326,6 +360,9 @@ class TrialGenerator:
     backends = config_lib.TRIAL_BACKENDS
     if backend not in backends:
       raise ValueError(f"unknown trial backend {backend!r}; valid: {', '.join(backends)}")
+    if backend == "numpy" and self.noise_bank:
+      raise ValueError("the numpy trial backend draws every noise frame fresh: a noise bank "
+                       "needs backend tf")
     stop = np.iinfo(np.int64).max if num_steps is None else start_step + num_steps
     offset = tf.constant(int(data_offset), tf.int64)
     nice = sampler_nice()
@@ -356,7 +393,7 @@ class TrialGenerator:
                                      null_weight)[1]
       targets = {k: b[k] for k in ("labels", "weights", "class_mask")}
       if speed_noise:
-        targets["speed_noise"] = self.noise(
+        targets["speed_noise"] = self._fresh_noise(
             tf.random.experimental.stateless_fold_in(seed_t, _SPEED_STREAM), 0, speed_noise)
       return b["inputs"], targets
 
@@ -382,4 +419,4 @@ def _uniform_int(seed, n, upper):
 def generator_for(source: datasets.Source, split: str, cfg: config_lib.Config) -> TrialGenerator:
   source = datasets.apply_recipe(source, cfg.data_recipe)
   return TrialGenerator(getattr(source, split), source.mean, source.std, cfg.min_delay,
-                        cfg.report_weight)
+                        cfg.report_weight, noise_bank=cfg.noise_bank if split == "train" else 0)
