@@ -2,6 +2,7 @@
 
   python3 experiments/cnn_ceiling.py [--data_dir ../shared/data/cifar10] [--steps 3000]
       [--batch 64] [--lr 1e-3] [--cnn keras|authors] [--seeds 0] [--out FILE.md]
+      [--json ceiling.json] [--precision mixed_bfloat16|float32] [--jit_compile 0|1]
 
 The CIFAR-10 networks read every frame through `models.ConvEncoder` (three 3x3 convolutions of
 128 channels with pooling, then dense layers to 1024 features) and their read-out sees only
@@ -40,20 +41,25 @@ def _flat(split):
           np.asarray(split.labels, np.int64))
 
 
-def fit(source, steps: int, batch: int, lr: float, seed: int, cnn: str):
-  """(train accuracy on 10,000 training images, test accuracy, seconds, epochs)."""
+def fit(source, steps: int, batch: int, lr: float, seed: int, cnn: str,
+        precision: str = "float32", jit_compile: bool = True):
+  """(train accuracy on 10,000 training images, test accuracy, seconds, epochs).
+
+  `precision` "mixed_bfloat16": the CNN computes in bfloat16 (Keras' mixed policy; weights and
+  the read-out's logits float32), as the quick CIFAR-10 preset trains it."""
   x_train, y_train = _flat(source.train)
   x_test, y_test = _flat(source.test)
   keras.utils.set_random_seed(seed)
+  keras.mixed_precision.set_global_policy(precision)
   frames = keras.Input((x_train.shape[1],))
   encoder = models.ConvEncoder(source.frame_shape, kind=cnn)
-  logits = keras.layers.Dense(10)(encoder(frames))
+  logits = keras.layers.Dense(10, dtype="float32")(encoder(frames))
   model = keras.Model(frames, logits)
   schedule = keras.optimizers.schedules.PiecewiseConstantDecay([round(steps * 2600 / 3000)],
                                                                [lr, lr / 10])
   model.compile(keras.optimizers.Adam(schedule),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"], jit_compile=True)
+                metrics=["accuracy"], jit_compile=jit_compile)
   ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
         .shuffle(len(y_train), seed=seed).repeat().batch(batch, drop_remainder=True)
         .prefetch(2))
@@ -73,6 +79,13 @@ def main():
   parser.add_argument("--cnn", default="keras", choices=("keras", "authors"))
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--out", default="", help="also write the table to this file")
+  parser.add_argument("--json", default="",
+                      help="also write the measurements to this JSON file (a study report "
+                      "reads it as the measured ceiling of claim (a) when it is named "
+                      "ceiling.json in the report's folder)")
+  parser.add_argument("--precision", default="mixed_bfloat16",
+                      choices=("float32", "mixed_bfloat16"))
+  parser.add_argument("--jit_compile", type=int, default=0, choices=(0, 1))
   args = parser.parse_args()
   try:
     seeds = [int(v) for v in args.seeds.split(",")]
@@ -88,18 +101,29 @@ def main():
       f"machine: {platform.machine()}, {os.cpu_count()} cpus; python "
       f"{platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}",
       f"data: {source.origin}; CNN `{args.cnn}`, Adam lr {args.lr:g} (x0.1 for the last 13%), "
-      f"batch {args.batch}", "",
+      f"batch {args.batch}, {args.precision}, jit_compile {bool(args.jit_compile)}", "",
       "| steps | images (epochs) | seed | train accuracy (10k) | test accuracy | fit seconds |",
       "| ---: | ---: | ---: | ---: | ---: | ---: |"]
   print("\n".join(lines), flush=True)
+  runs = []
   for s in seeds:
     train_acc, test_acc, seconds, epochs = fit(source, args.steps, args.batch, args.lr, s,
-                                               args.cnn)
+                                               args.cnn, args.precision, bool(args.jit_compile))
+    runs.append(dict(steps=args.steps, images=args.steps * args.batch, seed=s,
+                     train_accuracy=float(train_acc), test_accuracy=float(test_acc),
+                     fit_seconds=round(seconds, 1)))
     lines.append(f"| {args.steps} | {args.steps * args.batch} ({epochs:.2f}) | {s} | "
                  f"{train_acc:.4f} | {test_acc:.4f} | {seconds:.0f} |")
     print(lines[-1], flush=True)
   if args.out:
     artifacts.write_text(args.out, "\n".join(lines) + "\n")
+  if args.json:
+    artifacts.write_json(args.json, dict(
+        dataset="cifar10", model=f"the `{args.cnn}` CNN front end with a 10-way linear read-out, "
+        "classifying single images", measured_by=f"experiments/cnn_ceiling.py --steps "
+        f"{args.steps} --batch {args.batch} --lr {args.lr:g} --cnn {args.cnn} --seeds "
+        f"{args.seeds} --precision {args.precision} --jit_compile {args.jit_compile}",
+        machine=lines[0], data=source.origin, date=time.strftime("%Y-%m-%d"), runs=runs))
 
 
 if __name__ == "__main__":

@@ -68,8 +68,9 @@ _PARENT = flags.DEFINE_string("parent", None,
 _MERGE_FRAC = flags.DEFINE_float(
     "merge_frac", 0.05, "Back-tracking: two points merge within this fraction of the median "
     "distance between the final slow points.")
-_GRID = flags.DEFINE_string("grid", None, "--mode=study: the sweep grid, small, medium or paper "
-                            "(default: the grid already in --workdir, else small).")
+_GRID = flags.DEFINE_string("grid", None, "--mode=study: the sweep grid, small, medium, "
+                            "cifar_quick or paper (default: the grid already in --workdir, "
+                            "else small).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "--mode=study: parallel worker processes.")
 _THREADS = flags.DEFINE_integer("threads", 0, "--mode=study: TensorFlow threads per worker "
                                 "(0: cores // workers).")

@@ -193,10 +193,11 @@ def _ceiling_lines(ceiling, pooled, numbers) -> list:
                             below_098=len(below), reaching_ceiling=len(reach),
                             below_ceiling=sorted(set(below) - reach))
   lines = ["", f"Measured ceiling: {ceiling.get('model', 'a plain classifier')}, trained on the "
-           f"same image budget, reaches {min(tests):.4f}-{max(tests):.4f} on the test digits "
+           f"same image budget, reaches {min(tests):.4f}-{max(tests):.4f} on the test images "
            f"(mean {top:.4f} over {len(tests)} runs; `{ceiling.get('measured_by', '?')}`, "
-           f"{ceiling.get('date', '')}). The recurrent network reads the image through a layer "
-           "of the same width, so its report accuracy can hardly exceed this."]
+           f"{ceiling.get('date', '')}). The recurrent network reads the image through "
+           + ("the same CNN" if ceiling.get("dataset") == "cifar10" else
+              "a layer of the same width") + ", so its report accuracy can hardly exceed this."]
   if below:
     lines.append(f"Of the {len(below)} networks pooled below 0.98, {len(reach)} have a 95% "
                  f"interval reaching the ceiling's lowest run ({min(tests):.4f}): "

@@ -67,6 +67,9 @@ GRIDS = {
     "medium": Grid("medium", seeds=(10, 11, 12), finetune_steps=300, finetune_speed_weight=1e-2,
                    overrides=(("train_steps", 9000),
                               ("eval_delays", (5, 10, 19, 50, 100, 200, 500, 1000, 2000)))),
+    # The CIFAR-10 networks of the quick preset (seed 0), about 30 minutes each on 2 CPU cores:
+    # their report reads beside the MNIST grids' (experiments/cifar10_quick.md).
+    "cifar_quick": Grid("cifar_quick", datasets=("cifar10",), seeds=(0,)),
     # The paper's grid: MNIST 10 seeds and CIFAR-10 5 seeds x {VoCu, DeCu} x {GRU, LSTM}.
     "paper": None,  # expanded by `expand` as two sub-grids
 }

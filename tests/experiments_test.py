@@ -102,3 +102,29 @@ def test_centre_targets_refuses_a_missing_root_or_report(tmp_path):
   with pytest.raises(SystemExit) as e:
     centre_targets.main(["report", "--out", str(tmp_path)])
   assert e.value.code == 1
+
+
+def test_cnn_ceiling_writes_the_ceiling_a_report_reads(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  from haviv_tf import report  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "cifar10.npz",
+           x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+           y_train=np.arange(40, dtype=np.uint8) % 10,
+           x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+           y_test=np.arange(20, dtype=np.uint8) % 10)
+  out = tmp_path / "report"
+  out.mkdir()
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "cnn_ceiling.py"), "--data_dir",
+       str(tmp_path), "--steps", "3", "--batch", "4", "--seeds", "0,1", "--json",
+       str(out / report.CEILING_JSON)], capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  ceiling = report._read_ceiling(str(out))  # pylint: disable=protected-access
+  assert ceiling["dataset"] == "cifar10" and "--steps 3 --batch 4" in ceiling["measured_by"]
+  assert [r["seed"] for r in ceiling["runs"]] == [0, 1]
+  assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["images"] == 12 for r in ceiling["runs"])
+  bad = subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "cnn_ceiling.py"), "--data_dir",
+       str(tmp_path / "none")], capture_output=True, text=True, timeout=300, check=False)
+  assert bad.returncode != 0 and "Traceback" not in bad.stderr
