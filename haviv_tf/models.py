@@ -220,6 +220,10 @@ class ConvEncoder(keras.layers.Layer):
         conv = keras.layers.Conv2D(128, 3, padding="same", name=f"conv{k}")
       self.blocks += [conv, keras.layers.LeakyReLU(negative_slope=0.2),
                       keras.layers.MaxPooling2D(2)]
+      # An attribute of its own as well: checkpoints track layers held in attributes, not in
+      # lists, so without it a model-only checkpoint (a history snapshot) would miss the
+      # convolutions. The variables and their order stay those of `blocks`.
+      setattr(self, f"conv{k}", conv)
     self.flatten = keras.layers.Flatten()
     if kind == "authors":
       init = dict(kernel_initializer=_normal(1.0 / math.sqrt(2048)), bias_initializer=_normal(0.01))

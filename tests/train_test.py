@@ -185,3 +185,28 @@ class NullWarningTest(tf.test.TestCase):
 
     train.train(cfg, workdir, source, verbose=0, init_fn=confident)
     self.assertEqual(_logged(workdir, train.NULL_WARNING_TAG), [])
+
+
+class CnnSnapshotTest(tf.test.TestCase):
+
+  def test_history_snapshot_of_a_cnn_model_holds_every_weight(self):
+    from haviv_tf import models  # pylint: disable=g-import-not-at-top
+    keras.utils.set_random_seed(0)
+    model = models.DelayedClassifier("gru", units=4, frame_shape=(8, 8, 3), encoder="cnn")
+    with tempfile.TemporaryDirectory() as workdir:
+      history = train.History(workdir, every=10, keep=4)
+      history.save(model, 10, stage_change=False)
+      keras.utils.set_random_seed(1)
+      other = models.DelayedClassifier("gru", units=4, frame_shape=(8, 8, 3), encoder="cnn")
+      self.assertEqual(train.read_snapshot(
+          other, os.path.join(workdir, train.HISTORY_DIR, "snapshot-10")), 10)
+      for a, b in zip(model.trainable_variables, other.trainable_variables):
+        self.assertAllEqual(a, b, msg=a.path)
+      # A snapshot without the convolutions (as written before they were tracked) is refused
+      # (its model's convolution weights are bound to nothing).
+      old_encoder = tf.train.Checkpoint(dense1=model.encoder.dense1, dense2=model.encoder.dense2)
+      partial = tf.train.Checkpoint(model=tf.train.Checkpoint(
+          cell=model.cell, head=model.head, encoder=old_encoder), step=tf.Variable(3, tf.int64))
+      path = partial.write(os.path.join(workdir, "partial"))
+      with self.assertRaisesRegex(train.RunError, "corrupt or from another model.*conv"):
+        train.read_snapshot(other, path)
