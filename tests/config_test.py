@@ -33,11 +33,12 @@ class PresetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(cfg.lr_decay_step, 279_998)
     self.assertEqual(cfg.dataset, "cifar10")
 
-  @parameterized.parameters(("mnist", 3e-3), ("mnist_sample", 3e-3), ("cifar10", 1e-3))
-  def test_quick_trains_3000_steps(self, dataset, learning_rate):
+  @parameterized.parameters(("mnist", 3e-3, 3_000), ("mnist_sample", 3e-3, 3_000),
+                            ("cifar10", 3e-4, 4_000))
+  def test_quick_preset_rate_and_length(self, dataset, learning_rate, steps):
     cfg = config.preset("quick", dataset)
     self.assertEqual(cfg.learning_rate, learning_rate)
-    self.assertEqual(cfg.train_steps, 3_000)
+    self.assertEqual(cfg.train_steps, steps)
     self.assertLess(cfg.lr_decay_step, cfg.train_steps)
     self.assertEqual(cfg.preset, "quick")
     self.assertEqual(cfg.dataset, dataset)
