@@ -130,7 +130,10 @@ def spearman_with_ci(x, y, groups=None, num_boot: int = 2000, seed: int = 0) -> 
       for m in members:
         i = m[rng.integers(0, len(m), [num_boot, len(m)])]
         per.append(_spearman_rows(x[i], y[i]))
-      boots = np.nanmean(np.stack(per), axis=0) if per else boots
+      # Mean over the groups whose resample is not constant; NaN (dropped below) where none is.
+      per = np.stack(per)
+      count = np.isfinite(per).sum(0)
+      boots = np.where(count > 0, np.nansum(per, 0) / np.maximum(count, 1), np.nan)
     used = len(members)
   boots = boots[np.isfinite(boots)]
   low, high = (np.percentile(boots, [2.5, 97.5]).tolist() if len(boots) >= 20 else (None, None))

@@ -113,7 +113,7 @@ def test_claim_a_reads_a_measured_ceiling_when_the_report_folder_has_one():
   assert abs(c["mean"] - 0.98) < 1e-12 and (c["min"], c["max"], c["runs"]) == (0.979, 0.981, 2)
   # Only "low" is pooled below 0.98 (0.973 over 2000 trials); its interval's top (~0.979)
   # reaches the ceiling's lowest run (0.979).
-  assert c["below_098"] == 1 and c["reaching_ceiling"] == 1 and c["below_ceiling"] == []
+  assert c["below_high"] == 1 and c["reaching_ceiling"] == 1 and c["below_ceiling"] == []
   text = "\n".join(lines)
   assert "0.9790-0.9810" in text and "low 0.9730 [" in text and "high" not in text.split(
       "Measured ceiling")[1]
@@ -128,6 +128,29 @@ def test_claim_a_reads_a_measured_ceiling_when_the_report_folder_has_one():
   # A ceiling of another data set is not used.
   ev = dataclasses.replace(ev, ceiling=dict(ceiling, dataset="cifar10"))
   assert "ceiling" not in report.claim_a(ev, [low, high])[0]
+
+
+def test_claim_a_is_relative_to_a_ceiling_below_the_solved_level():
+  # A data set whose plain classifier reaches only ~0.78: 0.95 cannot be reached, so the test
+  # becomes 0.95 x the ceiling's mean, and "high" is the ceiling's lowest run.
+  ceiling = dict(dataset="mnist", model="cnn", measured_by="cmd", runs=[
+      dict(test_accuracy=0.77), dict(test_accuracy=0.79)])
+  ev = report.Evidence(root="r", out="r", have=[], delays=[5, 10, 500], seq_len=20,
+                       ceiling=ceiling)
+  good = _rec("good", {5: 0.78, 10: 0.775, 500: 0.1}, 1000)
+  fair = _rec("fair", {5: 0.75, 10: 0.745, 500: 0.1}, 1000)
+  numbers, lines = report.claim_a(ev, [good, fair])
+  text = "\n".join(lines)
+  assert numbers["relative"] and abs(numbers["threshold"] - 0.95 * 0.78) < 1e-12
+  assert numbers["high"] == 0.77 and numbers["held"]  # 0.745 >= 0.741
+  assert "≥ 0.741 at every" in text and "0.95 × 0.7800 = 0.741" in text
+  assert "1 of 2 networks are ≥ 0.77 at every training delay" in text
+  # The same networks against MNIST's absolute levels do not hold.
+  numbers, _ = report.claim_a(dataclasses.replace(ev, ceiling=None), [good, fair])
+  assert not numbers["held"] and not numbers["relative"] and numbers["threshold"] == 0.95
+  # One network below the relative level: the claim does not hold.
+  fair["results"]["accuracy_by_delay"]["10"] = 0.70
+  assert not report.claim_a(ev, [good, fair])[0]["held"]
 
 
 def test_claim_b_when_it_does_not_hold_names_the_least_accurate_network(tmp_path):
