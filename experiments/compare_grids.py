@@ -124,23 +124,26 @@ def rows(results):
       sig.fmt(r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["spearman"]),
       r["claims"]["c"]["key"], r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["n"],
       sig.fmt_p(r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["spearman_p"])))
-  row("(c) best predictor at 500", lambda r: str(r["claims"]["c"]["predictors"]["best"].get("500")))
-  row("(d) verdict (both penalties > control at 500, Wilcoxon p < 0.05)", verdict("d"))
-  for delay in ("500", "1000", "2000"):
+  row("(c) best predictor at its test delay", lambda r: "{} at {}".format(
+      r["claims"]["c"]["predictors"]["best"].get(r["claims"]["c"]["key"]), r["claims"]["c"]["key"]))
+  row("(d) verdict (both penalties > control at the test delay, Wilcoxon p < 0.05)",
+      lambda r: verdict("d")(r) + " at {}".format(r["claims"]["d"]["delay"]))
+  for which in ("test", "longest"):
     for m in ("slow_points", "center_mass"):
-      row(f"(d) {m} − control at {delay}",
-          lambda r, delay=delay, m=m: _fmt_diff(r["claims"]["d"]["table"][delay]["diffs"][m]))
+      row(f"(d) {m} − control at the {which} delay",
+          lambda r, which=which, m=m: "{}: {}".format(
+              _d_delay(r, which), _fmt_diff(r["claims"]["d"]["table"][_d_delay(r, which)]["diffs"][m])))
   groups = sorted({g for r in results.values() if r["claims"]["d"]
                    for g in r["claims"]["d"].get("by_group", {})})
   for g in groups:
-    row(f"(d) {g}: slow_points / center_mass − control at 500", lambda r, g=g: " / ".join(
+    row(f"(d) {g}: slow_points / center_mass − control at the test delay", lambda r, g=g: " / ".join(
         f"{sig.signed(v['mean'])} ({v['positive']}/{v['n']})"
         for v in (r["claims"]["d"]["by_group"][g][m] for m in ("slow_points", "center_mass"))))
   for m in ("slow_points", "center_mass"):
     row(f"(d) {m} cost at the training delays (mean, worst)", lambda r, m=m: "{}, {}".format(
         sig.signed(r["claims"]["d"]["training_delay_cost"][m]["mean"]),
         sig.signed(r["claims"]["d"]["training_delay_cost"][m]["worst"])))
-  row("(d) control's room at 500 (pooled training-delay accuracy − control)", lambda r: (
+  row("(d) control's room at the test delay (pooled training-delay accuracy − control)", lambda r: (
       "{:.3f} ({:.3f} to {:.3f})".format(*[r["claims"]["d"]["control_headroom"][k]
                                           for k in ("mean", "min", "max")])
       if "control_headroom" in r["claims"]["d"] else _room(r)))
@@ -157,6 +160,12 @@ def _high(r):
   return r["claims"]["a"].get("high", report.HIGH)
 
 
+def _d_delay(r, which):
+  """Claim (d)'s test delay of a grid, or the longest delay of its table (a str)."""
+  d = r["claims"]["d"]
+  return str(d["delay"]) if which == "test" else max(d["table"], key=int)
+
+
 def _range(v):
   return min(v), max(v)
 
@@ -171,11 +180,12 @@ def _effect(r, kind):
 
 
 def _room(r):
-  """The control's room at 500 when (d) held (the report adds it only when it did not)."""
+  """The control's room at the test delay when (d) held (the report adds it only when it did
+  not)."""
   ev = r["ev"]
   vals = []
   for x in ev.have:
-    c = report._acc(x, 500, "control")  # pylint: disable=protected-access
+    c = report._acc(x, r["claims"]["d"]["delay"], "control")  # pylint: disable=protected-access
     if c is not None:
       vals.append(report._pooled_training_accuracy(x, ev.train_delays)[0] - c)  # pylint: disable=protected-access
   return "{:.3f} ({:.3f} to {:.3f})".format(sum(vals) / len(vals), min(vals), max(vals))

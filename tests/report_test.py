@@ -153,6 +153,14 @@ def test_claim_a_is_relative_to_a_ceiling_below_the_solved_level():
   assert not report.claim_a(ev, [good, fair])[0]["held"]
 
 
+def test_claims_c_and_d_are_tested_at_their_data_sets_delay():
+  mnist, cifar = dict(dataset="mnist"), dict(dataset="cifar10")
+  assert report.test_delay([mnist, mnist], [50, 500, 2000]) == 500
+  assert report.test_delay([cifar], [50, 100, 500, 1000]) == 100
+  assert report.test_delay([mnist, cifar], [100, 500, 1000]) == 500  # a mix: MNIST's
+  assert report.test_delay([cifar], [50, 200]) == 200  # not evaluated there: the longest
+
+
 def test_claim_b_when_it_does_not_hold_names_the_least_accurate_network(tmp_path):
   ev = report.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500, 2000],
                        seq_len=20)
