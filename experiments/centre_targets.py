@@ -17,7 +17,8 @@ steps after the stimulus) and measures, in the network's speed coordinates (GRU:
             nearest slow point the fine-tuned network reads out as the class;
   long      test trials at `delay` (classes balanced): the state just before the trigger against
             both target sets: how often the nearest target is the trial's own class, the mean
-            distance to the own target, and the report accuracy, for each fine-tuned network.
+            distance to the own target, and the report accuracy, for each fine-tuned network
+            (lstm_penalty.nearest_targets).
 
 Writes <out>/centre_targets.json (resumes: networks already measured are skipped) and
 <out>/centre_targets.md (report).
@@ -50,32 +51,11 @@ def _coords(model, states):
   return model.cell.speed_coordinates(tf.constant(np.nan_to_num(states), tf.float32)).numpy()
 
 
-def _long(model, cfg, source, targets, delay, num):
-  """Per target set: nearest-is-own, mean distance to the own target; and the accuracy."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
-  gen = trials.generator_for(source, "test", cfg)
-  batch = gen.sample(tf.constant([cfg.seed, 77_001], tf.int64), num, delay + 10, delay=delay,
-                     classes=tf.range(num) % 10)
-  logits, states = model(batch["inputs"], training=False)
-  t_a, classes, idx = batch["t_a"].numpy(), batch["classes"].numpy(), np.arange(num)
-  before = _coords(model, states.numpy()[idx, t_a - 1])
-  out = dict(accuracy=float(np.mean(
-      np.argmax(logits.numpy()[idx, t_a, 1:], axis=-1) == classes)))
-  for name, tg in targets.items():
-    live = np.isfinite(tg).all(axis=1)
-    d = np.linalg.norm(before[:, None] - _coords(model, tg)[None], axis=-1)
-    d[:, ~live] = np.inf
-    own = d[idx, classes]
-    out[name] = dict(nearest_is_own=float(np.mean(np.argmin(d, axis=1) == classes)),
-                     distance_own=float(np.mean(own[np.isfinite(own)])))
-  return out
-
-
 def measure(run_dir, delay, num):
   from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
   from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+  import lstm_penalty  # pylint: disable=g-import-not-at-top  (beside this file)
   ft = run_dir + "_finetune"
   targets = {name: _targets(ft, name) for name in TARGETS}
   cfg, source, parent = analysis.restore(run_dir)
@@ -96,7 +76,7 @@ def measure(run_dir, delay, num):
   for mode in MODES:
     _, _, run = analysis.restore(os.path.join(ft, mode))
     row["speed"][mode] = speeds(run.model)
-    row["long"][mode] = _long(run.model, cfg, source, targets, delay, num)
+    row["long"][mode] = lstm_penalty.nearest_targets(run.model, cfg, source, targets, delay, num)
     row["moved"][mode] = _moved(run.model, os.path.join(ft, mode), targets["slow_points"])
   return row
 

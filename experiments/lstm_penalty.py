@@ -94,26 +94,39 @@ def gradients(model, cfg, targets, batch):
   return dict(task_loss=float(loss), penalty=float(penalty), rows=rows)
 
 
-def long_delay(model, cfg, source, targets, delay=500, num=200):
+def nearest_targets(model, cfg, source, target_sets, delay=500, num=200):
+  """Test trials at `delay` (classes balanced): the report accuracy and, for each named target
+  set [10, S] (NaN rows: classes without a target), how often the state just before the
+  trigger is nearest its own class's target, the mean distance to that target and the median
+  distance between targets, all in the network's speed coordinates."""
   gen = trials.generator_for(source, "test", cfg)
-  length = delay + 10
-  batch = gen.sample(tf.constant([cfg.seed, 77_001], tf.int64), num, length, delay=delay,
+  batch = gen.sample(tf.constant([cfg.seed, 77_001], tf.int64), num, delay + 10, delay=delay,
                      classes=tf.range(num) % 10)
   logits, states = model(batch["inputs"], training=False)
   t_a = batch["t_a"].numpy() if "t_a" in batch else batch["t_s"].numpy() + delay
-  classes = batch["classes"].numpy()
-  idx = np.arange(num)
-  before = model.cell.speed_coordinates(tf.constant(states.numpy()[idx, t_a - 1])).numpy()
-  tg = model.cell.speed_coordinates(tf.constant(np.nan_to_num(targets), tf.float32)).numpy()
-  d = np.linalg.norm(before[:, None] - tg[None], axis=-1)
-  d[:, ~np.isfinite(targets).all(axis=1)] = np.inf
-  pred = np.argmax(logits.numpy()[idx, t_a, 1:], axis=-1)
-  own = d[idx, classes]
-  return dict(nearest_is_own=float(np.mean(np.argmin(d, axis=1) == classes)),
-              distance_own=float(np.mean(own[np.isfinite(own)])),
-              distance_between_targets=float(np.median(
-                  np.linalg.norm(tg[:, None] - tg[None], axis=-1)[np.triu_indices(10, 1)])),
-              accuracy=float(np.mean(pred == classes)))
+  classes, idx = batch["classes"].numpy(), np.arange(num)
+
+  def coords(x):
+    return model.cell.speed_coordinates(tf.constant(np.nan_to_num(x), tf.float32)).numpy()
+
+  before = coords(states.numpy()[idx, t_a - 1])
+  out = dict(accuracy=float(np.mean(np.argmax(logits.numpy()[idx, t_a, 1:], -1) == classes)))
+  for name, targets in target_sets.items():
+    tg = coords(targets)
+    d = np.linalg.norm(before[:, None] - tg[None], axis=-1)
+    d[:, ~np.isfinite(targets).all(axis=1)] = np.inf
+    own = d[idx, classes]
+    out[name] = dict(nearest_is_own=float(np.mean(np.argmin(d, axis=1) == classes)),
+                     distance_own=float(np.mean(own[np.isfinite(own)])),
+                     distance_between_targets=float(np.median(
+                         np.linalg.norm(tg[:, None] - tg[None], axis=-1)[np.triu_indices(10, 1)])))
+  return out
+
+
+def long_delay(model, cfg, source, targets, delay=500, num=200):
+  """nearest_targets for one target set, flat."""
+  out = nearest_targets(model, cfg, source, {"targets": targets}, delay, num)
+  return dict(out["targets"], accuracy=out["accuracy"])
 
 
 def main(argv=None):

@@ -76,6 +76,39 @@ def test_centre_targets_moved_is_the_distance_to_the_nearest_point_of_the_class(
   assert centre_targets._moved(model, str(tmp_path), targets) is None  # pylint: disable=protected-access
 
 
+def test_nearest_targets_measures_each_target_set_on_the_same_trials():
+  import lstm_penalty  # pylint: disable=g-import-not-at-top
+  from haviv_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from haviv_tf import datasets  # pylint: disable=g-import-not-at-top
+  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  source = datasets.load("mnist_sample")
+  cfg = config_lib.resolve("quick", "mnist_sample", dict(arch="gru", units=4))
+  model = models.build(cfg, source.frame_shape)
+  same = np.tile(np.array([[0.1, -0.2, 0.3, 0.0]], np.float32), [10, 1])
+  only3 = np.full([10, 4], np.nan, np.float32)
+  only3[3] = [0.5, 0.5, -0.5, 0.2]
+  out = lstm_penalty.nearest_targets(model, cfg, source, dict(same=same, only3=only3),
+                                     delay=6, num=40)
+  assert 0.0 <= out["accuracy"] <= 1.0
+  # Every class's target at one point: all ties, the first (class 0) is nearest: 4 of 40.
+  assert out["same"]["nearest_is_own"] == pytest.approx(0.1)
+  assert out["same"]["distance_between_targets"] == 0.0
+  # One class with a target: it is everyone's nearest (4 of 40 are that class); the distance
+  # to the own target is over those 4 trials only, and matches a direct computation.
+  assert out["only3"]["nearest_is_own"] == pytest.approx(0.1)
+  gen = trials.generator_for(source, "test", cfg)
+  batch = gen.sample(tf.constant([cfg.seed, 77_001], tf.int64), 40, 16, delay=6,
+                     classes=tf.range(40) % 10)
+  _, states = model(batch["inputs"], training=False)
+  t_a = batch["t_a"].numpy()
+  mine = np.flatnonzero(batch["classes"].numpy() == 3)
+  direct = np.linalg.norm(states.numpy()[mine, t_a[mine] - 1] - only3[3], axis=-1).mean()
+  assert out["only3"]["distance_own"] == pytest.approx(direct, rel=1e-5)
+  flat = lstm_penalty.long_delay(model, cfg, source, only3, delay=6, num=40)
+  assert flat == dict(out["only3"], accuracy=out["accuracy"])
+
+
 def test_centre_targets_report_averages_each_type(tmp_path, capsys):
   def row(arch, acc, speed):
     long = {m: dict(accuracy=acc, slow_points=dict(nearest_is_own=1.0, distance_own=2.0),
