@@ -247,13 +247,21 @@ def _nanmedian(x):
   return float(np.median(x)) if len(x) else None
 
 
-def post_stimulus_trajectories(model, generator, seed, num=100, steps=20):
+TRAJECTORY_FRAMES = 2048  # frames per network call (a CNN's activations: ~1 GB at 32x32x128)
+
+
+def post_stimulus_trajectories(model, generator, seed, num=100, steps=20,
+                               max_frames=TRAJECTORY_FRAMES):
   """States for `steps` steps from the stimulus on (noise after it, trigger off) of `num` test
   trials, classes balanced: ([num, steps, S], classes [num]). The same trials for every network
-  of one seed, so figures of different networks compare."""
-  batch = generator.sample(tf.constant([seed, 31_337], tf.int64), num, 2 * steps,
-                           delay=2 * steps - 1, classes=tf.range(num) % 10)
-  states = model.run(batch["inputs"]).numpy()
+  of one seed, so figures of different networks compare. The trials run through the network
+  `max_frames` frames at a time (trials are independent: the states do not depend on it)."""
+  length = 2 * steps
+  batch = generator.sample(tf.constant([seed, 31_337], tf.int64), num, length,
+                           delay=length - 1, classes=tf.range(num) % 10)
+  rows = max(1, int(max_frames) // length)
+  states = np.concatenate([model.run(batch["inputs"][lo:lo + rows]).numpy()
+                           for lo in range(0, num, rows)])
   t_s = batch["t_s"].numpy()
   return (np.stack([states[i, t_s[i]:t_s[i] + steps] for i in range(num)]),
           batch["classes"].numpy())

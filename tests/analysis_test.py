@@ -9,7 +9,10 @@ import tensorflow as tf
 from haviv_tf import analysis
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
+from haviv_tf import datasets
+from haviv_tf import models
 from haviv_tf import slow_points
+from haviv_tf import trials
 
 
 def test_train_and_analyze_writes_every_artifact(tmp_path):
@@ -66,3 +69,21 @@ def test_restore_refuses_a_workdir_without_a_model(tmp_path):
   artifacts.write_json(str(tmp_path / "config.json"), dict(config=cfg.to_dict()))
   with pytest.raises(artifacts.RunError, match="no trained model"):
     analysis.restore(str(tmp_path))
+
+
+def test_post_stimulus_trajectories_do_not_depend_on_the_frames_per_call():
+  # 1000 CIFAR-10 trials of 32 frames in one CNN call need ~16 GB of activations: the trials run
+  # in slices of max_frames frames, and a slice boundary must not change any state.
+  rng = np.random.default_rng(0)
+  split = datasets.Split(rng.integers(0, 256, [20, 8, 8, 3], dtype=np.uint8),
+                         np.arange(20, dtype=np.int32) % 10)
+  gen = trials.TrialGenerator(split, np.float32([.5, .4, .3]), np.float32([.2, .2, .2]))
+  model = models.DelayedClassifier(units=4, frame_shape=(8, 8, 3), encoder="cnn")
+  whole, classes = analysis.post_stimulus_trajectories(model, gen, 3, num=7, steps=3,
+                                                       max_frames=10_000)
+  sliced, classes2 = analysis.post_stimulus_trajectories(model, gen, 3, num=7, steps=3,
+                                                         max_frames=12)   # 2 trials a call
+  assert whole.shape == (7, 3, model.state_size)
+  np.testing.assert_array_equal(classes, np.arange(7))
+  np.testing.assert_array_equal(classes2, classes)
+  np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-6)

@@ -42,7 +42,7 @@ def test_compare_grids_recomputes_the_committed_report_from_the_run_files():
   assert numbers["c"]["predictors"]["best"] == saved["c"]["predictors"]["best"]
   lines = compare_grids.rows({"small": dict(claims=numbers, n=n, of=of, ev=_)})
   assert lines[0] == "| | small |"
-  assert "| (d) slow_points − control at 500 | +0.037 (6/8 > 0, p 0.15) |" in lines
+  assert "| (d) slow_points − control at the test delay | 500: +0.037 (6/8 > 0, p 0.15) |" in lines
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(MEDIUM, "runs", sweep.GRID_FILE)),
