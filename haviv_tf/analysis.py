@@ -1,6 +1,7 @@
 """What follows training in a workdir: long-delay evaluation, slow points, export, figures."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -250,6 +251,34 @@ def _nanmedian(x):
 TRAJECTORY_FRAMES = 2048  # frames per network call (a CNN's activations: ~1 GB at 32x32x128)
 
 
+def analysed(cfg, workdir, step, sp_config=None, recipe="default") -> bool:
+  """Whether `workdir` holds after_training's whole output for the network at `step`: every
+  evaluation delay of `cfg` at its trial count, slow points of this recipe, search settings and
+  file format, and a SavedModel exported from this step."""
+  path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  model_dir = os.path.join(workdir, SAVED_MODEL_DIR)
+  if not (os.path.exists(path) and os.path.isdir(model_dir)):
+    return False
+  try:
+    r = artifacts.read_json(path)
+  except (OSError, ValueError):
+    return False
+  sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
+  trials_by_delay = r.get("trials_per_delay") or {}
+  if not (r.get("step") == step and r.get("slow_points_step") == step
+          and r.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
+          and r.get("slow_points_recipe") == recipe
+          and r.get("slow_point_config") == json.loads(json.dumps(
+              dataclasses.asdict(sp_config), default=artifacts.jsonable))
+          and all(trials_by_delay.get(str(int(d))) == cfg.eval_trials
+                  for d in cfg.eval_delays)):
+    return False
+  try:
+    return export.load_metadata(model_dir)["metadata"].get("step") == step
+  except Exception:  # pylint: disable=broad-except
+    return False     # an unreadable export is redone
+
+
 def post_stimulus_trajectories(model, generator, seed, num=100, steps=20,
                                max_frames=TRAJECTORY_FRAMES):
   """States for `steps` steps from the stimulus on (noise after it, trigger off) of `num` test
@@ -296,7 +325,17 @@ def train_and_analyze(cfg: config_lib.Config, workdir: str, overwrite: bool = Fa
 
 
 def after_training(cfg, run, source, workdir, sp_config=None, recipe="default") -> dict:
-  """Evaluation, slow points and export, in that order; returns results.json's content."""
+  """Evaluation, slow points and export, in that order; returns results.json's content.
+
+  Skipped when `workdir` already holds all three for this network (`analysed`): re-running a
+  finished run (a grid resuming) costs a restore, not a second analysis (a CIFAR-10 network's
+  takes about 16 minutes). --mode=evaluate / slow_points / export redo one part on request.
+  """
+  path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  if analysed(cfg, workdir, run.step, sp_config, recipe):
+    print(f"{workdir}: already evaluated, searched for slow points and exported at step "
+          f"{run.step}; nothing to do")
+    return artifacts.read_json(path)
   evaluate(cfg, run, source, workdir)
   find_slow_points(cfg, run, source, workdir, sp_config, recipe=recipe)
   export_model(cfg, run, source, workdir)

@@ -1,5 +1,6 @@
 """A tiny run trained, then evaluated, searched for slow points and exported in its workdir."""
 
+import dataclasses
 import json
 import os
 
@@ -15,7 +16,7 @@ from haviv_tf import slow_points
 from haviv_tf import trials
 
 
-def test_train_and_analyze_writes_every_artifact(tmp_path):
+def test_train_and_analyze_writes_every_artifact(tmp_path, monkeypatch):
   workdir = str(tmp_path / "run")
   cfg = config_lib.resolve("quick", "mnist_sample", dict(
       units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
@@ -59,6 +60,22 @@ def test_train_and_analyze_writes_every_artifact(tmp_path):
   assert cfg2 == cfg and run.step == 20
   again = analysis.evaluate(cfg2, run, source, workdir)
   assert again["accuracy_by_delay"] == results["accuracy_by_delay"]
+
+  # Re-running the finished run resumes: nothing is evaluated, searched or exported again ...
+  assert analysis.analysed(cfg, workdir, 20, sp)
+  def refuse(*args, **kwargs):
+    raise AssertionError("the finished analysis ran again")
+  for name in ("evaluate", "find_slow_points", "export_model"):
+    monkeypatch.setattr(analysis, name, refuse)
+  assert analysis.train_and_analyze(cfg, workdir, verbose=0, sp_config=sp) == results
+  # ... but any change to what the analysis would produce, or a missing part, redoes it.
+  assert not analysis.analysed(cfg, workdir, 21, sp)
+  assert not analysis.analysed(cfg, workdir, 20, slow_points.SlowPointConfig(max_iters=800))
+  assert not analysis.analysed(cfg, workdir, 20, sp, recipe="paper")
+  assert not analysis.analysed(dataclasses.replace(cfg, eval_trials=40), workdir, 20, sp)
+  assert not analysis.analysed(dataclasses.replace(cfg, eval_delays=(5, 40, 80)), workdir, 20, sp)
+  os.rename(os.path.join(workdir, analysis.SAVED_MODEL_DIR), str(tmp_path / "moved"))
+  assert not analysis.analysed(cfg, workdir, 20, sp)
 
 
 def test_restore_refuses_a_workdir_without_a_model(tmp_path):
