@@ -347,7 +347,9 @@ def _study():
   _import_quietly()
   from haviv_tf import report  # pylint: disable=g-import-not-at-top
   ran = sum(r["status"] == "done" for r in results)
-  summary = report.build(root, _OUT.value, wall_seconds=wall if ran == len(results) else None)
+  # The launcher's own wall time covers the grid only if it ran every run from the start.
+  whole = ran == len(results) and not any(r.get("resumed") for r in results)
+  summary = report.build(root, _OUT.value, wall_seconds=wall if whole else None)
   held = ", ".join(f"({k}) {'yes' if v['held'] else ('n/a' if v['held'] is None else 'no')}"
                    for k, v in summary["claims"].items())
   print(f"{os.path.join(_OUT.value or root, report.REPORT_MD)}: {summary['analysed']} of "

@@ -30,6 +30,7 @@ from haviv_tf import artifacts
 from haviv_tf import config as config_lib
 
 DONE_FILE = "sweep_done.json"
+ATTEMPTS_FILE = "sweep_attempts.json"  # every step attempt's start and end, over invocations
 LOCK_DIR = "locks"
 LOG_DIR = "logs"
 GRID_FILE = "grid.json"
@@ -267,7 +268,9 @@ def run_one(spec: RunSpec, root: str, data_dir: str = "", threads: int = 0,
             runner: Optional[Callable] = None) -> dict:
   """Runs (or resumes) every step of one run, under its claim.
 
-  Returns {"name", "status": done | skipped | busy | failed, "seconds", "failed_step"?}.
+  Returns {"name", "status": done | skipped | busy | failed, "seconds", "failed_step"?,
+  "resumed"?} (resumed: steps of this run were attempted by an earlier invocation). The done
+  file's seconds_per_step sums every timed attempt of a step, over all invocations.
   `runner(step, argv, env, log_path)` -> exit code replaces the subprocess call (tests).
   """
   t0 = time.time()
@@ -282,21 +285,50 @@ def run_one(spec: RunSpec, root: str, data_dir: str = "", threads: int = 0,
     env = thread_env(threads) if threads else dict(os.environ)
     log_dir = os.path.join(root, LOG_DIR)
     os.makedirs(log_dir, exist_ok=True)
-    steps = {}
+    attempts_path = os.path.join(root, spec.name, ATTEMPTS_FILE)
+    attempts = read_attempts(attempts_path)
+    resumed = bool(attempts)
     for step, argv in commands(spec, root, data_dir):
       log = os.path.join(log_dir, f"{spec.name}.{step}.log")
-      s0 = time.time()
+      # Recorded before the step starts: a process killed mid-step leaves an attempt without an
+      # end (counted as interrupted, its time unknown).
+      attempt = dict(step=step, start=round(time.time(), 1), end=None, code=None,
+                     threads=threads)
+      attempts.append(attempt)
+      _write_attempts(attempts_path, attempts)
       code = (runner or _subprocess)(step, argv, env, log)
-      steps[step] = round(time.time() - s0, 1)
+      attempt.update(end=round(time.time(), 1), code=code)
+      _write_attempts(attempts_path, attempts)
       if code != 0:
         return dict(name=spec.name, status="failed", failed_step=step, log=log,
-                    seconds=time.time() - t0)
+                    seconds=time.time() - t0, resumed=resumed)
+    timed = [a for a in attempts if a["end"] is not None]
+    steps = {}
+    for a in timed:
+      steps[a["step"]] = round(steps.get(a["step"], 0.0) + a["end"] - a["start"], 1)
     artifacts.write_json(os.path.join(root, spec.name, DONE_FILE), dict(
         spec=spec.to_dict(), seconds_per_step=steps, threads=threads,
+        intervals=[[a["start"], a["end"]] for a in timed],
+        interrupted=len(attempts) - len(timed),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-    return dict(name=spec.name, status="done", seconds=time.time() - t0)
+    return dict(name=spec.name, status="done", seconds=time.time() - t0, resumed=resumed)
   finally:
     claim.release()
+
+
+def read_attempts(path: str) -> list:
+  """The step attempts recorded for a run so far (each sweep invocation adds its own)."""
+  if not os.path.exists(path):
+    return []
+  try:
+    return list(artifacts.read_json(path)["attempts"])
+  except (ValueError, KeyError, TypeError):
+    return []  # unreadable: timing restarts; the run's results are not affected
+
+
+def _write_attempts(path: str, attempts: list):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  artifacts.write_json(path, dict(attempts=attempts))
 
 
 def _subprocess(step, argv, env, log_path):

@@ -323,6 +323,19 @@ def test_study_mode_runs_the_grid_and_writes_the_report(tmp_path):
   with open(os.path.join(root, specs[0].name, sweep.DONE_FILE)) as f:
     assert json.load(f) == done
   with open(os.path.join(root, "REPORT.md")) as f:  # nothing ran: from the runs' records
-    assert "wall time with at least one network running (from the runs' records)" in f.read()
+    text = f.read()
+  assert "wall time with at least one network running (from the runs' records)" in text
+  assert "recorded only the sweep invocation" not in text
+  # A run finished before attempts were kept: its time is flagged, no wall time is guessed.
+  done_path = os.path.join(root, specs[0].name, sweep.DONE_FILE)
+  legacy = {k: v for k, v in done.items() if k not in ("intervals", "interrupted")}
+  with open(done_path, "w") as f:
+    json.dump(legacy, f)
+  report.build(root)
+  with open(os.path.join(root, "REPORT.md")) as f:
+    text = f.read()
+  assert ("1 of 1 runs recorded only the sweep invocation that finished them, so time spent "
+          "before a resume is not in this sum") in text
+  assert "wall time" not in text
   bad = subprocess.run(cmd[:-2] + ["--grid=paper"], capture_output=True, text=True)
   assert bad.returncode == 1 and "holds the 'tiny' grid" in bad.stderr

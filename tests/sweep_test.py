@@ -127,7 +127,35 @@ def test_finished_runs_are_skipped_and_failed_ones_rerun(tmp_path):
   third = sweep.run_local(specs, root, runner=_recording_runner(calls), progress=None)
   assert [r["status"] for r in third] == ["skipped"] * 4 and not calls
   with open(os.path.join(root, specs[0].name, sweep.DONE_FILE)) as f:
-    assert json.load(f)["spec"]["name"] == specs[0].name
+    done = json.load(f)
+  assert done["spec"]["name"] == specs[0].name
+  # Its time covers both invocations: every attempt of the first (up to the failed compare)
+  # and all six of the second, each step's seconds summed over its attempts.
+  first_steps = [step for step, _ in sweep.commands(specs[0], root, "")]
+  n_first = first_steps.index("compare") + 1
+  assert len(done["intervals"]) == n_first + 6 and done["interrupted"] == 0
+  assert set(done["seconds_per_step"]) == set(first_steps)
+  assert all(end >= start for start, end in done["intervals"])
+  assert [r.get("resumed") for r in second] == [True, True, False, False]
+
+
+def test_interrupted_step_attempts_are_counted_not_timed(tmp_path):
+  spec = sweep.expand(_tiny_grid())[0]
+  root = str(tmp_path)
+  path = os.path.join(root, spec.name, sweep.ATTEMPTS_FILE)
+  os.makedirs(os.path.dirname(path))
+  # A launcher killed during training left an attempt without an end.
+  with open(path, "w") as f:
+    json.dump(dict(attempts=[dict(step="train", start=100.0, end=None, code=None)]), f)
+  (res,) = sweep.run_local([spec], root, runner=_recording_runner([]), progress=None)
+  assert res["status"] == "done" and res["resumed"]
+  with open(os.path.join(root, spec.name, sweep.DONE_FILE)) as f:
+    done = json.load(f)
+  assert done["interrupted"] == 1 and len(done["intervals"]) == 6
+  assert len(sweep.read_attempts(path)) == 7
+  with open(path, "w") as f:
+    f.write("{not json")
+  assert sweep.read_attempts(path) == []
 
 
 def test_two_launchers_never_run_the_same_job_twice(tmp_path):
