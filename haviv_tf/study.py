@@ -85,13 +85,15 @@ def correlations(rows, delays) -> dict:
   return out
 
 
-def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000)) -> dict:
+def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000), predictor_delays=None) -> dict:
   """Writes analysis.json, analysis.md and speed_vs_accuracy.png to `out_dir`.
 
   Args:
     workdirs: finished runs (results.json with slow_point_speed and per-class accuracies).
     out_dir: where to write.
     delays: long delays to correlate against (those a run lacks are skipped).
+    predictor_delays: delays of the predictor ranking (default PREDICTOR_DELAYS; those not
+      in `delays` are skipped).
 
   Raises:
     artifacts.RunError: a workdir is not a finished run with slow points.
@@ -103,7 +105,7 @@ def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000)) -> dict:
   if not have:
     raise artifacts.RunError(f"none of the runs was evaluated at delays {list(delays)}")
   corr = correlations(rows, have)
-  pred_delays = [d for d in PREDICTOR_DELAYS if d in have] or have
+  pred_delays = [d for d in (predictor_delays or PREDICTOR_DELAYS) if d in have] or have
   ranking = rank_predictors(rows, pred_delays)
   os.makedirs(out_dir, exist_ok=True)
   result = dict(workdirs=list(workdirs), delays=have, rows=_finite_rows(rows), correlations=corr,

@@ -12,7 +12,7 @@ from haviv_tf import config as config_lib
 from haviv_tf import study
 
 
-def _fake_run(path, protocol, arch, speeds, accs, preds=None, fmt=2):
+def _fake_run(path, protocol, arch, speeds, accs, preds=None, fmt=2, accs_100=None):
   os.makedirs(path)
   cfg = config_lib.resolve("quick", "mnist", dict(protocol=protocol, arch=arch))
   artifacts.write_json(os.path.join(path, "config.json"), dict(config=cfg.to_dict()))
@@ -22,7 +22,8 @@ def _fake_run(path, protocol, arch, speeds, accs, preds=None, fmt=2):
       slow_point_readout={str(c): c for c in range(10)}, slow_points_format=fmt,
       memory_predictors={k: {str(c): v for c, v in enumerate(vals)} for k, vals in
                          dict(speed=speeds, **preds).items()},
-      per_class_accuracy_by_delay={"500": list(accs), "5": [1.0] * 10}))
+      per_class_accuracy_by_delay={"500": list(accs), "5": [1.0] * 10,
+                                   **({"100": list(accs_100)} if accs_100 else {})}))
 
 
 def test_analyze_table_correlations_and_plot(tmp_path):
@@ -133,3 +134,21 @@ def test_predictor_intervals_do_not_depend_on_the_order_of_the_runs(tmp_path):
       a, b = one["table"][name]["500"][kind], two["table"][name]["500"][kind]
       assert (a["low"], a["rho"], a["high"]) == (b["low"], b["rho"], b["high"])
       assert a["low"] < a["rho"] < a["high"]
+
+
+def test_predictors_can_be_ranked_at_a_delay_below_the_default_ones(tmp_path):
+  rng = np.random.default_rng(2)
+  runs = []
+  for k in range(3):
+    acc = rng.uniform(0.1, 1.0, 10)
+    path = str(tmp_path / f"run{k}")
+    _fake_run(path, "decu", "gru", (10.0 ** rng.uniform(-6, -2, 10)).tolist(), [0.1] * 10,
+              preds=dict(com_drift=(1 - acc).tolist()), accs_100=acc.tolist())
+    runs.append(path)
+  default = study.analyze(runs, str(tmp_path / "a"), delays=(100, 500))["predictors"]
+  assert set(default["best"]) == {"500"}  # 100 is below study.PREDICTOR_DELAYS
+  ranked = study.analyze(runs, str(tmp_path / "b"), delays=(100, 500),
+                         predictor_delays=(100, 200, 500))["predictors"]
+  assert set(ranked["best"]) == {"100", "500"}  # 200 was never evaluated
+  assert ranked["best"]["100"] == "com_drift"
+  assert ranked["table"]["com_drift"]["100"]["pooled"]["rho"] == pytest.approx(-1.0)
