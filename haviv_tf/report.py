@@ -8,6 +8,7 @@ are printed so that the reader can judge.
 
 import dataclasses
 import datetime
+import math
 import os
 import platform
 import shutil
@@ -45,6 +46,7 @@ HIGH = 0.98            # (a): the plain classifier's level on MNIST (experiments
 TEST_DELAY = {"mnist": 500, "cifar10": 100}
 WIDE = 0.2             # (b): networks differ widely if accuracies at a long delay span >= this
 ALPHA = 0.05
+CHANCE = 0.1  # report accuracy of a guess among the 10 classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -814,9 +816,28 @@ def section_c_predictors(res, recs):
            + ", ".join(f"{k} {v}" for k, v in stops.items()) + "."]
   ranking = res["predictors"]
   lines += ["", study.predictors_markdown(ranking, title_level="###")]
+  at_chance = chance_delays(recs, sorted(int(d) for d in ranking["best"]))
+  if at_chance:
+    lines += ["", f"At delay {', '.join(map(str, at_chance))} every network is at chance "
+              f"(report accuracy within two standard errors of {CHANCE}): per-class accuracy "
+              "there says which class a network falls back to, not how long it remembers, so "
+              "those columns do not rank memory."]
   summary = dict(recipes=recipes, in_box=inside, points=points, stop_reasons=stops,
-                 best=ranking["best"], table=ranking["table"])
+                 best=ranking["best"], table=ranking["table"], at_chance=at_chance)
   return lines, summary
+
+
+def chance_delays(recs, delays) -> list:
+  """The delays (of `delays`) at which every network's report accuracy is within two binomial
+  standard errors of chance (1 in 10 classes), given each run's trial count there."""
+  out = []
+  for d in delays:
+    accs = [((r["results"] or {}).get("accuracy_by_delay", {}).get(str(d)),
+             (r["results"] or {}).get("trials_per_delay", {}).get(str(d))) for r in recs]
+    if accs and all(a is not None and n and a <= CHANCE + 2 * math.sqrt(
+        CHANCE * (1 - CHANCE) / n) for a, n in accs):
+      out.append(d)
+  return out
 
 
 def write_hparams(root: str, recs) -> None:
