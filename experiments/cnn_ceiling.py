@@ -17,6 +17,7 @@ table of what it measured, with the machine context.
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -116,7 +117,12 @@ def main():
                  f"{train_acc:.4f} | {test_acc:.4f} | {seconds:.0f} |")
     print(lines[-1], flush=True)
   if args.out:
-    artifacts.write_text(args.out, "\n".join(lines) + "\n")
+    # A document on its own: what it is, the command that wrote it and when, then the table.
+    head = [f"# {parser.description}", "",
+            f"Written by `python3 experiments/{os.path.basename(__file__)} "
+            f"{shlex.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+            ""]
+    artifacts.write_text(args.out, "\n".join(head + lines) + "\n")
   if args.json:
     artifacts.write_json(args.json, dict(
         dataset="cifar10", model=f"the `{args.cnn}` CNN front end with a 10-way linear read-out, "

@@ -151,8 +151,13 @@ def test_cnn_ceiling_writes_the_ceiling_a_report_reads(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "experiments", "cnn_ceiling.py"), "--data_dir",
        str(tmp_path), "--steps", "3", "--batch", "4", "--seeds", "0,1", "--json",
-       str(out / report.CEILING_JSON)], capture_output=True, text=True, timeout=300, check=False)
+       str(out / report.CEILING_JSON), "--out", str(out / "ceiling.md")],
+      capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(out / "ceiling.md") as f:
+    md = f.read().splitlines()
+  assert md[0].startswith("# ") and "--steps 3 --batch 4 --seeds 0,1" in md[2]
+  assert sum(line.startswith("| 3 | 12 (") for line in md) == 2  # a row per seed
   ceiling = report._read_ceiling(str(out))  # pylint: disable=protected-access
   assert ceiling["dataset"] == "cifar10" and "--steps 3 --batch 4" in ceiling["measured_by"]
   assert [r["seed"] for r in ceiling["runs"]] == [0, 1]
