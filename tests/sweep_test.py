@@ -40,6 +40,13 @@ def test_small_and_paper_grids_expand_to_stable_unique_names():
   assert sum(s.dataset == "cifar10" for s in paper) == 20
   assert paper[0].config().train_steps == 140_000
   assert len({s.name for s in paper}) == len(paper)
+  # The paper grid's first 8 MNIST networks, seed 0's four first, named as in the paper grid.
+  first = sweep.expand(sweep.get_grid("paper_mnist"))
+  assert [s.name for s in first[:5]] == [
+      "mnist-vocu-gru-paper-s0", "mnist-vocu-lstm-paper-s0", "mnist-decu-gru-paper-s0",
+      "mnist-decu-lstm-paper-s0", "mnist-vocu-gru-paper-s1"]
+  assert len(first) == 8 and {s.name for s in first} <= {s.name for s in paper}
+  assert first[0].config() == paper[0].config()
   # Names are a function of the config: overrides add a stable hash.
   a = sweep.expand(_tiny_grid())
   b = sweep.expand(_tiny_grid())
