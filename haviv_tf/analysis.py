@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -13,6 +14,7 @@ from haviv_tf import datasets
 from haviv_tf import distribute
 from haviv_tf import evaluation
 from haviv_tf import export
+from haviv_tf import memory
 from haviv_tf import plotting
 from haviv_tf import predictors
 from haviv_tf import slow_points as slow_points_lib
@@ -67,26 +69,68 @@ def _tb_image(writer, name, fig, step):
     tf.summary.image(name, tf.image.decode_png(png)[None], step=step)
 
 
-def evaluate(cfg, run, source, workdir, delays=None, num_trials=None) -> dict:
-  """Accuracy vs. delay on test trials -> results.json, accuracy_vs_delay.png, TensorBoard."""
+EVAL_TABLES = ("accuracy_by_delay", "full_trial_accuracy_by_delay", "per_class_accuracy_by_delay",
+               "per_class_full_trial_accuracy_by_delay", "trials_per_delay")
+
+
+def evaluate(cfg, run, source, workdir, delays=None, num_trials=None, overwrite=False,
+             until_chance=False, log=print) -> dict:
+  """Accuracy vs. delay on test trials -> results.json, accuracy_vs_delay.png, TensorBoard.
+
+  A delay already in results.json for this network (same step) is not measured again with as
+  many trials (the trials are the same: they are fixed by the run's seed and the delay), and is
+  kept, saying so, when this call has fewer trials, unless `overwrite`; more trials replace it.
+  Delays measured now are added beside the stored ones. With `until_chance` the delays are
+  taken in order and the evaluation stops after the first beyond a training trial at which
+  report accuracy is within noise of chance (memory.at_chance). The memory half-life (memory.half_lives) of the whole
+  stored curve is recomputed into results.json["memory_half_life"] when it has two delays.
+  """
   delays = tuple(delays or cfg.eval_delays)
-  evaluator = evaluation.for_config(run.model, source, cfg)
-  results = evaluator.evaluate(delays, num_trials or cfg.eval_trials, cfg.seed)
-  results["step"] = run.step
+  num_trials = int(num_trials or cfg.eval_trials)
   path = os.path.join(workdir, artifacts.RESULTS_FILE)
   previous = artifacts.read_json(path) if os.path.exists(path) else {}
-  if previous.get("step") == run.step:
-    # Same network: delays evaluated before (and not now) stay in the tables.
-    for key, table in results.items():
-      if isinstance(table, dict) and isinstance(previous.get(key), dict):
-        results[key] = {**previous[key], **table}
+  same = previous.get("step") == run.step  # the same network: its tables are kept
+  stored = {k: dict(previous.get(k) or {}) if same else {} for k in EVAL_TABLES}
+  evaluator = evaluation.for_config(run.model, source, cfg)
+  for i, delay in enumerate(delays):
+    key, old = str(int(delay)), stored["trials_per_delay"].get(str(int(delay)))
+    if old is not None and (old == num_trials or (old > num_trials and not overwrite)):
+      if old > num_trials:
+        log(f"delay {key}: kept the stored {old}-trial accuracy (this evaluation has "
+            f"{num_trials} trials; --overwrite replaces it)")
+    else:
+      measured = evaluator.evaluate((delay,), num_trials, cfg.seed)
+      for k in EVAL_TABLES:
+        stored[k][key] = measured[k][key]
+      if old is not None:
+        log(f"delay {key}: replaced the stored {old}-trial accuracy with {num_trials} trials")
+    n, acc = stored["trials_per_delay"][key], stored["accuracy_by_delay"][key]
+    logging.info("evaluated delay %s (%d of %d): report accuracy %.3f (%d trials)", key, i + 1,
+                 len(delays), acc, n)
+    if until_chance and int(delay) >= cfg.seq_len and memory.at_chance(acc, n):
+      log(f"delay {key}: report accuracy {acc:.3f} is within noise of chance; longer delays "
+          "not evaluated")
+      break
+  results = dict(stored, step=run.step)
+  try:
+    results["memory_half_life"] = memory.half_lives(results, cfg.seq_len - 1)
+  except ValueError:  # one delay only, or none within a training trial: no half-life yet
+    results["memory_half_life"] = None
   artifacts.update_json(path, results)
+  _accuracy_figures(cfg, run, workdir, results)
+  return results
+
+
+def _accuracy_figures(cfg, run, workdir, results):
+  """accuracy_vs_delay.png and the evaluation's TensorBoard scalars and image."""
   keys = sorted(results["accuracy_by_delay"], key=int)
+  half = (results.get("memory_half_life") or {}).get("overall")
   fig = plotting.accuracy_vs_delay({
       "report step": ([int(k) for k in keys], [results["accuracy_by_delay"][k] for k in keys]),
       "full trial": ([int(k) for k in keys],
                      [results["full_trial_accuracy_by_delay"][k] for k in keys]),
-  }, title=f"{cfg.protocol} {cfg.arch} {cfg.dataset} (seed {cfg.seed}), step {run.step}")
+  }, title=f"{cfg.protocol} {cfg.arch} {cfg.dataset} (seed {cfg.seed}), step {run.step}",
+      half_life=half)
   plotting.save_png(fig, os.path.join(workdir, ACCURACY_PNG))
   writer = _tb_writer(workdir)
   with writer.as_default(step=run.step):
@@ -94,13 +138,15 @@ def evaluate(cfg, run, source, workdir, delays=None, num_trials=None) -> dict:
       tf.summary.scalar(f"eval/report_accuracy_delay_{k}", results["accuracy_by_delay"][k])
       tf.summary.scalar(f"eval/full_trial_accuracy_delay_{k}",
                         results["full_trial_accuracy_by_delay"][k])
+    if half and half.get("half_life") is not None:
+      tf.summary.scalar("eval/memory_half_life", half["half_life"])
   _tb_image(writer, "eval/accuracy_vs_delay", fig, run.step)
   writer.flush()
-  return results
 
 
 def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
-                     trials_per_class=100, recipe="default", diag_config=None) -> dict:
+                     trials_per_class=100, recipe="default", diag_config=None,
+                     out_dir=None) -> dict:
   """Slow points from the class centres (and sampled states) -> npz files, results, figures.
 
   recipe "default": the search starts from each class's centre of mass 15 steps after its
@@ -112,6 +158,9 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   slow_points.npz keeps every point in search order (rows 0..9: from the centres of classes
   0..9, where that class had a correct trial) with per-point diagnostics;
   slow_points_unique.npz the de-duplicated set. Both recipes write the same files and keys.
+  `out_dir` (a subdirectory name of `workdir`; None: the workdir) takes the files, the figure,
+  the TensorBoard summaries and a results.json of the summary alone, leaving the workdir's
+  results.json as it is: a second recipe's points beside the first's.
 
   Returns:
     the summary written to results.json: slow_point_speed / slow_point_readout per class (from
@@ -160,8 +209,10 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   everything = everything.replace(dist_centre=dist_centre, dist_traj=dist_traj)
   unique = everything.unique(sp_config.dedup_tol)
   extra = dict(dist_traj_times=np.asarray(times, np.int32))
-  everything.save(os.path.join(workdir, SLOW_POINTS_FILE), **extra)
-  unique.save(os.path.join(workdir, UNIQUE_SLOW_POINTS_FILE), **extra)
+  target = os.path.join(workdir, out_dir) if out_dir else workdir
+  os.makedirs(target, exist_ok=True)
+  everything.save(os.path.join(target, SLOW_POINTS_FILE), **extra)
+  unique.save(os.path.join(target, UNIQUE_SLOW_POINTS_FILE), **extra)
 
   # Per class: the slow point from its centre, its diagnostics and the memory predictors.
   classes = [str(c) for c in range(config_lib.NUM_CLASSES)]
@@ -214,7 +265,7 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
                  memory_predictor_settings=dict(
                      drift_span=[t_com, diag.drift_time], cloud_trials_per_class=diag.trials_per_class,
                      expected_speed_rel_se=diag.rel_se, lstm_c_bounds=bounds is not None))
-  artifacts.update_json(os.path.join(workdir, artifacts.RESULTS_FILE), summary)
+  artifacts.update_json(os.path.join(target, artifacts.RESULTS_FILE), summary)
 
   # Trajectories after the stimulus, with the centres and the slow points reached from them.
   traj, traj_classes = post_stimulus_trajectories(model, gen, cfg.seed)
@@ -226,8 +277,8 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
             f"{_fmt(_nanmedian(dist_traj[:len(have), 0]))}; to its centre: median "
             f"{_fmt(_nanmedian(dist_centre[:len(have)]))}\n"
             f"{int(everything.in_box[:len(have)].sum())} of {len(have)} in the box"))
-  plotting.save_png(fig, os.path.join(workdir, TRAJECTORIES_PNG))
-  writer = _tb_writer(workdir)
+  plotting.save_png(fig, os.path.join(target, TRAJECTORIES_PNG))
+  writer = _tb_writer(target)
   with writer.as_default(step=run.step):
     for c, v in speed.items():
       if v is not None:
@@ -265,11 +316,7 @@ def analysed(cfg, workdir, step, sp_config=None, recipe="default") -> bool:
     return False
   sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
   trials_by_delay = r.get("trials_per_delay") or {}
-  if not (r.get("step") == step and r.get("slow_points_step") == step
-          and r.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
-          and r.get("slow_points_recipe") == recipe
-          and r.get("slow_point_config") == json.loads(json.dumps(
-              dataclasses.asdict(sp_config), default=artifacts.jsonable))
+  if not (r.get("step") == step and slow_points_current(r, step, sp_config, recipe)
           and all(trials_by_delay.get(str(int(d))) == cfg.eval_trials
                   for d in cfg.eval_delays)):
     return False
@@ -277,6 +324,16 @@ def analysed(cfg, workdir, step, sp_config=None, recipe="default") -> bool:
     return export.load_metadata(model_dir)["metadata"].get("step") == step
   except Exception:  # pylint: disable=broad-except
     return False     # an unreadable export is redone
+
+
+def slow_points_current(results: dict, step: int, sp_config, recipe: str) -> bool:
+  """Whether `results` (a results.json) holds slow points of the network at `step` found with
+  this recipe, these search settings and today's file format."""
+  return (results.get("slow_points_step") == step
+          and results.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
+          and results.get("slow_points_recipe") == recipe
+          and results.get("slow_point_config") == json.loads(json.dumps(
+              dataclasses.asdict(sp_config), default=artifacts.jsonable)))
 
 
 def post_stimulus_trajectories(model, generator, seed, num=100, steps=20,

@@ -119,7 +119,8 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
       extra = dict(slow_point_speed=found.speed, slow_point_q=found.q,
                    slow_point_class=found.init_class)
     else:
-      per_class, counts = speed_targets.centre_targets(run.model, generator, seed)
+      per_class, counts = speed_targets.centre_targets(run.model, generator, seed, recipe,
+                                                       source, parent_cfg)
       extra = {}
     states, weights = speed_targets.targets_from(per_class, cfg.speed_copies)
     run.model.set_speed_targets(states, weights)

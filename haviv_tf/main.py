@@ -32,7 +32,9 @@ BUG_EXIT_STATUS = 2
 _MODE = flags.DEFINE_string(
     "mode", "train",
     "train: train (or resume), then evaluate, find slow points and export; evaluate / "
-    "slow_points / export: that step alone on the trained run in --workdir; analyze: speed vs. "
+    "slow_points / export: that step alone on the trained run in --workdir; memory: evaluate "
+    "--workdir at growing delays until its memory fades (--max_delay) and store its memory "
+    "half-lives; analyze: speed vs. "
     "memory across the runs in --workdirs, written to --out; finetune: fine-tune the run in "
     "--parent (--finetune=control|slow_points|center_mass) into --workdir; compare: all three "
     "fine-tunings of --parent and their comparison in --out; backtrack: follow the final slow "
@@ -63,6 +65,14 @@ _SP_WINDOW = flags.DEFINE_integer(
     "sp_window", None, "Slow-point search: a point stops once its best speed improved by less "
     "than --sp_rel_tol (relative) over this many of its updates.")
 _SP_REL_TOL = flags.DEFINE_float("sp_rel_tol", None, "Slow-point search: see --sp_window.")
+_MAX_DELAY = flags.DEFINE_integer(
+    "max_delay", 10_000, "--mode=memory: the longest delay evaluated (delays grow 5, 10, 20, "
+    "50, ... up to it, and stop early once report accuracy is within noise of chance); at most "
+    "100,000.")
+_SP_DIR = flags.DEFINE_string(
+    "sp_dir", "", "--mode=slow_points: write the slow points, their results.json summary and "
+    "figure into this subdirectory of --workdir (e.g. a second recipe beside the first; "
+    "default: the workdir itself).")
 _PARENT = flags.DEFINE_string("parent", None,
                               "Trained run to fine-tune (--mode=finetune / --mode=compare).")
 _MERGE_FRAC = flags.DEFINE_float(
@@ -74,8 +84,9 @@ _GRID = flags.DEFINE_string("grid", None, "--mode=study: the sweep grid, small, 
 _WORKERS = flags.DEFINE_integer("workers", 1, "--mode=study: parallel worker processes.")
 _THREADS = flags.DEFINE_integer("threads", 0, "--mode=study: TensorFlow threads per worker "
                                 "(0: cores // workers).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False,
-                               "Replace a run with a different config in --workdir.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace a run with a different config in --workdir; with "
+    "--mode=evaluate / memory, replace stored accuracies measured with more trials.")
 _STRATEGY = flags.DEFINE_string(
     "strategy", "default",
     "--mode=train: tf.distribute strategy for training: default (one device), mirrored (the "
@@ -218,25 +229,98 @@ def _trained_run(mode):
   return (analysis,) + tuple(analysis.restore(_WORKDIR.value))
 
 
-def _evaluate():
+def _eval_delays_flag():
+  """--eval_delays as sorted distinct ints within the evaluable range, or None."""
+  from haviv_tf import memory  # pylint: disable=g-import-not-at-top
   delays = _OVERRIDES["eval_delays"].value
+  if not delays:
+    return None
   try:
-    delays = tuple(int(d) for d in delays) if delays else None
+    delays = tuple(int(d) for d in delays)
   except ValueError:
     raise UsageError(f"--eval_delays must be integers, got {','.join(delays)}") from None
+  try:
+    return memory.check_delays(delays, min_delay=1, max_delay=memory.MAX_DELAY)
+  except ValueError as e:
+    raise UsageError(f"--eval_delays: {e}") from None
+
+
+def _check_min_delay(delays, cfg):
+  if delays and delays[0] < cfg.min_delay:
+    raise UsageError(f"--eval_delays: delay {delays[0]} is below the run's minimum delay "
+                     f"{cfg.min_delay}")
+
+
+def _evaluate():
+  delays = _eval_delays_flag()
   analysis, cfg, source, run = _trained_run("evaluate")
+  _check_min_delay(delays, cfg)
   results = analysis.evaluate(cfg, run, source, _WORKDIR.value, delays,
-                              _OVERRIDES["eval_trials"].value)
+                              _OVERRIDES["eval_trials"].value, overwrite=_OVERWRITE.value)
   print(f"{_WORKDIR.value}: report accuracy by delay {results['accuracy_by_delay']}")
 
 
+def _memory():
+  from haviv_tf import memory  # pylint: disable=g-import-not-at-top
+  delays = _eval_delays_flag()
+  if not 1 <= _MAX_DELAY.value <= memory.MAX_DELAY:
+    raise UsageError(f"--max_delay must be in [1, {memory.MAX_DELAY}], got {_MAX_DELAY.value}")
+  if delays and flags.FLAGS["max_delay"].present:
+    raise UsageError("give --eval_delays or --max_delay, not both")
+  analysis, cfg, source, run = _trained_run("memory")
+  _check_min_delay(delays, cfg)
+  if delays is None:
+    start = min(cfg.eval_delays)
+    if _MAX_DELAY.value < start:
+      raise UsageError(f"--max_delay ({_MAX_DELAY.value}) is below the run's shortest "
+                       f"evaluation delay {start}")
+    delays = tuple(sorted(set(cfg.eval_delays) | set(memory.geometric_delays(
+        start, _MAX_DELAY.value))))
+    delays = tuple(d for d in delays if d <= _MAX_DELAY.value)
+  results = analysis.evaluate(cfg, run, source, _WORKDIR.value, delays,
+                              _OVERRIDES["eval_trials"].value, overwrite=_OVERWRITE.value,
+                              until_chance=True)
+  half = results.get("memory_half_life")
+  if not half:
+    raise UsageError(f"{_WORKDIR.value}: a half-life needs accuracies at two or more delays, "
+                     "one of them within a training trial; the evaluated delays are kept in "
+                     "results.json")
+  print(f"{_WORKDIR.value}: memory half-life {_half_text(half['overall'])}; per class "
+        + ", ".join(f"{c}: {_half_text(h)}" for c, h in half["per_class"].items())
+        + f"; wrote {os.path.join(_WORKDIR.value, 'results.json')} and accuracy_vs_delay.png")
+
+
+def _half_text(h):
+  if not h or h.get("half_life") is None:
+    return "none (at chance)" if h else "n/a"
+  return f"{'>= ' if h['censored'] else ''}{h['half_life']:.0f}"
+
+
 def _slow_points():
+  sp_dir = _SP_DIR.value
+  if sp_dir and (sp_dir != os.path.basename(sp_dir) or sp_dir in (os.curdir, os.pardir)):
+    raise UsageError(f"--sp_dir must name a subdirectory of --workdir (one name), got {sp_dir!r}")
   analysis, cfg, source, run = _trained_run("slow_points")
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value,
-                                      _sp_config(slow_points, cfg), recipe=_SP_RECIPE.value)
+  sp_config = _sp_config(slow_points, cfg)
+  where = os.path.join(_WORKDIR.value, sp_dir)
+  stored_path = os.path.join(where, artifacts.RESULTS_FILE)
+  stored = artifacts.read_json(stored_path) if os.path.exists(stored_path) else {}
+  # Points of an older file format are redone (nothing reads them); today's are kept.
+  if (stored.get("slow_points_step") == run.step and not _OVERWRITE.value
+      and stored.get("slow_points_format") == slow_points.FORMAT_VERSION):
+    if analysis.slow_points_current(stored, run.step, sp_config, _SP_RECIPE.value):
+      print(f"{where}: slow points of step {run.step} already found with the "
+            f"{_SP_RECIPE.value} recipe and these settings; nothing to do")
+      return
+    raise UsageError(
+        f"{where} holds slow points of step {run.step} found with the "
+        f"{stored.get('slow_points_recipe')} recipe or other search settings; --overwrite "
+        "replaces them (or --sp_dir=NAME writes these beside them)")
+  summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value, sp_config,
+                                      recipe=_SP_RECIPE.value, out_dir=sp_dir or None)
   s = summary["slow_point_summary"]
-  print(f"{_WORKDIR.value}: {summary['num_unique_slow_points']} unique slow points "
+  print(f"{os.path.join(_WORKDIR.value, sp_dir)}: {summary['num_unique_slow_points']} unique slow points "
         f"({_SP_RECIPE.value} recipe; {s['in_box']} of {s['points']} in the reachable box; "
         f"stop reasons {s['stop_reasons']}); speed per class {summary['slow_point_speed']}")
 
@@ -359,7 +443,8 @@ def _study():
         f"{r['name']} at {r.get('failed_step', r['status'])}" for r in failed))
 
 
-_HANDLERS = {"train": _train, "evaluate": _evaluate, "slow_points": _slow_points,
+_HANDLERS = {"train": _train, "evaluate": _evaluate, "memory": _memory,
+             "slow_points": _slow_points,
              "export": _export, "analyze": _analyze, "finetune": _finetune, "compare": _compare,
              "backtrack": _backtrack, "study": _study}
 MODES = tuple(_HANDLERS)

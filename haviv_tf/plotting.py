@@ -12,13 +12,16 @@ _CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564
                   "#7f7f7f", "#bcbd22", "#17becf"]
 
 
-def accuracy_vs_delay(curves, title="Report accuracy vs. delay", chance=0.1) -> Figure:
+def accuracy_vs_delay(curves, title="Report accuracy vs. delay", chance=0.1,
+                      half_life=None) -> Figure:
   """Accuracy curves on a log delay axis.
 
   Args:
     curves: {label: (delays [n], accuracy [n])}; an accuracy of None is skipped.
     title: axes title.
     chance: dashed horizontal line (None for none).
+    half_life: memory.half_life's dict of the first curve (None: not drawn): a dotted vertical
+      line at the half-life ("≥" when censored) and the halfway accuracy.
   """
   fig = Figure(figsize=(6, 4), dpi=100)
   FigureCanvasAgg(fig)
@@ -30,6 +33,11 @@ def accuracy_vs_delay(curves, title="Report accuracy vs. delay", chance=0.1) -> 
       ax.plot(d, a, marker="o", label=str(label))
   if chance is not None:
     ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
+  if half_life and half_life.get("half_life") is not None:
+    sign = "\u2265 " if half_life.get("censored") else ""
+    ax.axvline(half_life["half_life"], color="black", linestyle=":", linewidth=1,
+               label=f"half-life {sign}{half_life['half_life']:.0f}")
+    ax.axhline(half_life["target"], color="black", linestyle=":", linewidth=0.5)
   ax.set_xscale("log")
   ax.set_ylim(-0.02, 1.02)
   ax.set_xlabel("delay (steps)")

@@ -27,8 +27,15 @@ def targets_from(per_class, copies):
   return states, weights
 
 
-def centre_targets(model, generator, seed):
-  """Class centres of mass (correct trials, 15 steps after the stimulus) [10, S] and counts."""
+def centre_targets(model, generator, seed, recipe="default", source=None, cfg=None):
+  """Class centres of mass [10, S] and counts: recipe "default" over correct trials 15 steps
+  after the stimulus (slow_points.class_centres); "paper" the authors' centres
+  (slow_points.paper_class_centres on `source`'s train split), which their CenterMass
+  fine-tuning reads (TriggerSpeedCont.py L117-121, L165-179: 'Hid20' of BlackBoxMNIST.py)."""
+  if recipe == "paper":
+    x_bar = slow_points_lib.mean_input_features(model, generator, seed=seed)
+    centres, counts, _, _ = slow_points_lib.paper_class_centres(model, source, cfg, x_bar, seed)
+    return centres, counts
   return slow_points_lib.class_centres(model, generator, steps_after=CENTRE_STEPS_AFTER,
                                        trials_per_class=CENTRE_TRIALS, seed=seed)
 

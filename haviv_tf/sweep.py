@@ -34,6 +34,8 @@ ATTEMPTS_FILE = "sweep_attempts.json"  # every step attempt's start and end, ove
 LOCK_DIR = "locks"
 LOG_DIR = "logs"
 GRID_FILE = "grid.json"
+SLOW_POINTS_DIR_PREFIX = "slow_points_"  # a run's further slow-point recipes: <workdir>/slow_points_<recipe>
+MEMORY_MAX_DELAY = 100_000                # memory.MAX_DELAY (memory imports numpy only, but not here)
 FINETUNE_MODES = config_lib.FINETUNE_MODES
 
 
@@ -52,6 +54,11 @@ class Grid:
   overrides: tuple = ()                     # ((field, value), ...)
   sp_max_iters: Optional[int] = None        # slow-point search cap (None: the default)
   finetune_speed_weight: Optional[float] = None  # mu of the fine-tunings (None: the default)
+  # Slow-point recipes: the first is the run's own (results.json, the fine-tunings' targets,
+  # back-tracking); each further one is written beside it into slow_points_<recipe>/.
+  # () : the default recipe alone.
+  sp_recipes: tuple = ()
+  memory_max_delay: Optional[int] = None   # evaluate until memory fades, to this delay
 
   def to_dict(self):
     d = dataclasses.asdict(self)
@@ -76,7 +83,12 @@ GRIDS = {
               Grid("paper", datasets=("cifar10",), seeds=tuple(range(5)), preset="paper")),
     # Its first 8 MNIST networks, seed 0's four before seed 1's (about 22 hours on 2 CPU cores,
     # two at a time): the networks of experiments/study_paper. Run names are the paper grid's.
-    "paper_mnist": tuple(Grid("paper_mnist", seeds=(s,), preset="paper") for s in (0, 1)),
+    # Slow points by the authors' recipe (also the fine-tunings' targets, as the authors'
+    # TriggerSpeedCont.py L112-121 reads them from BlackBoxMNIST.py's output) and by the
+    # default one; memory followed to delay 10,000.
+    "paper_mnist": tuple(Grid("paper_mnist", seeds=(s,), preset="paper",
+                              sp_recipes=("paper", "default"), memory_max_delay=10_000)
+                         for s in (0, 1)),
 }
 
 
@@ -94,6 +106,9 @@ class RunSpec:
   overrides: tuple
   sp_max_iters: Optional[int]
   finetune_speed_weight: Optional[float] = None
+  # Analysis settings: they do not change the trained network, so not its name either.
+  sp_recipes: tuple = ()
+  memory_max_delay: Optional[int] = None
 
   @property
   def name(self) -> str:
@@ -116,6 +131,13 @@ class RunSpec:
     d = dataclasses.asdict(self)
     d["overrides"] = [list(kv) for kv in self.overrides]
     d["name"] = self.name
+    # Only when set: the specs (and done files) of grids without them stay as they were.
+    if not self.sp_recipes:
+      del d["sp_recipes"]
+    else:
+      d["sp_recipes"] = list(self.sp_recipes)
+    if self.memory_max_delay is None:
+      del d["memory_max_delay"]
     return d
 
 
@@ -172,6 +194,17 @@ def expand(grids) -> list:
     for mode in g.finetunes:
       if mode not in FINETUNE_MODES:
         raise config_lib.InputError(f"unknown fine-tuning {mode!r}; valid: {', '.join(FINETUNE_MODES)}")
+    for recipe in g.sp_recipes:
+      if recipe not in config_lib.SP_RECIPES:
+        raise config_lib.InputError(f"unknown slow-point recipe {recipe!r}; valid: "
+                                    f"{', '.join(config_lib.SP_RECIPES)}")
+    if len(set(g.sp_recipes)) != len(g.sp_recipes):
+      raise config_lib.InputError(f"sp_recipes names a recipe twice: {list(g.sp_recipes)}")
+    top = g.memory_max_delay
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int)
+                            or not 1 <= top <= MEMORY_MAX_DELAY):
+      raise config_lib.InputError(f"memory_max_delay must be an integer in [1, "
+                                  f"{MEMORY_MAX_DELAY}], got {top!r}")
     mu = g.finetune_speed_weight
     if mu is not None and (isinstance(mu, bool) or not isinstance(mu, (int, float))
                            or not 0 <= mu < float("inf")):
@@ -183,7 +216,8 @@ def expand(grids) -> list:
           for seed in g.seeds:
             spec = RunSpec(dataset, protocol, arch, int(seed), g.preset, tuple(g.finetunes),
                            bool(g.backtrack), g.finetune_steps, tuple(g.overrides),
-                           g.sp_max_iters, g.finetune_speed_weight)
+                           g.sp_max_iters, g.finetune_speed_weight, tuple(g.sp_recipes),
+                           g.memory_max_delay)
             spec.config()  # validates every axis value now
             specs.append(spec)
   names = [s.name for s in specs]
@@ -200,6 +234,8 @@ def commands(spec: RunSpec, root: str, data_dir: str = "", python: str = sys.exe
   workdir = os.path.join(root, spec.name)
   main = [python, "-m", "haviv_tf.main"]
   sp = [f"--sp_max_iters={spec.sp_max_iters}"] if spec.sp_max_iters else []
+  if spec.sp_recipes:
+    sp.append(f"--sp_recipe={spec.sp_recipes[0]}")
   train = main + [f"--protocol={spec.protocol}", f"--dataset={spec.dataset}",
                   f"--arch={spec.arch}", f"--preset={spec.preset}", f"--seed={spec.seed}",
                   f"--workdir={workdir}"] + sp
@@ -209,6 +245,14 @@ def commands(spec: RunSpec, root: str, data_dir: str = "", python: str = sys.exe
   if data_dir:
     train.append(f"--data_dir={data_dir}")
   out = [("train", train)]
+  for recipe in spec.sp_recipes[1:]:
+    out.append((f"slow_points_{recipe}", main + [
+        "--mode=slow_points", f"--workdir={workdir}", f"--sp_recipe={recipe}",
+        f"--sp_dir={SLOW_POINTS_DIR_PREFIX}{recipe}"]
+                + [a for a in sp if not a.startswith("--sp_recipe=")]))
+  if spec.memory_max_delay:
+    out.append(("memory", main + ["--mode=memory", f"--workdir={workdir}",
+                                  f"--max_delay={spec.memory_max_delay}"]))
   steps = [f"--steps={spec.finetune_steps}"] if spec.finetune_steps else []
   if spec.finetune_speed_weight is not None:
     steps.append(f"--speed_weight={spec.finetune_speed_weight:g}")
@@ -395,6 +439,26 @@ def write_grid(specs, root: str, grid_name: str) -> str:
   return path
 
 
+def refresh_grid(root: str, name: str, stored, current, log=print) -> list:
+  """The runs of <root>/grid.json brought up to the named grid as the code defines it today.
+
+  The same networks (names) whose analysis settings changed (slow-point recipes, memory
+  delays: RunSpec fields outside the name) are rewritten into grid.json, saying so; their
+  trained networks and finished steps stay, and the new steps run on the next pass. Anything
+  else that differs is refused: another grid needs another root.
+  """
+  if [s.name for s in stored] != [s.name for s in current]:
+    raise config_lib.InputError(
+        f"{root} holds an older {name!r} grid with other networks; use another root (or "
+        "--grid_file with the runs it holds)")
+  if [s.to_dict() for s in stored] == [s.to_dict() for s in current]:
+    return list(stored)
+  write_grid(current, root, name)
+  log(f"{root}/{GRID_FILE}: the {name!r} grid's analysis settings changed in the code; "
+      "updated (trained networks kept; new steps run next)")
+  return list(current)
+
+
 def grid_digest(root: str) -> str:
   """A short hash of <root>/grid.json's runs: a job script records it to check its root."""
   _, specs = load_grid(root)
@@ -414,6 +478,7 @@ def load_grid(root: str):
     r.pop("name")
     r["finetunes"] = tuple(r["finetunes"])
     r["overrides"] = tuple(tuple(kv) for kv in r["overrides"])
+    r["sp_recipes"] = tuple(r.get("sp_recipes", ()))
     specs.append(RunSpec(**r))
   return d["grid"], specs
 

@@ -80,6 +80,8 @@ def specs_for(root, grid, grid_file=None):
                        "another --root")
     if grid and grid != name:
       raise ValueError(f"{root} holds the {name!r} grid; use another --root for {grid!r}")
+    if grid:
+      specs = sweep.refresh_grid(root, name, specs, sweep.expand(sweep.get_grid(grid)))
     return name, specs
   if custom:
     name, specs = custom.name, sweep.expand(custom)

@@ -378,3 +378,63 @@ class ImageSubsetTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class FinetuneTest(tf.test.TestCase):
+  """The paper preset's fine-tuning against the authors' TriggerSpeedCont.py (TSC)."""
+
+  def test_paper_finetuning_takes_the_authors_settings(self):
+    from haviv_tf import control  # pylint: disable=g-import-not-at-top
+    parent = config.preset("paper", "mnist")
+    for mode, mu in (("control", 0.0), ("slow_points", 1e-3), ("center_mass", 1e-3)):
+      cfg = control.finetune_config(parent, mode)
+      self.assertEqual(cfg.train_steps, 5000)           # TSC L249: training_steps = 5000
+      self.assertEqual(cfg.learning_rate, 1e-5)         # TSC L248: learning_rate = 0.00001
+      self.assertEqual(cfg.speed_weight, mu)            # TSC L106-121: Lambda 0 / 0.001
+      self.assertEqual(cfg.speed_copies, 10)            # TSC L167: NumRep = 10 per class
+      self.assertEqual(cfg.speed_refresh_every, 0)      # TSC L165-179: targets are constants
+      self.assertEqual(cfg.speed_targets, "center_mass" if mode == "control" else mode)
+      schedule = train.lr_schedule(cfg)                 # no rate drop within the 5000 steps
+      self.assertAllClose([float(schedule(s)) for s in (0, 2500, 4999)], [1e-5] * 3)
+      # New trials: the fine-tuning's stream continues after the parent's 140,000 steps
+      # (TSC draws fresh batches and, L44 / L50 / L61, fresh speed noise every step).
+      self.assertEqual(cfg.data_offset, 140_000)
+      self.assertEqual((cfg.batch_size, cfg.seq_len, cfg.units), (128, 20, 200))
+
+  def test_finetuning_starts_a_fresh_optimizer_from_the_parents_weights(self):
+    # TSC L148 builds a new AdamOptimizer and L291 initialises it; only the network's
+    # variables come from the parent (L252-262).
+    import os  # pylint: disable=g-import-not-at-top
+    import tempfile  # pylint: disable=g-import-not-at-top
+    from haviv_tf import control  # pylint: disable=g-import-not-at-top
+    tiny = dict(units=8, batch_size=8, train_steps=6, checkpoint_every=6, eval_trials=20,
+                eval_delays=(5, 10), jit_compile=False, history_every=3)
+    parent_cfg = config.resolve("quick", "mnist_sample", tiny)
+    with tempfile.TemporaryDirectory() as tmp:
+      parent = os.path.join(tmp, "parent")
+      source = train.prepare_workdir(parent_cfg, parent)
+      parent_run = train.train(parent_cfg, parent, source, verbose=0)
+      self.assertEqual(int(parent_run.model.optimizer.iterations), 6)
+      out = os.path.join(tmp, "ft")
+      control.finetune(parent, "control", out, steps=2, analyze=False, verbose=0)
+      reader = tf.train.load_checkpoint(os.path.join(out, "checkpoints"))
+      iterations = [k for k in reader.get_variable_to_shape_map() if "iteration" in k]
+      self.assertTrue(iterations)
+      self.assertEqual(int(reader.get_tensor(iterations[0])), 2)   # not 6 + 2
+
+  def test_paper_centre_targets_are_the_authors_centres(self):
+    # TSC L117-121: CenterMass reads 'Hid20', the class centres of BlackBoxMNIST.py.
+    from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+    from haviv_tf import speed_targets  # pylint: disable=g-import-not-at-top
+    keras.utils.set_random_seed(0)
+    cfg = config.resolve("paper", "mnist_sample", dict(units=8))
+    source = datasets.apply_recipe(datasets.load("mnist_sample"), cfg.data_recipe)
+    model = models.build(cfg, source.frame_shape)
+    gen = trials.generator_for(source, "train", cfg)
+    got, counts = speed_targets.centre_targets(model, gen, 3, "paper", source, cfg)
+    x_bar = slow_points.mean_input_features(model, gen, seed=3)
+    want, want_counts, _, _ = slow_points.paper_class_centres(model, source, cfg, x_bar, 3)
+    np.testing.assert_array_equal(counts, want_counts)
+    np.testing.assert_allclose(got, want)
+    default, _ = speed_targets.centre_targets(model, gen, 3)
+    self.assertFalse(np.allclose(np.nan_to_num(default), np.nan_to_num(got)))

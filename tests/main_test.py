@@ -324,9 +324,30 @@ def test_modes_on_a_trained_workdir_and_analyze(trained, tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert re.search(r"\d+ slow points followed back through \d+ snapshots", proc.stdout)
   assert "retracing" not in proc.stderr
-  # The authors' recipe writes the same files.
+  # Stored slow points of another recipe are kept unless --overwrite; the same settings again
+  # are found to be done.
+  stored = open(os.path.join(workdir, "slow_points.npz"), "rb").read()
   proc = _cli(["--mode=slow_points", "--sp_recipe=paper", f"--workdir={workdir}",
                "--sp_max_iters=50"])
+  assert proc.returncode == 1
+  lines = _error_line(proc)
+  assert len(lines) == 1 and "--overwrite replaces them" in lines[0], lines
+  assert open(os.path.join(workdir, "slow_points.npz"), "rb").read() == stored
+  proc = _cli(["--mode=slow_points", f"--workdir={workdir}", "--sp_max_iters=300"])
+  assert proc.returncode == 0 and "nothing to do" in proc.stdout, proc.stderr[-2000:]
+  # A second recipe beside the first: its own folder, the workdir's results.json unchanged.
+  before = json.load(open(os.path.join(workdir, "results.json")))
+  proc = _cli(["--mode=slow_points", "--sp_recipe=paper", f"--workdir={workdir}",
+               "--sp_max_iters=50", "--sp_dir=slow_points_paper"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.load(open(os.path.join(workdir, "results.json"))) == before
+  side = json.load(open(os.path.join(workdir, "slow_points_paper", "results.json")))
+  assert side["slow_points_recipe"] == "paper" and side["slow_points_step"] == before["step"]
+  assert os.path.exists(os.path.join(workdir, "slow_points_paper", "slow_points.npz"))
+  assert "accuracy_by_delay" not in side
+  # The authors' recipe writes the same files.
+  proc = _cli(["--mode=slow_points", "--sp_recipe=paper", f"--workdir={workdir}",
+               "--sp_max_iters=50", "--overwrite"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "paper recipe" in proc.stdout
   with open(os.path.join(workdir, "results.json")) as f:
@@ -375,3 +396,61 @@ def test_control_modes_refuse_bad_input_with_one_line(tmp_path, args, message):
   assert proc.returncode == 1
   lines = _error_line(proc)
   assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_evaluate_keeps_stored_accuracies_of_more_trials_and_adds_new_delays(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  path = os.path.join(workdir, "results.json")
+  before = json.load(open(path))
+  proc = _cli(["--mode=evaluate", f"--workdir={workdir}", "--eval_trials=7",
+               "--eval_delays=5,7"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "kept the stored 40-trial accuracy" in proc.stdout and "--overwrite" in proc.stdout
+  after = json.load(open(path))
+  assert after["accuracy_by_delay"]["5"] == before["accuracy_by_delay"]["5"]
+  assert after["trials_per_delay"]["5"] == 40 and after["trials_per_delay"]["7"] == 7
+  assert after["per_class_accuracy_by_delay"]["5"] == before["per_class_accuracy_by_delay"]["5"]
+  proc = _cli(["--mode=evaluate", f"--workdir={workdir}", "--eval_trials=7",
+               "--eval_delays=5", "--overwrite"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.load(open(path))["trials_per_delay"]["5"] == 7
+
+
+def test_memory_mode_follows_delays_and_stores_half_lives(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  proc = _cli(["--mode=memory", f"--workdir={workdir}", "--max_delay=200"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "memory half-life" in proc.stdout
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  half = results["memory_half_life"]
+  assert set(half["per_class"]) == {str(c) for c in range(10)}
+  assert half["overall"]["status"] in ("decayed", "censored", "at_chance")
+  evaluated = sorted(int(d) for d in results["accuracy_by_delay"])
+  assert evaluated[:3] == [5, 10, 19] and evaluated[-1] <= 200
+  # Stops at the first delay beyond a training trial within noise of chance, or goes to 200.
+  beyond = [d for d in evaluated if d >= 20]
+  accs = [results["accuracy_by_delay"][str(d)] for d in beyond]
+  bound = 0.1 + 2 * (0.09 / 40) ** 0.5
+  assert all(a > bound for a in accs[:-1]) and (accs[-1] <= bound or beyond[-1] == 200)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eval_delays=10,5"], "sorted and distinct"),
+    (["--eval_delays=5,5"], "sorted and distinct"),
+    (["--eval_delays=2,5"], "below the run's minimum delay 4"),
+    (["--eval_delays=5,200000"], "beyond the longest delay"),
+    (["--max_delay=200000"], "--max_delay must be in"),
+    (["--eval_delays=5"], "a half-life needs accuracies at two or more delays"),
+])
+def test_memory_mode_bad_input_is_one_line_and_keeps_results(trained, tmp_path, args, message):
+  workdir = _copy(trained, tmp_path)
+  os.remove(os.path.join(workdir, "results.json")) if "--eval_delays=5" in args else None
+  before = {n: open(os.path.join(workdir, n), "rb").read() for n in os.listdir(workdir)
+            if n.endswith(".json") and n != artifacts.LOCK_FILE}
+  proc = _cli(["--mode=memory", f"--workdir={workdir}"] + args)
+  assert proc.returncode == 1, proc.stdout[-2000:]
+  lines = _error_line(proc)
+  assert len(lines) == 1 and message in lines[0], lines
+  if "--eval_delays=5" not in args:
+    after = {n: open(os.path.join(workdir, n), "rb").read() for n in before}
+    assert after == before

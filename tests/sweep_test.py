@@ -1,5 +1,6 @@
 """The sweep launcher: grid expansion, skip/resume, exclusive claims, the Slurm script."""
 
+import dataclasses
 import json
 import re
 import os
@@ -235,3 +236,26 @@ def test_launcher_cli_lists_writes_slurm_and_refuses_bad_input(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert out.returncode == 1 and out.stderr.strip() == f"error: {out.stderr.strip()[7:]}"
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_grid_whose_analysis_settings_changed_is_refreshed_and_other_networks_refused(
+    tmp_path):
+  root = str(tmp_path)
+  new = sweep.expand(sweep.get_grid("paper_mnist"))
+  old = [dataclasses.replace(s, sp_recipes=(), memory_max_delay=None) for s in new]
+  assert [s.name for s in old] == [s.name for s in new]   # analysis settings: not in the name
+  sweep.write_grid(old, root, "paper_mnist")
+  lines = []
+  got = sweep.refresh_grid(root, "paper_mnist", sweep.load_grid(root)[1], new, log=lines.append)
+  assert [s.to_dict() for s in got] == [s.to_dict() for s in new] and "updated" in lines[0]
+  assert sweep.load_grid(root)[1][0].sp_recipes == ("paper", "default")
+  cmds = dict(sweep.commands(got[0], root))
+  assert "--sp_recipe=paper" in cmds["train"] and "--sp_recipe=paper" in cmds["finetune_control"]
+  assert "--sp_dir=slow_points_default" in cmds["slow_points_default"]
+  assert "--max_delay=10000" in cmds["memory"]
+  assert sweep.refresh_grid(root, "paper_mnist", got, new, log=lines.append) == got
+  assert len(lines) == 1                                  # unchanged: nothing written or said
+  with pytest.raises(ValueError, match="other networks"):
+    sweep.refresh_grid(root, "paper_mnist", got, new[:4])
+  # Grids without the fields keep their specs (and so their done files) as they were.
+  assert "sp_recipes" not in sweep.expand(sweep.get_grid("small"))[0].to_dict()

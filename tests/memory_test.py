@@ -1,0 +1,109 @@
+"""Memory half-lives on curves with known answers, the delay grids and the claim-delay rule."""
+
+import math
+
+import numpy as np
+import pytest
+
+from haviv_tf import memory
+
+CHANCE = memory.CHANCE
+
+
+def _exp_curve(delays, level, tau):
+  return [CHANCE + (level - CHANCE) * math.exp(-d / tau) for d in delays]
+
+
+def test_exponential_decay_half_life_is_tau_ln2_within_the_grid_resolution():
+  delays = np.unique(np.round(np.geomspace(5, 20_000, 200)).astype(int))
+  # The level is the mean over the training delays (<= 19), so the known answer is where the
+  # curve falls halfway from that level to chance.
+  acc = _exp_curve(delays, 0.98, tau=300.0)
+  level = np.mean([a for d, a in zip(delays, acc) if d <= 19])
+  want = -300.0 * math.log((level - CHANCE) / 2 / (0.98 - CHANCE))
+  h = memory.half_life(delays, acc, 19, 1000)
+  assert h["status"] == "decayed" and not h["censored"]
+  assert h["half_life"] == pytest.approx(want, rel=0.01)
+  assert h["level"] == pytest.approx(level)
+
+
+def test_step_decay_half_life_is_the_log_midpoint_of_the_step():
+  delays = [5, 10, 19, 50, 100, 200, 500, 1000]
+  acc = [0.9, 0.9, 0.9, 0.9, 0.9, CHANCE, CHANCE, CHANCE]
+  h = memory.half_life(delays, acc, 19, 1000)
+  assert h["half_life"] == pytest.approx(math.sqrt(100 * 200))
+  assert h["target"] == pytest.approx((0.9 + CHANCE) / 2)
+
+
+def test_a_curve_that_never_decays_is_censored_at_the_longest_delay():
+  h = memory.half_life([5, 10, 19, 1000, 5000], [0.97, 0.97, 0.96, 0.9, 0.7], 19, 1000)
+  assert h["censored"] and h["status"] == "censored" and h["half_life"] == 5000
+
+
+def test_a_curve_at_chance_from_the_start_has_no_half_life():
+  h = memory.half_life([5, 10, 19, 100], [0.11, 0.09, 0.1, 0.1], 19, 1000)
+  assert h["half_life"] is None and h["status"] == "at_chance" and not h["censored"]
+
+
+@pytest.mark.parametrize("delays, acc, message", [
+    ([5], [0.9], "two or more delays"),
+    ([50, 100], [0.9, 0.5], "no evaluated delay within a training trial"),
+    ([10, 5], [0.9, 0.8], "increasing"),
+])
+def test_half_life_refuses_curves_it_cannot_read(delays, acc, message):
+  with pytest.raises(ValueError, match=message):
+    memory.half_life(delays, acc, 19, 1000)
+
+
+def test_half_lives_reads_results_tables_overall_and_per_class():
+  delays = ["5", "10", "19", "100", "1000"]
+  per_class = {d: [0.9] * 10 for d in delays}
+  per_class["1000"] = [CHANCE] * 9 + [1.0]   # class 9 is the one the network falls back to
+  results = dict(accuracy_by_delay={"5": 0.9, "10": 0.9, "19": 0.9, "100": 0.9, "1000": 0.19},
+                 per_class_accuracy_by_delay=per_class,
+                 trials_per_delay={d: 1000 for d in delays})
+  out = memory.half_lives(results, 19)
+  assert out["overall"]["half_life"] == pytest.approx(
+      math.exp(math.log(100) + (0.9 - 0.5) / (0.9 - 0.19) * math.log(10)))
+  assert out["per_class"]["9"]["censored"]
+  assert out["per_class"]["0"]["half_life"] == pytest.approx(math.sqrt(100 * 1000))
+  assert out["delays"] == [5, 10, 19, 100, 1000] and out["trials"] == 1000
+
+
+def test_geometric_delays_follow_the_1_2_5_series_and_include_both_ends():
+  assert memory.geometric_delays(5, 1000) == (5, 10, 20, 50, 100, 200, 500, 1000)
+  assert memory.geometric_delays(4, 300) == (4, 5, 10, 20, 50, 100, 200, 300)
+  with pytest.raises(ValueError):
+    memory.geometric_delays(10, 5)
+
+
+@pytest.mark.parametrize("delays, message", [
+    ((5, 3), "below the minimum delay 4"),
+    ((5, 5), "sorted and distinct"),
+    ((10, 5), "sorted and distinct"),
+    ((5, 200_000), "beyond the longest delay"),
+    ((), "no delays"),
+])
+def test_check_delays_names_the_offending_delay(delays, message):
+  with pytest.raises(ValueError, match=message):
+    memory.check_delays(delays, 4)
+
+
+def test_check_delays_passes_good_delays_through():
+  assert memory.check_delays([5, np.int64(10), 10_000], 4) == (5, 10, 10_000)
+
+
+def test_at_chance_is_two_standard_errors_above_chance():
+  bound = CHANCE + 2 * math.sqrt(CHANCE * (1 - CHANCE) / 1000)
+  assert memory.at_chance(bound - 1e-9, 1000) and not memory.at_chance(bound + 1e-9, 1000)
+
+
+def test_claim_delay_is_the_evaluated_delay_nearest_the_median_half_life():
+  grid = [dict(half_life=150.0, censored=False), dict(half_life=400.0, censored=False),
+          dict(half_life=1000.0, censored=True), None, dict(half_life=None, censored=False)]
+  out = memory.claim_delay(grid, [5, 10, 19, 50, 100, 200, 500, 1000])
+  # The median of 150, 400, 1000 is 400: nearer 500 than 200 in log delay.
+  assert out["median_half_life"] == 400.0 and out["delay"] == 500
+  assert out["networks"] == 3 and out["censored"] == 1
+  with pytest.raises(ValueError, match="no network has a half-life"):
+    memory.claim_delay([None], [5])
