@@ -5,13 +5,25 @@
   # on another machine: put them into a new sweep root, so that the sweep skips those runs
   # and its report covers them
   python3 experiments/grid_files.py restore --dest=experiments/study_medium/runs --root=runs/medium
+  # with the trained networks too (--weights on save and restore): a restored run is
+  # re-evaluated, re-searched and fine-tuned from the repository alone
+  python3 experiments/grid_files.py save --weights --root=runs/paper_mnist \
+      --dest=experiments/study_paper/runs
+  python3 experiments/grid_files.py restore --weights --dest=experiments/study_paper/runs \
+      --root=runs/paper_mnist --data_dir=DATA
+  python3 -m haviv_tf.main --mode=evaluate --workdir=runs/paper_mnist/<run> --data_dir=DATA
 
 A run counts as finished when its sweep_done.json exists (every step of the run succeeded).
-Saved per run: config.json, results.json, backtrack.json and sweep_done.json, and of each
-fine-tuning <name>_finetune/<mode>/{config,results}.json and compare.json: everything the
-report reads. Checkpoints, snapshots and logs are not saved: a restored run can be reported
-on, not trained further or re-analysed (the same seed rebuilds it). Files are copied
-atomically; `restore` never overwrites a file that exists in the root.
+Saved per run: config.json, results.json, backtrack.json and sweep_done.json, the slow points
+(slow_points*.npz and each further recipe's slow_points_<recipe>/), and of each fine-tuning
+<name>_finetune/<mode>/{config,results}.json and compare.json: everything the report reads.
+With --weights, also the final network: weights/final (its layers and step, no optimizer
+state; the history-snapshot format) and its exported SavedModel (saved_model/). `restore
+--weights` turns weights/final into the run's training checkpoint (a fresh optimizer at the
+final step), so evaluation, the slow-point search, export and fine-tuning (which starts a
+fresh Adam, as the authors' does) read the network exactly; training further would not
+continue the original optimizer. Other checkpoints, history snapshots and logs are not saved.
+Files are copied atomically; `restore` never overwrites a file that exists in the root.
 """
 
 import argparse
@@ -26,7 +38,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 from haviv_tf import sweep  # pylint: disable=g-import-not-at-top
 
 RUN_FILES = ("config.json", "results.json", "backtrack.json", sweep.DONE_FILE)
+RUN_PATTERNS = ("slow_points*.npz", sweep.SLOW_POINTS_DIR_PREFIX + "*/*.npz",
+                sweep.SLOW_POINTS_DIR_PREFIX + "*/*.json")
 FINETUNE_FILES = ("compare.json", "*/config.json", "*/results.json")
+WEIGHTS = os.path.join("weights", "final")
+SAVED_MODEL = "saved_model"
 
 
 def _copy(src, dst, overwrite):
@@ -39,16 +55,49 @@ def _copy(src, dst, overwrite):
   return True
 
 
-def _files(base, name):
+def _files(base, name, weights=False):
   out = [os.path.join(name, f) for f in RUN_FILES if os.path.exists(os.path.join(base, name, f))]
+  patterns = RUN_PATTERNS + ((WEIGHTS + ".*", SAVED_MODEL + "/**") if weights else ())
+  for pattern in patterns:
+    for path in sorted(glob.glob(os.path.join(base, name, pattern), recursive=True)):
+      if os.path.isfile(path):
+        out.append(os.path.relpath(path, base))
   for pattern in FINETUNE_FILES:
     for path in sorted(glob.glob(os.path.join(base, name + "_finetune", pattern))):
       out.append(os.path.relpath(path, base))
   return out
 
 
-def transfer(src_root, dst_root, overwrite):
-  """Copies the files of src_root's finished runs to dst_root; returns (runs, files) copied."""
+def write_final_weights(workdir, data_dir=""):
+  """Writes workdir/weights/final from its newest checkpoint (unless it exists); returns it."""
+  from haviv_tf import analysis, train  # pylint: disable=g-import-not-at-top
+  prefix = os.path.join(workdir, WEIGHTS)
+  if not os.path.exists(prefix + ".index"):
+    cfg = analysis.trained_config(workdir)
+    run = train.Run(cfg, workdir, _source(cfg, data_dir).frame_shape)
+    run.restore()
+    train.write_weights(run.model, run.step, prefix)
+  return prefix
+
+
+def _source(cfg, data_dir):
+  from haviv_tf import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.apply_recipe(datasets.load(cfg.dataset, data_dir or cfg.data_dir),
+                               cfg.data_recipe)
+
+
+def weights_to_checkpoint(workdir, data_dir=""):
+  """Makes workdir/weights/final the run's checkpoint (if it has none); returns the step or None."""
+  from haviv_tf import artifacts, train  # pylint: disable=g-import-not-at-top
+  prefix = os.path.join(workdir, WEIGHTS)
+  if train.checkpoint_paths(workdir) or not os.path.exists(prefix + ".index"):
+    return None
+  cfg = artifacts.recorded_config(workdir)
+  return train.checkpoint_from_weights(cfg, workdir, prefix, _source(cfg, data_dir).frame_shape)
+
+
+def transfer(src_root, dst_root, overwrite, weights=False, data_dir=""):
+  """Copies the files of src_root's finished runs to dst_root; returns (runs, total, files)."""
   grid = os.path.join(src_root, sweep.GRID_FILE)
   if not os.path.exists(grid):
     raise SystemExit(f"error: {src_root} holds no sweep ({sweep.GRID_FILE} missing)")
@@ -58,9 +107,15 @@ def transfer(src_root, dst_root, overwrite):
     if not sweep.is_done(spec, src_root):
       continue
     runs += 1
-    for rel in _files(src_root, spec.name):
+    if weights and overwrite:  # save: the final weights are written from the checkpoint
+      write_final_weights(os.path.join(src_root, spec.name), data_dir)
+    for rel in _files(src_root, spec.name, weights):
       files += _copy(os.path.join(src_root, rel), os.path.join(dst_root, rel), overwrite)
   _copy(grid, os.path.join(dst_root, sweep.GRID_FILE), overwrite)
+  if weights and not overwrite:  # restore: the final weights become the training checkpoint
+    for spec in specs:
+      if sweep.is_done(spec, src_root):
+        weights_to_checkpoint(os.path.join(dst_root, spec.name), data_dir)
   return runs, len(specs), files
 
 
@@ -69,11 +124,20 @@ def main(argv=None):
   p.add_argument("cmd", choices=("save", "restore"))
   p.add_argument("--root", required=True, help="the sweep root (--workdir of --mode=study)")
   p.add_argument("--dest", required=True, help="the folder in the repository")
+  p.add_argument("--weights", action="store_true", help="also the final network: its weights "
+                 "(no optimizer state) and SavedModel; restore makes them the run's checkpoint")
+  p.add_argument("--data_dir", default="", help="with --weights: where the runs' data set is "
+                 "(default: the data_dir each run recorded)")
   args = p.parse_args(argv)
-  if args.cmd == "save":
-    runs, total, files = transfer(args.root, args.dest, overwrite=True)
-  else:
-    runs, total, files = transfer(args.dest, args.root, overwrite=False)
+  from haviv_tf import artifacts, datasets  # pylint: disable=g-import-not-at-top
+  try:
+    if args.cmd == "save":
+      runs, total, files = transfer(args.root, args.dest, True, args.weights, args.data_dir)
+    else:
+      runs, total, files = transfer(args.dest, args.root, False, args.weights, args.data_dir)
+  except (artifacts.RunError, datasets.DataError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   print(f"{args.cmd}: {runs} of {total} runs finished; {files} files copied")
   return 0
 

@@ -234,6 +234,42 @@ def read_snapshot(model, path: str) -> int:
   return step
 
 
+def write_weights(model, step: int, prefix: str) -> str:
+  """Writes `model`'s layers and `step` (no optimizer state) as checkpoint `prefix`.
+
+  The format of the history snapshots: read back with `read_snapshot` (any copy of the model)
+  or turned into a training checkpoint with `checkpoint_from_weights`.
+  """
+  # The model's layers only (under the same names as in the model): the model also tracks
+  # its optimizer, whose two Adam slots per weight would triple the file's size.
+  layers = {k: getattr(model, k) for k in ("cell", "head", "encoder")
+            if getattr(model, k, None) is not None}
+  return tf.train.Checkpoint(model=tf.train.Checkpoint(**layers),
+                             step=tf.Variable(step, dtype=tf.int64)).write(prefix)
+
+
+def checkpoint_from_weights(cfg: config_lib.Config, workdir: str, prefix: str,
+                            frame_shape) -> int:
+  """Makes weights-only checkpoint `prefix` the training checkpoint of `workdir`; returns its step.
+
+  The optimizer is fresh (its step set to the weights' step, its moments zero): evaluation,
+  the slow-point search, export and fine-tuning (which starts a fresh Adam) read the network
+  exactly; training further would not continue the original optimizer.
+
+  Raises:
+    RunError: `workdir` already has a checkpoint, or `prefix` is not weights of this model.
+  """
+  if checkpoint_paths(workdir):
+    raise RunError(f"{workdir} already has a checkpoint: refusing to replace it")
+  run = Run(cfg, workdir, frame_shape)
+  step = read_snapshot(run.model, prefix)
+  if step < 0:
+    raise RunError(f"{prefix} records no step")
+  run.optimizer.iterations.assign(step)
+  run.save()
+  return step
+
+
 class Run:
   """A model, its optimizer and checkpoints in a workdir.
 
@@ -490,13 +526,7 @@ class History:
   def save(self, model, step: int, stage_change: bool) -> None:
     os.makedirs(self.dir, exist_ok=True)
     name = f"snapshot-{step}"
-    # The model's layers only (under the same names as in the model): the model also tracks
-    # its optimizer, whose two Adam slots per weight would triple the snapshot's size.
-    layers = {k: getattr(model, k) for k in ("cell", "head", "encoder")
-              if getattr(model, k, None) is not None}
-    tf.train.Checkpoint(model=tf.train.Checkpoint(**layers),
-                        step=tf.Variable(step, dtype=tf.int64)).write(
-        os.path.join(self.dir, name))
+    write_weights(model, step, os.path.join(self.dir, name))
     self.entries = [e for e in self.entries if e["step"] != step]
     self.entries.append(dict(step=step, path=name, stage_change=bool(stage_change)))
     self.entries.sort(key=lambda e: e["step"])
