@@ -9,6 +9,7 @@ setuptools.setup(
                  "Controlling Memory in Recurrent Neural Networks, in TensorFlow/Keras"),
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10,<3.13",
     packages=["haviv_tf"],
     package_data={"haviv_tf": ["data/mnist_sample.npz", "data/README.md"]},
@@ -22,7 +23,7 @@ setuptools.setup(
         "matplotlib>=3.8,<4",
         "absl-py>=2.1,<3",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"],
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "pdoc>=15,<17"],
                     # benchmarks/fpf_comparison.py only (FixedPointFinder's PyTorch version).
                     "benchmark": ["torch>=2.1"]},
     entry_points={"console_scripts": ["haviv_tf=haviv_tf.main:run"]},
