@@ -1,0 +1,122 @@
+"""The README's results table: each of the paper's claims (a)-(e) × each committed grid.
+
+Reads only committed files: the study grids' `report.json` (written by `haviv_tf.report.build`)
+and the paper-preset network's `results.json` / `backtrack.json` (one network, so only the
+claims one network can test are tested, by the report's own thresholds). Prints the markdown
+table; `tests/readme_test.py` checks that README.md holds exactly this output.
+
+  python3 experiments/results_table.py            # print the table
+  python3 experiments/results_table.py --check    # exit 1 if README.md's table differs
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BEGIN = "<!-- results table: python3 experiments/results_table.py -->"
+END = "<!-- end of results table -->"
+
+# (column heading, folder under experiments/, the write-up it links)
+GRIDS = (("MNIST small (8 nets, 3k steps)", "study_small", "experiments/study_small/REPORT.md"),
+         ("MNIST medium (12 nets, 9k steps)", "study_medium",
+          "experiments/study_medium/REPORT.md"),
+         ("CIFAR-10 quick (4 nets)", "cifar10_quick", "experiments/cifar10_quick/REPORT.md"))
+PAPER = ("`paper` preset (1 net, 140k steps)", "paper_preset/vocu_gru_s0",
+         "experiments/paper_preset.md")
+CLAIMS = (("a", "every network solves the task at the training delays"),
+          ("b", "networks differ widely at long delays"),
+          ("c", "slow-point speed predicts long-delay accuracy"),
+          ("d", "speed regularisation beats control at long delays"),
+          ("e", "VoCu's later classes are born from existing slow points"))
+
+
+def _read(path):
+  with open(os.path.join(REPO, path)) as f:
+    return json.load(f)
+
+
+def _word(held):
+  return "n/a" if held is None else ("**held**" if held else "not held")
+
+
+def _grid_cells(folder):
+  """claim -> cell text, from a study grid's report.json."""
+  claims = _read(f"experiments/{folder}/report.json")["claims"]
+  a, b, c, d, e = (claims[k] for k in "abcde")
+  cells = {}
+  cells["a"] = f"{_word(a['held'])}: worst {min(a['min_accuracy'].values()):.3f} " \
+               f"(≥ {a['threshold']:.3g})"
+  span = max(b["spans"].items(), key=lambda kv: (kv[1], int(kv[0])))
+  cells["b"] = f"{_word(b['held'])}: widest span {span[1]:.2f} (delay {span[0]})"
+  cc = c["correlations"][c["key"]]
+  cells["c"] = f"{_word(c['held'])}: ρ {cc['spearman']:+.2f} (delay {c['key']})"
+  sp = d["table"][str(d["delay"])]["diffs"]["slow_points"]
+  cells["d"] = f"{_word(d['held'])}: slow points − control {sp['mean']:+.3f} (delay {d['delay']})"
+  cells["e"] = (f"{_word(e['held'])}: {e['born_at_introduction']} of {e['later_classes']} "
+                "born at introduction")
+  return cells
+
+
+def _paper_cells(folder):
+  """claim -> cell text for the one paper-preset network, by the study report's tests."""
+  sys.path.insert(0, REPO)
+  from haviv_tf import artifacts, report, significance
+  workdir = os.path.join(REPO, "experiments", folder)
+  res = _read(f"experiments/{folder}/results.json")
+  cfg = artifacts.recorded_config(workdir)
+  acc = res["accuracy_by_delay"]
+  worst = min(v for d, v in acc.items() if int(d) < cfg.seq_len)
+  cells = {"a": f"{_word(worst >= report.SOLVED)}: worst {worst:.3f} (≥ {report.SOLVED:.3g})",
+           "b": "n/a (one network)", "d": "not run"}
+  key = str(report.TEST_DELAY["mnist"])
+  per_class = res["per_class_accuracy_by_delay"][key]
+  pairs = [(math.log10(res["slow_point_speed"][str(k)]), per_class[k])
+           for k in range(len(per_class))]
+  cc = significance.correlate(pairs)
+  held = cc["spearman"] < 0 and cc["spearman_p"] < report.ALPHA
+  cells["c"] = f"{_word(held)} across its classes: ρ {cc['spearman']:+.2f} (delay {key})"
+  b = _read(f"experiments/{folder}/backtrack.json")
+  late = [x for x in report._births(b, cfg, "readout") if x["introduced_at"] > 0]
+  born = sum(x["at_introduction"] for x in late)
+  cells["e"] = f"{_word(born / len(late) >= 0.75)}: {born} of {len(late)} born at introduction"
+  return cells
+
+
+def table() -> str:
+  cols = [(h, link, _grid_cells(f)) for h, f, link in GRIDS]
+  cols.append((PAPER[0], PAPER[2], _paper_cells(PAPER[1])))
+  lines = ["| claim | " + " | ".join(f"[{h}]({link})" for h, link, _ in cols) + " |",
+           "|---" * (1 + len(cols)) + "|"]
+  for k, text in CLAIMS:
+    lines.append(f"| ({k}) {text} | " + " | ".join(cells[k] for _, _, cells in cols) + " |")
+  return "\n".join(lines)
+
+
+def readme_table(readme: str) -> str:
+  """The table between the BEGIN and END markers of README.md's text."""
+  start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
+  return readme[start:end].strip()
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--check", action="store_true", help="compare with README.md's table")
+  args = p.parse_args(argv)
+  t = table()
+  if args.check:
+    with open(os.path.join(REPO, "README.md")) as f:
+      if readme_table(f.read()) != t:
+        print("README.md's results table differs from python3 experiments/results_table.py",
+              file=sys.stderr)
+        return 1
+    return 0
+  print(t)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

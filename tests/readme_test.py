@@ -1,0 +1,82 @@
+"""The README stays short, its results table is the generated one, and its snippet runs."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(REPO, "README.md")
+sys.path.insert(0, os.path.join(REPO, "experiments"))
+
+import results_table  # noqa: E402
+
+
+def _readme():
+  with open(README, encoding="utf-8") as f:
+    return f.read()
+
+
+def test_readme_fits_in_10000_characters():
+  assert len(_readme()) <= 10_000, len(_readme())
+
+
+def test_results_table_is_the_generated_one():
+  assert results_table.readme_table(_readme()) == results_table.table(), (
+      "README.md's results table is stale: paste the output of "
+      "python3 experiments/results_table.py between its markers")
+
+
+def test_results_table_covers_every_claim_and_grid():
+  t = results_table.table()
+  for key, _ in results_table.CLAIMS:
+    assert f"| ({key}) " in t
+  for _, folder, link in results_table.GRIDS:
+    assert f"({link})" in t and os.path.exists(os.path.join(REPO, link))
+  assert os.path.exists(os.path.join(REPO, results_table.PAPER[2]))
+
+
+def test_readme_commands_match_ci():
+  text = _readme()
+  block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1).splitlines()
+  assert block[0] == ('python3 -m pip install -e ".[test]" && '
+                      "python3 -m haviv_tf.main --workdir=runs/first")
+  test_cmd = block[1]
+  with open(os.path.join(REPO, ".ci", "run")) as f:
+    ci = [line.strip() for line in f]
+  assert test_cmd in ci, f"{test_cmd!r} is not what .ci/run runs"
+
+
+def test_readme_links_resolve():
+  for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", _readme()):
+    if target.startswith("http"):
+      continue
+    assert os.path.exists(os.path.join(REPO, target)), target
+
+
+def test_docs_links_resolve():
+  docs = os.path.join(REPO, "docs")
+  for name in sorted(os.listdir(docs)):
+    if not name.endswith(".md"):
+      continue
+    with open(os.path.join(docs, name), encoding="utf-8") as f:
+      text = f.read()
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+      if not target.startswith("http"):
+        assert os.path.exists(os.path.join(docs, target)), f"docs/{name}: {target}"
+
+
+def test_readme_snippet_runs(tmp_path):
+  code = re.search(r"```python\n(.*?)```", _readme(), flags=re.S).group(1)
+  assert "max_iters=20_000" in code
+  code = code.replace("max_iters=20_000", "max_iters=300")  # the same calls, a shorter search
+  code += "\nassert len(unique.q) >= 1 and len(stable.q) <= len(unique.q)\n"
+  script = tmp_path / "snippet.py"
+  script.write_text(code, encoding="utf-8")
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+  out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
