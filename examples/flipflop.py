@@ -1,6 +1,6 @@
 """Fixed points of a Keras GRU trained on the 3-bit flip-flop task.
 
-  python3 examples/flipflop.py --out=/tmp/flipflop
+  python3 examples/flipflop.py --out=runs/flipflop
 
 The task (Sussillo & Barak 2013, the standard fixed-point demonstration): three input channels
 carry pulses of +1 or -1 (one on every channel at the start, then rare ones); each output

@@ -20,6 +20,7 @@ import glob
 import os
 import platform
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -131,7 +132,7 @@ def cmd_grads(args):
     for norm in ("authors", "weights"):
       cfg = _config(args, [f"init={init}", f"loss_norm={norm}"])
       src = datasets.apply_recipe(source, cfg.data_recipe)
-      run = train_lib.Run(cfg, "/tmp/unused", src.frame_shape)
+      run = train_lib.Run(cfg, os.path.join(tempfile.gettempdir(), "unused"), src.frame_shape)
       gen = trials.generator_for(src, "train", cfg)
       cur = curricula.for_config(cfg)
       ds = gen.training_dataset(cfg.seed, cfg.batch_size, cfg.seq_len, cur, backend="numpy")

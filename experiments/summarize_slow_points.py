@@ -1,7 +1,10 @@
-"""Tables for experiments/slow_points_reachable.md from the runs of /work/exp-11 (see there).
+"""Tables for experiments/slow_points_reachable.md from the runs of its experiment folder.
 
-  PYTHONPATH=. python3 experiments/summarize_slow_points.py --root=/work/exp-11 \
-      --trained=/work/runs/small > /tmp/tables.md
+  PYTHONPATH=. python3 experiments/summarize_slow_points.py --root=EXP_DIR \
+      --trained=TRAINED_ROOT > tables.md
+
+(EXP_DIR: the folder experiments/slow_points_reachable/run.sh wrote; TRAINED_ROOT: the small
+grid's root the networks were copied from.)
 
 For every network with results under ROOT/{default,paper}/<name>: where the slow points from
 the class centres lie (in the box, distance to the nearest class state at the centre-of-mass
@@ -88,8 +91,9 @@ def backtrack_row(path):
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("--root", default="/work/exp-11")
-  parser.add_argument("--trained", default="/work/runs/small")
+  parser.add_argument("--root", required=True,
+                      help="the experiment folder (default/, paper/, old/, lstm_c/ inside)")
+  parser.add_argument("--trained", required=True, help="the small grid's root")
   args = parser.parse_args()
   names = sorted(n for n in os.listdir(os.path.join(args.root, "default"))
                  if os.path.isdir(os.path.join(args.root, "default", n))

@@ -5,11 +5,11 @@
   python3 launch/sweep.py --grid=small --root=runs/small --workers=2 --data_dir=../shared/data
 
   # The paper's grid as a Slurm job array (one task per network; resubmit to resume):
-  python3 launch/sweep.py --grid=paper --root=/scratch/haviv --slurm=haviv_paper.sbatch
+  python3 launch/sweep.py --grid=paper --root=runs/paper --slurm=haviv_paper.sbatch
   sbatch haviv_paper.sbatch
 
   # A grid of one's own (a JSON object of haviv_tf.sweep.Grid fields), written and submitted:
-  python3 launch/sweep.py --grid_file=mine.json --root=/scratch/mine --slurm=mine.sbatch --submit
+  python3 launch/sweep.py --grid_file=mine.json --root=runs/mine --slurm=mine.sbatch --submit
 
 Re-running the same command skips finished runs and resumes interrupted ones. Two launchers on
 one root never run the same network twice (each run is locked while a worker holds it).

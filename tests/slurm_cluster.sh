@@ -9,14 +9,14 @@
 #   tests/slurm_cluster.sh stop  [STATE_DIR]   stop exactly the three daemons `start` started
 #   tests/slurm_cluster.sh check               exit 0 if a cluster answers and a node is idle
 #
-# STATE_DIR (default /tmp/haviv-slurm) holds the daemons' pids, logs and spool. Needs root and
+# STATE_DIR (default ${TMPDIR:-/tmp}/haviv-slurm) holds the daemons' pids, logs and spool. Needs root and
 # apt-get (or the packages already installed); otherwise it says why on one `error:` line and
 # exits 1 (the tests then skip with that reason). An /etc/slurm/slurm.conf that this script
 # did not write is never overwritten.
 set -euo pipefail
 
 CMD="${1:-}"
-STATE="${2:-/tmp/haviv-slurm}"
+STATE="${2:-${TMPDIR:-/tmp}/haviv-slurm}"
 CONF=/etc/slurm/slurm.conf
 MARK="# written by haviv_tf tests/slurm_cluster.sh"
 TIMEOUT="${HAVIV_SLURM_START_TIMEOUT:-90}"

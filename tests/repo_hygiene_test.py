@@ -1,0 +1,92 @@
+"""No committed file names a path of the machine that made it.
+
+Scripts take their folders as arguments, write-ups name folders relative to the repository or
+to a run root, and committed run records (config.json, compare.json, analysis.json, ...) hold
+no absolute workdir or data location: `experiments/relative_paths.py` rewrites a record's
+paths before it is committed. A recorded config's `data_dir` is empty ("" = the data location
+is given by the --data_dir flag of whichever mode needs the data; it is a run-control field,
+not compared on resume); should one ever have to stay, only a relative path is accepted, since a
+relative path names a layout of folders, not one machine's.
+"""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# An absolute path into a machine's own folders (the development machine's work tree, temp
+# files, home directories, cluster scratch space), not preceded by anything that would make it
+# part of a relative path, a URL or a variable.
+MACHINE_PATH = re.compile(r"(?<![\w.~$}\-/:])/(?:work|tmp|root|home|scratch|Users|mnt)/")
+# Written on purpose: a temporary directory chosen by the environment, with the usual default.
+ALLOWED = ("${TMPDIR:-/tmp}",)
+BINARY = (".png", ".npz", ".gz", ".pb", ".index", ".jpg", ".pdf")
+
+
+def _tracked():
+  out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True)
+  if out.returncode != 0:
+    pytest.skip("not a git checkout")
+  return [f for f in out.stdout.split("\0") if f and os.path.isfile(os.path.join(REPO, f))]
+
+
+def machine_paths(text):
+  """(line number, line) of every line of `text` that names a machine path."""
+  hits = []
+  for i, line in enumerate(text.splitlines(), 1):
+    clean = line
+    for a in ALLOWED:
+      clean = clean.replace(a, "")
+    if MACHINE_PATH.search(clean):
+      hits.append((i, line.strip()))
+  return hits
+
+
+def test_the_pattern():
+  assert machine_paths('"workdir": "/work/runs/s6/x"') and machine_paths("cd /tmp/x")
+  assert machine_paths("E=/home/me/exp") and machine_paths("--root=/scratch/haviv")
+  for fine in ("../shared/data", "runs/first", "haviv_tf/data/x", "https://a.org/home/x",
+               'STATE="${2:-${TMPDIR:-/tmp}/haviv-slurm}"', "$OUT/paper/x", "/etc/slurm"):
+    assert not machine_paths(fine), fine
+
+
+def test_no_machine_paths_in_tracked_files():
+  bad = []
+  for f in _tracked():
+    if f.endswith(BINARY):
+      continue
+    try:
+      with open(os.path.join(REPO, f), encoding="utf-8") as fh:
+        text = fh.read()
+    except UnicodeDecodeError:
+      continue
+    bad += [f"{f}:{i}: {line[:120]}" for i, line in machine_paths(text)]
+  assert not bad, "machine-specific paths in committed files:\n" + "\n".join(bad)
+
+
+def _data_dirs(obj, where=""):
+  if isinstance(obj, dict):
+    for k, v in obj.items():
+      if k == "data_dir" and isinstance(v, str):
+        yield where + "/" + k, v
+      else:
+        yield from _data_dirs(v, where + "/" + k)
+  elif isinstance(obj, list):
+    for i, v in enumerate(obj):
+      yield from _data_dirs(v, f"{where}/{i}")
+
+
+def test_recorded_data_dirs_are_empty_or_relative():
+  bad = []
+  for f in _tracked():
+    if not f.endswith(".json"):
+      continue
+    with open(os.path.join(REPO, f), encoding="utf-8") as fh:
+      data = json.load(fh)
+    bad += [f"{f}: {k} = {v!r}" for k, v in _data_dirs(data)
+            if os.path.isabs(v) or v.startswith("~")]
+  assert not bad, "absolute data_dir in committed records:\n" + "\n".join(bad)
