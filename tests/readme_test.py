@@ -11,6 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 sys.path.insert(0, os.path.join(REPO, "experiments"))
 
+import index  # noqa: E402
 import results_table  # noqa: E402
 
 
@@ -80,3 +81,24 @@ def test_readme_snippet_runs(tmp_path):
   out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_experiments_index_lists_every_writeup():
+  listed = [w[0] for w in index.WRITEUPS]
+  assert len(listed) == len(set(listed))
+  assert sorted(listed) == index.listed_files(), (
+      "experiments/index.py's WRITEUPS and the *.md files under experiments/ differ: "
+      f"unlisted {sorted(set(index.listed_files()) - set(listed))}, "
+      f"gone {sorted(set(listed) - set(index.listed_files()))}")
+  for rel, status, *_ in index.WRITEUPS:
+    if status != index.CURRENT:
+      assert status.startswith("superseded by "), (rel, status)
+      assert os.path.exists(os.path.join(REPO, "experiments", status.split()[2].rstrip(","))), rel
+
+
+def test_experiments_index_is_the_generated_one():
+  if subprocess.run(["git", "rev-parse"], cwd=REPO, capture_output=True).returncode != 0:
+    pytest.skip("not a git checkout: the revisions come from git log")
+  with open(os.path.join(REPO, "experiments", "README.md"), encoding="utf-8") as f:
+    assert index.readme_table(f.read()) == index.table(), (
+        "experiments/README.md's index is stale: paste python3 experiments/index.py's output")
