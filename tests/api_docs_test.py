@@ -1,6 +1,7 @@
 """The API reference builds from the docstrings (pdoc) and documents every public name."""
 
 import importlib
+import importlib.util
 import os
 import re
 import subprocess
@@ -9,9 +10,10 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "docs"))
-
-import build_api  # noqa: E402
+_spec = importlib.util.spec_from_file_location("docs_build_api",
+                                               os.path.join(REPO, "docs", "build_api.py"))
+build_api = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_api)
 
 pytest.importorskip("pdoc")
 

@@ -1,5 +1,6 @@
 """The README stays short, its results table is the generated one, and its snippet runs."""
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -9,10 +10,18 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
-sys.path.insert(0, os.path.join(REPO, "experiments"))
 
-import index  # noqa: E402
-import results_table  # noqa: E402
+
+def _load(path, name):
+  """A script of the repository as a module (by path: experiments/ is not a package)."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+index = _load("experiments/index.py", "experiments_index")
+results_table = _load("experiments/results_table.py", "experiments_results_table")
 
 
 def _readme():
