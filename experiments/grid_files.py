@@ -24,10 +24,14 @@ final step), so evaluation, the slow-point search, export and fine-tuning (which
 fresh Adam, as the authors' does) read the network exactly; training further would not
 continue the original optimizer. Other checkpoints, history snapshots and logs are not saved.
 Files are copied atomically; `restore` never overwrites a file that exists in the root.
+`save` takes the machine's paths out of the JSON records it copies (experiments/relative_paths.py:
+the recorded data_dir becomes "", workdirs under the root become relative to it), so that the
+saved files can be committed; pass --data_dir to the modes that need the data.
 """
 
 import argparse
 import glob
+import json
 import os
 import shutil
 import sys
@@ -37,6 +41,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from haviv_tf import sweep  # pylint: disable=g-import-not-at-top
 
+sys.path.insert(0, HERE)
+import relative_paths  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 RUN_FILES = ("config.json", "results.json", "backtrack.json", sweep.DONE_FILE)
 RUN_PATTERNS = ("slow_points*.npz", sweep.SLOW_POINTS_DIR_PREFIX + "*/*.npz",
                 sweep.SLOW_POINTS_DIR_PREFIX + "*/*.json")
@@ -45,12 +52,20 @@ WEIGHTS = os.path.join("weights", "final")
 SAVED_MODEL = "saved_model"
 
 
-def _copy(src, dst, overwrite):
+def _copy(src, dst, overwrite, portable_root=None):
+  """Copies src to dst atomically (not over an existing dst unless `overwrite`); with
+  `portable_root`, a JSON file is written with the machine's paths taken out."""
   if os.path.exists(dst) and not overwrite:
     return False
   os.makedirs(os.path.dirname(dst), exist_ok=True)
   tmp = dst + ".tmp"
-  shutil.copyfile(src, tmp)
+  if portable_root is not None and src.endswith(".json"):
+    with open(src, encoding="utf-8") as f:
+      obj = relative_paths.portable(json.load(f), portable_root)
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  else:
+    shutil.copyfile(src, tmp)
   os.replace(tmp, dst)
   return True
 
@@ -110,8 +125,9 @@ def transfer(src_root, dst_root, overwrite, weights=False, data_dir=""):
     if weights and overwrite:  # save: the final weights are written from the checkpoint
       write_final_weights(os.path.join(src_root, spec.name), data_dir)
     for rel in _files(src_root, spec.name, weights):
-      files += _copy(os.path.join(src_root, rel), os.path.join(dst_root, rel), overwrite)
-  _copy(grid, os.path.join(dst_root, sweep.GRID_FILE), overwrite)
+      files += _copy(os.path.join(src_root, rel), os.path.join(dst_root, rel), overwrite,
+                     src_root if overwrite else None)
+  _copy(grid, os.path.join(dst_root, sweep.GRID_FILE), overwrite, src_root if overwrite else None)
   if weights and not overwrite:  # restore: the final weights become the training checkpoint
     for spec in specs:
       if sweep.is_done(spec, src_root):

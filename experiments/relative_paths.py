@@ -56,6 +56,29 @@ def rewrite(obj, data_dir="", roots=()):
   return obj
 
 
+def recorded_data_dirs(obj) -> list:
+  """Every absolute `data_dir` value in `obj` (parsed JSON): the data locations it records."""
+  found = []
+  if isinstance(obj, dict):
+    for k, v in obj.items():
+      if k == "data_dir" and isinstance(v, str) and os.path.isabs(v):
+        found.append(v)
+      else:
+        found += recorded_data_dirs(v)
+  elif isinstance(obj, list):
+    for v in obj:
+      found += recorded_data_dirs(v)
+  return found
+
+
+def portable(obj, root):
+  """`obj` with the data locations it records and the run root `root` taken out (paths under
+  `root` become relative to it): what experiments/grid_files.py save writes."""
+  for d in sorted(set(recorded_data_dirs(obj)), key=len, reverse=True):
+    obj = rewrite(obj, data_dir=d)
+  return rewrite(obj, roots=[(os.path.abspath(root), "")])
+
+
 def json_files(paths):
   for p in paths:
     if os.path.isdir(p):

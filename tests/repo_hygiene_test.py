@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +92,51 @@ def test_recorded_data_dirs_are_empty_or_relative():
     bad += [f"{f}: {k} = {v!r}" for k, v in _data_dirs(data)
             if os.path.isabs(v) or v.startswith("~")]
   assert not bad, "absolute data_dir in committed records:\n" + "\n".join(bad)
+
+
+def _load(path, name):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.join(REPO, path)))
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+MEDIUM_RUNS = os.path.join(REPO, "experiments", "study_medium", "runs")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(MEDIUM_RUNS, "grid.json")),
+                    reason="the committed medium grid is not in this tree")
+def test_grid_files_save_takes_the_machine_paths_out(tmp_path):
+  grid_files = _load("experiments/grid_files.py", "experiments_grid_files")
+  root, dest, data = str(tmp_path / "root"), str(tmp_path / "dest"), str(tmp_path / "data")
+  grid_files.transfer(MEDIUM_RUNS, root, overwrite=False)  # restore, then record as a run would
+  name = "mnist-decu-gru-quick-s10-e21caba7"
+  ft = os.path.join(root, name + "_finetune", "control", "config.json")
+  for path in (os.path.join(root, name, "config.json"), ft):
+    with open(path) as f:
+      rec = json.load(f)
+    rec["config"]["data_dir"] = data
+    rec["data_origin"] = f"files {data}/mnist"
+    if "parent" in rec:
+      rec["parent"]["workdir"] = os.path.join(os.path.abspath(root), name)
+      rec["parent"]["config"]["data_dir"] = data
+    with open(path, "w") as f:
+      json.dump(rec, f, indent=2, sort_keys=True)
+  runs, _, files = grid_files.transfer(root, dest, overwrite=True)  # save
+  assert runs == 12 and files > 0
+  for d, _, names in os.walk(dest):
+    for n in names:
+      if n.endswith(".json"):
+        with open(os.path.join(d, n)) as f:
+          text = f.read()
+        assert str(tmp_path) not in text, os.path.join(d, n)
+  with open(os.path.join(dest, name + "_finetune", "control", "config.json")) as f:
+    rec = json.load(f)
+  assert rec["config"]["data_dir"] == "" and rec["parent"]["workdir"] == name
+  assert rec["data_origin"] == "files <data_dir>/mnist"
+  with open(os.path.join(dest, name, "config.json")) as f:
+    saved = json.load(f)
+  with open(os.path.join(MEDIUM_RUNS, name, "config.json")) as f:
+    assert saved == json.load(f)  # the committed record is what save writes
