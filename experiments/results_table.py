@@ -39,6 +39,11 @@ def _read(path):
     return json.load(f)
 
 
+def _rho(x):
+  """A correlation as the write-ups give it: two decimals, three when it rounds to zero."""
+  return f"{x:+.3f}" if abs(x) < 0.005 else f"{x:+.2f}"
+
+
 def _word(held):
   return "n/a" if held is None else ("**held**" if held else "not held")
 
@@ -53,7 +58,7 @@ def _grid_cells(folder):
   span = max(b["spans"].items(), key=lambda kv: (kv[1], int(kv[0])))
   cells["b"] = f"{_word(b['held'])}: widest span {span[1]:.2f} (delay {span[0]})"
   cc = c["correlations"][c["key"]]
-  cells["c"] = f"{_word(c['held'])}: ρ {cc['spearman']:+.2f} (delay {c['key']})"
+  cells["c"] = f"{_word(c['held'])}: ρ {_rho(cc['spearman'])} (delay {c['key']})"
   sp = d["table"][str(d["delay"])]["diffs"]["slow_points"]
   cells["d"] = f"{_word(d['held'])}: slow points − control {sp['mean']:+.3f} (delay {d['delay']})"
   cells["e"] = (f"{_word(e['held'])}: {e['born_at_introduction']} of {e['later_classes']} "
@@ -78,7 +83,7 @@ def _paper_cells(folder):
            for k in range(len(per_class))]
   cc = significance.correlate(pairs)
   held = cc["spearman"] < 0 and cc["spearman_p"] < report.ALPHA
-  cells["c"] = f"{_word(held)} across its classes: ρ {cc['spearman']:+.2f} (delay {key})"
+  cells["c"] = f"{_word(held)} across its classes: ρ {_rho(cc['spearman'])} (delay {key})"
   b = _read(f"experiments/{folder}/backtrack.json")
   late = [x for x in report._births(b, cfg, "readout") if x["introduced_at"] > 0]
   born = sum(x["at_introduction"] for x in late)
