@@ -1,4 +1,4 @@
-"""The paper preset against the authors' TF1 code, point by point (README, "Fidelity").
+"""The paper preset against the authors' TF1 code, point by point (docs/fidelity.md).
 
 Each test rebuilds what the authors' scripts (DoronHaviv/MemoryRNN, TriggerMNISTCloud.py = TMC,
 TriggerCIFARCloud.py = TCC) compute, written out in numpy from their equations, and compares.
