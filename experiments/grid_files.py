@@ -18,7 +18,9 @@ Saved per run: config.json, results.json, backtrack.json and sweep_done.json, th
 (slow_points*.npz and each further recipe's slow_points_<recipe>/), and of each fine-tuning
 <name>_finetune/<mode>/{config,results}.json and compare.json: everything the report reads.
 With --weights, also the final network: weights/final (its layers and step, no optimizer
-state; the history-snapshot format) and its exported SavedModel (saved_model/). `restore
+state; the history-snapshot format), weights/check.json (its report accuracy on fixed trials of
+the shipped MNIST sample, which tests/committed_networks_test.py recomputes) and its exported
+SavedModel (saved_model/). `restore
 --weights` turns weights/final into the run's training checkpoint (a fresh optimizer at the
 final step), so evaluation, the slow-point search, export and fine-tuning (which starts a
 fresh Adam, as the authors' does) read the network exactly; training further would not
@@ -50,6 +52,14 @@ RUN_PATTERNS = ("slow_points*.npz", sweep.SLOW_POINTS_DIR_PREFIX + "*/*.npz",
 FINETUNE_FILES = ("compare.json", "*/config.json", "*/results.json")
 WEIGHTS = os.path.join("weights", "final")
 SAVED_MODEL = "saved_model"
+# A re-check that needs no data set beyond the package: the saved network's report accuracy on
+# trials made from the shipped MNIST sample's test images (and its noise statistics), with a
+# fixed seed, recorded at save time and recomputed by tests/committed_networks_test.py.
+CHECK = os.path.join("weights", "check.json")
+CHECK_DATASET = "mnist_sample"
+CHECK_DELAY = 10
+CHECK_TRIALS = 500
+CHECK_SEED = 20_190_101
 
 
 def _copy(src, dst, overwrite, portable_root=None):
@@ -72,7 +82,7 @@ def _copy(src, dst, overwrite, portable_root=None):
 
 def _files(base, name, weights=False):
   out = [os.path.join(name, f) for f in RUN_FILES if os.path.exists(os.path.join(base, name, f))]
-  patterns = RUN_PATTERNS + ((WEIGHTS + ".*", SAVED_MODEL + "/**") if weights else ())
+  patterns = RUN_PATTERNS + ((WEIGHTS + ".*", CHECK, SAVED_MODEL + "/**") if weights else ())
   for pattern in patterns:
     for path in sorted(glob.glob(os.path.join(base, name, pattern), recursive=True)):
       if os.path.isfile(path):
@@ -93,6 +103,36 @@ def write_final_weights(workdir, data_dir=""):
     run.restore()
     train.write_weights(run.model, run.step, prefix)
   return prefix
+
+
+def check_accuracy(workdir) -> dict:
+  """The network in workdir/weights/final evaluated on the shipped sample (see CHECK)."""
+  from haviv_tf import artifacts, datasets, evaluation, models, train, trials  # pylint: disable=g-import-not-at-top,g-multiple-import
+  cfg = artifacts.recorded_config(workdir)
+  if cfg is None:
+    raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no config.json)")
+  if cfg.dataset not in ("mnist", "mnist_sample"):
+    raise artifacts.RunError(f"{workdir}: the re-check uses the shipped MNIST sample; a "
+                             f"{cfg.dataset} network has none")
+  source = datasets.load(CHECK_DATASET)
+  model = models.build(cfg, source.frame_shape)
+  step = train.read_snapshot(model, os.path.join(workdir, WEIGHTS))
+  ev = evaluation.Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len)
+  res = ev.evaluate([CHECK_DELAY], CHECK_TRIALS, CHECK_SEED)
+  return dict(dataset=CHECK_DATASET, delay=CHECK_DELAY, trials=CHECK_TRIALS, seed=CHECK_SEED,
+              step=step, accuracy=res["accuracy_by_delay"][str(CHECK_DELAY)],
+              per_class_accuracy=res["per_class_accuracy_by_delay"][str(CHECK_DELAY)])
+
+
+def write_check(workdir) -> dict:
+  """Writes workdir/weights/check.json (check_accuracy) unless it exists; returns it."""
+  from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, CHECK)
+  if os.path.exists(path):
+    return artifacts.read_json(path)
+  out = check_accuracy(workdir)
+  artifacts.write_json(path, out)
+  return out
 
 
 def _source(cfg, data_dir):
@@ -124,6 +164,8 @@ def transfer(src_root, dst_root, overwrite, weights=False, data_dir=""):
     runs += 1
     if weights and overwrite:  # save: the final weights are written from the checkpoint
       write_final_weights(os.path.join(src_root, spec.name), data_dir)
+      if spec.dataset in ("mnist", "mnist_sample"):
+        write_check(os.path.join(src_root, spec.name))
     for rel in _files(src_root, spec.name, weights):
       files += _copy(os.path.join(src_root, rel), os.path.join(dst_root, rel), overwrite,
                      src_root if overwrite else None)

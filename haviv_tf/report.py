@@ -17,11 +17,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from haviv_tf import analysis
 from haviv_tf import artifacts
 from haviv_tf import backtrack as backtrack_lib
 from haviv_tf import config as config_lib
 from haviv_tf import control
+from haviv_tf import memory
 from haviv_tf import plotting
 from haviv_tf import significance as sig
 from haviv_tf import study
@@ -59,6 +59,9 @@ class Evidence:
   seq_len: int
   ceiling: Optional[dict] = None  # a measured ceiling (CEILING_JSON) for claim (a), if given
   targets: Optional[dict] = None  # the penalties' targets measured (TARGETS_JSON), for (d)
+  # Where the claims are tested a second time: memory.claim_delay's choice (median network
+  # half-life) among the long delays every network was evaluated at; None where none can be.
+  claim_delay: Optional[dict] = None
 
   @property
   def train_delays(self):
@@ -170,6 +173,55 @@ def _header(ev: Evidence, grid_name, specs, recs, missing, wall_seconds) -> list
                               for d in ev.delays) + " |")
   lines.append("")
   return lines
+
+
+def network_half_lives(ev_have, seq_len) -> dict:
+  """{run name: memory.half_life dict of its overall accuracy curve, or None}."""
+  out = {}
+  for r in ev_have:
+    halves = study.run_half_lives(r["config"], r["results"]) if r["config"] else None
+    out[r["name"]] = (halves or {}).get("overall")
+  return out
+
+
+def choose_claim_delay(have, halves, long_delays) -> Optional[dict]:
+  """memory.claim_delay over the long delays that every network in `have` was evaluated at,
+  or None (with no such delay, or no network with a half-life)."""
+  common = [d for d in long_delays
+            if all(str(d) in r["results"]["accuracy_by_delay"] for r in have)]
+  try:
+    return memory.claim_delay(list(halves.values()), common)
+  except ValueError:
+    return None
+
+
+def memory_section(ev: Evidence, halves) -> tuple:
+  """How long each network remembers: its half-life, and the delay the claims are re-tested at."""
+  lines = ["## Memory half-lives", "",
+           "The delay at which each network's report accuracy has fallen halfway from its level "
+           "at the training delays to chance (interpolated in log delay; ≥ where the curve never "
+           "fell that far by the longest delay evaluated).", "",
+           "| network | level at training delays | half-life | longest delay evaluated |",
+           "|---|---|---|---|"]
+  for name, h in halves.items():
+    if not h:
+      lines.append(f"| {name} | – | – | – |")
+      continue
+    value = ("at chance" if h.get("half_life") is None else
+             f"{'≥ ' if h['censored'] else ''}{h['half_life']:.0f}")
+    lines.append(f"| {name} | {h['level']:.3f} | {value} | {h['longest_delay']} |")
+  cd = ev.claim_delay
+  if cd:
+    lines += ["", f"Claims (b)-(d) are tested at the fixed delay and again at delay "
+              f"**{cd['delay']}**: {cd['rule']} ({cd['median_half_life']:.0f} over "
+              f"{cd['networks']} networks, {cd['censored']} of them censored"
+              + (", so the median is a lower bound" if cd["censored"] else "") + ")."]
+  else:
+    lines += ["", "No delay for a second test: no network has a half-life, or no long delay was "
+              "evaluated on every network."]
+  lines.append("")
+  numbers = dict(half_lives=halves, claim_delay=cd)
+  return numbers, lines
 
 
 def _levels(ev: Evidence, have):
@@ -300,6 +352,9 @@ def claim_b(ev: Evidence, have):
   best = max(spans, key=spans.get) if spans else None
   held = bool(spans) and max(spans.values()) >= WIDE
   numbers = dict(held=held, spans={str(k): v for k, v in spans.items()}, effects=effects)
+  cd = ev.claim_delay and ev.claim_delay["delay"]
+  if cd in spans:
+    numbers["at_claim_delay"] = dict(delay=cd, span=spans[cd], held=spans[cd] >= WIDE)
   lines += ["", "| effect | delay | means | Mann–Whitney p |", "|---|---|---|---|"]
   for k, e in effects.items():
     factor, d = k.split("@")
@@ -315,6 +370,9 @@ def claim_b(ev: Evidence, have):
             f"**{_verdict(held)}**: the widest span is "
             + (f"{spans[best]:.3f} at delay {best}" if best else "n/a")
             + " (" + ", ".join(f"{d}: {s:.3f}" for d, s in spans.items()) + ").", ""]
+  if "at_claim_delay" in numbers:
+    lines += [f"At the half-life delay {cd}: span {spans[cd]:.3f}, "
+              f"**{_verdict(numbers['at_claim_delay']['held']).lower()}**.", ""]
   if spans and not held:
     worst = min(_acc(r, best) for r in have if _acc(r, best) is not None)
     train = [_pooled_training_accuracy(r, ev.train_delays)[0] for r in have]
@@ -381,9 +439,31 @@ def claim_c(ev: Evidence, with_sp):
   lines += ["", f"![speed vs accuracy]({SPEED_PNG})", "",
             f"**{_verdict(held)}** at delay {key}: ρ = "
             f"{sig.fmt(c['spearman'])} (p = {sig.fmt_p(c['spearman_p'])}, n = {c['n']}).", ""]
+  cd = ev.claim_delay and str(ev.claim_delay["delay"])
+  if cd in corr and cd != key:
+    cc = corr[cd]
+    ok = (cc["spearman"] is not None and cc["spearman"] < 0 and cc["spearman_p"] < ALPHA
+          and len(found) == len(rows))
+    numbers["at_claim_delay"] = dict(delay=int(cd), spearman=cc["spearman"],
+                                     p=cc["spearman_p"], n=cc["n"], held=ok)
+    lines += [f"At the half-life delay {cd}: ρ = {sig.fmt(cc['spearman'])} "
+              f"(p = {sig.fmt_p(cc['spearman_p'])}, n = {cc['n']}), "
+              f"**{_verdict(ok).lower()}**.", ""]
+  elif cd == key:
+    numbers["at_claim_delay"] = dict(delay=int(cd), spearman=c["spearman"], p=c["spearman_p"],
+                                     n=c["n"], held=held)
   if not held:
     lines += _why_not_c(rows, found, key, numbers)
   pred_lines, numbers["predictors"] = section_c_predictors(res, with_sp)
+  halves = res.get("half_life")
+  if halves:
+    sp = halves["table"]["speed"]["pooled"]
+    numbers["half_life"] = dict(halves, held=bool(
+        sp["rho"] is not None and sp["high"] is not None and sp["high"] < 0))
+    pred_lines += ["", study.half_life_markdown(halves, title_level="###"),
+                   f"On half-lives, (c) **{_verdict(numbers['half_life']['held']).lower()}** "
+                   "(pooled ρ of speed with half-life negative, its bootstrap 95% interval "
+                   "below 0).", ""]
   return numbers, lines + pred_lines
 
 
@@ -456,6 +536,10 @@ def claim_d(ev: Evidence, ft):
   held = all(verdicts) and bool(verdicts)
   numbers = dict(held=held, delay=d_key, table=rows_d, training_delay_cost=cost,
                  worst_training_delay_accuracy={m: min(v) if v else None for m, v in short.items()})
+  cd = ev.claim_delay and ev.claim_delay["delay"]
+  if str(cd) in rows_d:
+    numbers["at_claim_delay"] = dict(delay=cd, held=all(
+        _beats_control(rows_d[str(cd)]["diffs"][m]) for m in ("slow_points", "center_mass")))
   curves = {}
   for m in ("trained",) + control.MODES:
     ds = long_delays or delays
@@ -470,7 +554,10 @@ def claim_d(ev: Evidence, ft):
             "delays (mode − control, averaged over those delays, per network): " + ", ".join(
                 f"{m} {sig.signed(c['mean'])} on average, worst {sig.signed(c['worst'])}"
                 for m, c in cost.items()) + ".", "",
-            f"**{_verdict(held)}** at delay {d_key}.", ""]
+            f"**{_verdict(held)}** at delay {d_key}."
+            + (f" At the half-life delay {cd}: "
+               f"**{_verdict(numbers['at_claim_delay']['held']).lower()}**."
+               if "at_claim_delay" in numbers and cd != d_key else ""), ""]
   by_group, group_lines = _d_by_group(ft, d_key)
   numbers["by_group"] = by_group
   lines += group_lines
@@ -757,13 +844,18 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
   recs = collect(root, specs)
   have = [r for r in recs if r["results"] and "accuracy_by_delay" in r["results"]]
   missing = [r["name"] for r in recs if r not in have]
-  ev = Evidence(root=root, out=out, have=have,
-                delays=sorted({int(d) for r in have for d in r["results"]["accuracy_by_delay"]}),
-                seq_len=specs[0].config().seq_len if specs else 20,
-                ceiling=_read_ceiling(out, root), targets=_read_first(TARGETS_JSON, out, root))
+  seq_len = specs[0].config().seq_len if specs else 20
+  delays = sorted({int(d) for r in have for d in r["results"]["accuracy_by_delay"]})
+  halves = network_half_lives(have, seq_len)
+  ev = Evidence(root=root, out=out, have=have, delays=delays, seq_len=seq_len,
+                ceiling=_read_ceiling(out, root), targets=_read_first(TARGETS_JSON, out, root),
+                claim_delay=choose_claim_delay(have, halves,
+                                               [d for d in delays if d >= seq_len]))
   summary = dict(grid=grid_name, root=os.path.basename(os.path.abspath(root)), runs=len(specs),
                  analysed=len(have), missing=missing, delays=ev.delays, claims={})
   lines = _header(ev, grid_name, specs, recs, missing, wall_seconds)
+  summary["memory"], section = memory_section(ev, halves)
+  lines += section
   for claim in CLAIMS:
     runs = [r for r in have if claim.needs is None or claim.needs(r)]
     if claim.needs is not None and not runs:
@@ -772,11 +864,18 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
       numbers, section = claim.test(ev, runs)
     summary["claims"][claim.key] = numbers
     lines += [f"## ({claim.key}) {claim.heading}", ""] + section
-  lines += ["## Summary", "", "| claim | held |", "|---|---|"]
+  cd = ev.claim_delay["delay"] if ev.claim_delay else None
+  lines += ["## Summary", "", f"| claim | held | at the half-life delay ({cd or '–'}) |",
+            "|---|---|---|"]
+
+  def word(held):
+    return "yes" if held else ("n/a" if held is None else "no")
+
   for claim in CLAIMS:
-    held = summary["claims"][claim.key]["held"]
-    lines.append(f"| ({claim.key}) {claim.summary} | "
-                 f"{'yes' if held else ('n/a' if held is None else 'no')} |")
+    numbers = summary["claims"][claim.key]
+    at = numbers.get("at_claim_delay")
+    lines.append(f"| ({claim.key}) {claim.summary} | {word(numbers['held'])} | "
+                 f"{word(at['held']) if at else 'n/a'} |")
   artifacts.write_text(os.path.join(out, REPORT_MD), "\n".join(lines) + "\n")
   artifacts.write_json(os.path.join(out, REPORT_JSON), summary)
   write_hparams(root, recs)
@@ -861,7 +960,10 @@ def write_hparams(root: str, recs) -> None:
         if os.path.exists(res):
           sessions.append((path, m, artifacts.read_json(res)))
     for path, mode, res in sessions:
-      cfg = analysis.trained_config(path)
+      # The recorded config: a committed grid keeps its runs' files but not their checkpoints.
+      cfg = artifacts.recorded_config(path)
+      if cfg is None:
+        continue
       logdir = os.path.join(path, "tensorboard", "hparams")
       if os.path.isdir(logdir):
         shutil.rmtree(logdir)  # one session per run, however often the report is rebuilt

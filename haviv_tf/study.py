@@ -7,6 +7,7 @@ import numpy as np
 
 from haviv_tf import artifacts
 from haviv_tf import config as config_lib
+from haviv_tf import memory
 from haviv_tf import plotting
 from haviv_tf import significance as sig
 
@@ -41,18 +42,38 @@ def _load_run(workdir):
   return cfg, results
 
 
+def run_half_lives(cfg, results):
+  """The run's memory half-lives (memory.half_lives): as stored in results.json, else computed
+  from its accuracy tables (runs evaluated before half-lives were stored); None where its
+  evaluation cannot give one (no trial counts, no training delay)."""
+  stored = results.get("memory_half_life")
+  if stored:
+    return stored
+  try:
+    return memory.half_lives(results, cfg.seq_len - 1)
+  except ValueError:
+    return None
+
+
 def table(workdirs) -> list[dict]:
-  """One row per (network, class): protocol, arch, slow-point speed, accuracy at every delay."""
+  """One row per (network, class): protocol, arch, slow-point speed, accuracy at every delay,
+  the class's memory half-life (None where the class starts at chance) and the network's."""
   rows = []
   for w in workdirs:
     cfg, res = _load_run(w)
     per_class = res.get("per_class_accuracy_by_delay", {})
+    halves = run_half_lives(cfg, res) or {}
+    overall = halves.get("overall") or {}
     for c in range(config_lib.NUM_CLASSES):
       speed = res["slow_point_speed"].get(str(c))
       row = dict(network=os.path.basename(os.path.normpath(w)), workdir=w,
                  protocol=cfg.protocol, arch=cfg.arch, dataset=cfg.dataset, seed=cfg.seed,
                  cls=c, speed=speed, readout=res.get("slow_point_readout", {}).get(str(c)),
                  recipe=res.get("slow_points_recipe"))
+      h = (halves.get("per_class") or {}).get(str(c)) or {}
+      row.update(half_life=h.get("half_life"), half_life_censored=h.get("censored"),
+                 network_half_life=overall.get("half_life"),
+                 network_half_life_censored=overall.get("censored"))
       for name in PREDICTORS:
         v = res.get("memory_predictors", {}).get(name, {}).get(str(c))
         if name == "time_constant" and v is None and speed is not None:
@@ -107,12 +128,14 @@ def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000), predictor_delays=No
   corr = correlations(rows, have)
   pred_delays = [d for d in (predictor_delays or PREDICTOR_DELAYS) if d in have] or have
   ranking = rank_predictors(rows, pred_delays)
+  halves = rank_half_life(rows)
   os.makedirs(out_dir, exist_ok=True)
   result = dict(workdirs=list(workdirs), delays=have, rows=_finite_rows(rows), correlations=corr,
-                predictors=ranking)
+                predictors=ranking, half_life=halves)
   artifacts.write_json(os.path.join(out_dir, ANALYSIS_JSON), result)
   artifacts.write_text(os.path.join(out_dir, ANALYSIS_MD),
-                       _markdown(rows, corr, have) + "\n" + predictors_markdown(ranking))
+                       _markdown(rows, corr, have) + "\n" + predictors_markdown(ranking)
+                       + "\n" + half_life_markdown(halves))
   longest = have[-1]
   pts = [r for r in rows if r.get("speed") and r.get(f"acc_{longest}") is not None]
   fig = plotting.speed_vs_accuracy(
@@ -221,4 +244,68 @@ def predictors_markdown(ranking, title_level="##") -> str:
       lines += ["", f"{name}: no ρ ({why})."]
   lines += ["", "Best predictor (largest pooled ρ in the expected direction): "
             + "; ".join(f"delay {d}: {ranking['best'][str(d)] or '–'}" for d in delays) + "."]
+  return "\n".join(lines) + "\n"
+
+
+# -- memory half-lives: (c) tested where memory decays, whatever the delay ----------------------
+
+
+def rank_half_life(rows, num_boot: int = BOOTSTRAP) -> dict:
+  """Spearman ρ of every predictor against the per-class memory half-life.
+
+  Pairs are (network, class) with a half-life (classes that start at chance have none); a
+  censored half-life enters at its censoring delay, a lower bound, so that censored classes tie
+  at the top of the ranking. Spearman ρ is a rank correlation: ρ(log speed, log half-life) is
+  ρ(speed, half-life). "pooled" ranks every pair, "within" averages the per-network ρ (bootstrap
+  95% intervals: study.rank_predictors's resampling). "per_network" correlates each network's
+  geometric-mean slow-point speed with its overall half-life.
+
+  Returns:
+    {"table": {predictor: {"pooled", "within", "sign"}}, "per_network": {...}, "pairs",
+     "censored", "at_chance", "best"}.
+  """
+  rows = sorted(rows, key=lambda r: (r["network"], r["cls"], r["workdir"]))
+  with_half = [r for r in rows if r.get("half_life") is not None]
+  out_table = {}
+  for name, sign in PREDICTORS.items():
+    pairs = [(r[f"pred_{name}"], r["half_life"], r["workdir"]) for r in with_half
+             if r.get(f"pred_{name}") is not None]
+    x, y, g = ([p[i] for p in pairs] for i in range(3))
+    pooled = sig.spearman_with_ci(x, y, None, num_boot)
+    within = sig.spearman_with_ci(x, y, g, num_boot)
+    for v in (pooled, within):
+      v["oriented"] = None if v["rho"] is None else sign * v["rho"]
+    out_table[name] = dict(pooled=pooled, within=within, sign=sign)
+  nets = {}
+  for r in rows:
+    if r.get("speed") and r["speed"] > 0 and r.get("network_half_life") is not None:
+      nets.setdefault(r["workdir"], [r["network_half_life"], []])[1].append(math.log(r["speed"]))
+  x = [float(np.mean(v[1])) for v in nets.values()]
+  y = [v[0] for v in nets.values()]
+  per_network = sig.spearman_with_ci(x, y, None, num_boot)
+  scored = [(v["pooled"]["oriented"], n) for n, v in out_table.items()
+            if v["pooled"]["oriented"] is not None]
+  return dict(table=out_table, per_network=per_network, pairs=len(with_half),
+              censored=sum(bool(r.get("half_life_censored")) for r in with_half),
+              at_chance=len(rows) - len(with_half), best=max(scored)[1] if scored else None)
+
+
+def half_life_markdown(h, title_level="##") -> str:
+  """The half-life table: Spearman ρ [bootstrap 95% interval] of each predictor, pooled and
+  within networks, and the per-network correlation of speed with half-life."""
+  lines = [f"{title_level} Which per-class quantity predicts the memory half-life", "",
+           f"{h['pairs']} (network, class) pairs with a half-life ({h['censored']} censored at "
+           f"the longest delay evaluated, entered there as lower bounds; {h['at_chance']} at "
+           "chance from the start, left out). Spearman ρ is unchanged by taking logs, so the "
+           "speed row is ρ(log speed, log half-life). Expected sign: − for speeds and decay "
+           "rates, + for the time constant.", "",
+           "| predictor | sign | pooled | within networks |", "|---|---|---|---|"]
+  for name, v in h["table"].items():
+    lines.append(f"| {name} | {'+' if v['sign'] > 0 else '−'} | {_ci(v['pooled'])} | "
+                 f"{_ci(v['within'])} |")
+  pn = h["per_network"]
+  lines += ["", f"Per network (mean log speed over classes vs the network's half-life, "
+            f"n = {pn['n']}): ρ = {_ci(pn)}.",
+            "", f"Best predictor of the half-life (largest pooled ρ in the expected direction): "
+            f"{h['best'] or '–'}."]
   return "\n".join(lines) + "\n"

@@ -66,6 +66,33 @@ class Grid:
     return d
 
 
+# What sets memory length (experiments/memory_length.md): the quick recipe with one of the
+# paper's ingredients switched in at a time (each switch's fields, nothing else; the paper
+# preset's values, haviv_tf/config.py). "lr_tenth_x10" is the paper's direction for the rate:
+# a tenth of quick's rate for ten times the steps (the curricula and the rate drop scale with
+# train_steps); it costs ten quick trainings per network, so it is a grid of its own.
+ABLATION_SWITCHES = {
+    "quick": (),
+    "readout_sigmoid": (("readout", "sigmoid"),),   # softmax(sigmoid(W h + b))
+    "loss_norm_authors": (("loss_norm", "authors"),),
+    "log_eps_authors": (("log_eps", 1e-4),),
+    "init_authors": (("init", "authors"),),
+    # The authors' mask (logits x -1000) masks only a sigmoid read-out's logits (config.validate
+    # refuses it with the linear one): it is switched in on top of readout_sigmoid, against which
+    # it is compared.
+    "readout_sigmoid_mask_authors": (("readout", "sigmoid"), ("mask", "authors")),
+    "data_recipe_authors": (("data_recipe", "authors"),),
+}
+ABLATION_LR = (("learning_rate", 3e-4), ("train_steps", 30_000))
+# The paper preset with its schedule compressed tenfold: lr 1e-4 for 14,000 steps (curriculum
+# boundaries scale with train_steps; the rate drops at update 12,000 as the paper's at 120,000,
+# config.PAPER's note on lr_decay_step; back-tracking snapshots every 500 steps keep the
+# paper's 28 per run).
+PAPER_COMPRESSED = (("learning_rate", 1e-4), ("train_steps", 14_000), ("lr_decay_step", 11_998),
+                    ("history_every", 500))
+_ABLATION = dict(archs=("gru",), seeds=(0, 1, 2), finetunes=(), backtrack=False,
+                 memory_max_delay=10_000)
+
 GRIDS = {
     # About an hour on 2 CPU cores: 8 quick MNIST networks, each fine-tuned three ways.
     "small": Grid("small", seeds=(0, 1)),
@@ -89,6 +116,14 @@ GRIDS = {
     "paper_mnist": tuple(Grid("paper_mnist", seeds=(s,), preset="paper",
                               sp_recipes=("paper", "default"), memory_max_delay=10_000)
                          for s in (0, 1)),
+    # One ingredient at a time (ABLATION_SWITCHES): 7 variants x VoCu, DeCu GRU x seeds 0-2.
+    "memory_ablation": tuple(Grid("memory_ablation", overrides=ov, **_ABLATION)
+                             for ov in ABLATION_SWITCHES.values()),
+    "memory_ablation_lr": Grid("memory_ablation_lr", overrides=ABLATION_LR, **_ABLATION),
+    # The paper preset compressed tenfold, on the paper_mnist grid's seeds and cells.
+    "paper_compressed": tuple(Grid("paper_compressed", seeds=(s,), preset="paper",
+                                   overrides=PAPER_COMPRESSED, sp_recipes=("paper", "default"),
+                                   memory_max_delay=10_000) for s in (0, 1)),
 }
 
 

@@ -71,6 +71,15 @@ def test_weights_restore_the_network_and_its_recorded_accuracy(tmp_path):
   got = artifacts.read_json(os.path.join(restored, "results.json"))["accuracy_by_delay"]
   assert got["5"] == want["5"] and got["10"] == want["10"]
 
+  # The re-check on the shipped sample: written once, recomputed equal from the copied weights.
+  check = grid_files.write_check(trained)
+  assert check["step"] == 20 and check["trials"] == grid_files.CHECK_TRIALS
+  assert 0.0 <= check["accuracy"] <= 1.0
+  assert grid_files.write_check(trained) == check  # never recomputed over the stored one
+  again = grid_files.check_accuracy(restored)
+  assert again["accuracy"] == check["accuracy"]
+  assert again["per_class_accuracy"] == check["per_class_accuracy"]
+
 
 def test_weights_never_replace_a_checkpoint(tmp_path):
   trained = str(tmp_path / "trained")

@@ -350,3 +350,33 @@ def test_study_mode_runs_the_grid_and_writes_the_report(tmp_path):
   assert "wall time" not in text
   bad = subprocess.run(cmd[:-2] + ["--grid=paper"], capture_output=True, text=True)
   assert bad.returncode == 1 and "holds the 'tiny' grid" in bad.stderr
+
+
+def test_the_half_life_delay_is_chosen_among_delays_every_network_was_evaluated_at(tmp_path):
+  cfg = config_lib.resolve("quick", "mnist", {})
+  # Half-lives near 300 (between 200 and 500) and near 3000 (between 2000 and 5000); the
+  # second network was not evaluated at 500.
+  a = dict(_rec("a", {5: 0.98, 19: 0.98, 200: 0.9, 500: 0.3, 2000: 0.2, 5000: 0.1}, 1000),
+           config=cfg)
+  b = dict(_rec("b", {5: 0.98, 19: 0.98, 200: 0.95, 2000: 0.9, 5000: 0.2}, 1000), config=cfg)
+  c = dict(_rec("c", {5: 0.98, 19: 0.98, 200: 0.95, 2000: 0.93, 5000: 0.25}, 1000), config=cfg)
+  halves = report.network_half_lives([a, b, c], cfg.seq_len)
+  assert 200 < halves["a"]["half_life"] < 500 and 2000 < halves["c"]["half_life"] < 5000
+  chosen = report.choose_claim_delay([a, b, c], halves, [200, 500, 2000, 5000])
+  # The median half-life is b's (between 2000 and 5000); 500 is not a common delay.
+  assert chosen["delay"] in (2000, 5000) and chosen["networks"] == 3
+  only_a = report.choose_claim_delay([a], {"a": halves["a"]}, [200, 500, 2000, 5000])
+  assert only_a["delay"] in (200, 500)
+  # No network with a half-life, or no common long delay: no second test.
+  assert report.choose_claim_delay([a], {"a": None}, [200, 500]) is None
+  assert report.choose_claim_delay([a, b], halves, [500]) is None
+  ev = report.Evidence(root=str(tmp_path), out=str(tmp_path), have=[a, b, c],
+                       delays=[5, 19, 200, 500, 2000, 5000], seq_len=20, claim_delay=chosen)
+  numbers, lines = report.memory_section(ev, halves)
+  assert numbers["claim_delay"] == chosen
+  assert any(f"again at delay **{chosen['delay']}**" in x for x in lines)
+  # (b) is re-tested there: spans at the chosen delay.
+  numbers, lines = report.claim_b(ev, [a, b, c])
+  at = numbers["at_claim_delay"]
+  span = numbers["spans"][str(at["delay"])]
+  assert at["span"] == span and at["held"] == (span >= report.WIDE)

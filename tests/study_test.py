@@ -152,3 +152,70 @@ def test_predictors_can_be_ranked_at_a_delay_below_the_default_ones(tmp_path):
   assert set(ranked["best"]) == {"100", "500"}  # 200 was never evaluated
   assert ranked["best"]["100"] == "com_drift"
   assert ranked["table"]["com_drift"]["100"]["pooled"]["rho"] == pytest.approx(-1.0)
+
+
+def _half_life_run(path, speeds, halves, trained=0.98):
+  """A run whose per-class curves decay to chance at the given per-class half-lives
+  (None: the class never decays by delay 10,000, so it is censored there)."""
+  os.makedirs(path)
+  cfg = config_lib.resolve("quick", "mnist", {})
+  artifacts.write_json(os.path.join(path, "config.json"), dict(config=cfg.to_dict()))
+  delays = [5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000]
+  per_class = {}
+  for d in delays:
+    row = []
+    for h in halves:
+      if h is None or d < h:
+        row.append(trained)
+      else:
+        row.append(0.1)
+    per_class[str(d)] = row
+  artifacts.write_json(os.path.join(path, "results.json"), dict(
+      slow_point_speed={str(c): s for c, s in enumerate(speeds)},
+      slow_point_readout={str(c): c for c in range(10)}, slow_points_format=2,
+      memory_predictors={"speed": {str(c): s for c, s in enumerate(speeds)}},
+      per_class_accuracy_by_delay=per_class,
+      accuracy_by_delay={k: float(np.mean(v)) for k, v in per_class.items()},
+      trials_per_delay={str(d): 1000 for d in delays}))
+
+
+def test_half_lives_are_computed_from_the_tables_of_runs_that_did_not_store_them(tmp_path):
+  path = str(tmp_path / "run")
+  _half_life_run(path, [1e-3] * 10, [100] * 5 + [None] * 5)
+  rows = study.table([path])
+  # The step from 0.98 to chance between delays 50 and 100: half-way at the log midpoint.
+  assert [r["half_life"] for r in rows[:5]] == pytest.approx([np.sqrt(50 * 100)] * 5)
+  assert all(r["half_life_censored"] is False for r in rows[:5])
+  assert [r["half_life"] for r in rows[5:]] == [10_000] * 5
+  assert all(r["half_life_censored"] for r in rows[5:])
+
+
+def test_slower_points_with_longer_half_lives_give_a_negative_speed_rho(tmp_path):
+  runs = []
+  for k in range(3):
+    path = str(tmp_path / f"run{k}")
+    # Slower points (smaller speed) keep their class longer; class 9 never decays (censored).
+    speeds = [10.0 ** (-2 - c / 3 - k / 10) for c in range(10)]
+    halves = [10, 20, 50, 100, 200, 500, 1000, 2000, 5000] + [None]
+    _half_life_run(path, speeds, halves)
+    runs.append(path)
+  h = study.rank_half_life(study.table(runs), num_boot=200)
+  assert h["pairs"] == 30 and h["censored"] == 3 and h["at_chance"] == 0
+  within = h["table"]["speed"]["within"]
+  assert within["rho"] == pytest.approx(-1.0) and within["groups"] == 3
+  pooled = h["table"]["speed"]["pooled"]
+  assert pooled["rho"] < -0.9 and pooled["high"] < 0
+  assert h["best"] == "speed"
+  text = study.half_life_markdown(h)
+  assert "3 censored" in text and "| speed | − |" in text
+
+
+def test_classes_at_chance_from_the_start_have_no_half_life_and_are_left_out(tmp_path):
+  path = str(tmp_path / "run")
+  _half_life_run(path, [1e-3] * 10, [100] * 10)
+  results = artifacts.read_json(os.path.join(path, "results.json"))
+  for row in results["per_class_accuracy_by_delay"].values():
+    row[0] = 0.1  # class 0 is never reported
+  artifacts.write_json(os.path.join(path, "results.json"), results)
+  h = study.rank_half_life(study.table([path]), num_boot=50)
+  assert h["pairs"] == 9 and h["at_chance"] == 1
