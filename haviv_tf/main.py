@@ -228,7 +228,7 @@ def _check_numeric_flags():
     raise UsageError(f"--workers must be in [1, {MAX_WORKERS}], got {_WORKERS.value}")
   for name, holder in (("threads", _THREADS), ("cpu_devices", _CPU_DEVICES)):
     if not 0 <= holder.value <= MAX_THREADS:
-      raise UsageError(f"--{name} must be in [0, {MAX_THREADS}], got {holder.value}")
+      raise UsageError(f"--{name} must be >= 0 and <= {MAX_THREADS}, got {holder.value}")
 
 
 class _DryRunDone(Exception):
@@ -269,6 +269,8 @@ def _train():
     raise UsageError(f"--cpu_devices must be >= 0, got {_CPU_DEVICES.value}")
   workdir = _WORKDIR.value or default_workdir(cfg)
   if _DRY_RUN.value:
+    if _STRATEGY.value != "default" or _CPU_DEVICES.value or _TPU.value:
+      _dry_strategy(cfg)
     if os.path.exists(workdir):  # as the real run: a different run there needs --overwrite
       _import_quietly()
       from haviv_tf import train  # pylint: disable=g-import-not-at-top
@@ -295,6 +297,26 @@ def _train():
 def _need_workdir(mode):
   if not _WORKDIR.value:
     raise UsageError(f"--mode={mode} needs --workdir of a trained run")
+
+
+def _dry_strategy(cfg):
+  """--dry_run's checks of --strategy, --cpu_devices and --tpu: the real run's, short of
+  joining a multi-worker cluster (TF_CONFIG is parsed and checked) or connecting to a TPU."""
+  _import_quietly()
+  from haviv_tf import distribute  # pylint: disable=g-import-not-at-top
+  from haviv_tf import train  # pylint: disable=g-import-not-at-top
+  name = _STRATEGY.value
+  if name in ("default", "mirrored"):
+    strategy = distribute.make_strategy(name, _CPU_DEVICES.value, _TPU.value)
+    distribute.check_divisible(strategy, cfg.batch_size, train.speed_noise_frames(cfg))
+    return
+  distribute.check_name(name)
+  if _CPU_DEVICES.value:
+    raise UsageError("--cpu_devices goes with --strategy=mirrored")
+  if _TPU.value and name != "tpu":
+    raise UsageError("--tpu goes with --strategy=tpu")
+  if name == "multi_worker":
+    distribute.tf_config()
 
 
 def _trained_run(mode):

@@ -109,10 +109,14 @@ def test_dry_run_of_a_study_writes_no_grid(tmp_path):
     (["--mode=backtrack", "--workdir=w", "--merge_frac=0"], "--merge_frac must be in (0, 1]"),
     (["--mode=backtrack", "--workdir=w", "--merge_frac=1.5"], "--merge_frac must be in (0, 1]"),
     (["--mode=study", "--workdir=w", "--workers=0"], "--workers must be in [1, 256]"),
-    (["--mode=study", "--workdir=w", "--threads=-1"], "--threads must be in [0, 1024]"),
-    (["--cpu_devices=-2"], "--cpu_devices must be in [0, 1024]"),
+    (["--mode=study", "--workdir=w", "--threads=-1"], "--threads must be >= 0 and <= 1024"),
+    (["--cpu_devices=-2"], "--cpu_devices must be >= 0 and <= 1024"),
     (["--mode=slow_points", "--workdir=w", "--sp_max_iters=0"], "--sp_max_iters must be"),
     (["--mode=compare", "--parent=p", "--units=3"], "drop --units"),
+    (["--strategy=foo"], "unknown strategy 'foo'"),
+    (["--strategy=default", "--cpu_devices=2"], "--cpu_devices goes with --strategy=mirrored"),
+    (["--strategy=mirrored", "--cpu_devices=2", "--batch_size=15", "--workdir=w"],
+     "`batch_size` 15 does not split evenly over the 2 replicas"),
 ])
 @pytest.mark.parametrize("dry", [True, False])
 def test_bad_flags_give_one_line_with_or_without_dry_run(tmp_path, args, message, dry):

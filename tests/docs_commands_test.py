@@ -7,12 +7,13 @@ that does not exist yet is not required (stderr says so): the documented command
 reader makes first. Placeholders are filled in before running: `{a,b,c}` alternatives are
 expanded (the k-th variant takes each group's k-th alternative, so every alternative runs
 once), `[--flag=X]` optional parts are kept without the brackets, upper-case values (`DIR`,
-`N`) and `<...>` values become a number or a path by the flag's type, and every path flag points
-into the test's temporary directory, which is also the working directory.
+`N`) and `<...>` values become a number or a path by the flag's type, every path flag points
+into the test's temporary directory, which is also the working directory, and a
+--strategy=multi_worker command gets a one-worker TF_CONFIG (the documents set it per host).
 """
 
 import glob
-import itertools
+import json
 import os
 import re
 import shlex
@@ -136,6 +137,9 @@ def test_documented_command_validates(args_text, tmp_path):
   args = [_fill(a, str(tmp_path)) for a in shlex.split(args_text)]
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   env.pop("TF_CONFIG", None)
+  if "--strategy=multi_worker" in args:  # the documents set TF_CONFIG per host; one host here
+    env["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["localhost:12345"]},
+                                   "task": {"type": "worker", "index": 0}})
   proc = subprocess.run([sys.executable, "-m", "haviv_tf.main", *args, "--dry_run"],
                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
   assert proc.returncode == 0, (args, proc.stderr[-2000:])
