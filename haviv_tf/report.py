@@ -156,6 +156,10 @@ def _header(ev: Evidence, grid_name, specs, recs, missing, wall_seconds) -> list
   interrupted = sum(r["interrupted"] for r in timed)
   if interrupted:
     caveats.append(f"{interrupted} step attempts were interrupted and are not timed")
+  trained = _trained_revisions(recs)
+  lines += [f"Code: haviv_tf {artifacts.revision_text(artifacts.code_revision())} (this report); "
+            "networks trained at " + (", ".join(f"{k} ({v})" for k, v in trained.items())
+                                      or "none") + ".", ""]
   lines += [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python "
             f"{platform.python_version()}. Compute summed over runs: "
             f"{sum(secs) / 60:.1f} min" + (f" ({'; '.join(caveats)})" if caveats else "")
@@ -762,7 +766,8 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
                 seq_len=specs[0].config().seq_len if specs else 20,
                 ceiling=_read_ceiling(out, root), targets=_read_first(TARGETS_JSON, out, root))
   summary = dict(grid=grid_name, root=os.path.basename(os.path.abspath(root)), runs=len(specs),
-                 analysed=len(have), missing=missing, delays=ev.delays, claims={})
+                 analysed=len(have), missing=missing, delays=ev.delays, claims={},
+                 environment=artifacts.environment(), trained_at=_trained_revisions(recs))
   lines = _header(ev, grid_name, specs, recs, missing, wall_seconds)
   for claim in CLAIMS:
     runs = [r for r in have if claim.needs is None or claim.needs(r)]
@@ -781,6 +786,19 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
   artifacts.write_json(os.path.join(out, REPORT_JSON), summary)
   write_hparams(root, recs)
   return summary
+
+
+def _trained_revisions(recs) -> dict:
+  """{code revision text: number of networks} of the revisions the runs recorded in their
+  config.json ("unknown": recorded none, or outside git)."""
+  counts = {}
+  for r in recs:
+    path = os.path.join(r["workdir"], artifacts.CONFIG_FILE)
+    record = artifacts.read_json(path) if os.path.exists(path) else {}
+    env = record.get("environment") if isinstance(record, dict) else None
+    text = artifacts.revision_text((env or {}).get("code_revision"))
+    counts[text] = counts.get(text, 0) + 1
+  return dict(sorted(counts.items()))
 
 
 def _read_ceiling(*folders):

@@ -19,15 +19,33 @@ import re
 import shlex
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
 
 import pytest
-
-from haviv_tf import main  # the flags and their types; imports no TensorFlow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMAND = re.compile(r"python3? -m haviv_tf\.main\b")
 PATH_FLAGS = ("workdir", "parent", "out", "data_dir", "flagfile")
 PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]*|<[^>]*>)$")
+HELP_FLAGS = {"-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml"}
+
+
+def _env():
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env.pop("TF_CONFIG", None)
+  return env
+
+
+def _flag_types():
+  """{flag name: absl type ("int", "float", "string", ...)} of haviv_tf.main (--helpxml)."""
+  proc = subprocess.run([sys.executable, "-m", "haviv_tf.main", "--helpxml"],
+                        capture_output=True, text=True, timeout=300, env=_env())
+  assert proc.returncode == 0, proc.stderr
+  return {f.findtext("name"): f.findtext("type") for f in
+          ElementTree.fromstring(proc.stdout).iter("flag")}
+
+
+FLAG_TYPES = _flag_types()
 
 
 def _documents():
@@ -84,11 +102,11 @@ def _fill(arg, tmp):
   if not match:
     return arg
   name, value = match.groups()
-  flag = main.flags.FLAGS[name] if name in main.flags.FLAGS else None
-  if flag is not None and PLACEHOLDER.match(value):
-    if flag.flag_type() == "int":
+  kind = FLAG_TYPES.get(name)
+  if kind is not None and PLACEHOLDER.match(value):
+    if kind == "int":
       value = "1"
-    elif flag.flag_type() == "float":
+    elif kind == "float":
       value = "0.5"
     elif name == "workdirs":
       value = "runs/a,runs/b"
@@ -135,14 +153,13 @@ def test_extraction_joins_continuations_expands_choices_and_drops_comments():
 @pytest.mark.parametrize("args_text", CASES)
 def test_documented_command_validates(args_text, tmp_path):
   args = [_fill(a, str(tmp_path)) for a in shlex.split(args_text)]
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  env.pop("TF_CONFIG", None)
+  env = _env()
   if "--strategy=multi_worker" in args:  # the documents set TF_CONFIG per host; one host here
     env["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["localhost:12345"]},
                                    "task": {"type": "worker", "index": 0}})
   proc = subprocess.run([sys.executable, "-m", "haviv_tf.main", *args, "--dry_run"],
                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
   assert proc.returncode == 0, (args, proc.stderr[-2000:])
-  if not main._HELP_FLAGS & set(args):  # pylint: disable=protected-access
+  if not HELP_FLAGS & set(args):
     assert '"dry_run": true' in proc.stdout, proc.stdout[:500]
   assert not [p for p in os.listdir(tmp_path)], "a dry run wrote files"
