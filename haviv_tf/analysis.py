@@ -18,6 +18,7 @@ from haviv_tf import memory
 from haviv_tf import plotting
 from haviv_tf import predictors
 from haviv_tf import slow_points as slow_points_lib
+from haviv_tf import summaries
 from haviv_tf import train
 from haviv_tf import trials
 
@@ -66,7 +67,12 @@ def _tb_writer(workdir):
 def _tb_image(writer, name, fig, step):
   png = plotting.png_bytes(fig)
   with writer.as_default(step=step):
-    tf.summary.image(name, tf.image.decode_png(png)[None], step=step)
+    tf.summary.image(name, tf.image.decode_png(png)[None], step=step,
+                     description=summaries.describe(name))
+
+
+def _tb_scalar(tag, value):
+  tf.summary.scalar(tag, value, description=summaries.describe(tag))
 
 
 EVAL_TABLES = ("accuracy_by_delay", "full_trial_accuracy_by_delay", "per_class_accuracy_by_delay",
@@ -135,11 +141,11 @@ def _accuracy_figures(cfg, run, workdir, results):
   writer = _tb_writer(workdir)
   with writer.as_default(step=run.step):
     for k in keys:
-      tf.summary.scalar(f"eval/report_accuracy_delay_{k}", results["accuracy_by_delay"][k])
-      tf.summary.scalar(f"eval/full_trial_accuracy_delay_{k}",
-                        results["full_trial_accuracy_by_delay"][k])
+      _tb_scalar(f"eval/report_accuracy_delay_{k}", results["accuracy_by_delay"][k])
+      _tb_scalar(f"eval/full_trial_accuracy_delay_{k}",
+                 results["full_trial_accuracy_by_delay"][k])
     if half and half.get("half_life") is not None:
-      tf.summary.scalar("eval/memory_half_life", half["half_life"])
+      _tb_scalar("eval/memory_half_life", half["half_life"])
   _tb_image(writer, "eval/accuracy_vs_delay", fig, run.step)
   writer.flush()
 
@@ -282,8 +288,8 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   with writer.as_default(step=run.step):
     for c, v in speed.items():
       if v is not None:
-        tf.summary.scalar(f"slow_points/speed_class_{c}", v)
-    tf.summary.scalar("slow_points/num_unique", len(unique))
+        _tb_scalar(f"slow_points/speed_class_{c}", v)
+    _tb_scalar("slow_points/num_unique", len(unique))
   _tb_image(writer, "slow_points/trajectories_pca", fig, run.step)
   writer.flush()
   return summary

@@ -25,6 +25,7 @@ from haviv_tf import control
 from haviv_tf import plotting
 from haviv_tf import significance as sig
 from haviv_tf import study
+from haviv_tf import summaries
 from haviv_tf import sweep
 
 REPORT_MD = "REPORT.md"
@@ -858,6 +859,11 @@ def chance_delays(recs, delays) -> list:
   return out
 
 
+def _hparam(hp, name, domain=None):
+  """The HParam of Config field `name`, described by the field's documentation."""
+  return hp.HParam(name, domain, description=config_lib.field_help(name))
+
+
 def write_hparams(root: str, recs) -> None:
   """HParams-dashboard sessions: one per network and per fine-tuning, with final metrics.
 
@@ -890,12 +896,14 @@ def write_hparams(root: str, recs) -> None:
       with writer.as_default():
         hp.hparams(hparams, trial_id=os.path.relpath(path, root))
         for d, a in res.get("accuracy_by_delay", {}).items():
-          tf.summary.scalar(f"hparams/accuracy_delay_{d}", a, step=res.get("step", 0))
+          tf.summary.scalar(f"hparams/accuracy_delay_{d}", a, step=res.get("step", 0),
+                            description=summaries.describe(f"hparams/accuracy_delay_{d}"))
           metrics.add((int(d), f"hparams/accuracy_delay_{d}"))
         speeds = [v for v in (res.get("slow_point_speed") or {}).values() if v is not None]
         if speeds:
           tf.summary.scalar("hparams/median_slow_point_speed", float(np.median(speeds)),
-                            step=res.get("step", 0))
+                            step=res.get("step", 0),
+                            description=summaries.describe("hparams/median_slow_point_speed"))
           metrics.add((10**9, "hparams/median_slow_point_speed"))
       writer.close()
       modes.add(mode)
@@ -905,13 +913,15 @@ def write_hparams(root: str, recs) -> None:
   writer = tf.summary.create_file_writer(root, filename_suffix=".hparams")
   with writer.as_default():
     hp.hparams_config(
-        hparams=[hp.HParam("protocol", hp.Discrete(list(config_lib.PROTOCOLS))),
-                 hp.HParam("arch", hp.Discrete(list(config_lib.ARCHS))),
-                 hp.HParam("dataset", hp.Discrete(list(config_lib.DATASETS))),
-                 hp.HParam("seed"), hp.HParam("preset", hp.Discrete(
+        hparams=[_hparam(hp, "protocol", hp.Discrete(list(config_lib.PROTOCOLS))),
+                 _hparam(hp, "arch", hp.Discrete(list(config_lib.ARCHS))),
+                 _hparam(hp, "dataset", hp.Discrete(list(config_lib.DATASETS))),
+                 _hparam(hp, "seed"), _hparam(hp, "preset", hp.Discrete(
                      list(config_lib.PRESET_NAMES))),
-                 hp.HParam("finetune", hp.Discrete(sorted(modes))), hp.HParam("speed_weight"),
-                 hp.HParam("learning_rate"), hp.HParam("train_steps")],
-        metrics=[hp.Metric(tag, display_name=tag.split("/", 1)[1])
+                 _hparam(hp, "finetune", hp.Discrete(sorted(modes))),
+                 _hparam(hp, "speed_weight"), _hparam(hp, "learning_rate"),
+                 _hparam(hp, "train_steps")],
+        metrics=[hp.Metric(tag, display_name=tag.split("/", 1)[1],
+                           description=summaries.describe(tag))
                  for _, tag in sorted(metrics)])
   writer.close()
