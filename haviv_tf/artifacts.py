@@ -192,3 +192,12 @@ def revision_text(revision) -> str:
   if not isinstance(revision, dict) or revision.get("commit") in (None, UNKNOWN_REVISION):
     return UNKNOWN_REVISION
   return revision["commit"][:12] + (" (dirty)" if revision.get("dirty") is True else "")
+
+
+def duration(seconds: float) -> str:
+  """A duration for progress lines: "42 s", "3.5 min", "2.1 h"."""
+  if seconds < 90:
+    return f"{seconds:.0f} s"
+  if seconds < 5400:
+    return f"{seconds / 60:.1f} min"
+  return f"{seconds / 3600:.1f} h"

@@ -18,7 +18,9 @@ criterion are found the same way (`births_by_centre`).
 """
 
 import os
+import time
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -191,10 +193,11 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   nearest, near_ratio = [near], [ratio]
   model = models.build(cfg, source.frame_shape)
   finder = slow_points_lib.SlowPointFinder(model, sp_config)  # weights change, the graph not
-  for e in entries:
+  started = time.monotonic()
+  for k, e in enumerate(entries, 1):
     train.read_snapshot(model, os.path.join(workdir, train.HISTORY_DIR, e["path"]))
     x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
-    found, _, _ = finder.minimize(points[-1], x_bar)
+    found, _, _ = finder.minimize(points[-1], x_bar, progress=False)
     steps.append(int(e["step"]))
     points.append(found)
     speed.append(slow_points_lib.speeds(model, found, x_bar))
@@ -203,6 +206,10 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
     near, ratio = nearest_centres(model, found, cloud_centres(model, gen, cfg.seed))
     nearest.append(near)
     near_ratio.append(ratio)
+    elapsed = time.monotonic() - started
+    logging.info("back-tracking: snapshot %d of %d (step %d) done; %s so far, about %s left",
+                 k, len(entries), int(e["step"]), artifacts.duration(elapsed),
+                 artifacts.duration(elapsed / k * (len(entries) - k)))
   points = np.stack(points)
   coords = (points - mean) @ comps.T
   finals = final.states

@@ -214,7 +214,62 @@ def _run(argv):
   try:
     _HANDLERS[mode]()
   except _DryRunDone:
-    pass
+    return
+  _say_written()
+
+
+# Output directories of the running mode: (path, its files before). At the end the mode names
+# what it wrote ("wrote: ..." lines) and, after training, the TensorBoard command.
+_WATCHED = []
+_TENSORBOARD = []
+
+
+def _files(root):
+  """{relative path: (mtime_ns, size)} of the files under `root` (hidden names skipped: the
+  lock and temporary files)."""
+  out = {}
+  for here, dirs, names in os.walk(root):
+    dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for name in names:
+      if name.startswith("."):
+        continue
+      path = os.path.join(here, name)
+      try:
+        st = os.stat(path)
+      except OSError:
+        continue
+      out[os.path.relpath(path, root)] = (st.st_mtime_ns, st.st_size)
+  return out
+
+
+def _watch(path, tensorboard=False):
+  """Names the files the mode writes under `path` when it ends (and, with `tensorboard`, the
+  command that shows its logs)."""
+  if path and all(p != path for p, _ in _WATCHED):
+    _WATCHED.append((path, _files(path) if os.path.isdir(path) else {}))
+  if tensorboard and path not in _TENSORBOARD:
+    _TENSORBOARD.append(path)
+
+
+def _say_written():
+  """One `wrote: PATH` line per file written at the top of a watched directory, one
+  `wrote: DIR/ (n files)` per subdirectory, then the TensorBoard command of training modes."""
+  for root, before in _WATCHED:
+    after = _files(root) if os.path.isdir(root) else {}
+    changed = sorted(p for p, state in after.items() if before.get(p) != state)
+    groups = {}
+    for p in changed:
+      top = p.split(os.sep, 1)
+      groups.setdefault(top[0] + (os.sep if len(top) > 1 else ""), []).append(p)
+    for name, paths in sorted(groups.items()):
+      if name.endswith(os.sep):
+        print(f"wrote: {os.path.join(root, name)} ({len(paths)} file{'s' * (len(paths) > 1)})")
+      else:
+        print(f"wrote: {os.path.join(root, name)}")
+    if not changed:
+      print(f"wrote: nothing new in {root}")
+  for logdir in _TENSORBOARD:
+    print(f"TensorBoard: tensorboard --logdir {logdir}")
 
 
 def _check_numeric_flags():
@@ -282,6 +337,7 @@ def _train():
   strategy = distribute.make_strategy(_STRATEGY.value, _CPU_DEVICES.value, _TPU.value)
   if distribute.is_chief(strategy):  # other multi-worker tasks only read the workdir
     _lock(workdir)
+    _watch(workdir, tensorboard=True)
   results = analysis.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
                                        sp_config=_sp_config(slow_points, cfg),
                                        strategy=strategy, recipe=_SP_RECIPE.value)
@@ -325,6 +381,7 @@ def _trained_run(mode):
   analysis = _import_quietly()
   if os.path.isdir(_WORKDIR.value):
     _lock(_WORKDIR.value)  # every such mode writes into the workdir
+    _watch(_WORKDIR.value)
   return (analysis,) + tuple(analysis.restore(_WORKDIR.value))
 
 
@@ -386,6 +443,8 @@ def _memory():
              overwrite=_OVERWRITE.value)
   analysis, cfg, source, run = _trained_run("memory")
   _check_min_delay(delays, cfg)
+  if delays is not None:
+    _check_half_life_possible(delays, cfg, run.step)
   if delays is None:
     start = min(cfg.eval_delays)
     if _MAX_DELAY.value < start:
@@ -403,8 +462,21 @@ def _memory():
                      "one of them within a training trial; the evaluated delays are kept in "
                      "results.json")
   print(f"{_WORKDIR.value}: memory half-life {_half_text(half['overall'])}; per class "
-        + ", ".join(f"{c}: {_half_text(h)}" for c, h in half["per_class"].items())
-        + f"; wrote {os.path.join(_WORKDIR.value, 'results.json')} and accuracy_vs_delay.png")
+        + ", ".join(f"{c}: {_half_text(h)}" for c, h in half["per_class"].items()))
+
+
+def _check_half_life_possible(delays, cfg, step):
+  """Before evaluating: a half-life needs two delays (given or stored for this network), one of
+  them within a training trial."""
+  path = os.path.join(_WORKDIR.value, artifacts.RESULTS_FILE)
+  stored = artifacts.read_json(path) if os.path.exists(path) else {}
+  known = set(delays)
+  if stored.get("step") == step:
+    known |= {int(d) for d in stored.get("accuracy_by_delay") or {}}
+  if len(known) < 2 or min(known) > cfg.seq_len - 1:
+    raise UsageError(f"{_WORKDIR.value}: a half-life needs accuracies at two or more delays, "
+                     f"one of them within a training trial (<= {cfg.seq_len - 1}); give more "
+                     "--eval_delays, or --max_delay alone")
 
 
 def _half_text(h):
@@ -479,12 +551,12 @@ def _analyze():
       _dry_trained("analyze", w, "--workdirs entry")
     _dry_run("analyze", workdirs=_WORKDIRS.value, out=_OUT.value)
   from haviv_tf import study  # pylint: disable=g-import-not-at-top
+  _watch(_OUT.value)
   result = study.analyze(_WORKDIRS.value, _OUT.value)
   for d, c in result["correlations"]["per_class"].items():
     print(f"delay {d}: Spearman {c['spearman']} (n={c['n']}) of log speed vs. accuracy")
   for d, best in result["predictors"]["best"].items():
     print(f"delay {d}: best predictor of per-class accuracy: {best}")
-  print(f"wrote {_OUT.value}")
 
 
 def _finetune_flags(mode):
@@ -522,6 +594,7 @@ def _finetune():
   sp_config = _sp_config(slow_points, analysis.trained_config(_PARENT.value))
   workdir = _WORKDIR.value or os.path.join(control.default_out(_PARENT.value), which)
   _lock(workdir)
+  _watch(workdir, tensorboard=True)
   results = control.finetune(_PARENT.value, which, workdir, steps, mu, _OVERWRITE.value,
                              sp_config=sp_config, recipe=_SP_RECIPE.value)
   accs = ", ".join(f"{d}: {a:.3f}" for d, a in
@@ -541,9 +614,10 @@ def _compare():
   sp_config = _sp_config(slow_points, analysis.trained_config(_PARENT.value))
   out = _OUT.value or control.default_out(_PARENT.value)
   _lock(out)
-  control.compare(_PARENT.value, out, steps, mu, sp_config=sp_config, recipe=_SP_RECIPE.value)
+  _watch(out, tensorboard=True)
+  control.compare(_PARENT.value, out, steps, mu, sp_config=sp_config, recipe=_SP_RECIPE.value,
+                  overwrite=_OVERWRITE.value)
   print(open(os.path.join(out, control.COMPARE_MD)).read().rstrip())
-  print(f"wrote {out}")
 
 
 def _study():
@@ -564,6 +638,8 @@ def _study():
       sweep.write_grid(specs, root, name)
   _dry_run("study", workdir=root, grid=name, networks=len(specs), workers=_WORKERS.value,
            threads=_THREADS.value, out=_OUT.value)
+  _watch(root, tensorboard=True)
+  _watch(_OUT.value)
   t0 = time.time()
   results = sweep.run_local(specs, root, _WORKERS.value, _THREADS.value,
                             _OVERRIDES["data_dir"].value or "")
@@ -631,10 +707,23 @@ def _exit_now(status):
   os._exit(status)  # pylint: disable=protected-access
 
 
+class _OwnInfoOnly:
+  """absl handler filter: INFO lines of haviv_tf itself (progress), warnings of everything."""
+
+  def __init__(self):
+    self.package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+  def filter(self, record):
+    return (record.levelno >= logging.converter.STANDARD_WARNING
+            or os.path.abspath(record.pathname).startswith(self.package))
+
+
 def main(argv):
   if not flags.FLAGS["verbosity"].present:
-    # TF's own INFO lines (checkpoint sharding, ...) would drown ours; -v 0 shows everything.
-    logging.set_verbosity(logging.WARNING)
+    # Progress lines are haviv_tf's INFO lines; TF's own (checkpoint sharding, ...) would drown
+    # them, so they are filtered out. -v 0 shows everything.
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_OwnInfoOnly())
   try:
     with _LOCKS:
       _run(argv)
