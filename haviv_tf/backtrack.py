@@ -17,6 +17,8 @@ or not) is nearest to the point, in speed coordinates ((h, tanh c) for an LSTM).
 criterion are found the same way (`births_by_centre`).
 """
 
+import dataclasses
+import json
 import os
 import time
 
@@ -148,10 +150,17 @@ def find_births(steps, readout, classes, introduced):
   return out
 
 
-def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
+def _sp_record(sp_config) -> dict:
+  return json.loads(json.dumps(dataclasses.asdict(sp_config), default=artifacts.jsonable))
+
+
+def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=True) -> dict:
   """Back-tracks the final slow points of `workdir` through its history snapshots.
 
-  Writes backtrack.json (paths), backtrack.npz (points), backtrack.png into `workdir`.
+  Writes backtrack.json (paths), backtrack.npz (points), backtrack.png into `workdir`. A stored
+  back-tracking of this network with the same settings is returned as it is (with
+  "unchanged": True); one with other settings (merge_frac, search settings) is replaced only
+  with `overwrite` (the command line's default is not to: RunError naming --overwrite).
 
   Raises:
     artifacts.RunError: no trained run, no final slow points, or fewer than one earlier snapshot.
@@ -159,6 +168,20 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   if not merge_frac > 0:
     raise config_lib.InputError(f"`merge_frac` must be positive, got {merge_frac!r}")
   cfg, source, run = analysis.restore(workdir)
+  sp_config = sp_config or slow_points_lib.SlowPointConfig()
+  stored_path = os.path.join(workdir, BACKTRACK_JSON)
+  if os.path.exists(stored_path):
+    stored = artifacts.read_json(stored_path)
+    same = (stored.get("final_step") == run.step and stored.get("merge_frac") == merge_frac
+            and stored.get("sp_max_iters") == sp_config.max_iters
+            and stored.get("sp_config", _sp_record(sp_config)) == _sp_record(sp_config))
+    if same:
+      return dict(stored, unchanged=True)
+    if not overwrite and stored.get("final_step") == run.step:
+      raise artifacts.RunError(
+          f"{workdir} holds a back-tracking of step {run.step} with other settings (merge_frac "
+          f"{stored.get('merge_frac')}, sp_max_iters {stored.get('sp_max_iters')}); --overwrite "
+          "replaces it")
   sp_path = os.path.join(workdir, analysis.SLOW_POINTS_FILE)
   res_path = os.path.join(workdir, artifacts.RESULTS_FILE)
   if not os.path.exists(sp_path) or not os.path.exists(res_path):
@@ -177,7 +200,6 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
     raise artifacts.RunError(f"{workdir} has no training snapshots before step {run.step} "
                              f"(the {train.HISTORY_DIR}/ folder); train with --history_every")
   entries = entries[::-1]
-  sp_config = sp_config or slow_points_lib.SlowPointConfig()
   gen = trials.generator_for(source, "test", cfg)
   classes = np.asarray(final.init_class, np.int32)
 
@@ -229,7 +251,7 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
       births=births, nearest_centre=np.stack(nearest).tolist(),
       centre_ratio=np.round(np.stack(near_ratio), 4).tolist(), centre_margin=CENTRE_MARGIN,
       births_by_centre=births_by_centre,
-      final_step=run.step, sp_max_iters=sp_config.max_iters)
+      final_step=run.step, sp_max_iters=sp_config.max_iters, sp_config=_sp_record(sp_config))
   artifacts.write_json(os.path.join(workdir, BACKTRACK_JSON), out)
   artifacts.save_npz(os.path.join(workdir, BACKTRACK_NPZ), steps=np.asarray(steps),
                      points=points.astype(np.float32), classes=classes)

@@ -133,7 +133,8 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
   run = train.train(cfg, workdir, source, verbose, extra_callbacks=extra_callbacks, init_fn=init)
   if not analyze:
     return {}
-  return analysis.after_training(cfg, run, source, workdir, sp_config, recipe)
+  return analysis.after_training(cfg, run, source, workdir, sp_config, recipe,
+                                 overwrite=overwrite)
 
 
 def _complete(workdir, cfg_steps) -> bool:

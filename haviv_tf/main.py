@@ -523,6 +523,11 @@ def _export():
   if _DRY_RUN.value:
     _dry_run("export", _dry_trained("export", _WORKDIR.value), workdir=_WORKDIR.value)
   analysis, cfg, source, run = _trained_run("export")
+  if analysis.exported(_WORKDIR.value, run.step) and not _OVERWRITE.value:
+    print(f"{_WORKDIR.value}: already exported at step {run.step} "
+          f"({os.path.join(_WORKDIR.value, analysis.SAVED_MODEL_DIR)}); nothing to do "
+          "(--overwrite exports again)")
+    return
   print(analysis.export_model(cfg, run, source, _WORKDIR.value))
 
 
@@ -536,7 +541,12 @@ def _backtrack():
   del source, run
   from haviv_tf import backtrack  # pylint: disable=g-import-not-at-top
   from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  out = backtrack.backtrack(_WORKDIR.value, _sp_config(slow_points, cfg), _MERGE_FRAC.value)
+  out = backtrack.backtrack(_WORKDIR.value, _sp_config(slow_points, cfg), _MERGE_FRAC.value,
+                            overwrite=_OVERWRITE.value)
+  if out.get("unchanged"):
+    print(f"{_WORKDIR.value}: back-tracking of step {out['final_step']} with these settings is "
+          f"already in {os.path.join(_WORKDIR.value, backtrack.BACKTRACK_JSON)}; nothing to do")
+    return
   merges = "; ".join(f"classes {m['classes'][0]} and {m['classes'][1]} at step {m['step']}"
                      for m in out["merges"]) or "none"
   print(f"{_WORKDIR.value}: {len(out['classes'])} slow points followed back through "
@@ -552,7 +562,7 @@ def _analyze():
     _dry_run("analyze", workdirs=_WORKDIRS.value, out=_OUT.value)
   from haviv_tf import study  # pylint: disable=g-import-not-at-top
   _watch(_OUT.value)
-  result = study.analyze(_WORKDIRS.value, _OUT.value)
+  result = study.analyze(_WORKDIRS.value, _OUT.value, overwrite=_OVERWRITE.value)
   for d, c in result["correlations"]["per_class"].items():
     print(f"delay {d}: Spearman {c['spearman']} (n={c['n']}) of log speed vs. accuracy")
   for d, best in result["predictors"]["best"].items():
@@ -634,8 +644,10 @@ def _study():
   else:
     name = _GRID.value or "small"
     specs = sweep.expand(sweep.get_grid(name))
+    _check_report_out(root, name)
     if not _DRY_RUN.value:
       sweep.write_grid(specs, root, name)
+  _check_report_out(root, name)
   _dry_run("study", workdir=root, grid=name, networks=len(specs), workers=_WORKERS.value,
            threads=_THREADS.value, out=_OUT.value)
   _watch(root, tensorboard=True)
@@ -658,6 +670,22 @@ def _study():
   if failed:
     raise artifacts.RunError(f"{len(failed)} run(s) failed: " + "; ".join(
         f"{r['name']} at {r.get('failed_step', r['status'])}" for r in failed))
+
+
+def _check_report_out(root, grid_name):
+  """--out of --mode=study holding another grid's report is not written over without
+  --overwrite (the report of this grid is rebuilt from its runs, as in its root)."""
+  if not _OUT.value or _OVERWRITE.value:
+    return
+  path = os.path.join(_OUT.value, "report.json")
+  if not os.path.exists(path):
+    return
+  stored = artifacts.read_json(path)
+  here = os.path.basename(os.path.abspath(root))
+  if (stored.get("grid"), stored.get("root")) != (grid_name, here):
+    raise UsageError(f"{_OUT.value} holds the report of grid {stored.get('grid')!r} in "
+                     f"{stored.get('root')!r}, not of {grid_name!r} in {here!r}; --overwrite "
+                     "replaces it, or use another --out")
 
 
 _HANDLERS = {"train": _train, "evaluate": _evaluate, "memory": _memory,
