@@ -18,6 +18,7 @@ criterion are found the same way (`births_by_centre`).
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -169,19 +170,6 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
     raise config_lib.InputError(f"`merge_frac` must be positive, got {merge_frac!r}")
   cfg, source, run = analysis.restore(workdir)
   sp_config = sp_config or slow_points_lib.SlowPointConfig()
-  stored_path = os.path.join(workdir, BACKTRACK_JSON)
-  if os.path.exists(stored_path):
-    stored = artifacts.read_json(stored_path)
-    same = (stored.get("final_step") == run.step and stored.get("merge_frac") == merge_frac
-            and stored.get("sp_max_iters") == sp_config.max_iters
-            and stored.get("sp_config", _sp_record(sp_config)) == _sp_record(sp_config))
-    if same:
-      return dict(stored, unchanged=True)
-    if not overwrite and stored.get("final_step") == run.step:
-      raise artifacts.RunError(
-          f"{workdir} holds a back-tracking of step {run.step} with other settings (merge_frac "
-          f"{stored.get('merge_frac')}, sp_max_iters {stored.get('sp_max_iters')}); --overwrite "
-          "replaces it")
   sp_path = os.path.join(workdir, analysis.SLOW_POINTS_FILE)
   res_path = os.path.join(workdir, artifacts.RESULTS_FILE)
   if not os.path.exists(sp_path) or not os.path.exists(res_path):
@@ -195,6 +183,22 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
   if not len(final):
     raise artifacts.RunError(f"{workdir}: no class is remembered correctly, so there are no "
                              "class slow points to follow back")
+  # Its slow points are checked first: stale ones need --mode=slow_points, not --overwrite.
+  digest = hashlib.sha256(np.ascontiguousarray(final.states, np.float32).tobytes()).hexdigest()
+  stored_path = os.path.join(workdir, BACKTRACK_JSON)
+  if os.path.exists(stored_path):
+    stored = artifacts.read_json(stored_path)
+    same = (stored.get("final_step") == run.step and stored.get("merge_frac") == merge_frac
+            and stored.get("slow_points_digest", digest) == digest
+            and stored.get("sp_max_iters") == sp_config.max_iters
+            and stored.get("sp_config", _sp_record(sp_config)) == _sp_record(sp_config))
+    if same:
+      return dict(stored, unchanged=True)
+    if not overwrite and stored.get("final_step") == run.step:
+      raise artifacts.RunError(
+          f"{workdir} holds a back-tracking of step {run.step} with other settings (merge_frac "
+          f"{stored.get('merge_frac')}, sp_max_iters {stored.get('sp_max_iters')}) or from "
+          "other slow points; --overwrite replaces it")
   entries = [e for e in train.History.load(workdir) if e["step"] < run.step]
   if not entries:
     raise artifacts.RunError(f"{workdir} has no training snapshots before step {run.step} "
@@ -251,7 +255,8 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
       births=births, nearest_centre=np.stack(nearest).tolist(),
       centre_ratio=np.round(np.stack(near_ratio), 4).tolist(), centre_margin=CENTRE_MARGIN,
       births_by_centre=births_by_centre,
-      final_step=run.step, sp_max_iters=sp_config.max_iters, sp_config=_sp_record(sp_config))
+      final_step=run.step, sp_max_iters=sp_config.max_iters, sp_config=_sp_record(sp_config),
+      slow_points_digest=digest)
   artifacts.write_json(os.path.join(workdir, BACKTRACK_JSON), out)
   artifacts.save_npz(os.path.join(workdir, BACKTRACK_NPZ), steps=np.asarray(steps),
                      points=points.astype(np.float32), classes=classes)
