@@ -18,6 +18,7 @@ from haviv_tf import memory
 from haviv_tf import plotting
 from haviv_tf import predictors
 from haviv_tf import slow_points as slow_points_lib
+from haviv_tf import summaries
 from haviv_tf import train
 from haviv_tf import trials
 
@@ -66,7 +67,12 @@ def _tb_writer(workdir):
 def _tb_image(writer, name, fig, step):
   png = plotting.png_bytes(fig)
   with writer.as_default(step=step):
-    tf.summary.image(name, tf.image.decode_png(png)[None], step=step)
+    tf.summary.image(name, tf.image.decode_png(png)[None], step=step,
+                     description=summaries.describe(name))
+
+
+def _tb_scalar(tag, value):
+  tf.summary.scalar(tag, value, description=summaries.describe(tag))
 
 
 EVAL_TABLES = ("accuracy_by_delay", "full_trial_accuracy_by_delay", "per_class_accuracy_by_delay",
@@ -135,11 +141,11 @@ def _accuracy_figures(cfg, run, workdir, results):
   writer = _tb_writer(workdir)
   with writer.as_default(step=run.step):
     for k in keys:
-      tf.summary.scalar(f"eval/report_accuracy_delay_{k}", results["accuracy_by_delay"][k])
-      tf.summary.scalar(f"eval/full_trial_accuracy_delay_{k}",
-                        results["full_trial_accuracy_by_delay"][k])
+      _tb_scalar(f"eval/report_accuracy_delay_{k}", results["accuracy_by_delay"][k])
+      _tb_scalar(f"eval/full_trial_accuracy_delay_{k}",
+                 results["full_trial_accuracy_by_delay"][k])
     if half and half.get("half_life") is not None:
-      tf.summary.scalar("eval/memory_half_life", half["half_life"])
+      _tb_scalar("eval/memory_half_life", half["half_life"])
   _tb_image(writer, "eval/accuracy_vs_delay", fig, run.step)
   writer.flush()
 
@@ -282,8 +288,8 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   with writer.as_default(step=run.step):
     for c, v in speed.items():
       if v is not None:
-        tf.summary.scalar(f"slow_points/speed_class_{c}", v)
-    tf.summary.scalar("slow_points/num_unique", len(unique))
+        _tb_scalar(f"slow_points/speed_class_{c}", v)
+    _tb_scalar("slow_points/num_unique", len(unique))
   _tb_image(writer, "slow_points/trajectories_pca", fig, run.step)
   writer.flush()
   return summary
@@ -319,6 +325,14 @@ def analysed(cfg, workdir, step, sp_config=None, recipe="default") -> bool:
   if not (r.get("step") == step and slow_points_current(r, step, sp_config, recipe)
           and all(trials_by_delay.get(str(int(d))) == cfg.eval_trials
                   for d in cfg.eval_delays)):
+    return False
+  return exported(workdir, step)
+
+
+def exported(workdir, step) -> bool:
+  """Whether workdir/saved_model is a readable export of the network at `step`."""
+  model_dir = os.path.join(workdir, SAVED_MODEL_DIR)
+  if not os.path.isdir(model_dir):
     return False
   try:
     return export.load_metadata(model_dir)["metadata"].get("step") == step
@@ -378,22 +392,36 @@ def train_and_analyze(cfg: config_lib.Config, workdir: str, overwrite: bool = Fa
   run = train.train(cfg, workdir, source, verbose, strategy=strategy)
   if not distribute.is_chief(strategy):
     return {}
-  return after_training(cfg, run.single_device(), source, workdir, sp_config, recipe)
+  return after_training(cfg, run.single_device(), source, workdir, sp_config, recipe,
+                        overwrite=overwrite)
 
 
-def after_training(cfg, run, source, workdir, sp_config=None, recipe="default") -> dict:
+def after_training(cfg, run, source, workdir, sp_config=None, recipe="default",
+                   overwrite=False, log=print) -> dict:
   """Evaluation, slow points and export, in that order; returns results.json's content.
 
   Skipped when `workdir` already holds all three for this network (`analysed`): re-running a
   finished run (a grid resuming) costs a restore, not a second analysis (a CIFAR-10 network's
   takes about 16 minutes). --mode=evaluate / slow_points / export redo one part on request.
+  Slow points of this network found with another recipe or other search settings are kept,
+  saying so, unless `overwrite` (stored accuracies are kept by `evaluate`'s rule).
   """
   path = os.path.join(workdir, artifacts.RESULTS_FILE)
   if analysed(cfg, workdir, run.step, sp_config, recipe):
     print(f"{workdir}: already evaluated, searched for slow points and exported at step "
           f"{run.step}; nothing to do")
     return artifacts.read_json(path)
-  evaluate(cfg, run, source, workdir)
-  find_slow_points(cfg, run, source, workdir, sp_config, recipe=recipe)
-  export_model(cfg, run, source, workdir)
+  evaluate(cfg, run, source, workdir, overwrite=overwrite, log=log)
+  stored = artifacts.read_json(path) if os.path.exists(path) else {}
+  sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
+  if (not overwrite and stored.get("slow_points_step") == run.step
+      and stored.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
+      and not slow_points_current(stored, run.step, sp_config, recipe)):
+    log(f"{workdir}: kept the stored slow points of step {run.step} (found with the "
+        f"{stored.get('slow_points_recipe')} recipe or other search settings than these); "
+        "--overwrite replaces them, --mode=slow_points --sp_dir=NAME finds these beside them")
+  elif not slow_points_current(stored, run.step, sp_config, recipe):
+    find_slow_points(cfg, run, source, workdir, sp_config, recipe=recipe)
+  if not exported(workdir, run.step):
+    export_model(cfg, run, source, workdir)
   return artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))

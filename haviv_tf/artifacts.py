@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import platform
+import subprocess
 import tempfile
 from typing import Any, Iterator
 
@@ -145,8 +146,33 @@ def jsonable(obj):
   raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def environment() -> dict[str, str]:
-  """Versions of the packages and machine a run used, for its config.json."""
+UNKNOWN_REVISION = "unknown"
+
+
+def code_revision(directory: str = None) -> dict:
+  """The git revision of the haviv_tf code: {"commit": sha, "dirty": bool} (dirty: tracked
+  files differ from the commit), or {"commit": "unknown", "dirty": "unknown"} outside a git
+  checkout (an installed wheel, no git program). Never raises."""
+  directory = directory or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  unknown = {"commit": UNKNOWN_REVISION, "dirty": UNKNOWN_REVISION}
+
+  def git(*args):
+    return subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True,
+                          timeout=30, check=True, stdin=subprocess.DEVNULL).stdout.strip()
+  try:
+    top = git("rev-parse", "--show-toplevel")
+    if not os.path.exists(os.path.join(top, "haviv_tf", "config.py")):
+      return unknown  # some other repository around an installed copy
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+  except (OSError, subprocess.SubprocessError, ValueError):
+    return unknown
+  return {"commit": commit, "dirty": dirty}
+
+
+def environment() -> dict:
+  """Versions of the packages and machine a run used, and the code revision (code_revision),
+  for its config.json and reports."""
   from importlib import metadata
   versions = {}
   for pkg in ("tensorflow", "keras", "tensorflow-datasets", "numpy", "scipy", "absl-py",
@@ -157,4 +183,21 @@ def environment() -> dict[str, str]:
       versions[pkg] = "not installed"
   versions["python"] = platform.python_version()
   versions["machine"] = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus"
+  versions["code_revision"] = code_revision()
   return versions
+
+
+def revision_text(revision) -> str:
+  """A code_revision() record as one short phrase: "abc1234" / "abc1234 (dirty)" / "unknown"."""
+  if not isinstance(revision, dict) or revision.get("commit") in (None, UNKNOWN_REVISION):
+    return UNKNOWN_REVISION
+  return revision["commit"][:12] + (" (dirty)" if revision.get("dirty") is True else "")
+
+
+def duration(seconds: float) -> str:
+  """A duration for progress lines: "42 s", "3.5 min", "2.1 h"."""
+  if seconds < 90:
+    return f"{seconds:.0f} s"
+  if seconds < 5400:
+    return f"{seconds / 60:.1f} min"
+  return f"{seconds / 3600:.1f} h"

@@ -17,8 +17,13 @@ or not) is nearest to the point, in speed coordinates ((h, tanh c) for an LSTM).
 criterion are found the same way (`births_by_centre`).
 """
 
+import dataclasses
+import hashlib
+import json
 import os
+import time
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -146,10 +151,17 @@ def find_births(steps, readout, classes, introduced):
   return out
 
 
-def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
+def _sp_record(sp_config) -> dict:
+  return json.loads(json.dumps(dataclasses.asdict(sp_config), default=artifacts.jsonable))
+
+
+def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=True) -> dict:
   """Back-tracks the final slow points of `workdir` through its history snapshots.
 
-  Writes backtrack.json (paths), backtrack.npz (points), backtrack.png into `workdir`.
+  Writes backtrack.json (paths), backtrack.npz (points), backtrack.png into `workdir`. A stored
+  back-tracking of this network with the same settings is returned as it is (with
+  "unchanged": True); one with other settings (merge_frac, search settings) is replaced only
+  with `overwrite` (the command line's default is not to: RunError naming --overwrite).
 
   Raises:
     artifacts.RunError: no trained run, no final slow points, or fewer than one earlier snapshot.
@@ -157,6 +169,7 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   if not merge_frac > 0:
     raise config_lib.InputError(f"`merge_frac` must be positive, got {merge_frac!r}")
   cfg, source, run = analysis.restore(workdir)
+  sp_config = sp_config or slow_points_lib.SlowPointConfig()
   sp_path = os.path.join(workdir, analysis.SLOW_POINTS_FILE)
   res_path = os.path.join(workdir, artifacts.RESULTS_FILE)
   if not os.path.exists(sp_path) or not os.path.exists(res_path):
@@ -170,12 +183,27 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   if not len(final):
     raise artifacts.RunError(f"{workdir}: no class is remembered correctly, so there are no "
                              "class slow points to follow back")
+  # Its slow points are checked first: stale ones need --mode=slow_points, not --overwrite.
+  digest = hashlib.sha256(np.ascontiguousarray(final.states, np.float32).tobytes()).hexdigest()
+  stored_path = os.path.join(workdir, BACKTRACK_JSON)
+  if os.path.exists(stored_path):
+    stored = artifacts.read_json(stored_path)
+    same = (stored.get("final_step") == run.step and stored.get("merge_frac") == merge_frac
+            and stored.get("slow_points_digest", digest) == digest
+            and stored.get("sp_max_iters") == sp_config.max_iters
+            and stored.get("sp_config", _sp_record(sp_config)) == _sp_record(sp_config))
+    if same:
+      return dict(stored, unchanged=True)
+    if not overwrite and stored.get("final_step") == run.step:
+      raise artifacts.RunError(
+          f"{workdir} holds a back-tracking of step {run.step} with other settings (merge_frac "
+          f"{stored.get('merge_frac')}, sp_max_iters {stored.get('sp_max_iters')}) or from "
+          "other slow points; --overwrite replaces it")
   entries = [e for e in train.History.load(workdir) if e["step"] < run.step]
   if not entries:
     raise artifacts.RunError(f"{workdir} has no training snapshots before step {run.step} "
                              f"(the {train.HISTORY_DIR}/ folder); train with --history_every")
   entries = entries[::-1]
-  sp_config = sp_config or slow_points_lib.SlowPointConfig()
   gen = trials.generator_for(source, "test", cfg)
   classes = np.asarray(final.init_class, np.int32)
 
@@ -191,10 +219,11 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
   nearest, near_ratio = [near], [ratio]
   model = models.build(cfg, source.frame_shape)
   finder = slow_points_lib.SlowPointFinder(model, sp_config)  # weights change, the graph not
-  for e in entries:
+  started = time.monotonic()
+  for k, e in enumerate(entries, 1):
     train.read_snapshot(model, os.path.join(workdir, train.HISTORY_DIR, e["path"]))
     x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
-    found, _, _ = finder.minimize(points[-1], x_bar)
+    found, _, _ = finder.minimize(points[-1], x_bar, progress=False)
     steps.append(int(e["step"]))
     points.append(found)
     speed.append(slow_points_lib.speeds(model, found, x_bar))
@@ -203,6 +232,10 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
     near, ratio = nearest_centres(model, found, cloud_centres(model, gen, cfg.seed))
     nearest.append(near)
     near_ratio.append(ratio)
+    elapsed = time.monotonic() - started
+    logging.info("back-tracking: snapshot %d of %d (step %d) done; %s so far, about %s left",
+                 k, len(entries), int(e["step"]), artifacts.duration(elapsed),
+                 artifacts.duration(elapsed / k * (len(entries) - k)))
   points = np.stack(points)
   coords = (points - mean) @ comps.T
   finals = final.states
@@ -222,7 +255,8 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05) -> dict:
       births=births, nearest_centre=np.stack(nearest).tolist(),
       centre_ratio=np.round(np.stack(near_ratio), 4).tolist(), centre_margin=CENTRE_MARGIN,
       births_by_centre=births_by_centre,
-      final_step=run.step, sp_max_iters=sp_config.max_iters)
+      final_step=run.step, sp_max_iters=sp_config.max_iters, sp_config=_sp_record(sp_config),
+      slow_points_digest=digest)
   artifacts.write_json(os.path.join(workdir, BACKTRACK_JSON), out)
   artifacts.save_npz(os.path.join(workdir, BACKTRACK_NPZ), steps=np.asarray(steps),
                      points=points.astype(np.float32), classes=classes)

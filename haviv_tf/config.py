@@ -27,6 +27,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # Config field either: it changes speed only.
 SAMPLER_NICE = 10
 MAX_NICE = 19
+MAX_EVAL_TRIALS = 1_000_000  # Config.eval_trials' (and --eval_trials') upper bound
 NUM_CLASSES = 10          # image classes; the network has NUM_CLASSES + 1 outputs (null first)
 
 
@@ -38,56 +39,108 @@ class InputError(ValueError):
   """
 
 
+def _field(default, doc):
+  """A Config field with its documentation: the one source of its --help text."""
+  return dataclasses.field(default=default, metadata={"help": doc})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Everything that determines a training run (and so its results)."""
-  protocol: str = "vocu"            # "vocu" | "decu" | "nacu" | "recu"
-  dataset: str = "mnist"            # "mnist" | "mnist_sample" | "cifar10"
-  arch: str = "gru"                 # "gru" | "lstm"
-  preset: str = "paper"             # the preset this config was resolved from
-  units: int = 200                  # recurrent units (CIFAR-10: 512)
-  readout: str = "sigmoid"          # "sigmoid": softmax(sigmoid(W h + b)) as the authors' code; "linear"
-  learning_rate: float = 1e-5       # Adam
-  lr_schedule: str = "step"         # "step" (the paper's) or "cosine" (warm-up, then a half cosine)
-  lr_decay_step: int = 119_998      # (step) updates after lr_decay_step + 1 use lr x lr_decay_factor
-  lr_decay_factor: float = 0.1      # (step) the factor; (cosine) the final rate / learning_rate
-  warmup_steps: int = 0             # (cosine) linear warm-up from 0 to learning_rate
-  batch_size: int = 128             # trials per step
-  train_steps: int = 140_000        # curricula stage boundaries scale with this
-  seq_len: int = 20                 # frames per training trial (T_max at the end of every curriculum)
-  min_delay: int = 4                # t_a >= t_s + min_delay
-  report_weight: float = 20.0       # loss weight of the report step; null steps weigh 1
-  seed: int = 0                     # initialisation and trial seed
-  trial_backend: str = "numpy"      # training-trial sampler: "numpy" (fast on CPU) or "tf" (no Python)
-  data_dir: str = ""                # tfds cache, or folder with the canonical files; "" = tfds default
-  eval_delays: tuple = (5, 10, 19, 50, 100, 200, 500, 1000)  # evaluated after training
-  eval_trials: int = 1000           # test trials per evaluated delay
-  checkpoint_every: int = 1000      # steps between checkpoints (resume points)
-  keep_checkpoints: int = 3         # most recent resume points kept
-  log_every: int = 100              # steps between TensorBoard scalars
-  # Speed penalty mu * sum_k ||F(s_k, x_k) - s_k||^2 over speed_copies copies of each class's
-  # target s_k, each with a fresh noise frame x_k (trigger off) every step.
-  speed_weight: float = 0.0         # mu (0 = off; the control fine-tuning logs the speed at mu = 0)
-  speed_targets: str = "none"       # "none" | "center_mass" | "slow_points" (fine-tuning only)
-  speed_copies: int = 10            # copies of each class's target per step
-  speed_refresh_every: int = 0      # training from scratch: re-estimate the centres every N steps
-  finetune: str = ""                # "" (trained from scratch) or control | slow_points | center_mass
-  data_offset: int = 0              # trial stream starts at this step (fine-tuning continues the parent's)
-  precision: str = "float32"        # "mixed_bfloat16": bfloat16 input projection / CNN in training
-  jit_compile: bool = True          # XLA-compile the train, test and evaluation steps (speed only)
-  noise_bank: int = 0               # 0: every noise frame its own image (the paper's); K > 0: a
-                                    # training batch draws its noise frames from K images and the
-                                    # CNN encodes each distinct frame once (trial_backend "tf")
-  history_every: int = 5_000        # back-tracking snapshots every N steps (+ every stage change)
-  keep_history: int = 32            # snapshot cap: beyond it the cadence doubles and old ones thin out
+  """Everything that determines a training run (and so its results).
+
+  Each field's metadata["help"] documents it (unit, range); main.py makes it the --help of the
+  field's flag, with the presets' defaults (preset_defaults) appended.
+  """
+  protocol: str = _field("vocu", "curriculum: vocu | decu | nacu | recu")
+  dataset: str = _field("mnist", "data set: mnist | mnist_sample | cifar10")
+  arch: str = _field("gru", "recurrent cell: gru | lstm")
+  preset: str = _field("paper", "the preset this config was resolved from: paper | quick")
+  units: int = _field(200, "recurrent units (positive integer)")
+  readout: str = _field(
+      "sigmoid", 'read-out: "sigmoid" = softmax(sigmoid(W h + b)) as the authors\' code, or '
+      '"linear" = softmax(W h + b)')
+  learning_rate: float = _field(1e-5, "Adam learning rate (positive, finite)")
+  lr_schedule: str = _field(
+      "step", '"step" (the paper\'s: one drop by lr_decay_factor) or "cosine" (linear '
+      'warm-up, then a half cosine)')
+  lr_decay_step: int = _field(
+      119_998, "(step schedule) updates after lr_decay_step + 1 use learning_rate x "
+      "lr_decay_factor (updates; positive integer; rescaled with --train_steps unless given)")
+  lr_decay_factor: float = _field(
+      0.1, "(step) the factor of the drop; (cosine) the final rate / learning_rate (positive)")
+  warmup_steps: int = _field(
+      0, "(cosine) linear warm-up from 0 to learning_rate (updates; 0 <= n < train_steps)")
+  batch_size: int = _field(128, "trials per training step (positive integer)")
+  train_steps: int = _field(
+      140_000, "training steps (updates; positive integer; curriculum stage boundaries scale "
+      "with it; alias --steps)")
+  seq_len: int = _field(
+      20, "frames per training trial, T_max at the end of every curriculum (frames; > "
+      "min_delay; decu: >= 6)")
+  min_delay: int = _field(4, "shortest delay: t_a >= t_s + min_delay (frames; positive integer)")
+  report_weight: float = _field(
+      20.0, "loss weight of the report step; null steps weigh 1 (positive; recu: > 1)")
+  seed: int = _field(0, "initialisation and trial seed (integer in [0, 2**31))")
+  trial_backend: str = _field(
+      "numpy", 'training-trial sampler: "numpy" (fast on CPU) or "tf" (no Python)')
+  data_dir: str = _field(
+      "", 'tensorflow-datasets cache, or folder with the canonical files; "" = the tfds default')
+  eval_delays: tuple = _field(
+      (5, 10, 19, 50, 100, 200, 500, 1000),
+      "delays evaluated after training (frames, comma-separated; each >= min_delay)")
+  eval_trials: int = _field(
+      1000, "test trials per evaluated delay (positive integer, at most 1,000,000)")
+  checkpoint_every: int = _field(1000, "steps between checkpoints, the resume points (positive)")
+  keep_checkpoints: int = _field(3, "most recent resume points kept (positive integer)")
+  log_every: int = _field(100, "steps between TensorBoard training scalars (positive integer)")
+  speed_weight: float = _field(
+      0.0, "mu of the speed penalty mu * sum_k ||F(s_k, x_k) - s_k||^2 over speed_copies copies "
+      "of each class's target s_k, each with a fresh noise frame x_k (trigger off) every step "
+      "(non-negative, finite; 0 = off; the control fine-tuning logs the speed at mu = 0)")
+  speed_targets: str = _field(
+      "none", 'targets s_k of the speed penalty: "none" | "center_mass" | "slow_points" '
+      "(slow_points: fine-tuning only)")
+  speed_copies: int = _field(10, "copies of each class's speed target per step (positive)")
+  speed_refresh_every: int = _field(
+      0, "training from scratch with a speed penalty: re-estimate the class centres every N "
+      "steps (non-negative; 0 when fine-tuning)")
+  finetune: str = _field(
+      "", '"" (trained from scratch) or the fine-tuning: control | slow_points | center_mass '
+      "(with --mode=finetune)")
+  data_offset: int = _field(
+      0, "the trial stream starts at this step (non-negative; fine-tuning continues the "
+      "parent's)")
+  precision: str = _field(
+      "float32", '"float32" or "mixed_bfloat16" (bfloat16 input projection / CNN in training)')
+  jit_compile: bool = _field(
+      True, "XLA-compile the train, test and evaluation steps (speed only; true | false)")
+  noise_bank: int = _field(
+      0, "0: every noise frame its own image (the paper's); K > 0: a training batch draws its "
+      "noise frames from K images and the CNN encodes each distinct frame once (images; "
+      "non-negative; needs trial_backend tf)")
+  history_every: int = _field(
+      5_000, "back-tracking snapshots every N steps, plus every stage change (steps; "
+      "non-negative; 0 = none)")
+  keep_history: int = _field(
+      32, "back-tracking snapshot cap: beyond it the cadence doubles and old ones thin out "
+      "(positive integer)")
   # Fidelity to the authors' TF1 code (README, "Fidelity"); `paper` takes the authors' choice.
-  init: str = "authors"             # "authors": randn/sqrt(fan_in) weights, 0.01 randn biases; "tf1"
-  cnn: str = "authors"              # CIFAR-10 CNN: "authors" (3 dense layers, scaled conv variables) | "keras"
-  loss_norm: str = "authors"        # "authors": sum w CE / (batch x 11 x seq_len); "weights": / sum w
-  log_eps: float = 1e-4             # CE = -log(p + log_eps) (the authors' 1e-4); 0: exact log-softmax
-  mask: str = "authors"             # classes not shown: "authors" logits x -1000; "hard" logit -1e9
-  data_recipe: str = "authors"      # "authors": TF1's 55k MNIST train split, first n-1 images per
-                                    # class (n: smallest class), CIFAR-10 scalar noise; "all"
+  init: str = _field(
+      "authors", '"authors": randn/sqrt(fan_in) weights, 0.01 randn biases; "tf1": TF1\'s '
+      "GRUCell/LSTMCell (one glorot-uniform draw over [x, h])")
+  cnn: str = _field(
+      "authors", 'CIFAR-10 CNN: "authors" (3 dense layers, scaled conv variables) | "keras"')
+  loss_norm: str = _field(
+      "authors", '"authors": sum w CE / (batch x 11 x seq_len); "weights": sum w CE / sum w')
+  log_eps: float = _field(
+      1e-4, "CE = -log(p + log_eps), the authors' 1e-4; 0: exact log-softmax (in [0, 1))")
+  mask: str = _field(
+      "authors", 'classes not shown: "authors" logits x -1000 (sigmoid read-out only); '
+      '"hard" logit -1e9')
+  data_recipe: str = _field(
+      "authors", '"authors": TF1\'s 55k MNIST train split, first n-1 images per class (n: '
+      'smallest class), CIFAR-10 scalar noise; "all": the data set as '
+      "loaded, unchanged")
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -175,6 +228,39 @@ def preset(name: str, dataset: str = "mnist") -> Config:
   return cfg
 
 
+def _show(value) -> str:
+  if isinstance(value, bool):
+    return str(value).lower()
+  if isinstance(value, float) and 0 < abs(value) < 0.01:
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+  if isinstance(value, float):
+    return f"{value:g}"
+  if isinstance(value, tuple):
+    return ",".join(str(v) for v in value)
+  if value == "":
+    return '""'
+  return str(value)
+
+
+def preset_defaults(name: str) -> str:
+  """Field `name`'s value in each preset, e.g. "quick: 0.003 (cifar10: 0.0003); paper: 1e-05
+  (cifar10: 0.0001)": the MNIST value, and the CIFAR-10 one where it differs."""
+  parts = []
+  for p in sorted(PRESETS):
+    mnist, cifar = getattr(preset(p, "mnist"), name), getattr(preset(p, "cifar10"), name)
+    parts.append(f"{p}: {_show(mnist)}" + (f" (cifar10: {_show(cifar)})" if cifar != mnist
+                                           else ""))
+  return "; ".join(parts)
+
+
+def field_help(name: str) -> str:
+  """The documentation of Config field `name` (its metadata) and its presets' defaults: the
+  --help of the field's flag."""
+  field = {f.name: f for f in dataclasses.fields(Config)}[name]
+  return f"{field.metadata['help']}. Default by preset: {preset_defaults(name)}."
+
+
 def resolve(preset_name: str, dataset: str, overrides: Mapping[str, Any]) -> Config:
   """Preset + explicit overrides, validated.
 
@@ -222,6 +308,8 @@ def validate(cfg: Config) -> None:
     raise InputError(f"`jit_compile` must be true or false, got {cfg.jit_compile!r}")
   if cfg.finetune:
     choice("finetune", FINETUNE_MODES)
+  if isinstance(cfg.eval_trials, int) and cfg.eval_trials > MAX_EVAL_TRIALS:
+    raise InputError(f"`eval_trials` must be at most {MAX_EVAL_TRIALS:,}, got {cfg.eval_trials}")
   for name in ("units", "batch_size", "train_steps", "seq_len", "min_delay", "eval_trials",
                "checkpoint_every", "keep_checkpoints", "log_every", "lr_decay_step",
                "speed_copies", "keep_history"):

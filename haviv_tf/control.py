@@ -16,6 +16,7 @@ own workdir (config.json records the parent); the parent workdir is only read.
 import dataclasses
 import os
 
+from absl import logging
 import numpy as np
 
 from haviv_tf import analysis
@@ -101,6 +102,8 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
       workdir=os.path.abspath(parent_workdir), step=parent_run.step,
       config=parent_cfg.to_dict())))
   generator = trials.generator_for(source, "train", cfg)
+  logging.info("fine-tuning %s of %s (step %d): %d steps at mu %g into %s", mode,
+               parent_workdir, parent_run.step, cfg.train_steps, cfg.speed_weight, workdir)
 
   def init(run):
     for dst, src in zip(run.model.trainable_variables, parent_run.model.trainable_variables):
@@ -130,7 +133,8 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
   run = train.train(cfg, workdir, source, verbose, extra_callbacks=extra_callbacks, init_fn=init)
   if not analyze:
     return {}
-  return analysis.after_training(cfg, run, source, workdir, sp_config, recipe)
+  return analysis.after_training(cfg, run, source, workdir, sp_config, recipe,
+                                 overwrite=overwrite)
 
 
 def _complete(workdir, cfg_steps) -> bool:
@@ -143,11 +147,36 @@ def _complete(workdir, cfg_steps) -> bool:
           and results.get("slow_points_format") == slow_points_lib.FORMAT_VERSION)
 
 
+def _finished_other(workdir, cfg, parent_workdir, parent_cfg, parent_step):
+  """Why the fine-tuning in `workdir` is not `cfg` of this parent network (None if it is).
+
+  The parent is compared by its config and step, not its path: a grid moved to another
+  directory keeps its fine-tunings."""
+  try:
+    train.check_workdir(cfg, workdir, overwrite=False)
+  except artifacts.RunError as e:
+    return str(e)
+  parent = artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE)).get("parent") or {}
+  try:
+    same = config_lib.Config.from_record(parent.get("config") or {}) == parent_cfg
+  except (TypeError, ValueError):
+    same = False
+  if parent.get("step") != parent_step or not same:
+    return (f"{workdir} holds a fine-tuning of another network ({parent.get('workdir')}, step "
+            f"{parent.get('step')}) than {parent_workdir} (step {parent_step}); use --overwrite "
+            "to replace it, or another --out")
+  return None
+
+
 def compare(parent_workdir: str, out=None, steps=None, speed_weight=None, verbose=None,
-            sp_config=None, recipe="default") -> dict:
+            sp_config=None, recipe="default", overwrite=False) -> dict:
   """Runs (or resumes; finished ones are skipped) the three fine-tunings of `parent_workdir`
   into out/{control,slow_points,center_mass}, then writes out/compare.{json,md} and the plots
-  of accuracy vs. delay and of slow-point speed before/after."""
+  of accuracy vs. delay and of slow-point speed before/after.
+
+  A finished fine-tuning there with other settings (steps, mu, parent) is never mixed into the
+  comparison nor silently replaced: RunError naming --overwrite, unless `overwrite`.
+  """
   out = out or default_out(parent_workdir)
   parent_cfg = analysis.trained_config(parent_workdir)  # each fine-tuning restores the model
   parent_results_path = os.path.join(parent_workdir, artifacts.RESULTS_FILE)
@@ -157,14 +186,28 @@ def compare(parent_workdir: str, out=None, steps=None, speed_weight=None, verbos
     raise artifacts.RunError(f"{parent_workdir} has no evaluation and slow points yet; run "
                              "--mode=evaluate and --mode=slow_points on it first")
   rows = {"trained": parent_results}
+  parent_step = parent_results.get("step")
+  # Every finished one is checked before any trains: a refusal costs no training.
   for mode in MODES:
     workdir = os.path.join(out, mode)
     cfg = finetune_config(parent_cfg, mode, steps, speed_weight)
-    if _complete(workdir, cfg.train_steps):
+    if not overwrite and os.path.exists(os.path.join(workdir, artifacts.CONFIG_FILE)):
+      why = _finished_other(workdir, cfg, parent_workdir, parent_cfg, parent_step)
+      if why:
+        raise artifacts.RunError(why)
+  for k, mode in enumerate(MODES, 1):
+    workdir = os.path.join(out, mode)
+    cfg = finetune_config(parent_cfg, mode, steps, speed_weight)
+    if _complete(workdir, cfg.train_steps) and not (
+        overwrite and _finished_other(workdir, cfg, parent_workdir, parent_cfg, parent_step)):
+      logging.info("compare: fine-tuning %d of %d (%s) already finished in %s; kept", k,
+                   len(MODES), mode, workdir)
       rows[mode] = artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))
     else:
-      rows[mode] = finetune(parent_workdir, mode, workdir, steps, speed_weight, verbose=verbose,
-                            sp_config=sp_config, recipe=recipe)
+      logging.info("compare: fine-tuning %d of %d (%s) into %s", k, len(MODES), mode, workdir)
+      rows[mode] = finetune(parent_workdir, mode, workdir, steps, speed_weight,
+                            overwrite=overwrite, verbose=verbose, sp_config=sp_config,
+                            recipe=recipe)
   return write_comparison(out, parent_workdir, rows)
 
 

@@ -25,6 +25,7 @@ from haviv_tf import memory
 from haviv_tf import plotting
 from haviv_tf import significance as sig
 from haviv_tf import study
+from haviv_tf import summaries
 from haviv_tf import sweep
 
 REPORT_MD = "REPORT.md"
@@ -159,6 +160,10 @@ def _header(ev: Evidence, grid_name, specs, recs, missing, wall_seconds) -> list
   interrupted = sum(r["interrupted"] for r in timed)
   if interrupted:
     caveats.append(f"{interrupted} step attempts were interrupted and are not timed")
+  trained = _trained_revisions(recs)
+  lines += [f"Code: haviv_tf {artifacts.revision_text(artifacts.code_revision())} (this report); "
+            "networks trained at " + (", ".join(f"{k} ({v})" for k, v in trained.items())
+                                      or "none") + ".", ""]
   lines += [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python "
             f"{platform.python_version()}. Compute summed over runs: "
             f"{sum(secs) / 60:.1f} min" + (f" ({'; '.join(caveats)})" if caveats else "")
@@ -852,7 +857,8 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
                 claim_delay=choose_claim_delay(have, halves,
                                                [d for d in delays if d >= seq_len]))
   summary = dict(grid=grid_name, root=os.path.basename(os.path.abspath(root)), runs=len(specs),
-                 analysed=len(have), missing=missing, delays=ev.delays, claims={})
+                 analysed=len(have), missing=missing, delays=ev.delays, claims={},
+                 environment=artifacts.environment(), trained_at=_trained_revisions(recs))
   lines = _header(ev, grid_name, specs, recs, missing, wall_seconds)
   summary["memory"], section = memory_section(ev, halves)
   lines += section
@@ -880,6 +886,19 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
   artifacts.write_json(os.path.join(out, REPORT_JSON), summary)
   write_hparams(root, recs)
   return summary
+
+
+def _trained_revisions(recs) -> dict:
+  """{code revision text: number of networks} of the revisions the runs recorded in their
+  config.json ("unknown": recorded none, or outside git)."""
+  counts = {}
+  for r in recs:
+    path = os.path.join(r["workdir"], artifacts.CONFIG_FILE)
+    record = artifacts.read_json(path) if os.path.exists(path) else {}
+    env = record.get("environment") if isinstance(record, dict) else None
+    text = artifacts.revision_text((env or {}).get("code_revision"))
+    counts[text] = counts.get(text, 0) + 1
+  return dict(sorted(counts.items()))
 
 
 def _read_ceiling(*folders):
@@ -939,6 +958,11 @@ def chance_delays(recs, delays) -> list:
   return out
 
 
+def _hparam(hp, name, domain=None):
+  """The HParam of Config field `name`, described by the field's documentation."""
+  return hp.HParam(name, domain, description=config_lib.field_help(name))
+
+
 def write_hparams(root: str, recs) -> None:
   """HParams-dashboard sessions: one per network and per fine-tuning, with final metrics.
 
@@ -974,12 +998,14 @@ def write_hparams(root: str, recs) -> None:
       with writer.as_default():
         hp.hparams(hparams, trial_id=os.path.relpath(path, root))
         for d, a in res.get("accuracy_by_delay", {}).items():
-          tf.summary.scalar(f"hparams/accuracy_delay_{d}", a, step=res.get("step", 0))
+          tf.summary.scalar(f"hparams/accuracy_delay_{d}", a, step=res.get("step", 0),
+                            description=summaries.describe(f"hparams/accuracy_delay_{d}"))
           metrics.add((int(d), f"hparams/accuracy_delay_{d}"))
         speeds = [v for v in (res.get("slow_point_speed") or {}).values() if v is not None]
         if speeds:
           tf.summary.scalar("hparams/median_slow_point_speed", float(np.median(speeds)),
-                            step=res.get("step", 0))
+                            step=res.get("step", 0),
+                            description=summaries.describe("hparams/median_slow_point_speed"))
           metrics.add((10**9, "hparams/median_slow_point_speed"))
       writer.close()
       modes.add(mode)
@@ -989,13 +1015,15 @@ def write_hparams(root: str, recs) -> None:
   writer = tf.summary.create_file_writer(root, filename_suffix=".hparams")
   with writer.as_default():
     hp.hparams_config(
-        hparams=[hp.HParam("protocol", hp.Discrete(list(config_lib.PROTOCOLS))),
-                 hp.HParam("arch", hp.Discrete(list(config_lib.ARCHS))),
-                 hp.HParam("dataset", hp.Discrete(list(config_lib.DATASETS))),
-                 hp.HParam("seed"), hp.HParam("preset", hp.Discrete(
+        hparams=[_hparam(hp, "protocol", hp.Discrete(list(config_lib.PROTOCOLS))),
+                 _hparam(hp, "arch", hp.Discrete(list(config_lib.ARCHS))),
+                 _hparam(hp, "dataset", hp.Discrete(list(config_lib.DATASETS))),
+                 _hparam(hp, "seed"), _hparam(hp, "preset", hp.Discrete(
                      list(config_lib.PRESET_NAMES))),
-                 hp.HParam("finetune", hp.Discrete(sorted(modes))), hp.HParam("speed_weight"),
-                 hp.HParam("learning_rate"), hp.HParam("train_steps")],
-        metrics=[hp.Metric(tag, display_name=tag.split("/", 1)[1])
+                 _hparam(hp, "finetune", hp.Discrete(sorted(modes))),
+                 _hparam(hp, "speed_weight"), _hparam(hp, "learning_rate"),
+                 _hparam(hp, "train_steps")],
+        metrics=[hp.Metric(tag, display_name=tag.split("/", 1)[1],
+                           description=summaries.describe(tag))
                  for _, tag in sorted(metrics)])
   writer.close()

@@ -15,6 +15,7 @@ BlackBoxCIFAR.py, reproduced step by step in `paper_class_centres` and `recipe_c
 
 import dataclasses
 import math
+import time
 from typing import Sequence
 import weakref
 import zipfile
@@ -36,6 +37,7 @@ _FORMAT_VERSION = 2
 FORMAT_VERSION = _FORMAT_VERSION  # results.json records it as slow_points_format
 _SAMPLE_STREAM = 104_729  # separates slow-point trial seeds from training/evaluation streams
 RECIPES = config_lib.SP_RECIPES
+PROGRESS_SECONDS = 30  # at most one progress line per this many seconds of search
 STOP_REASONS = ("q_tol", "stalled", "max_iters")  # SlowPoints.stop_reason indexes this
 LSTM_C = ("reached", "free")
 # The authors' search (BlackBoxMNIST.py L63-67, L288-295; BlackBoxCIFAR.py L98-100, L381-388).
@@ -534,7 +536,8 @@ class SlowPointFinder:
                         carry)
     return out, self._q(out[0], xp)
 
-  def minimize(self, init_states, features, bounds=None, return_info=False, callback=None):
+  def minimize(self, init_states, features, bounds=None, return_info=False, callback=None,
+               progress=True):
     """Runs the search.
 
     Args:
@@ -547,6 +550,9 @@ class SlowPointFinder:
         gradient was taken}.
       callback: optional fn(iteration, q [N] numpy) called after every chunk; returning True
         ends the search there (points still running get stop reason max_iters).
+      progress: log INFO progress lines (iterations, points stopped: after the first chunk,
+        then at most every PROGRESS_SECONDS) and the closing summary; False: DEBUG (a search
+        that is one step of a longer job with its own progress, as back-tracking).
 
     Returns:
       states [N, S] float32, q [N] float32, iters [N] int32 (updates applied per point)
@@ -573,19 +579,25 @@ class SlowPointFinder:
                          float(cfg.early_stop), cfg.drop_step, cfg.drop_factor,
                          cfg.objective_scale, float(cfg.tf1_adam)], tf.float32)
     t = 0
+    level = logging.INFO if progress else logging.DEBUG
+    last_report = None  # progress: after the first chunk, then every PROGRESS_SECONDS
     while t < cfg.max_iters and n and bool(tf.reduce_any(carry[5] < 0)):
       steps = tf.constant(min(cfg.chunk, cfg.max_iters - t), tf.int32)
       carry, q = self._chunk(carry, xp, lo, hi, steps, hyper)
       t = int(carry[4])
       if callback is not None and callback(t, q.numpy()):
         break
-      logging.debug("slow points: iteration %d, max q %.3g, %d of %d stopped", t,
-                    float(tf.reduce_max(q)), int(tf.reduce_sum(tf.cast(carry[5] >= 0, tf.int32))),
-                    n)
+      now = time.monotonic()
+      if last_report is None or now - last_report >= PROGRESS_SECONDS:
+        last_report = now
+        logging.log(level, "slow points: iteration %d of at most %d, %d of %d points stopped, "
+                    "max q %.3g", t, cfg.max_iters,
+                    int(tf.reduce_sum(tf.cast(carry[5] >= 0, tf.int32))), n,
+                    float(tf.reduce_max(q)))
     reason = carry[5].numpy()
     reason[reason < 0] = STOP_REASONS.index("max_iters")
     q = q.numpy()
-    logging.info("slow points: %d iterations; stop reasons %s; max q %.3g", t,
+    logging.log(level, "slow points: %d iterations; stop reasons %s; max q %.3g", t,
                  {r: int(np.sum(reason == i)) for i, r in enumerate(STOP_REASONS)},
                  float(q.max()) if n else 0.0)
     out = carry[0].numpy(), q, carry[3].numpy()

@@ -106,8 +106,18 @@ def correlations(rows, delays) -> dict:
   return out
 
 
-def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000), predictor_delays=None) -> dict:
+def _same_runs(a, b) -> bool:
+  norm = lambda ws: sorted(os.path.abspath(w) for w in ws)  # pylint: disable=unnecessary-lambda-assignment
+  return norm(a) == norm(b) or sorted(map(os.path.normpath, a)) == sorted(map(os.path.normpath, b))
+
+
+def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000), predictor_delays=None,
+            overwrite=True) -> dict:
   """Writes analysis.json, analysis.md and speed_vs_accuracy.png to `out_dir`.
+
+  An analysis of other runs (or other delays) already in `out_dir` is replaced only with
+  `overwrite` (the command line's default is not to: RunError naming --overwrite); the same
+  runs are analysed again from their current results.
 
   Args:
     workdirs: finished runs (results.json with slow_point_speed and per-class accuracies).
@@ -121,6 +131,15 @@ def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000), predictor_delays=No
   """
   if not workdirs:
     raise config_lib.InputError("`workdirs` must name at least one run")
+  stored_path = os.path.join(out_dir, ANALYSIS_JSON)
+  if not overwrite and os.path.exists(stored_path):
+    stored = artifacts.read_json(stored_path)
+    if not _same_runs(stored.get("workdirs") or [], workdirs) or stored.get("requested_delays",
+                                                                        list(delays)) != list(delays):
+      raise artifacts.RunError(
+          f"{out_dir} holds an analysis of other runs or delays (runs "
+          f"{', '.join(stored.get('workdirs') or [])}); --overwrite replaces it, or use another "
+          "--out")
   rows = table(workdirs)
   have = [d for d in delays if any(r.get(f"acc_{d}") is not None for r in rows)]
   if not have:
@@ -130,8 +149,9 @@ def analyze(workdirs, out_dir, delays=(100, 200, 500, 1000), predictor_delays=No
   ranking = rank_predictors(rows, pred_delays)
   halves = rank_half_life(rows)
   os.makedirs(out_dir, exist_ok=True)
-  result = dict(workdirs=list(workdirs), delays=have, rows=_finite_rows(rows), correlations=corr,
-                predictors=ranking, half_life=halves)
+  result = dict(workdirs=list(workdirs), delays=have, requested_delays=list(delays),
+                rows=_finite_rows(rows), correlations=corr, predictors=ranking, half_life=halves,
+                environment=artifacts.environment())
   artifacts.write_json(os.path.join(out_dir, ANALYSIS_JSON), result)
   artifacts.write_text(os.path.join(out_dir, ANALYSIS_MD),
                        _markdown(rows, corr, have) + "\n" + predictors_markdown(ranking)

@@ -441,17 +441,20 @@ def run_local(specs, root: str, workers: int = 1, threads: int = 0, data_dir: st
   os.makedirs(root, exist_ok=True)
   lock = threading.Lock()
   results = {}
+  started = time.monotonic()
+  begun = [0]
 
   def job(spec):
+    if progress and not is_done(spec, root):
+      with lock:
+        begun[0] += 1
+        progress(f"network {begun[0]} to run of the {len(specs)}: {spec.name} "
+                 f"(logs: {os.path.join(root, LOG_DIR, spec.name + '.<step>.log')})")
     r = run_one(spec, root, data_dir, threads, runner)
     with lock:
       results[spec.name] = r
       if progress:
-        done = sum(1 for v in results.values() if v["status"] in ("done", "skipped"))
-        progress(f"[{done}/{len(specs)}] {spec.name}: {r['status']}"
-                 + (f" in {r['seconds']:.0f} s" if r["status"] == "done" else "")
-                 + (f" (step {r['failed_step']}, see {r['log']})" if r["status"] == "failed"
-                    else ""))
+        progress(_progress_line(spec, r, results, len(specs), time.monotonic() - started))
     return r
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
@@ -464,6 +467,24 @@ def run_local(specs, root: str, workers: int = 1, threads: int = 0, data_dir: st
         claim.release()
         job(spec)
   return [results[s.name] for s in specs]
+
+
+def _progress_line(spec, r, results, total, elapsed) -> str:
+  """"[k/n] name: status in N s; T so far, about L left (from the M networks run here)"."""
+  done = sum(1 for v in results.values() if v["status"] in ("done", "skipped"))
+  line = (f"[{done}/{total}] {spec.name}: {r['status']}"
+          + (f" in {r['seconds']:.0f} s" if r["status"] == "done" else "")
+          + (f" (step {r['failed_step']}, see {r['log']})" if r["status"] == "failed" else ""))
+  ran = sum(1 for v in results.values() if v["status"] == "done")
+  left = total - len(results)
+  line += f"; {artifacts.duration(elapsed)} so far"
+  if ran and left:
+    # Networks finished here per second of this launcher's time (the workers in parallel).
+    line += (f", about {artifacts.duration(elapsed / ran * left)} left for {left} more "
+             f"(from the {ran} network{'s' if ran > 1 else ''} run here)")
+  elif left:
+    line += f"; {left} more"
+  return line
 
 
 def write_grid(specs, root: str, grid_name: str) -> str:

@@ -28,6 +28,7 @@ from haviv_tf import distribute
 from haviv_tf import losses
 from haviv_tf import models
 from haviv_tf import speed_targets
+from haviv_tf import summaries
 from haviv_tf import trials
 
 CHECKPOINT_DIR = "checkpoints"
@@ -475,17 +476,20 @@ class _Scalars(keras.callbacks.Callback):
     if step > self.written:
       with self.writer.as_default(step=step):
         for name, value in values.items():
-          tf.summary.scalar("train/" + name, value)
-        tf.summary.scalar("curriculum/stage", self.curriculum.stage(step - 1))
-        tf.summary.scalar("curriculum/num_classes", num_classes)
-        tf.summary.scalar("curriculum/t_max", t_max)
+          tf.summary.scalar("train/" + name, value,
+                            description=summaries.describe("train/" + name))
+        scalars = {"curriculum/stage": self.curriculum.stage(step - 1),
+                   "curriculum/num_classes": num_classes, "curriculum/t_max": t_max}
         if self.curriculum.null_weight:
-          tf.summary.scalar("curriculum/null_weight", self.curriculum.null_weight_at(step - 1))
-        tf.summary.scalar("learning_rate", float(self.schedule(step - 1)))
+          scalars["curriculum/null_weight"] = self.curriculum.null_weight_at(step - 1)
+        scalars["learning_rate"] = float(self.schedule(step - 1))
         if self.cfg is not None:
-          tf.summary.scalar("train/trivial_loss", self.trivial_loss(step))
+          scalars["train/trivial_loss"] = self.trivial_loss(step)
+        for tag, value in scalars.items():
+          tf.summary.scalar(tag, value, description=summaries.describe(tag))
         if warning:
-          tf.summary.text(NULL_WARNING_TAG, warning)
+          tf.summary.text(NULL_WARNING_TAG, warning,
+                          description=summaries.describe(NULL_WARNING_TAG))
       self.writer.flush()
     for m in self.model.metrics:
       m.reset_state()

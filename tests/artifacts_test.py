@@ -1,6 +1,10 @@
 """Tests for haviv_tf.artifacts: reading a run's recorded config."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -42,3 +46,50 @@ def test_an_unreadable_record_is_one_run_error_naming_the_file(tmp_path, text, w
   msg = str(e.value)
   assert str(tmp_path / "bad" / artifacts.CONFIG_FILE) in msg and why in msg, msg
   assert "\n" not in msg
+
+
+def _git(repo, *args):
+  subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                 env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+                          GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"))
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git program")
+def test_code_revision_names_the_commit_and_whether_tracked_files_changed(tmp_path):
+  repo = tmp_path / "repo"
+  (repo / "haviv_tf").mkdir(parents=True)
+  (repo / "haviv_tf" / "config.py").write_text("x = 1\n")
+  _git(repo, "init", "-q")
+  _git(repo, "add", "-A")
+  _git(repo, "commit", "-qm", "one")
+  head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                        text=True, check=True).stdout.strip()
+  assert artifacts.code_revision(str(repo / "haviv_tf")) == {"commit": head, "dirty": False}
+  (repo / "runs").mkdir()
+  (repo / "runs" / "new.txt").write_text("untracked output")  # not code: still clean
+  assert artifacts.code_revision(str(repo))["dirty"] is False
+  (repo / "haviv_tf" / "config.py").write_text("x = 2\n")
+  assert artifacts.code_revision(str(repo)) == {"commit": head, "dirty": True}
+  assert artifacts.revision_text(artifacts.code_revision(str(repo))) == head[:12] + " (dirty)"
+
+
+def test_code_revision_is_unknown_outside_a_checkout_or_without_git(tmp_path):
+  unknown = {"commit": "unknown", "dirty": "unknown"}
+  assert artifacts.code_revision(str(tmp_path)) == unknown
+  assert artifacts.revision_text(unknown) == "unknown"
+  # A copy of the package outside git, as an installed wheel: environment() still works, and
+  # with no git program at all too.
+  shutil.copytree(os.path.dirname(artifacts.__file__), tmp_path / "haviv_tf")
+  script = ("import json; from haviv_tf import artifacts; "
+            "print(json.dumps(artifacts.environment()['code_revision']))")
+  for path in (os.environ.get("PATH", ""), str(tmp_path / "nobin")):
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(tmp_path),
+                                                 PATH=path))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == unknown
+
+
+def test_environment_records_the_code_revision_beside_the_versions():
+  env = artifacts.environment()
+  assert env["numpy"] and set(env["code_revision"]) == {"commit", "dirty"}

@@ -259,3 +259,21 @@ def test_a_grid_whose_analysis_settings_changed_is_refreshed_and_other_networks_
     sweep.refresh_grid(root, "paper_mnist", got, new[:4])
   # Grids without the fields keep their specs (and so their done files) as they were.
   assert "sp_recipes" not in sweep.expand(sweep.get_grid("small"))[0].to_dict()
+
+
+def test_progress_names_each_network_and_the_time_so_far_and_left(tmp_path):
+  specs = sweep.expand(_tiny_grid())
+  root = str(tmp_path)
+  sweep.run_local(specs[:1], root, runner=_recording_runner([]), progress=None)
+  lines = []
+  sweep.run_local(specs, root, runner=_recording_runner([]), progress=lines.append)
+  started = [l for l in lines if l.startswith("network ")]
+  finished = [l for l in lines if l.startswith("[")]
+  assert len(started) == len(specs) - 1  # the finished first network is not started again
+  assert started[0].startswith(f"network 1 to run of the {len(specs)}: {specs[1].name}")
+  assert f"{specs[1].name}.<step>.log" in started[0]
+  assert finished[0].startswith(f"[1/{len(specs)}] {specs[0].name}: skipped; ")
+  assert "so far; 3 more" in finished[0]  # nothing run here yet: no estimate
+  assert re.search(r"\[2/4\] .*: done in \d+ s; \d+ s so far, about \d+ s left for 2 more "
+                   r"\(from the 1 network run here\)", finished[1]), finished[1]
+  assert re.search(r"\[4/4\] .*; \d+ s so far$", finished[-1]), finished[-1]
