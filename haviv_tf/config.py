@@ -124,7 +124,7 @@ class Config:
   keep_history: int = _field(
       32, "back-tracking snapshot cap: beyond it the cadence doubles and old ones thin out "
       "(positive integer)")
-  # Fidelity to the authors' TF1 code (README, "Fidelity"); `paper` takes the authors' choice.
+  # Fidelity to the authors' TF1 code (docs/fidelity.md); `paper` takes the authors' choice.
   init: str = _field(
       "authors", '"authors": randn/sqrt(fan_in) weights, 0.01 randn biases; "tf1": TF1\'s '
       "GRUCell/LSTMCell (one glorot-uniform draw over [x, h])")

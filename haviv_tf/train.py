@@ -462,7 +462,7 @@ class _Scalars(keras.callbacks.Callback):
     return (f"the network outputs null everywhere: report accuracy 0 and loss {loss:.5f} within "
             f"{NULL_MARGIN:.0%} of the trivial-solution loss {trivial:.5f} (a constant output) "
             f"over steps {self.null_since + 1}-{step}. It has not left the trivial solution; "
-            "see README, Fidelity")
+            "see docs/fidelity.md")
 
   def on_train_batch_end(self, batch, logs=None):
     step = int(self.model.optimizer.iterations.numpy())
