@@ -244,7 +244,7 @@ def noise_loop_fn(generator):
   return run
 
 
-def eval_section(archs, generator, delay, num_trials, t_max, seed):
+def eval_section(archs, generator, delay, num_trials, t_max, seed, xla=True):
   steps = delay + 1  # delay >= t_max: every trial has t_s = 0, t_a = delay
   print(f"## Evaluation at delay {delay}: {num_trials} trials x {steps} steps\n")
   print("| arch | Evaluator s | Evaluator trial-steps/s | model.step loop s | "
@@ -258,11 +258,13 @@ def eval_section(archs, generator, delay, num_trials, t_max, seed):
     t0 = time.perf_counter()
     evaluator.evaluate([delay], num_trials, seed)
     eval_s = time.perf_counter() - t0
-    compiled = evaluation.Evaluator(model, generator, t_max, jit_compile=True)
-    compiled.evaluate([delay], num_trials, seed)  # compiles once for this trial count
-    t0 = time.perf_counter()
-    compiled.evaluate([delay], num_trials, seed)
-    xla_s = time.perf_counter() - t0
+    xla_s = None
+    if xla:
+      compiled = evaluation.Evaluator(model, generator, t_max, jit_compile=True)
+      compiled.evaluate([delay], num_trials, seed)  # compiles once for this trial count
+      t0 = time.perf_counter()
+      compiled.evaluate([delay], num_trials, seed)
+      xla_s = time.perf_counter() - t0
 
     noise = tf.stack([generator.noise(tf.constant([seed, 1], tf.int64), t, num_trials)
                       for t in range(4)])
@@ -281,8 +283,8 @@ def eval_section(archs, generator, delay, num_trials, t_max, seed):
     noise_s = time.perf_counter() - t0
     work = num_trials * steps
     print(f"| {arch} | {eval_s:.1f} | {work / eval_s:,.0f} | {loop_s:.1f} | "
-          f"{work / loop_s:,.0f} | {eval_s / loop_s:.2f} | {noise_s:.1f} | {xla_s:.1f} | "
-          f"{work / xla_s:,.0f} |", flush=True)
+          f"{work / loop_s:,.0f} | {eval_s / loop_s:.2f} | {noise_s:.1f} | "
+          + (f"{xla_s:.1f} | {work / xla_s:,.0f} |" if xla_s else "– | – |"), flush=True)
   print()
 
 
@@ -299,6 +301,9 @@ def main():
   parser.add_argument("--delay", type=int, default=1000)
   parser.add_argument("--eval_trials", type=int, default=1000)
   parser.add_argument("--sections", default="search,eval")
+  parser.add_argument("--eval_xla", action=argparse.BooleanOptionalAction, default=True,
+                      help="also time the evaluation under XLA (compiled twice per arch: at "
+                      "delay 10,000 that is most of the run)")
   args = parser.parse_args()
   source = common.load_mnist(args.data_dir)
   cfg = config_lib.resolve("paper", "mnist", {})
@@ -313,7 +318,8 @@ def main():
     search_section(archs, generator, [int(n) for n in args.sizes.split(",")],
                    slow_points.SlowPointConfig(), args.time_cap, args.min_seconds)
   if "eval" in sections:
-    eval_section(archs, generator, args.delay, args.eval_trials, cfg.seq_len, cfg.seed)
+    eval_section(archs, generator, args.delay, args.eval_trials, cfg.seq_len, cfg.seed,
+                 args.eval_xla)
   print(f"load average after: {common.load_average()}")
 
 
