@@ -11,7 +11,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=["haviv_tf"],
+    packages=setuptools.find_packages(include=["haviv_tf", "haviv_tf.*"]),
     package_data={"haviv_tf": ["data/mnist_sample.npz", "data/README.md"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",

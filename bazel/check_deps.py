@@ -4,8 +4,9 @@ Run by the `<target>_deps` tests and before every test file (bazel/defs.bzl):
 
   check_deps.py --target=NAME --deps=LABEL,... --pip=TARGET:IMPORT|IMPORT,... SRC...
 
-Every `haviv_tf.<m>` a source imports (at any depth, lazily inside a function too) must be a
-direct dep `:<m>`; every import of an installed pip package (bazel/pip_packages.bzl) must list
+Every haviv_tf module a source imports (at any depth, lazily inside a function too) must be a
+direct dep, the target named after the module (`haviv_tf.task.trials` -> `:trials`; the library
+`haviv_tf.dynamics` and its modules -> `:dynamics`); every import of an installed pip package (bazel/pip_packages.bzl) must list
 `@pypi//:<pkg>` (or its alias `:expect_<pkg>_installed`); anything else must be the standard
 library. At run time the other half holds: a test's runfiles hold only what its deps declare
 (and bazel/sitecustomize.py hides an editable install of haviv_tf), so a module missing from
@@ -20,6 +21,7 @@ import os
 import sys
 
 PACKAGE = "haviv_tf"
+LIBRARY = "haviv_tf.dynamics"  # one target for the whole library package
 
 
 def _imports(path):
@@ -35,11 +37,24 @@ def _imports(path):
       base = node.module or ""
       if node.level:
         base = ".".join(rel[:len(rel) - node.level] + ([base] if base else []))
-      if base == PACKAGE:  # from haviv_tf import a, b
-        out += [(node.lineno, f"{PACKAGE}.{a.name}") for a in node.names]
+      if base == PACKAGE or (base.startswith(PACKAGE + ".") and base.count(".") == 1
+                             and base != LIBRARY):
+        # from haviv_tf import a / from haviv_tf.task import trials: the modules a, trials
+        out += [(node.lineno, f"{base}.{a.name}") for a in node.names]
       else:
         out.append((node.lineno, base))
   return out
+
+
+def target_of(module):
+  """The py_library a haviv_tf module belongs to: haviv_tf.task.trials -> trials; the library
+  haviv_tf.dynamics (any of its modules) -> dynamics; haviv_tf.main -> main."""
+  parts = module.split(".")
+  if len(parts) < 2:
+    return None
+  if ".".join(parts[:2]) == LIBRARY or len(parts) == 2:
+    return parts[1]
+  return parts[2]
 
 
 def problems(target, srcs, deps, pip):
@@ -55,15 +70,17 @@ def problems(target, srcs, deps, pip):
       local.add(name)
   own = {os.path.splitext(os.path.normpath(s))[0].replace(os.sep, ".") for s in srcs}
   own_top = {m.rsplit(".", 1)[-1] for m in own}  # a script's directory is on its path
+  own_targets = {target_of(m) for m in own if m.startswith(PACKAGE + ".")}
   by_import = {imp: tgt for tgt, imps in pip.items() for imp in imps}
   out = []
   for src in srcs:
     for line, mod in _imports(src):
       parts = mod.split(".")
       if parts[0] == PACKAGE:
-        if len(parts) > 1 and parts[1] not in local and ".".join(parts[:2]) not in own:
-          out.append(f"{src}:{line}: imports {PACKAGE}.{parts[1]} but {target} does not list "
-                     f"':{parts[1]}' in its deps")
+        dep = target_of(mod)
+        if dep and dep not in local and dep not in own_targets:
+          out.append(f"{src}:{line}: imports {mod} but {target} does not list "
+                     f"':{dep}' in its deps")
       elif parts[0] in by_import:
         if by_import[parts[0]] not in pip_deps:
           out.append(f"{src}:{line}: imports {parts[0]} but {target} does not list "

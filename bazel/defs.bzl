@@ -2,7 +2,7 @@
 
 BUILD loads these under the native names, so a target reads exactly like a native one:
 
-  py_library(name = "sweep", srcs = ["haviv_tf/sweep.py"], deps = [":artifacts", ":config"])
+  py_library(name = "sweep", srcs = ["haviv_tf/study/sweep.py"], deps = [":artifacts", ":config"])
 
 Convention: one py_library per module of haviv_tf, named after the module; one py_test per
 test file, named after the file; pip packages as `@pypi//:<pkg>` (bazel/pip_packages.bzl; the

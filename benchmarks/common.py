@@ -6,7 +6,7 @@ import platform
 import keras
 import tensorflow as tf
 
-from haviv_tf import datasets
+from haviv_tf.task import datasets
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 

@@ -6,7 +6,7 @@
 
 FixedPointFinder (github.com/mattgolub/fixed-point-finder, FixedPointFinderTorch.py) is not
 part of haviv_tf: --fpf_path names a checkout of it. The script ports the trained paper-form
-GRU (models.GRUCell) to a torch.nn.Module with FixedPointFinder's nn.GRU calling convention,
+GRU (network.GRUCell) to a torch.nn.Module with FixedPointFinder's nn.GRU calling convention,
 checks that one step agrees with TensorFlow to 1e-6 on the initial states (and the same weights
 as a keras.layers.GRUCell(reset_after=False) to 1e-5), and then, for the
 same x̄ (mean_input_features) and the same `--num_states` initial states (states of noise
@@ -48,10 +48,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
-from haviv_tf import analysis
-from haviv_tf import models
-from haviv_tf import slow_points
-from haviv_tf import trials
+from haviv_tf.analysis import pipeline
+from haviv_tf.models import network
+from haviv_tf.probes import slow_points
+from haviv_tf.task import trials
 
 
 def torch_gru(cell, cache_input=False):
@@ -141,7 +141,7 @@ def main():
   from FixedPointFinderTorch import FixedPointFinderTorch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(args.threads)
 
-  cfg, source, run = analysis.restore(args.workdir)
+  cfg, source, run = pipeline.restore(args.workdir)
   if cfg.arch != "gru":
     sys.exit(f"error: {args.workdir} is a {cfg.arch} run; the comparison needs a GRU")
   model = run.model
@@ -153,7 +153,7 @@ def main():
   # One step agrees: in float64 (the same function), and in float32 (rounding only).
   module = torch_gru(model.cell)
   feats = np.tile(x_bar[None], [n, 1])
-  cell64 = models.GRUCell(model.cell.units, dtype="float64")
+  cell64 = network.GRUCell(model.cell.units, dtype="float64")
   cell64.build((None, model.feature_size))
   for dst, src in ((cell64.kernel, model.cell.kernel),
                    (cell64.recurrent_kernel, model.cell.recurrent_kernel),

@@ -28,8 +28,8 @@ def _worker(args):
   """One training; prints one JSON line: steps/s of its second epoch, and when that ran."""
   import keras  # pylint: disable=g-import-not-at-top
   import common  # pylint: disable=g-import-not-at-top,g-bad-import-order
-  from haviv_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-  from haviv_tf import train  # pylint: disable=g-import-not-at-top
+  from haviv_tf.base import config as config_lib  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import train  # pylint: disable=g-import-not-at-top
 
   class Timer(keras.callbacks.Callback):
     def __init__(self):

@@ -36,18 +36,18 @@ import numpy as np
 import tensorflow as tf
 
 import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
-from haviv_tf import config as config_lib
-from haviv_tf import evaluation
-from haviv_tf import losses
-from haviv_tf import models
-from haviv_tf import slow_points
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.probes import evaluation
+from haviv_tf.task import losses
+from haviv_tf.models import network
+from haviv_tf.probes import slow_points
+from haviv_tf.task import trials
 
 
 def build_model(arch):
   cfg = config_lib.resolve("paper", "mnist", dict(arch=arch))
   keras.utils.set_random_seed(0)
-  return cfg, models.build(cfg, (28, 28, 1))
+  return cfg, network.build(cfg, (28, 28, 1))
 
 
 def per_call_seconds(fn, min_seconds=1.0, min_calls=3):
@@ -224,7 +224,7 @@ def step_loop_fn(model):
 
     _, state, logits = tf.while_loop(
         lambda t, *_: t < num_steps, body,
-        (tf.constant(0), model.initial_state(n), tf.zeros([n, models.NUM_OUTPUTS])))
+        (tf.constant(0), model.initial_state(n), tf.zeros([n, network.NUM_OUTPUTS])))
     return state, logits
 
   return run

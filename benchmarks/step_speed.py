@@ -27,10 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
-from haviv_tf import config as config_lib
-from haviv_tf import losses
-from haviv_tf import train
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import losses
+from haviv_tf.training import train
+from haviv_tf.task import trials
 from train_throughput import step_flops  # pylint: disable=g-bad-import-order
 
 
@@ -101,7 +101,7 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--archs", default="gru,lstm")
   args = parser.parse_args()
-  source = __import__("haviv_tf.datasets", fromlist=["x"]).load("mnist_sample")
+  source = __import__("haviv_tf.task.datasets", fromlist=["x"]).load("mnist_sample")
   print(common.machine_context())
   print(f"{args.steps} timed steps per figure, median of {args.repeats} alternating rounds\n")
 

@@ -36,10 +36,10 @@ import numpy as np
 import tensorflow as tf
 
 import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
-from haviv_tf import config as config_lib
-from haviv_tf import curricula
-from haviv_tf import train
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import curricula
+from haviv_tf.training import train
+from haviv_tf.task import trials
 
 
 class _EpochTimer(keras.callbacks.Callback):

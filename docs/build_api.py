@@ -4,7 +4,7 @@
   python3 docs/build_api.py --out=DIR [MODULE ...]
 
 MODULES are the library a user of `find_slow_points` on their own RNN needs (the README's
-snippet imports `haviv_tf.dynamics` and `haviv_tf.slow_points`).
+snippet imports `haviv_tf.dynamics` and `haviv_tf.probes.slow_points`).
 `tests/api_docs_test.py` builds it and checks that every public name appears.
 """
 
@@ -14,7 +14,7 @@ import pathlib
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = ("haviv_tf.dynamics", "haviv_tf.slow_points")
+MODULES = ("haviv_tf.dynamics", "haviv_tf.probes.slow_points")
 DEFAULT_OUT = os.path.join(REPO, "build", "api")
 
 

@@ -29,8 +29,8 @@ from matplotlib.figure import Figure
 import numpy as np
 
 from haviv_tf import dynamics
-from haviv_tf import plotting
-from haviv_tf import slow_points
+from haviv_tf.analysis import plotting
+from haviv_tf.probes import slow_points
 
 
 def flipflop_trials(num, length, bits=3, p=0.1, seed=0):

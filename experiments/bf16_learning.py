@@ -23,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from haviv_tf import artifacts
-from haviv_tf import config as config_lib
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
 
 ARCHS = ("gru", "lstm")
 SEEDS = (0, 1, 2)
@@ -41,8 +41,8 @@ def _done(workdir, steps):
 
 
 def cmd_run(args):
-  from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
-  from haviv_tf import train  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import train  # pylint: disable=g-import-not-at-top
   source = None
   for seed in SEEDS:
     for arch in ARCHS:
@@ -57,7 +57,7 @@ def cmd_run(args):
           source = train.prepare_workdir(cfg, workdir, source=source)
           run = train.train(cfg, workdir, source, verbose=0)
           t1 = time.time()
-          analysis.evaluate(cfg, run, source, workdir)
+          pipeline.evaluate(cfg, run, source, workdir)
           artifacts.update_json(os.path.join(workdir, artifacts.RESULTS_FILE),
                                 dict(train_seconds=t1 - t0, eval_seconds=time.time() - t1))
         print(f"{workdir}: trained {t1 - t0:.0f} s, evaluated {time.time() - t1:.0f} s",
@@ -86,7 +86,7 @@ def cmd_report(args):
   """Per arch and delay: both precisions' seeds, the difference of means against twice its
   standard error (from the two groups' seed spread), and a Wilcoxon signed-rank test over all
   (seed, delay) pairs (a seed's two runs share initialisation and trials)."""
-  from haviv_tf import significance  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import significance  # pylint: disable=g-import-not-at-top
   runs, secs = collect(args.root)
   lines, summary = [], {}
   for arch in ARCHS:

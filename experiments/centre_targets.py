@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JSON, MD = "centre_targets.json", "centre_targets.md"
@@ -52,13 +52,13 @@ def _coords(model, states):
 
 
 def measure(run_dir, delay, num):
-  from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
-  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import trials  # pylint: disable=g-import-not-at-top
   import lstm_penalty  # pylint: disable=g-import-not-at-top  (beside this file)
   ft = run_dir + "_finetune"
   targets = {name: _targets(ft, name) for name in TARGETS}
-  cfg, source, parent = analysis.restore(run_dir)
+  cfg, source, parent = pipeline.restore(run_dir)
   x_bar = slow_points.mean_input_features(
       parent.model, trials.generator_for(source, "test", cfg), seed=cfg.seed)
   live = np.isfinite(targets["slow_points"]).all(1) & np.isfinite(targets["center_mass"]).all(1)
@@ -74,7 +74,7 @@ def measure(run_dir, delay, num):
   row["speed"]["trained"] = speeds(parent.model)
   row["moved"] = {}
   for mode in MODES:
-    _, _, run = analysis.restore(os.path.join(ft, mode))
+    _, _, run = pipeline.restore(os.path.join(ft, mode))
     row["speed"][mode] = speeds(run.model)
     row["long"][mode] = lstm_penalty.nearest_targets(run.model, cfg, source, targets, delay, num)
     row["moved"][mode] = _moved(run.model, os.path.join(ft, mode), targets["slow_points"])

@@ -2,7 +2,7 @@
 
 import os
 
-from haviv_tf import artifacts
+from haviv_tf.base import artifacts
 
 
 def write_tables(out: str, lines) -> str:

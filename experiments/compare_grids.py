@@ -20,10 +20,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf import report  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf import significance as sig  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import significance as sig  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top
 import common  # pylint: disable=g-import-not-at-top  (experiments/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,8 +89,8 @@ def _load_weights(model, path):
 
 def _measure(model, source, cfg, targets, x_bar):
   """Accuracy on the parent's test trials at DELAYS and the targets' speed."""
-  from haviv_tf import evaluation  # pylint: disable=g-import-not-at-top
-  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import evaluation  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
   evaluator = evaluation.for_config(model, source, cfg)
   res = evaluator.evaluate(DELAYS, cfg.eval_trials, cfg.seed)
   ok = np.all(np.isfinite(targets), axis=1)
@@ -103,8 +103,8 @@ def _measure(model, source, cfg, targets, x_bar):
 
 def _parent_targets(parent, root_p, parent_cfg, source, parent_run):
   """The parent's slow-point targets [10, S] (found once, kept in root_p/targets.npz)."""
-  from haviv_tf import speed_targets  # pylint: disable=g-import-not-at-top
-  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import speed_targets  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import trials  # pylint: disable=g-import-not-at-top
   path = os.path.join(root_p, "targets.npz")
   if not os.path.exists(path):
     generator = trials.generator_for(source, "train", parent_cfg)
@@ -118,10 +118,10 @@ def _parent_targets(parent, root_p, parent_cfg, source, parent_run):
 
 
 def cmd_run(args):
-  from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
-  from haviv_tf import control  # pylint: disable=g-import-not-at-top
-  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import control  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import trials  # pylint: disable=g-import-not-at-top
   steps, mus = _ints(args.steps), [0.0] + [m for m in _floats(args.mus) if m != 0]
   os.makedirs(args.results, exist_ok=True)
   for parent in args.parents.split(","):
@@ -133,7 +133,7 @@ def cmd_run(args):
             if not os.path.exists(_cell_path(args.results, name, 0 if k == 0 else mu, k))]
     if not todo:
       continue
-    parent_cfg, source, parent_run = analysis.restore(parent)
+    parent_cfg, source, parent_run = pipeline.restore(parent)
     targets = _parent_targets(parent, root_p, parent_cfg, source, parent_run)
     x_bar = slow_points.mean_input_features(
         parent_run.model, trials.generator_for(source, "train", parent_cfg), seed=parent_cfg.seed)
@@ -156,7 +156,7 @@ def cmd_run(args):
                        analyze=False, targets=targets,
                        extra_callbacks=[_Snapshots(workdir, steps)])
       seconds = time.time() - t0
-      cfg, _, run = analysis.restore(workdir)
+      cfg, _, run = pipeline.restore(workdir)
       for k in cells:
         snap = _snapshot_path(workdir, k)
         if not os.path.exists(snap):
@@ -174,8 +174,8 @@ def cmd_run(args):
 
 def cmd_check(args):
   """The weights after k steps of the long run == a separate k-step fine-tuning's."""
-  from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
-  from haviv_tf import control  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import control  # pylint: disable=g-import-not-at-top
   name = os.path.basename(os.path.normpath(args.parents.split(",")[0]))
   k = _ints(args.steps)[0]
   mu = [m for m in _floats(args.mus) if m != 0][0]
@@ -184,8 +184,8 @@ def cmd_check(args):
   short_dir = os.path.join(args.root, name, f"check-{_mu_tag(mu)}-{k}")
   control.finetune(args.parents.split(",")[0], "slow_points", short_dir, steps=k,
                    speed_weight=mu, verbose=0, analyze=False, targets=targets)
-  _, _, short = analysis.restore(short_dir)
-  _, _, long_run = analysis.restore(long_dir)
+  _, _, short = pipeline.restore(short_dir)
+  _, _, long_run = pipeline.restore(long_dir)
   _load_weights(long_run.model, _snapshot_path(long_dir, k))
   diffs = [float(np.max(np.abs(a.numpy() - b.numpy())))
            for a, b in zip(short.model.trainable_variables, long_run.model.trainable_variables)]
@@ -244,7 +244,7 @@ def _avg(stats, path):
 
 def pooled_lines(summary):
   """One table over every network: per (mu, steps), the gains' mean, sign count and Wilcoxon p."""
-  from haviv_tf import significance as sig  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import significance as sig  # pylint: disable=g-import-not-at-top
   pooled = {}
   for entry in summary.values():
     for key, stats in entry["rows"].items():
@@ -273,7 +273,7 @@ def cmd_report(args):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from haviv_tf import plotting  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import plotting  # pylint: disable=g-import-not-at-top
   cells = _load_cells(args.results)
   if not cells:
     print(f"error: no results in {args.results}", file=sys.stderr)
@@ -352,7 +352,7 @@ def main(argv=None):
     return cmd_report(args)
   if args.cmd == "check":
     return cmd_check(args)
-  from haviv_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from haviv_tf.base import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
     cmd_run(args)
   except config_lib.InputError as e:

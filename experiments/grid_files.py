@@ -41,7 +41,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from haviv_tf import sweep  # pylint: disable=g-import-not-at-top
+from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top
 
 sys.path.insert(0, HERE)
 import relative_paths  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -95,10 +95,11 @@ def _files(base, name, weights=False):
 
 def write_final_weights(workdir, data_dir=""):
   """Writes workdir/weights/final from its newest checkpoint (unless it exists); returns it."""
-  from haviv_tf import analysis, train  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import train
   prefix = os.path.join(workdir, WEIGHTS)
   if not os.path.exists(prefix + ".index"):
-    cfg = analysis.trained_config(workdir)
+    cfg = pipeline.trained_config(workdir)
     run = train.Run(cfg, workdir, _source(cfg, data_dir).frame_shape)
     run.restore()
     train.write_weights(run.model, run.step, prefix)
@@ -107,7 +108,12 @@ def write_final_weights(workdir, data_dir=""):
 
 def check_accuracy(workdir) -> dict:
   """The network in workdir/weights/final evaluated on the shipped sample (see CHECK)."""
-  from haviv_tf import artifacts, datasets, evaluation, models, train, trials  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from haviv_tf.task import datasets
+  from haviv_tf.probes import evaluation
+  from haviv_tf.models import network
+  from haviv_tf.training import train
+  from haviv_tf.task import trials
   cfg = artifacts.recorded_config(workdir)
   if cfg is None:
     raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no config.json)")
@@ -115,7 +121,7 @@ def check_accuracy(workdir) -> dict:
     raise artifacts.RunError(f"{workdir}: the re-check uses the shipped MNIST sample; a "
                              f"{cfg.dataset} network has none")
   source = datasets.load(CHECK_DATASET)
-  model = models.build(cfg, source.frame_shape)
+  model = network.build(cfg, source.frame_shape)
   step = train.read_snapshot(model, os.path.join(workdir, WEIGHTS))
   ev = evaluation.Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len)
   res = ev.evaluate([CHECK_DELAY], CHECK_TRIALS, CHECK_SEED)
@@ -126,7 +132,7 @@ def check_accuracy(workdir) -> dict:
 
 def write_check(workdir) -> dict:
   """Writes workdir/weights/check.json (check_accuracy) unless it exists; returns it."""
-  from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
+  from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, CHECK)
   if os.path.exists(path):
     return artifacts.read_json(path)
@@ -136,14 +142,15 @@ def write_check(workdir) -> dict:
 
 
 def _source(cfg, data_dir):
-  from haviv_tf import datasets  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import datasets  # pylint: disable=g-import-not-at-top
   return datasets.apply_recipe(datasets.load(cfg.dataset, data_dir or cfg.data_dir),
                                cfg.data_recipe)
 
 
 def weights_to_checkpoint(workdir, data_dir=""):
   """Makes workdir/weights/final the run's checkpoint (if it has none); returns the step or None."""
-  from haviv_tf import artifacts, train  # pylint: disable=g-import-not-at-top
+  from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import train
   prefix = os.path.join(workdir, WEIGHTS)
   if train.checkpoint_paths(workdir) or not os.path.exists(prefix + ".index"):
     return None
@@ -187,7 +194,8 @@ def main(argv=None):
   p.add_argument("--data_dir", default="", help="with --weights: where the runs' data set is "
                  "(default: the data_dir each run recorded)")
   args = p.parse_args(argv)
-  from haviv_tf import artifacts, datasets  # pylint: disable=g-import-not-at-top
+  from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import datasets
   try:
     if args.cmd == "save":
       runs, total, files = transfer(args.root, args.dest, True, args.weights, args.data_dir)

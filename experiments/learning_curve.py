@@ -23,7 +23,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top
 import common  # pylint: disable=g-import-not-at-top  (experiments/common.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,16 +32,16 @@ JSON = "curves.json"
 
 
 def cmd_run(args):
-  from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
-  from haviv_tf import curricula  # pylint: disable=g-import-not-at-top
-  from haviv_tf import evaluation  # pylint: disable=g-import-not-at-top
-  from haviv_tf import train  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import curricula  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import evaluation  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import train  # pylint: disable=g-import-not-at-top
   delays = sorted({int(d) for d in args.delays.split(",") if d})
   path = os.path.join(args.out, JSON)
   store = artifacts.read_json(path) if os.path.exists(path) else {}
   for workdir in args.runs.split(","):
     workdir = os.path.normpath(workdir)
-    cfg, source, run = analysis.restore(workdir)
+    cfg, source, run = pipeline.restore(workdir)
     name = os.path.basename(workdir)
     entry = store.setdefault(name, dict(
         config={k: getattr(cfg, k) for k in ("dataset", "protocol", "arch", "seed", "train_steps",
@@ -85,7 +85,7 @@ def cmd_report(args):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from haviv_tf import plotting  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import plotting  # pylint: disable=g-import-not-at-top
   path = os.path.join(args.out, JSON)
   if not os.path.exists(path):
     print(f"error: no {path}; run `learning_curve.py run` first", file=sys.stderr)
@@ -145,7 +145,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   if args.cmd == "report":
     return cmd_report(args)
-  from haviv_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from haviv_tf.base import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
     return cmd_run(args)
   except (config_lib.InputError, artifacts.RunError) as e:

@@ -27,12 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top
-from haviv_tf import curricula  # pylint: disable=g-import-not-at-top
-from haviv_tf import losses  # pylint: disable=g-import-not-at-top
-from haviv_tf import speed_targets  # pylint: disable=g-import-not-at-top
-from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top
+from haviv_tf.task import curricula  # pylint: disable=g-import-not-at-top
+from haviv_tf.task import losses  # pylint: disable=g-import-not-at-top
+from haviv_tf.probes import speed_targets  # pylint: disable=g-import-not-at-top
+from haviv_tf.task import trials  # pylint: disable=g-import-not-at-top
 
 MU = 1e-3
 GATES = {"gru": ("z", "r", "h"), "lstm": ("i", "g", "f", "o")}
@@ -140,7 +140,7 @@ def main(argv=None):
   out = artifacts.read_json(args.out) if os.path.exists(args.out) else {}
   for parent in args.parents.split(","):
     name = os.path.basename(os.path.normpath(parent))
-    cfg, source, run = analysis.restore(parent)
+    cfg, source, run = pipeline.restore(parent)
     targets = artifacts.load_npz(os.path.join(args.root, name, "targets.npz"))["per_class"]
     batch = _batch(cfg, source, 0)
     noise = tf.cast(batch[1]["speed_noise"], tf.float32)

@@ -27,8 +27,8 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf import datasets  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.task import datasets  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 BATCH = 128

@@ -27,12 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
-from haviv_tf import config as config_lib
-from haviv_tf import curricula
-from haviv_tf import datasets
-from haviv_tf import losses
-from haviv_tf import train as train_lib
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import curricula
+from haviv_tf.task import datasets
+from haviv_tf.task import losses
+from haviv_tf.training import train as train_lib
+from haviv_tf.task import trials
 
 
 def _config(args, extra=()):

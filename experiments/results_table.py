@@ -1,6 +1,6 @@
 """The README's results table: each of the paper's claims (a)-(e) × each committed grid.
 
-Reads only committed files: the study grids' `report.json` (written by `haviv_tf.report.build`)
+Reads only committed files: the study grids' `report.json` (written by `haviv_tf.study.report.build`)
 and the paper-preset network's `results.json` / `backtrack.json` (one network, so only the
 claims one network can test are tested, by the report's own thresholds). Prints the markdown
 table; `tests/readme_test.py` checks that README.md holds exactly this output.
@@ -69,7 +69,9 @@ def _grid_cells(folder):
 def _paper_cells(folder):
   """claim -> cell text for the one paper-preset network, by the study report's tests."""
   sys.path.insert(0, REPO)
-  from haviv_tf import artifacts, report, significance
+  from haviv_tf.base import artifacts
+  from haviv_tf.study import report
+  from haviv_tf.study import significance
   workdir = os.path.join(REPO, "experiments", folder)
   res = _read(f"experiments/{folder}/results.json")
   cfg = artifacts.recorded_config(workdir)

@@ -17,8 +17,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf import control  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.analysis import control  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROWS = ("trained",) + control.MODES
 

@@ -21,10 +21,10 @@ import os
 
 import numpy as np
 
-from haviv_tf import analysis
-from haviv_tf import artifacts
-from haviv_tf import predictors
-from haviv_tf import trials
+from haviv_tf.analysis import pipeline
+from haviv_tf.base import artifacts
+from haviv_tf.probes import predictors
+from haviv_tf.task import trials
 
 
 def _json(path):
@@ -41,7 +41,7 @@ def old_points(trained, name, root):
   have = np.flatnonzero(np.asarray(res["centre_counts"]) > 0)
   states = arrays["states"][:len(have)]
   workdir = os.path.join(root, "default", name)
-  cfg, source, run = analysis.restore(workdir)
+  cfg, source, run = pipeline.restore(workdir)
   gen = trials.generator_for(source, "test", cfg)
   cloud = predictors.trajectory_cloud(run.model, gen, (15, 100, 1000), 50, cfg.seed)
   u = run.model.units

@@ -24,8 +24,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-from haviv_tf import artifacts
-from haviv_tf import config as config_lib
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
 
 _TRAINING_MODES = ("train", "finetune", "compare")  # the modes that train in this process
 BUG_MESSAGE = ("internal error: the traceback above is a bug in haviv_tf or a library it uses, "
@@ -328,17 +328,17 @@ def _train():
       _dry_strategy(cfg)
     if os.path.exists(workdir):  # as the real run: a different run there needs --overwrite
       _import_quietly()
-      from haviv_tf import train  # pylint: disable=g-import-not-at-top
+      from haviv_tf.training import train  # pylint: disable=g-import-not-at-top
       train.check_workdir(cfg, workdir, _OVERWRITE.value)
     _dry_run("train", cfg, workdir=workdir, strategy=_STRATEGY.value, sp_recipe=_SP_RECIPE.value)
-  analysis = _import_quietly()
-  from haviv_tf import distribute  # pylint: disable=g-import-not-at-top
-  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  pipeline = _import_quietly()
+  from haviv_tf.training import distribute  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
   strategy = distribute.make_strategy(_STRATEGY.value, _CPU_DEVICES.value, _TPU.value)
   if distribute.is_chief(strategy):  # other multi-worker tasks only read the workdir
     _lock(workdir)
     _watch(workdir, tensorboard=True)
-  results = analysis.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
+  results = pipeline.train_and_analyze(cfg, workdir, overwrite=_OVERWRITE.value,
                                        sp_config=_sp_config(slow_points, cfg),
                                        strategy=strategy, recipe=_SP_RECIPE.value)
   if not distribute.is_chief(strategy):
@@ -359,8 +359,8 @@ def _dry_strategy(cfg):
   """--dry_run's checks of --strategy, --cpu_devices and --tpu: the real run's, short of
   joining a multi-worker cluster (TF_CONFIG is parsed and checked) or connecting to a TPU."""
   _import_quietly()
-  from haviv_tf import distribute  # pylint: disable=g-import-not-at-top
-  from haviv_tf import train  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import distribute  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import train  # pylint: disable=g-import-not-at-top
   name = _STRATEGY.value
   if name in ("default", "mirrored"):
     strategy = distribute.make_strategy(name, _CPU_DEVICES.value, _TPU.value)
@@ -376,18 +376,18 @@ def _dry_strategy(cfg):
 
 
 def _trained_run(mode):
-  """(analysis module, cfg, source, run) of the trained run in --workdir."""
+  """(pipeline module, cfg, source, run) of the trained run in --workdir."""
   _need_workdir(mode)
-  analysis = _import_quietly()
+  pipeline = _import_quietly()
   if os.path.isdir(_WORKDIR.value):
     _lock(_WORKDIR.value)  # every such mode writes into the workdir
     _watch(_WORKDIR.value)
-  return (analysis,) + tuple(analysis.restore(_WORKDIR.value))
+  return (pipeline,) + tuple(pipeline.restore(_WORKDIR.value))
 
 
 def _eval_delays_flag():
   """--eval_delays as sorted distinct ints within the evaluable range, or None."""
-  from haviv_tf import memory  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import memory  # pylint: disable=g-import-not-at-top
   delays = _OVERRIDES["eval_delays"].value
   if not delays:
     return None
@@ -416,15 +416,15 @@ def _evaluate():
       _check_min_delay(delays, cfg)
     _dry_run("evaluate", cfg, workdir=_WORKDIR.value, eval_delays=delays,
              eval_trials=_OVERRIDES["eval_trials"].value, overwrite=_OVERWRITE.value)
-  analysis, cfg, source, run = _trained_run("evaluate")
+  pipeline, cfg, source, run = _trained_run("evaluate")
   _check_min_delay(delays, cfg)
-  results = analysis.evaluate(cfg, run, source, _WORKDIR.value, delays,
+  results = pipeline.evaluate(cfg, run, source, _WORKDIR.value, delays,
                               _OVERRIDES["eval_trials"].value, overwrite=_OVERWRITE.value)
   print(f"{_WORKDIR.value}: report accuracy by delay {results['accuracy_by_delay']}")
 
 
 def _memory():
-  from haviv_tf import memory  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import memory  # pylint: disable=g-import-not-at-top
   delays = _eval_delays_flag()
   if not 1 <= _MAX_DELAY.value <= memory.MAX_DELAY:
     raise UsageError(f"--max_delay must be in [1, {memory.MAX_DELAY}], got {_MAX_DELAY.value}")
@@ -441,7 +441,7 @@ def _memory():
     _dry_run("memory", cfg, workdir=_WORKDIR.value, eval_delays=delays,
              max_delay=_MAX_DELAY.value, eval_trials=_OVERRIDES["eval_trials"].value,
              overwrite=_OVERWRITE.value)
-  analysis, cfg, source, run = _trained_run("memory")
+  pipeline, cfg, source, run = _trained_run("memory")
   _check_min_delay(delays, cfg)
   if delays is not None:
     _check_half_life_possible(delays, cfg, run.step)
@@ -453,7 +453,7 @@ def _memory():
     delays = tuple(sorted(set(cfg.eval_delays) | set(memory.geometric_delays(
         start, _MAX_DELAY.value))))
     delays = tuple(d for d in delays if d <= _MAX_DELAY.value)
-  results = analysis.evaluate(cfg, run, source, _WORKDIR.value, delays,
+  results = pipeline.evaluate(cfg, run, source, _WORKDIR.value, delays,
                               _OVERRIDES["eval_trials"].value, overwrite=_OVERWRITE.value,
                               until_chance=True)
   half = results.get("memory_half_life")
@@ -493,8 +493,8 @@ def _slow_points():
   if _DRY_RUN.value:
     cfg = _dry_trained("slow_points", _WORKDIR.value)
     _dry_run("slow_points", cfg, workdir=_WORKDIR.value, sp_dir=sp_dir, **_sp_settings())
-  analysis, cfg, source, run = _trained_run("slow_points")
-  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  pipeline, cfg, source, run = _trained_run("slow_points")
+  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
   sp_config = _sp_config(slow_points, cfg)
   where = os.path.join(_WORKDIR.value, sp_dir)
   stored_path = os.path.join(where, artifacts.RESULTS_FILE)
@@ -502,7 +502,7 @@ def _slow_points():
   # Points of an older file format are redone (nothing reads them); today's are kept.
   if (stored.get("slow_points_step") == run.step and not _OVERWRITE.value
       and stored.get("slow_points_format") == slow_points.FORMAT_VERSION):
-    if analysis.slow_points_current(stored, run.step, sp_config, _SP_RECIPE.value):
+    if pipeline.slow_points_current(stored, run.step, sp_config, _SP_RECIPE.value):
       print(f"{where}: slow points of step {run.step} already found with the "
             f"{_SP_RECIPE.value} recipe and these settings; nothing to do")
       return
@@ -510,7 +510,7 @@ def _slow_points():
         f"{where} holds slow points of step {run.step} found with the "
         f"{stored.get('slow_points_recipe')} recipe or other search settings; --overwrite "
         "replaces them (or --sp_dir=NAME writes these beside them)")
-  summary = analysis.find_slow_points(cfg, run, source, _WORKDIR.value, sp_config,
+  summary = pipeline.find_slow_points(cfg, run, source, _WORKDIR.value, sp_config,
                                       recipe=_SP_RECIPE.value, out_dir=sp_dir or None)
   s = summary["slow_point_summary"]
   print(f"{os.path.join(_WORKDIR.value, sp_dir)}: {summary['num_unique_slow_points']} unique slow points "
@@ -522,13 +522,13 @@ def _export():
   _need_workdir("export")
   if _DRY_RUN.value:
     _dry_run("export", _dry_trained("export", _WORKDIR.value), workdir=_WORKDIR.value)
-  analysis, cfg, source, run = _trained_run("export")
-  if analysis.exported(_WORKDIR.value, run.step) and not _OVERWRITE.value:
+  pipeline, cfg, source, run = _trained_run("export")
+  if pipeline.exported(_WORKDIR.value, run.step) and not _OVERWRITE.value:
     print(f"{_WORKDIR.value}: already exported at step {run.step} "
-          f"({os.path.join(_WORKDIR.value, analysis.SAVED_MODEL_DIR)}); nothing to do "
+          f"({os.path.join(_WORKDIR.value, pipeline.SAVED_MODEL_DIR)}); nothing to do "
           "(--overwrite exports again)")
     return
-  print(analysis.export_model(cfg, run, source, _WORKDIR.value))
+  print(pipeline.export_model(cfg, run, source, _WORKDIR.value))
 
 
 def _backtrack():
@@ -539,8 +539,8 @@ def _backtrack():
   # The run is restored (and so checked) before back-tracking reads its history.
   _, cfg, source, run = _trained_run("backtrack")
   del source, run
-  from haviv_tf import backtrack  # pylint: disable=g-import-not-at-top
-  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  from haviv_tf.analysis import backtrack  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
   out = backtrack.backtrack(_WORKDIR.value, _sp_config(slow_points, cfg), _MERGE_FRAC.value,
                             overwrite=_OVERWRITE.value)
   if out.get("unchanged"):
@@ -560,9 +560,9 @@ def _analyze():
     for w in _WORKDIRS.value:
       _dry_trained("analyze", w, "--workdirs entry")
     _dry_run("analyze", workdirs=_WORKDIRS.value, out=_OUT.value)
-  from haviv_tf import study  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import correlations  # pylint: disable=g-import-not-at-top
   _watch(_OUT.value)
-  result = study.analyze(_WORKDIRS.value, _OUT.value, overwrite=_OVERWRITE.value)
+  result = correlations.analyze(_WORKDIRS.value, _OUT.value, overwrite=_OVERWRITE.value)
   for d, c in result["correlations"]["per_class"].items():
     print(f"delay {d}: Spearman {c['spearman']} (n={c['n']}) of log speed vs. accuracy")
   for d, best in result["predictors"]["best"].items():
@@ -597,11 +597,11 @@ def _finetune():
     _dry_run("finetune", _dry_trained("finetune", _PARENT.value, "--parent"),
              parent=_PARENT.value, finetune=which, workdir=_WORKDIR.value, steps=steps,
              speed_weight=mu, **_sp_settings())
-  analysis = _import_quietly()
-  from haviv_tf import control  # pylint: disable=g-import-not-at-top
-  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
+  pipeline = _import_quietly()
+  from haviv_tf.analysis import control  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
   # The recipe's step counts scale with the parent's training (paper recipe, quick preset).
-  sp_config = _sp_config(slow_points, analysis.trained_config(_PARENT.value))
+  sp_config = _sp_config(slow_points, pipeline.trained_config(_PARENT.value))
   workdir = _WORKDIR.value or os.path.join(control.default_out(_PARENT.value), which)
   _lock(workdir)
   _watch(workdir, tensorboard=True)
@@ -618,10 +618,10 @@ def _compare():
     _dry_run("compare", _dry_trained("compare", _PARENT.value, "--parent"),
              parent=_PARENT.value, out=_OUT.value, steps=steps, speed_weight=mu,
              **_sp_settings())
-  analysis = _import_quietly()
-  from haviv_tf import control  # pylint: disable=g-import-not-at-top
-  from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-  sp_config = _sp_config(slow_points, analysis.trained_config(_PARENT.value))
+  pipeline = _import_quietly()
+  from haviv_tf.analysis import control  # pylint: disable=g-import-not-at-top
+  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
+  sp_config = _sp_config(slow_points, pipeline.trained_config(_PARENT.value))
   out = _OUT.value or control.default_out(_PARENT.value)
   _lock(out)
   _watch(out, tensorboard=True)
@@ -634,7 +634,7 @@ def _study():
   import time  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
     raise UsageError("--mode=study needs --workdir=DIR, the sweep's root")
-  from haviv_tf import sweep  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top
   root = _WORKDIR.value
   if os.path.exists(os.path.join(root, sweep.GRID_FILE)):
     name, specs = sweep.load_grid(root)
@@ -658,7 +658,7 @@ def _study():
   wall = time.time() - t0
   failed = [r for r in results if r["status"] not in ("done", "skipped")]
   _import_quietly()
-  from haviv_tf import report  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import report  # pylint: disable=g-import-not-at-top
   ran = sum(r["status"] == "done" for r in results)
   # The launcher's own wall time covers the grid only if it ran every run from the start.
   whole = ran == len(results) and not any(r.get("resumed") for r in results)
@@ -711,15 +711,15 @@ def _import_quietly():
   try:
     with open(os.devnull, "w") as null:
       os.dup2(null.fileno(), 2)
-      from haviv_tf import analysis  # pylint: disable=g-import-not-at-top
+      from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       tf.config.list_physical_devices()  # the CUDA probe happens here
   finally:
     os.dup2(saved, 2)
     os.close(saved)
-  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import trials  # pylint: disable=g-import-not-at-top
   trials.set_sampler_nice(_SAMPLER_NICE.value)
-  return analysis
+  return pipeline
 
 
 def _exit_now(status):

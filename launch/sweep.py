@@ -8,7 +8,7 @@
   python3 launch/sweep.py --grid=paper --root=runs/paper --slurm=haviv_paper.sbatch
   sbatch haviv_paper.sbatch
 
-  # A grid of one's own (a JSON object of haviv_tf.sweep.Grid fields), written and submitted:
+  # A grid of one's own (a JSON object of haviv_tf.study.sweep.Grid fields), written and submitted:
   python3 launch/sweep.py --grid_file=mine.json --root=runs/mine --slurm=mine.sbatch --submit
 
 Re-running the same command skips finished runs and resumes interrupted ones. Two launchers on
@@ -24,8 +24,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,8 +9,8 @@ import dataclasses
 
 import pytest
 
-from haviv_tf import config as config_lib
-from haviv_tf import sweep
+from haviv_tf.base import config as config_lib
+from haviv_tf.study import sweep
 
 SETTINGS = {"seed", "protocol", "arch"}  # the run's own axes, equal in both configs compared
 

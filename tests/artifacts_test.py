@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.artifacts: reading a run's recorded config."""
+"""Tests for haviv_tf.base.artifacts: reading a run's recorded config."""
 
 import json
 import os
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from haviv_tf import artifacts
-from haviv_tf import config as config_lib
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
 
 
 def _write(workdir, text):

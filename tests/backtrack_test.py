@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from haviv_tf import analysis
-from haviv_tf import artifacts
-from haviv_tf import backtrack
-from haviv_tf import config as config_lib
-from haviv_tf import models
-from haviv_tf import slow_points
-from haviv_tf import train
-from haviv_tf import trials
+from haviv_tf.analysis import pipeline
+from haviv_tf.base import artifacts
+from haviv_tf.analysis import backtrack
+from haviv_tf.base import config as config_lib
+from haviv_tf.models import network
+from haviv_tf.probes import slow_points
+from haviv_tf.training import train
+from haviv_tf.task import trials
 
 # No XLA (tests/jit_test.py covers it): compiling a tiny network's steps and searches costs more
 # than running them.
@@ -21,7 +21,7 @@ SP = slow_points.SlowPointConfig(max_iters=200, chunk=100, q_tol=1e-8, jit_compi
 
 
 def test_history_is_bounded_and_keeps_stage_changes(tmp_path):
-  model = models.DelayedClassifier(units=4, frame_shape=(2, 2, 1))
+  model = network.DelayedClassifier(units=4, frame_shape=(2, 2, 1))
   history = train.History(str(tmp_path), every=1, keep=4)
   boundaries = {7, 13}
   for step in range(0, 41):
@@ -62,7 +62,7 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   cfg = config_lib.resolve("quick", "mnist_sample", dict(
       units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
       eval_delays=(5,), eval_trials=20, protocol="nacu", history_every=10, jit_compile=False))
-  analysis.train_and_analyze(cfg, workdir, verbose=0, sp_config=SP)
+  pipeline.train_and_analyze(cfg, workdir, verbose=0, sp_config=SP)
   entries = train.History.load(workdir)
   assert [e["step"] for e in entries] == [0, 10, 20]
   out = backtrack.backtrack(workdir, SP)
@@ -78,13 +78,13 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   assert [b["class"] for b in out["births_by_centre"]] == out["classes"]
   ratio = np.asarray(out["centre_ratio"])
   assert ratio.shape == (3, n) and np.all((ratio >= 0) & (ratio <= 1 + 1e-9))
-  # Row 0 is the final network's own slow points, as found by the analysis.
-  final = slow_points.SlowPoints.load(os.path.join(workdir, analysis.SLOW_POINTS_FILE))
+  # Row 0 is the final network's own slow points, as found by the pipeline.
+  final = slow_points.SlowPoints.load(os.path.join(workdir, pipeline.SLOW_POINTS_FILE))
   np.testing.assert_allclose(out["speed"][0], final.speed[:n], rtol=1e-6)
   # Each earlier point is a slow point of its snapshot's network: re-measuring it agrees.
   saved = artifacts.load_npz(os.path.join(workdir, backtrack.BACKTRACK_NPZ))
-  _, source, run = analysis.restore(workdir)
-  model = models.build(cfg, source.frame_shape)
+  _, source, run = pipeline.restore(workdir)
+  model = network.build(cfg, source.frame_shape)
   train.read_snapshot(model, os.path.join(workdir, "history", "snapshot-0"))
   x_bar = slow_points.mean_input_features(model, trials.generator_for(source, "test", cfg))
   np.testing.assert_allclose(slow_points.speeds(model, saved["points"][2], x_bar),
@@ -96,7 +96,7 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
 
 def test_nearest_centres_in_speed_coordinates():
   cfg = config_lib.resolve("quick", "mnist_sample", dict(units=3, arch="lstm"))
-  model = models.build(cfg, (4,))
+  model = network.build(cfg, (4,))
   centres = np.full([10, 6], np.nan)
   centres[2] = [0, 0, 0, 0, 0, 0]
   centres[7] = [0, 0, 0, np.tanh(3.0), 0, 0]
@@ -122,8 +122,8 @@ def test_backtrack_needs_snapshots_and_slow_points(tmp_path):
   with pytest.raises(artifacts.RunError, match="no slow points"):
     backtrack.backtrack(workdir, SP)
   os.remove(os.path.join(workdir, "history", "history.json"))
-  _, _, run = analysis.restore(workdir)
-  analysis.find_slow_points(cfg, run, src, workdir, SP, num_sampled=0, trials_per_class=5)
+  _, _, run = pipeline.restore(workdir)
+  pipeline.find_slow_points(cfg, run, src, workdir, SP, num_sampled=0, trials_per_class=5)
   with pytest.raises(artifacts.RunError, match="no training snapshots"):
     backtrack.backtrack(workdir, SP)
 

@@ -17,20 +17,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = textwrap.dedent("""\
     load("//bazel:defs.bzl", "py_library", "py_test")
 
-    py_library(name = "config", srcs = ["haviv_tf/config.py"])
+    py_library(name = "config", srcs = ["haviv_tf/base/config.py"])
 
     py_library(
         name = "artifacts",
-        srcs = ["haviv_tf/artifacts.py"],
+        srcs = ["haviv_tf/base/artifacts.py"],
         deps = [":config", "@pypi//:numpy"],
     )
 
-    py_library(name = "sweep", srcs = ["haviv_tf/sweep.py"], deps = [{sweep_deps}])
+    py_library(name = "sweep", srcs = ["haviv_tf/study/sweep.py"], deps = [{sweep_deps}])
 
     py_test(name = "uses_sweep_test", srcs = ["tests/uses_sweep_test.py"], deps = [":sweep"])
 """)
 TEST = textwrap.dedent("""\
-    from haviv_tf import sweep
+    from haviv_tf.study import sweep
 
 
     def test_small_grid():
@@ -53,8 +53,8 @@ def _log(base, ws, target):
                     reason="bazel not installed (Debian: apt-get install bazel-bootstrap)")
 def test_bazel_fails_a_target_that_imports_an_undeclared_module(tmp_path):
   ws, base = tmp_path / "ws", str(tmp_path / "output_base")
-  for rel in ("WORKSPACE", ".bazelrc", "haviv_tf/__init__.py", "haviv_tf/config.py",
-              "haviv_tf/artifacts.py", "haviv_tf/sweep.py"):
+  for rel in ("WORKSPACE", ".bazelrc", "haviv_tf/__init__.py", "haviv_tf/base/config.py",
+              "haviv_tf/base/artifacts.py", "haviv_tf/study/sweep.py"):
     os.makedirs(ws / os.path.dirname(rel), exist_ok=True)
     shutil.copy(os.path.join(REPO, rel), ws / rel)
   shutil.copytree(os.path.join(REPO, "bazel"), ws / "bazel")
@@ -69,7 +69,7 @@ def test_bazel_fails_a_target_that_imports_an_undeclared_module(tmp_path):
     (ws / "BUILD").write_text(BUILD.format(sweep_deps='":config"'))  # the mutation
     bad = _bazel(ws, base, "test", "--keep_going", "//...")
     assert bad.returncode != 0, bad.stderr[-3000:]
-    assert ("imports haviv_tf.artifacts but //:sweep does not list ':artifacts' in its deps"
+    assert ("imports haviv_tf.base.artifacts but //:sweep does not list ':artifacts' in its deps"
             in _log(base, ws, "sweep_deps"))
     log = _log(base, ws, "uses_sweep_test")
     line = [l for l in log.splitlines() if l.startswith(("E   ImportError", "E   ModuleNotFound"))]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from haviv_tf import artifacts
-from haviv_tf import config as config_lib
-from haviv_tf import datasets
-from haviv_tf import train
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import datasets
+from haviv_tf.training import train
 
 _SOURCE = datasets.load("mnist_sample")
 

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from haviv_tf import config as config_lib
+from haviv_tf.base import config as config_lib
 
 PLACEHOLDER = "(default: from the preset)"
 EXPLICIT = ("protocol", "dataset", "arch", "preset")  # flags of their own, not overrides

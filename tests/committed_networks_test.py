@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(REPO, "experiments"))
 
 import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CHECKS = sorted(glob.glob(os.path.join(REPO, "experiments", "**", grid_files.CHECK),
                           recursive=True))

@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.config: presets, resolve(), validate() and the JSON round trip."""
+"""Tests for haviv_tf.base.config: presets, resolve(), validate() and the JSON round trip."""
 
 import dataclasses
 import json
@@ -6,7 +6,7 @@ import json
 from absl.testing import parameterized
 import tensorflow as tf
 
-from haviv_tf import config
+from haviv_tf.base import config
 
 
 class PresetTest(tf.test.TestCase, parameterized.TestCase):

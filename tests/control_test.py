@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from haviv_tf import analysis
-from haviv_tf import artifacts
-from haviv_tf import config as config_lib
-from haviv_tf import control
-from haviv_tf import curricula
-from haviv_tf import datasets
-from haviv_tf import models
-from haviv_tf import slow_points
-from haviv_tf import speed_targets
-from haviv_tf import train
-from haviv_tf import trials
+from haviv_tf.analysis import pipeline
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
+from haviv_tf.analysis import control
+from haviv_tf.task import curricula
+from haviv_tf.task import datasets
+from haviv_tf.models import network
+from haviv_tf.probes import slow_points
+from haviv_tf.probes import speed_targets
+from haviv_tf.training import train
+from haviv_tf.task import trials
 
 # No XLA but where a test says so: compiling a tiny network's steps and searches costs more than
 # running them (tests/jit_test.py compares compiled and plain steps).
@@ -40,7 +40,7 @@ def _tiny(**overrides):
 def parent(tmp_path_factory):
   """A tiny trained, evaluated and analysed run."""
   workdir = str(tmp_path_factory.mktemp("parent") / "run")
-  analysis.train_and_analyze(_tiny(), workdir, verbose=0, sp_config=SP)
+  pipeline.train_and_analyze(_tiny(), workdir, verbose=0, sp_config=SP)
   return workdir
 
 
@@ -78,7 +78,7 @@ def _direct_penalty(model, targets, weights, noise):
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
 def test_penalty_value_and_gradient_match_a_direct_computation(arch):
   keras.utils.set_random_seed(1)
-  model = models.DelayedClassifier(arch=arch, units=6, frame_shape=(4, 4, 1), readout="linear")
+  model = network.DelayedClassifier(arch=arch, units=6, frame_shape=(4, 4, 1), readout="linear")
   model.enable_speed_penalty(5)
   rng = np.random.default_rng(0)
   targets = rng.normal(size=(5, model.state_size)).astype(np.float32)
@@ -113,7 +113,7 @@ def test_train_step_adds_mu_times_the_penalty_gradient():
   """One SGD step of the custom train_step moves weights by -lr (g_task + mu g_penalty)."""
   keras.utils.set_random_seed(2)
   mu, lr = 0.5, 0.1
-  model = models.DelayedClassifier(arch="gru", units=6, frame_shape=(4, 4, 1), readout="linear")
+  model = network.DelayedClassifier(arch="gru", units=6, frame_shape=(4, 4, 1), readout="linear")
   model.enable_speed_penalty(3)
   rng = np.random.default_rng(1)
   model.set_speed_targets(rng.normal(size=(3, 6)).astype(np.float32), np.ones(3, np.float32))
@@ -171,14 +171,14 @@ def test_control_equals_plain_continued_training(parent, tmp_path):
   steps = 6
   workdir = str(tmp_path / "control")
   control.finetune(parent, "control", workdir, steps=steps, analyze=False, verbose=0)
-  cfg, source, ft = analysis.restore(workdir)
+  cfg, source, ft = pipeline.restore(workdir)
   assert ft.step == steps
 
   # By hand: the parent's weights, a fresh Adam at the training rate, plain train_step (no
   # penalty), the parent's trial stream continued with all classes.
   pcfg = config_lib.Config.from_dict(artifacts.read_json(os.path.join(parent,
                                                                       "config.json"))["config"])
-  model = models.build(pcfg, source.frame_shape)
+  model = network.build(pcfg, source.frame_shape)
   train.load_weights(model, parent)
   # Compiled as the fine-tuning compiles its step (as the parent's config says): the comparison
   # is exact.
@@ -192,7 +192,7 @@ def test_control_equals_plain_continued_training(parent, tmp_path):
   for a, b in zip(ft.model.trainable_variables, model.trainable_variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
   # ... and training did move away from the parent.
-  p = models.build(pcfg, source.frame_shape)
+  p = network.build(pcfg, source.frame_shape)
   train.load_weights(p, parent)
   assert not np.allclose(p.trainable_variables[0].numpy(), model.trainable_variables[0].numpy())
 
@@ -211,7 +211,7 @@ def test_finetune_never_writes_into_the_parent_and_records_it(parent, tmp_path):
   have = targets["counts"] > 0
   assert have.any()
   # The targets in force are the slow points found from the (training-image) centres.
-  cfg, _, run = analysis.restore(workdir)
+  cfg, _, run = pipeline.restore(workdir)
   live = run.model.speed_target_weights.numpy().reshape(10, cfg.speed_copies)
   np.testing.assert_array_equal(live[:, 0] > 0, have)
   stored = run.model.speed_targets.numpy().reshape(10, cfg.speed_copies, -1)
@@ -219,7 +219,7 @@ def test_finetune_never_writes_into_the_parent_and_records_it(parent, tmp_path):
   assert np.all(targets["slow_point_speed"] >= 0)
   # Resuming onto a different parent is refused.
   other = str(tmp_path / "other_parent")
-  analysis.train_and_analyze(_tiny(seed=1), other, verbose=0, sp_config=SP)
+  pipeline.train_and_analyze(_tiny(seed=1), other, verbose=0, sp_config=SP)
   with pytest.raises(artifacts.RunError, match="different"):
     control.finetune(other, "slow_points", workdir, steps=4, verbose=0, sp_config=SP)
 
@@ -241,7 +241,7 @@ def test_finetune_takes_given_targets_and_callbacks(parent, tmp_path):
   assert seen == [1, 2, 3]
   stored = artifacts.load_npz(os.path.join(workdir, control.TARGETS_FILE))
   np.testing.assert_array_equal(stored["counts"] > 0, np.isfinite(given).all(axis=1))
-  _, _, run = analysis.restore(workdir)
+  _, _, run = pipeline.restore(workdir)
   live = run.model.speed_target_weights.numpy().reshape(10, cfg.speed_copies)
   np.testing.assert_array_equal(np.flatnonzero(live[:, 0]), [3, 7])
   states = run.model.speed_targets.numpy().reshape(10, cfg.speed_copies, -1)

@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.curricula: the paper's VoCu / DeCu / NaCu schedules and their scaling."""
+"""Tests for haviv_tf.task.curricula: the paper's VoCu / DeCu / NaCu schedules and their scaling."""
 
 import dataclasses
 
@@ -6,8 +6,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import config
-from haviv_tf import curricula
+from haviv_tf.base import config
+from haviv_tf.task import curricula
 
 
 def _curriculum(protocol, dataset="mnist", preset="paper", **overrides):

@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.datasets: the shipped sample, canonical files, tensorflow-datasets, errors.
+"""Tests for haviv_tf.task.datasets: the shipped sample, canonical files, tensorflow-datasets, errors.
 
 Nothing here reads ../shared/data or the network: canonical files are tiny ones written by the
 tests, and the tensorflow-datasets path runs under `tfds.testing.mock_data` with sockets blocked.
@@ -15,7 +15,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import datasets
+from haviv_tf.task import datasets
 
 _N_TRAIN, _N_TEST = 20, 10
 

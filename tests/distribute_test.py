@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from haviv_tf import config as config_lib
-from haviv_tf import distribute
-from haviv_tf import train
+from haviv_tf.base import config as config_lib
+from haviv_tf.training import distribute
+from haviv_tf.training import train
 
 # Tiny: units 8, batch 16, 20 steps; the analysis after training is shrunk to seconds. The
 # learning rate is pinned: the tolerance below is for rounding differences amplified by 20 Adam
@@ -159,12 +159,15 @@ def test_a_run_resumes_under_another_strategy(reference, tmp_path):
 _SGD_SCRIPT = r"""
 import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from haviv_tf import distribute
+from haviv_tf.training import distribute
 strategy = distribute.make_strategy("mirrored", cpu_devices=2)
 assert strategy.num_replicas_in_sync == 2
 import keras
 import numpy as np
-from haviv_tf import curricula, datasets, models, trials
+from haviv_tf.task import curricula
+from haviv_tf.task import datasets
+from haviv_tf.models import network
+from haviv_tf.task import trials
 
 rng = np.random.default_rng(0)
 split = datasets.Split(images=rng.integers(0, 255, (40, 4, 4, 1)).astype(np.uint8),
@@ -180,7 +183,7 @@ def make_dataset():
 
 def build():
   keras.utils.set_random_seed(2)
-  model = models.DelayedClassifier(arch="gru", units=6, frame_shape=(4, 4, 1), readout="linear")
+  model = network.DelayedClassifier(arch="gru", units=6, frame_shape=(4, 4, 1), readout="linear")
   model.enable_speed_penalty(K)
   model.set_speed_targets(targets, live)
   model.compile(optimizer=keras.optimizers.SGD(0.5), speed_weight=0.5)

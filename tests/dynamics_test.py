@@ -17,9 +17,9 @@ from scipy import optimize
 import tensorflow as tf
 
 from haviv_tf import dynamics
-from haviv_tf import export
-from haviv_tf import models
-from haviv_tf import slow_points
+from haviv_tf.analysis import export
+from haviv_tf.models import network
+from haviv_tf.probes import slow_points
 
 _GAIN, _BIG, _UNITS, _INPUTS = 2.0, 20.0, 2, 3
 _CELLS = ("simple", "gru", "gru_reset_before", "lstm")
@@ -210,7 +210,7 @@ class RoutesTest(tf.test.TestCase):
     self.assertTrue(all(np.any(np.all(traj[:, 2:] == s, axis=-1)) for s in starts))
 
   def test_project_export_matches_the_delayed_classifier(self):
-    model = models.DelayedClassifier(arch="lstm", units=3, frame_shape=(2, 2, 1),
+    model = network.DelayedClassifier(arch="lstm", units=3, frame_shape=(2, 2, 1),
                                      readout="linear")
     model(tf.zeros([1, 2, 5]))
     x = np.float32([0.5, 0.5, 0.5, 0.5, 0.0])

@@ -5,11 +5,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import config as config_lib
-from haviv_tf import datasets
-from haviv_tf import evaluation
-from haviv_tf import models
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import datasets
+from haviv_tf.probes import evaluation
+from haviv_tf.models import network
+from haviv_tf.task import trials
 
 
 class EvaluatorTest(tf.test.TestCase, parameterized.TestCase):
@@ -22,7 +22,7 @@ class EvaluatorTest(tf.test.TestCase, parameterized.TestCase):
   def _model(self, arch):
     keras.utils.set_random_seed(1)
     cfg = config_lib.resolve("quick", "mnist_sample", dict(arch=arch, units=12))
-    model = models.build(cfg, self.source.frame_shape)
+    model = network.build(cfg, self.source.frame_shape)
     # Scale the read-out so that predictions vary across steps and trials.
     model.head.kernel.assign(model.head.kernel * 20.0)
     return cfg, model
@@ -77,11 +77,15 @@ class EvaluatorTest(tf.test.TestCase, parameterized.TestCase):
 _PEAK_SCRIPT = """
 import resource, sys
 import keras
-from haviv_tf import config as config_lib, datasets, evaluation, models, trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import datasets
+from haviv_tf.probes import evaluation
+from haviv_tf.models import network
+from haviv_tf.task import trials
 source = datasets.load("mnist_sample")
 keras.utils.set_random_seed(0)
 cfg = config_lib.resolve("quick", "mnist_sample", dict(units=256))
-model = models.build(cfg, source.frame_shape)
+model = network.build(cfg, source.frame_shape)
 ev = evaluation.Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len)
 for delay in (50, int(sys.argv[1])):
   ev.evaluate([delay], 32, 0)

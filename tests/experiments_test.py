@@ -16,8 +16,8 @@ import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from haviv_tf import models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.models import network  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SMALL = os.path.join(REPO, "experiments", "study_small")
 MEDIUM = os.path.join(REPO, "experiments", "study_medium")
@@ -64,7 +64,7 @@ def test_restored_runs_count_as_finished_and_restore_never_overwrites(tmp_path):
 
 
 def test_centre_targets_moved_is_the_distance_to_the_nearest_point_of_the_class(tmp_path):
-  model = models.DelayedClassifier("gru", units=3, frame_shape=(2, 2, 1))  # speed coords: h
+  model = network.DelayedClassifier("gru", units=3, frame_shape=(2, 2, 1))  # speed coords: h
   targets = np.full([10, 3], np.nan, np.float32)
   targets[0], targets[1] = [0, 0, 0], [1, 1, 1]
   states = np.array([[0, 0, 0.5], [0, 0.3, 0], [1, 1, 1], [5, 5, 5]], np.float32)
@@ -78,13 +78,13 @@ def test_centre_targets_moved_is_the_distance_to_the_nearest_point_of_the_class(
 
 def test_nearest_targets_measures_each_target_set_on_the_same_trials():
   import lstm_penalty  # pylint: disable=g-import-not-at-top
-  from haviv_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-  from haviv_tf import datasets  # pylint: disable=g-import-not-at-top
-  from haviv_tf import trials  # pylint: disable=g-import-not-at-top
+  from haviv_tf.base import config as config_lib  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import datasets  # pylint: disable=g-import-not-at-top
+  from haviv_tf.task import trials  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   source = datasets.load("mnist_sample")
   cfg = config_lib.resolve("quick", "mnist_sample", dict(arch="gru", units=4))
-  model = models.build(cfg, source.frame_shape)
+  model = network.build(cfg, source.frame_shape)
   same = np.tile(np.array([[0.1, -0.2, 0.3, 0.0]], np.float32), [10, 1])
   only3 = np.full([10, 4], np.nan, np.float32)
   only3[3] = [0.5, 0.5, -0.5, 0.2]
@@ -139,7 +139,7 @@ def test_centre_targets_refuses_a_missing_root_or_report(tmp_path):
 
 def test_cnn_ceiling_writes_the_ceiling_a_report_reads(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
-  from haviv_tf import report  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import report  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   np.savez(tmp_path / "cifar10.npz",
            x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),

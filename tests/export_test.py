@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.export: the SavedModel loads and runs in a process without haviv_tf.
+"""Tests for haviv_tf.analysis.export: the SavedModel loads and runs in a process without haviv_tf.
 
 Each SavedModel is checked in a subprocess that imports only tensorflow and numpy; its outputs
 travel back through an npz file and are compared with the in-memory model.
@@ -14,11 +14,11 @@ import textwrap
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import config as config_lib
-from haviv_tf import datasets
-from haviv_tf import export
-from haviv_tf import losses
-from haviv_tf import models
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import datasets
+from haviv_tf.analysis import export
+from haviv_tf.task import losses
+from haviv_tf.models import network
 
 _ARCHS = ("gru", "lstm")
 _EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
@@ -74,13 +74,13 @@ class ExportTest(tf.test.TestCase):
     for k, arch in enumerate(_ARCHS):
       cfg = config_lib.resolve("quick", "mnist_sample", dict(units=8, arch=arch))
       tf.random.set_seed(k)
-      model = models.build(cfg, source.frame_shape)
+      model = network.build(cfg, source.frame_shape)
       path = os.path.join(cls.tmp, arch, "saved_model")
       export.export_saved_model(model, path, dict(noise_mean=source.mean, noise_std=source.std,
                                                   config=cfg.to_dict(), dataset=source.name))
       cls.models[arch], cls.paths[arch], cls.cfgs[arch] = model, path, cfg
       data[arch + "_path"] = np.array(path)
-      # 70 frames is beyond models._UNROLL_MAX; 5 frames is unrolled in the in-memory model.
+      # 70 frames is beyond network._UNROLL_MAX; 5 frames is unrolled in the in-memory model.
       data[arch + "_inputs_long"] = rng.random([3, 70, model.input_size], np.float32)
       data[arch + "_inputs_short"] = rng.random([2, 5, model.input_size], np.float32)
       data[arch + "_state"] = rng.normal(size=[2, model.state_size]).astype(np.float32)

@@ -12,13 +12,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import config
-from haviv_tf import curricula
-from haviv_tf import datasets
-from haviv_tf import losses
-from haviv_tf import models
-from haviv_tf import train
-from haviv_tf import trials
+from haviv_tf.base import config
+from haviv_tf.task import curricula
+from haviv_tf.task import datasets
+from haviv_tf.task import losses
+from haviv_tf.models import network
+from haviv_tf.training import train
+from haviv_tf.task import trials
 
 
 def _paper(dataset="mnist", **overrides):
@@ -76,7 +76,7 @@ class InitialisationTest(tf.test.TestCase, parameterized.TestCase):
     # TMC L188-220: W randn/sqrt(785), U randn/sqrt(200), biases 0.01 randn, no offsets;
     # W_out randn/sqrt(200), b_out 0.01 randn.
     keras.utils.set_random_seed(0)
-    model = models.build(_paper(arch=arch), (28, 28, 1))
+    model = network.build(_paper(arch=arch), (28, 28, 1))
     cell, head = model.cell, model.head
     for value, std in [(cell.kernel, 1 / math.sqrt(785)), (cell.recurrent_kernel, 1 / math.sqrt(200)),
                        (head.kernel, 1 / math.sqrt(200))]:
@@ -93,7 +93,7 @@ class InitialisationTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_tf1_init_keeps_the_glorot_draw_and_gate_offsets(self):
     keras.utils.set_random_seed(0)
-    model = models.build(config.preset("quick", "mnist"), (28, 28, 1))
+    model = network.build(config.preset("quick", "mnist"), (28, 28, 1))
     limit = math.sqrt(6 / (785 + 200 + 600))
     self.assertLessEqual(np.abs(model.cell.kernel.numpy()).max(), limit)
     self.assertAllEqual(model.cell.bias.numpy()[:200], -np.ones(200))
@@ -101,7 +101,7 @@ class InitialisationTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_cifar_cell_input_size_is_1025(self):
     keras.utils.set_random_seed(0)
-    model = models.build(_paper("cifar10", units=16), (32, 32, 3))
+    model = network.build(_paper("cifar10", units=16), (32, 32, 3))
     self.assertEqual(model.cell.kernel.shape, (1025, 48))
     self.assertAllClose(model.cell.kernel.numpy().std(), 1 / math.sqrt(1025), rtol=0.05)
 
@@ -110,7 +110,7 @@ class CnnTest(tf.test.TestCase):
 
   def _encoder(self, kind):
     keras.utils.set_random_seed(0)
-    return models.build(_paper("cifar10", units=8, cnn=kind), (32, 32, 3)).encoder
+    return network.build(_paper("cifar10", units=8, cnn=kind), (32, 32, 3)).encoder
 
   def test_authors_cnn_has_three_dense_layers(self):
     # TCC L267-274, L287-290: 2048 -> 2048 -> 2048 -> 1024.
@@ -130,7 +130,7 @@ class CnnTest(tf.test.TestCase):
     # TCC L238-265: truncated_normal(std 1) / sqrt(3*128) (conv1), / 128 (conv2, conv3);
     # bias 0.1 / sqrt(128).
     enc = self._encoder("authors")
-    convs = [b for b in enc.blocks if isinstance(b, models.ScaledConv2D)]
+    convs = [b for b in enc.blocks if isinstance(b, network.ScaledConv2D)]
     self.assertLen(convs, 3)
     self.assertEqual([c.kernel_div for c in convs], [math.sqrt(384), 128.0, 128.0])
     for c in convs:
@@ -144,7 +144,7 @@ class CnnTest(tf.test.TestCase):
     self.assertAllClose(convs[0](x), want, atol=1e-5)
 
   def test_adam_moves_the_effective_conv_weight_divisor_times_slower(self):
-    layer = models.ScaledConv2D(4, kernel_div=128.0, bias_div=1.0)
+    layer = network.ScaledConv2D(4, kernel_div=128.0, bias_div=1.0)
     layer.build((None, 5, 5, 2))
     before = layer.kernel.numpy() / 128.0
     opt = keras.optimizers.Adam(1e-3)
@@ -238,7 +238,7 @@ class SpeedPenaltyTest(tf.test.TestCase):
     # TSC L401: loss = SoftMaxLoss + Lambda * sum speed^2, SoftMaxLoss the authors' mean (L399).
     keras.utils.set_random_seed(3)
     cfg = _paper(units=6)
-    model = models.DelayedClassifier("gru", units=6, frame_shape=(2, 2, 1), init="authors")
+    model = network.DelayedClassifier("gru", units=6, frame_shape=(2, 2, 1), init="authors")
     model.compile(optimizer=keras.optimizers.SGD(0.0), speed_weight=1e-3,
                   loss_norm=cfg.loss_norm, log_eps=cfg.log_eps, mask=cfg.mask)
     model.enable_speed_penalty(2)
@@ -384,7 +384,7 @@ class FinetuneTest(tf.test.TestCase):
   """The paper preset's fine-tuning against the authors' TriggerSpeedCont.py (TSC)."""
 
   def test_paper_finetuning_takes_the_authors_settings(self):
-    from haviv_tf import control  # pylint: disable=g-import-not-at-top
+    from haviv_tf.analysis import control  # pylint: disable=g-import-not-at-top
     parent = config.preset("paper", "mnist")
     for mode, mu in (("control", 0.0), ("slow_points", 1e-3), ("center_mass", 1e-3)):
       cfg = control.finetune_config(parent, mode)
@@ -406,7 +406,7 @@ class FinetuneTest(tf.test.TestCase):
     # variables come from the parent (L252-262).
     import os  # pylint: disable=g-import-not-at-top
     import tempfile  # pylint: disable=g-import-not-at-top
-    from haviv_tf import control  # pylint: disable=g-import-not-at-top
+    from haviv_tf.analysis import control  # pylint: disable=g-import-not-at-top
     tiny = dict(units=8, batch_size=8, train_steps=6, checkpoint_every=6, eval_trials=20,
                 eval_delays=(5, 10), jit_compile=False, history_every=3)
     parent_cfg = config.resolve("quick", "mnist_sample", tiny)
@@ -424,12 +424,12 @@ class FinetuneTest(tf.test.TestCase):
 
   def test_paper_centre_targets_are_the_authors_centres(self):
     # TSC L117-121: CenterMass reads 'Hid20', the class centres of BlackBoxMNIST.py.
-    from haviv_tf import slow_points  # pylint: disable=g-import-not-at-top
-    from haviv_tf import speed_targets  # pylint: disable=g-import-not-at-top
+    from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
+    from haviv_tf.probes import speed_targets  # pylint: disable=g-import-not-at-top
     keras.utils.set_random_seed(0)
     cfg = config.resolve("paper", "mnist_sample", dict(units=8))
     source = datasets.apply_recipe(datasets.load("mnist_sample"), cfg.data_recipe)
-    model = models.build(cfg, source.frame_shape)
+    model = network.build(cfg, source.frame_shape)
     gen = trials.generator_for(source, "train", cfg)
     got, counts = speed_targets.centre_targets(model, gen, 3, "paper", source, cfg)
     x_bar = slow_points.mean_input_features(model, gen, seed=3)

@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.join(REPO, "experiments"))
 
 import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from haviv_tf import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.training import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ARGS = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
         "--eval_trials=40", "--eval_delays=5,10", "--sp_max_iters=200", "--jit_compile=false",

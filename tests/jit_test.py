@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from haviv_tf import config as config_lib
-from haviv_tf import datasets
-from haviv_tf import evaluation
-from haviv_tf import models
-from haviv_tf import train
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import datasets
+from haviv_tf.probes import evaluation
+from haviv_tf.models import network
+from haviv_tf.training import train
+from haviv_tf.task import trials
 
 _SOURCE = datasets.load("mnist_sample")
 
@@ -55,8 +55,8 @@ def _batch(cfg, seed=0):
 def test_bfloat16_front_end_only_in_training_calls(arch):
   cfg = _cfg(arch=arch)
   tf.keras.utils.set_random_seed(0)
-  f32 = models.build(cfg, _SOURCE.frame_shape)
-  bf16 = models.build(config_lib.Config.from_dict(dict(cfg.to_dict(), precision="mixed_bfloat16")),
+  f32 = network.build(cfg, _SOURCE.frame_shape)
+  bf16 = network.build(config_lib.Config.from_dict(dict(cfg.to_dict(), precision="mixed_bfloat16")),
                       _SOURCE.frame_shape)
   bf16.set_weights(f32.get_weights())
   inputs, _ = _batch(cfg)
@@ -79,7 +79,7 @@ def test_bfloat16_front_end_only_in_training_calls(arch):
 def test_bfloat16_cnn_front_end_is_close_to_float32():
   frame_shape = (32, 32, 3)
   tf.keras.utils.set_random_seed(0)
-  enc = models.ConvEncoder(frame_shape)
+  enc = network.ConvEncoder(frame_shape)
   enc.build((None, 32 * 32 * 3))
   frames = tf.random.uniform([4, 32 * 32 * 3])
   a = enc(frames).numpy()
@@ -98,7 +98,7 @@ def test_bfloat16_training_runs_and_gradients_are_float32(tmp_path):
 
 def test_evaluator_compiled_or_not_evaluates_the_same_number_of_trials():
   cfg = _cfg()
-  model = models.build(cfg, _SOURCE.frame_shape)
+  model = network.build(cfg, _SOURCE.frame_shape)
   gen = trials.generator_for(_SOURCE, "test", cfg)
   out = {jit: evaluation.Evaluator(model, gen, cfg.seq_len, jit_compile=jit).evaluate(
       [5, 30], 20, 0) for jit in (False, True)}

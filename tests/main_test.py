@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from haviv_tf import artifacts
-from haviv_tf import config as config_lib
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
 
 # Tiny but real: the quick preset on the shipped sample, shrunk to seconds.
 TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from haviv_tf import memory
+from haviv_tf.probes import memory
 
 CHANCE = memory.CHANCE
 

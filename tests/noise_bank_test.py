@@ -9,12 +9,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import config as config_lib
-from haviv_tf import datasets
-from haviv_tf import evaluation
-from haviv_tf import models
-from haviv_tf import train
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import datasets
+from haviv_tf.probes import evaluation
+from haviv_tf.models import network
+from haviv_tf.training import train
+from haviv_tf.task import trials
 
 _SHAPE = (8, 8, 3)  # the smallest frames the CNN's three 2x2 poolings take
 
@@ -31,7 +31,7 @@ def _source(n=60, seed=0):
 
 def _model(arch="gru", seed=0):
   keras.utils.set_random_seed(seed)
-  model = models.DelayedClassifier(arch, units=6, frame_shape=_SHAPE, readout="linear",
+  model = network.DelayedClassifier(arch, units=6, frame_shape=_SHAPE, readout="linear",
                                    encoder="cnn")
   model.head.kernel.assign(model.head.kernel * 30.0)  # predictions vary across trials and steps
   return model
@@ -73,7 +73,7 @@ class TrialsTest(tf.test.TestCase):
     src = _source()
     gen = trials.TrialGenerator(src.train, src.mean, src.std, noise_bank=3)
     cfg = config_lib.resolve("quick", "mnist_sample", dict(seq_len=8, protocol="nacu"))
-    from haviv_tf import curricula  # pylint: disable=g-import-not-at-top
+    from haviv_tf.task import curricula  # pylint: disable=g-import-not-at-top
     cur = curricula.for_config(cfg)
     _, targets = next(iter(gen.training_dataset(0, 4, 8, cur, speed_noise=12)))
     self.assertEqual(len(np.unique(targets["speed_noise"].numpy(), axis=0)), 12)
@@ -150,7 +150,7 @@ class EvaluatorBankTest(tf.test.TestCase, parameterized.TestCase):
   def test_bank_needs_a_cnn_and_for_config_picks_it(self):
     src = _source()
     keras.utils.set_random_seed(0)
-    mlp = models.DelayedClassifier("gru", units=4, frame_shape=_SHAPE)
+    mlp = network.DelayedClassifier("gru", units=4, frame_shape=_SHAPE)
     with self.assertRaisesRegex(ValueError, "no CNN"):
       evaluation.Evaluator(mlp, trials.TrialGenerator(src.test, src.mean, src.std), 8,
                            noise_bank=4)

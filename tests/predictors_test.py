@@ -1,14 +1,14 @@
-"""Tests for haviv_tf.predictors: every diagnostic and predictor against NumPy on small networks."""
+"""Tests for haviv_tf.probes.predictors: every diagnostic and predictor against NumPy on small networks."""
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import datasets
-from haviv_tf import models
-from haviv_tf import predictors
-from haviv_tf import slow_points
-from haviv_tf import trials
+from haviv_tf.task import datasets
+from haviv_tf.models import network
+from haviv_tf.probes import predictors
+from haviv_tf.probes import slow_points
+from haviv_tf.task import trials
 
 _FRAME = (2, 2, 1)
 
@@ -53,7 +53,7 @@ class PredictorTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters("gru", "lstm")
   def test_expected_flow_speed_matches_numpy(self, arch):
     tf.random.set_seed(0)
-    model = models.DelayedClassifier(arch=arch, units=3, frame_shape=_FRAME)
+    model = network.DelayedClassifier(arch=arch, units=3, frame_shape=_FRAME)
     rng = np.random.default_rng(1)
     states = rng.uniform(-0.8, 0.8, [4, model.state_size]).astype(np.float32)
     frames = (0.3 + 0.4 * rng.normal(size=[500, 4])).astype(np.float32)
@@ -74,7 +74,7 @@ class PredictorTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_expected_flow_speed_adds_frames_until_the_error_is_small(self):
     tf.random.set_seed(0)
-    model = models.DelayedClassifier(arch="gru", units=3, frame_shape=_FRAME)
+    model = network.DelayedClassifier(arch="gru", units=3, frame_shape=_FRAME)
     states = np.float32([[0.1, -0.2, 0.3], [0.5, 0.5, -0.5]])
     speed, se, used = predictors.expected_flow_speed(model, _generator(), states, rel_se=0.01,
                                                      min_frames=64, max_frames=1 << 16,
@@ -85,7 +85,7 @@ class PredictorTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_time_constant_matches_numpy_eigenvalues(self):
     tf.random.set_seed(4)
-    model = models.DelayedClassifier(arch="gru", units=4, frame_shape=_FRAME)
+    model = network.DelayedClassifier(arch="gru", units=4, frame_shape=_FRAME)
     rng = np.random.default_rng(3)
     states = rng.uniform(-0.5, 0.5, [3, 4]).astype(np.float32)
     x_bar = np.float32([0.3] * 4 + [0.0])
@@ -105,7 +105,7 @@ class PredictorTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_cloud_states_match_a_numpy_run_and_rates_the_formulas(self):
     tf.random.set_seed(2)
-    model = models.DelayedClassifier(arch="gru", units=3, frame_shape=_FRAME)
+    model = network.DelayedClassifier(arch="gru", units=3, frame_shape=_FRAME)
     gen = _generator()
     cloud = predictors.trajectory_cloud(model, gen, times=(3, 7), per_class=2, seed=5,
                                         batch_size=8)

@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from haviv_tf import artifacts
+from haviv_tf.base import artifacts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +80,7 @@ def test_constraints_hold_the_versions_the_committed_experiments_recorded():
 
 
 def test_report_counts_the_code_revisions_the_networks_recorded(tmp_path):
-  from haviv_tf import report  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import report  # pylint: disable=g-import-not-at-top
   recs = []
   for i, revision in enumerate([{"commit": "a" * 40, "dirty": False},
                                 {"commit": "a" * 40, "dirty": False},

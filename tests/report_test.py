@@ -9,14 +9,14 @@ import sys
 import pytest
 import tensorflow as tf
 
-from haviv_tf import analysis
-from haviv_tf import artifacts
-from haviv_tf import backtrack
-from haviv_tf import config as config_lib
-from haviv_tf import control
-from haviv_tf import report
-from haviv_tf import slow_points
-from haviv_tf import sweep
+from haviv_tf.analysis import pipeline
+from haviv_tf.base import artifacts
+from haviv_tf.analysis import backtrack
+from haviv_tf.base import config as config_lib
+from haviv_tf.analysis import control
+from haviv_tf.study import report
+from haviv_tf.probes import slow_points
+from haviv_tf.study import sweep
 
 # No XLA (what is tested here is the report, not the compiled steps; tests/jit_test.py covers
 # XLA): compiling each tiny network's steps and searches costs more than running them.
@@ -258,7 +258,7 @@ def test_report_on_a_tiny_grid_states_every_claim(tmp_path):
   sweep.write_grid(specs, root, "tiny")
   for spec in specs:  # what the launcher's subprocesses do, in-process
     workdir = os.path.join(root, spec.name)
-    analysis.train_and_analyze(spec.config(), workdir, verbose=0, sp_config=SP)
+    pipeline.train_and_analyze(spec.config(), workdir, verbose=0, sp_config=SP)
     control.compare(workdir, steps=2, sp_config=SP, verbose=0)
     backtrack.backtrack(workdir, SP)
   summary = report.build(root)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from haviv_tf import artifacts
+from haviv_tf.base import artifacts
 
 TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
         "--eval_trials=40", "--eval_delays=5,10,19,100", "--sp_max_iters=300",

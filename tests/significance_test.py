@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from haviv_tf import significance as sig
+from haviv_tf.study import significance as sig
 
 
 def test_mean_sd_skips_missing_values_and_uses_the_sample_sd():

@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.slow_points: fixed points of hand-built cells, speed, Jacobians, SlowPoints.
+"""Tests for haviv_tf.probes.slow_points: fixed points of hand-built cells, speed, Jacobians, SlowPoints.
 
 The hand-built cells have zero input weights and decoupled units, so their fixed points are known
 in closed form up to one scalar equation per unit (solved with scipy.optimize.brentq).
@@ -14,11 +14,11 @@ import numpy as np
 from scipy import optimize
 import tensorflow as tf
 
-from haviv_tf import config as config_lib
-from haviv_tf import datasets
-from haviv_tf import models
-from haviv_tf import slow_points
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import datasets
+from haviv_tf.models import network
+from haviv_tf.probes import slow_points
+from haviv_tf.task import trials
 
 _FRAME = (2, 2, 1)
 _GAIN = 2.0       # recurrent gain of the candidate / g gate: fixed points 0 and ±h*
@@ -38,7 +38,7 @@ def _tiny_model(arch, units):
   Returns:
     the model, the per-unit nonzero fixed point (h*, c*) and the eigenvalue function per unit.
   """
-  model = models.DelayedClassifier(arch=arch, units=units, frame_shape=_FRAME, readout="linear")
+  model = network.DelayedClassifier(arch=arch, units=units, frame_shape=_FRAME, readout="linear")
   cell, u = model.cell, units
   n_gates = 3 if arch == "gru" else 4
   kernel = np.zeros([model.feature_size, n_gates * u], np.float32)
@@ -155,7 +155,7 @@ class DynamicsTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters("gru", "lstm")
   def test_speed_matches_numpy(self, arch):
     tf.random.set_seed(1)
-    model = models.DelayedClassifier(arch=arch, units=4, frame_shape=_FRAME)
+    model = network.DelayedClassifier(arch=arch, units=4, frame_shape=_FRAME)
     rng = np.random.default_rng(0)
     states = rng.normal(size=[16, model.state_size]).astype(np.float32)
     features = rng.normal(size=[16, model.feature_size]).astype(np.float32)
@@ -166,7 +166,7 @@ class DynamicsTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters("gru", "lstm")
   def test_jacobian_matches_finite_differences(self, arch):
     tf.random.set_seed(2)
-    model = models.DelayedClassifier(arch=arch, units=3, frame_shape=_FRAME)
+    model = network.DelayedClassifier(arch=arch, units=3, frame_shape=_FRAME)
     rng = np.random.default_rng(1)
     states = rng.normal(size=[4, model.state_size])
     features = rng.normal(size=[model.feature_size])
@@ -183,11 +183,11 @@ class DynamicsTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_readout_uses_the_trigger_step(self):
     model, _, _ = _tiny_model("gru", 2)
-    head = np.zeros([2, models.NUM_OUTPUTS], np.float32)
+    head = np.zeros([2, network.NUM_OUTPUTS], np.float32)
     head[0, 4] = 1.0   # unit 0 positive -> class 3
     head[0, 8] = -1.0  # unit 0 negative -> class 7
     model.head.kernel.assign(head)
-    model.head.bias.assign(np.zeros([models.NUM_OUTPUTS], np.float32))
+    model.head.bias.assign(np.zeros([network.NUM_OUTPUTS], np.float32))
     x_bar = np.zeros([model.feature_size], np.float32)
     got = slow_points.readout_classes(model, np.float32([[0.9, 0.0], [-0.9, 0.0]]), x_bar)
     np.testing.assert_array_equal(got, [3, 7])
@@ -235,7 +235,7 @@ class TrialStatesTest(tf.test.TestCase, parameterized.TestCase):
   def test_shapes_on_sample_data(self, arch):
     cfg = config_lib.resolve("quick", "mnist_sample", dict(units=8, arch=arch))
     gen = trials.generator_for(self.source, "test", cfg)
-    model = models.build(cfg, self.source.frame_shape)
+    model = network.build(cfg, self.source.frame_shape)
     x_bar = slow_points.mean_input_features(model, gen)
     self.assertEqual(x_bar.shape, (785,))
     np.testing.assert_allclose(x_bar[:-1], gen.mean)
@@ -265,7 +265,7 @@ class TrialStatesTest(tf.test.TestCase, parameterized.TestCase):
     split = datasets.Split(rng.integers(0, 256, [10, 32, 32, 3], dtype=np.uint8),
                            np.arange(10, dtype=np.int32))
     gen = trials.TrialGenerator(split, np.float32([.5, .4, .3]), np.float32([.2, .2, .2]))
-    model = models.DelayedClassifier(units=4, frame_shape=(32, 32, 3), encoder="cnn")
+    model = network.DelayedClassifier(units=4, frame_shape=(32, 32, 3), encoder="cnn")
     x_bar = slow_points.mean_input_features(model, gen, num=6, batch_size=4)
     self.assertEqual(x_bar.shape, (model.feature_size,))
     self.assertEqual(x_bar[-1], 0.0)
@@ -286,7 +286,7 @@ def _outward_gru():
   local maximum near h = 0.05 and, for h above it, falls towards 0 as h -> +inf: a descent from
   h = 0.6 leaves the box, and the constrained minimum from there is the boundary h = 1
   (dq/dh(1) < 0, checked in the test)."""
-  model = models.DelayedClassifier(arch="gru", units=1, frame_shape=_FRAME, readout="linear")
+  model = network.DelayedClassifier(arch="gru", units=1, frame_shape=_FRAME, readout="linear")
   kernel = np.zeros([model.feature_size, 3], np.float32)
   recurrent = np.float32([[-10.0, 0.0, 0.0]])
   bias = np.float32([2.0, _BIG, np.arctanh(-0.5)])
@@ -305,7 +305,7 @@ def _leaky_lstm():
   """1-unit LSTM with constant gates: i = g = 1, f = 0.9, o = 1/2 (zero recurrent weights).
   c' = 0.9 c + 1 has its fixed point at c = 10; within c in [-2, 2] the q minimum reached from
   c = 1.5 is c = 2 (tanh(0.9 c + 1) - tanh(c) falls on [1.5, 2]) with h = ½ tanh(2.8)."""
-  model = models.DelayedClassifier(arch="lstm", units=1, frame_shape=_FRAME, readout="linear")
+  model = network.DelayedClassifier(arch="lstm", units=1, frame_shape=_FRAME, readout="linear")
   model.cell.kernel.assign(np.zeros([model.feature_size, 4], np.float32))
   model.cell.recurrent_kernel.assign(np.zeros([1, 4], np.float32))
   model.cell.bias.assign(np.float32([_BIG, _BIG, np.log(9.0), 0.0]))  # i, g, f, o
@@ -353,7 +353,7 @@ class ConstrainedSearchTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters("gru", "lstm")
   def test_random_network_points_are_in_the_box(self, arch):
     tf.random.set_seed(3)
-    model = models.DelayedClassifier(arch=arch, units=6, frame_shape=_FRAME)
+    model = network.DelayedClassifier(arch=arch, units=6, frame_shape=_FRAME)
     for v in (model.cell.recurrent_kernel,):
       v.assign(v * 4.0)   # strong recurrence: unconstrained minima wander off
     rng = np.random.default_rng(0)
@@ -438,7 +438,7 @@ class PaperRecipeTest(tf.test.TestCase):
     self.assertTrue(slow_points.recipe_config("default", plain, jit_compile=True).jit_compile)
     # The loop itself, against the NumPy reference, with a drop inside the run.
     tf.random.set_seed(5)
-    model = models.DelayedClassifier(arch="gru", units=3, frame_shape=_FRAME)
+    model = network.DelayedClassifier(arch="gru", units=3, frame_shape=_FRAME)
     model.cell.recurrent_kernel.assign(model.cell.recurrent_kernel * 3.0)
     rng = np.random.default_rng(2)
     init = rng.uniform(-0.9, 0.9, [4, 3]).astype(np.float32)
@@ -475,7 +475,7 @@ class PaperRecipeTest(tf.test.TestCase):
   def test_centres_use_the_state_after_14_noise_steps_and_the_11_output_test(self):
     cfg = config_lib.resolve("quick", "mnist_sample", dict(units=5))
     tf.random.set_seed(7)
-    model = models.build(cfg, self.source.frame_shape)
+    model = network.build(cfg, self.source.frame_shape)
     gen = trials.generator_for(self.source, "test", cfg)
     x_bar = slow_points.mean_input_features(model, gen)
     inputs, classes = slow_points.paper_centre_inputs(self.source, cfg, seed=0,

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from haviv_tf import report
-from haviv_tf import sweep
+from haviv_tf.study import report
+from haviv_tf.study import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "sweep.py")

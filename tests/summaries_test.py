@@ -1,4 +1,4 @@
-"""Every TensorBoard summary haviv_tf writes carries a description (haviv_tf/summaries.py)."""
+"""Every TensorBoard summary haviv_tf writes carries a description (haviv_tf/base/summaries.py)."""
 
 import glob
 import os
@@ -8,9 +8,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-from haviv_tf import artifacts
-from haviv_tf import report
-from haviv_tf import summaries
+from haviv_tf.base import artifacts
+from haviv_tf.study import report
+from haviv_tf.base import summaries
 
 TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
         "--eval_trials=40", "--eval_delays=5,10,19", "--sp_max_iters=300",

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from haviv_tf import sweep
+from haviv_tf.study import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "sweep.py")
@@ -172,7 +172,7 @@ def test_two_launchers_never_run_the_same_job_twice(tmp_path):
   log = str(tmp_path / "calls.log")
   script = textwrap.dedent(f"""
       import os, sys, time
-      from haviv_tf import sweep
+      from haviv_tf.study import sweep
       specs = sweep.expand(sweep.Grid("tiny", datasets=("mnist_sample",), archs=("gru",),
                                       protocols=("vocu", "decu"), seeds=(0, 1)))
       def runner(step, argv, env, log_path):

@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.train: learning-rate schedules, TensorBoard logs on resume, the
+"""Tests for haviv_tf.training.train: learning-rate schedules, TensorBoard logs on resume, the
 trivial-solution warning."""
 
 import math
@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import config
-from haviv_tf import datasets
-from haviv_tf import losses
-from haviv_tf import train
+from haviv_tf.base import config
+from haviv_tf.task import datasets
+from haviv_tf.task import losses
+from haviv_tf.training import train
 
 
 def _rates(cfg, steps):
@@ -190,14 +190,14 @@ class NullWarningTest(tf.test.TestCase):
 class CnnSnapshotTest(tf.test.TestCase):
 
   def test_history_snapshot_of_a_cnn_model_holds_every_weight(self):
-    from haviv_tf import models  # pylint: disable=g-import-not-at-top
+    from haviv_tf.models import network  # pylint: disable=g-import-not-at-top
     keras.utils.set_random_seed(0)
-    model = models.DelayedClassifier("gru", units=4, frame_shape=(8, 8, 3), encoder="cnn")
+    model = network.DelayedClassifier("gru", units=4, frame_shape=(8, 8, 3), encoder="cnn")
     with tempfile.TemporaryDirectory() as workdir:
       history = train.History(workdir, every=10, keep=4)
       history.save(model, 10, stage_change=False)
       keras.utils.set_random_seed(1)
-      other = models.DelayedClassifier("gru", units=4, frame_shape=(8, 8, 3), encoder="cnn")
+      other = network.DelayedClassifier("gru", units=4, frame_shape=(8, 8, 3), encoder="cnn")
       self.assertEqual(train.read_snapshot(
           other, os.path.join(workdir, train.HISTORY_DIR, "snapshot-10")), 10)
       for a, b in zip(model.trainable_variables, other.trainable_variables):

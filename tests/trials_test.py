@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.trials: trial layout, timing, noise statistics, determinism, tf.data."""
+"""Tests for haviv_tf.task.trials: trial layout, timing, noise statistics, determinism, tf.data."""
 
 import concurrent.futures
 import functools
@@ -10,10 +10,10 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from haviv_tf import config as config_lib
-from haviv_tf import curricula
-from haviv_tf import datasets
-from haviv_tf import trials
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import curricula
+from haviv_tf.task import datasets
+from haviv_tf.task import trials
 
 _PER_CLASS = 3
 

@@ -1,0 +1,427 @@
+"""What follows training in a workdir: long-delay evaluation, slow points, export, figures."""
+
+import dataclasses
+import json
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
+from haviv_tf.task import datasets
+from haviv_tf.training import distribute
+from haviv_tf.probes import evaluation
+from haviv_tf.analysis import export
+from haviv_tf.probes import memory
+from haviv_tf.analysis import plotting
+from haviv_tf.probes import predictors
+from haviv_tf.probes import slow_points as slow_points_lib
+from haviv_tf.base import summaries
+from haviv_tf.training import train
+from haviv_tf.task import trials
+
+SLOW_POINTS_FILE = "slow_points.npz"           # every point searched; rows 0..9 from class centres
+UNIQUE_SLOW_POINTS_FILE = "slow_points_unique.npz"
+SAVED_MODEL_DIR = "saved_model"
+ACCURACY_PNG = "accuracy_vs_delay.png"
+TRAJECTORIES_PNG = "trajectories_pca.png"
+ANALYSIS_TB = os.path.join(train.TENSORBOARD_DIR, "analysis")
+
+
+def trained_config(workdir: str) -> config_lib.Config:
+  """The config of the trained run in `workdir`, without loading model or data.
+
+  Raises:
+    artifacts.RunError: no run, or no checkpoint, in `workdir`.
+  """
+  cfg = artifacts.recorded_config(workdir)
+  if cfg is None:
+    raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no {artifacts.CONFIG_FILE}); "
+                             "train one first with --mode=train")
+  if not train.checkpoint_paths(workdir):
+    raise artifacts.RunError(f"{workdir} has no trained model (no checkpoint); train it first "
+                             "with --mode=train")
+  return cfg
+
+
+def restore(workdir: str):
+  """(config, source, run) of the trained model in `workdir`.
+
+  Raises:
+    artifacts.RunError: no run, or no checkpoint, in `workdir`.
+    datasets.DataError: the run's data set cannot be loaded.
+  """
+  cfg = trained_config(workdir)
+  source = datasets.apply_recipe(datasets.load(cfg.dataset, cfg.data_dir), cfg.data_recipe)
+  run = train.Run(cfg, workdir, source.frame_shape)
+  run.restore()
+  return cfg, source, run
+
+
+def _tb_writer(workdir):
+  return tf.summary.create_file_writer(os.path.join(workdir, ANALYSIS_TB))
+
+
+def _tb_image(writer, name, fig, step):
+  png = plotting.png_bytes(fig)
+  with writer.as_default(step=step):
+    tf.summary.image(name, tf.image.decode_png(png)[None], step=step,
+                     description=summaries.describe(name))
+
+
+def _tb_scalar(tag, value):
+  tf.summary.scalar(tag, value, description=summaries.describe(tag))
+
+
+EVAL_TABLES = ("accuracy_by_delay", "full_trial_accuracy_by_delay", "per_class_accuracy_by_delay",
+               "per_class_full_trial_accuracy_by_delay", "trials_per_delay")
+
+
+def evaluate(cfg, run, source, workdir, delays=None, num_trials=None, overwrite=False,
+             until_chance=False, log=print) -> dict:
+  """Accuracy vs. delay on test trials -> results.json, accuracy_vs_delay.png, TensorBoard.
+
+  A delay already in results.json for this network (same step) is not measured again with as
+  many trials (the trials are the same: they are fixed by the run's seed and the delay), and is
+  kept, saying so, when this call has fewer trials, unless `overwrite`; more trials replace it.
+  Delays measured now are added beside the stored ones. With `until_chance` the delays are
+  taken in order and the evaluation stops after the first beyond a training trial at which
+  report accuracy is within noise of chance (memory.at_chance). The memory half-life (memory.half_lives) of the whole
+  stored curve is recomputed into results.json["memory_half_life"] when it has two delays.
+  """
+  delays = tuple(delays or cfg.eval_delays)
+  num_trials = int(num_trials or cfg.eval_trials)
+  path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  previous = artifacts.read_json(path) if os.path.exists(path) else {}
+  same = previous.get("step") == run.step  # the same network: its tables are kept
+  stored = {k: dict(previous.get(k) or {}) if same else {} for k in EVAL_TABLES}
+  evaluator = evaluation.for_config(run.model, source, cfg)
+  for i, delay in enumerate(delays):
+    key, old = str(int(delay)), stored["trials_per_delay"].get(str(int(delay)))
+    if old is not None and (old == num_trials or (old > num_trials and not overwrite)):
+      if old > num_trials:
+        log(f"delay {key}: kept the stored {old}-trial accuracy (this evaluation has "
+            f"{num_trials} trials; --overwrite replaces it)")
+    else:
+      measured = evaluator.evaluate((delay,), num_trials, cfg.seed)
+      for k in EVAL_TABLES:
+        stored[k][key] = measured[k][key]
+      if old is not None:
+        log(f"delay {key}: replaced the stored {old}-trial accuracy with {num_trials} trials")
+    n, acc = stored["trials_per_delay"][key], stored["accuracy_by_delay"][key]
+    logging.info("evaluated delay %s (%d of %d): report accuracy %.3f (%d trials)", key, i + 1,
+                 len(delays), acc, n)
+    if until_chance and int(delay) >= cfg.seq_len and memory.at_chance(acc, n):
+      log(f"delay {key}: report accuracy {acc:.3f} is within noise of chance; longer delays "
+          "not evaluated")
+      break
+  results = dict(stored, step=run.step)
+  try:
+    results["memory_half_life"] = memory.half_lives(results, cfg.seq_len - 1)
+  except ValueError:  # one delay only, or none within a training trial: no half-life yet
+    results["memory_half_life"] = None
+  artifacts.update_json(path, results)
+  _accuracy_figures(cfg, run, workdir, results)
+  return results
+
+
+def _accuracy_figures(cfg, run, workdir, results):
+  """accuracy_vs_delay.png and the evaluation's TensorBoard scalars and image."""
+  keys = sorted(results["accuracy_by_delay"], key=int)
+  half = (results.get("memory_half_life") or {}).get("overall")
+  fig = plotting.accuracy_vs_delay({
+      "report step": ([int(k) for k in keys], [results["accuracy_by_delay"][k] for k in keys]),
+      "full trial": ([int(k) for k in keys],
+                     [results["full_trial_accuracy_by_delay"][k] for k in keys]),
+  }, title=f"{cfg.protocol} {cfg.arch} {cfg.dataset} (seed {cfg.seed}), step {run.step}",
+      half_life=half)
+  plotting.save_png(fig, os.path.join(workdir, ACCURACY_PNG))
+  writer = _tb_writer(workdir)
+  with writer.as_default(step=run.step):
+    for k in keys:
+      _tb_scalar(f"eval/report_accuracy_delay_{k}", results["accuracy_by_delay"][k])
+      _tb_scalar(f"eval/full_trial_accuracy_delay_{k}",
+                 results["full_trial_accuracy_by_delay"][k])
+    if half and half.get("half_life") is not None:
+      _tb_scalar("eval/memory_half_life", half["half_life"])
+  _tb_image(writer, "eval/accuracy_vs_delay", fig, run.step)
+  writer.flush()
+
+
+def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
+                     trials_per_class=100, recipe="default", diag_config=None,
+                     out_dir=None) -> dict:
+  """Slow points from the class centres (and sampled states) -> npz files, results, figures.
+
+  recipe "default": the search starts from each class's centre of mass 15 steps after its
+  stimulus (test trials, fresh noise, read out by a noise frame plus trigger over the 10 class
+  logits) and from `num_sampled` states sampled from noise trajectories; LSTM c is kept within
+  the range the trajectories reach (SlowPointConfig.lstm_c). recipe "paper": the authors'
+  centres (slow_points.paper_class_centres) and search (slow_points.recipe_config), from the
+  centres only (BlackBoxMNIST.py L245-256: the variable h holds the 10 centres).
+  slow_points.npz keeps every point in search order (rows 0..9: from the centres of classes
+  0..9, where that class had a correct trial) with per-point diagnostics;
+  slow_points_unique.npz the de-duplicated set. Both recipes write the same files and keys.
+  `out_dir` (a subdirectory name of `workdir`; None: the workdir) takes the files, the figure,
+  the TensorBoard summaries and a results.json of the summary alone, leaving the workdir's
+  results.json as it is: a second recipe's points beside the first's.
+
+  Returns:
+    the summary written to results.json: slow_point_speed / slow_point_readout per class (from
+    its centre), num_unique_slow_points, centre_counts, slow_point_diagnostics (per class),
+    memory_predictors (per predictor, per class), slow_points_recipe, slow_points_format.
+  """
+  if recipe not in slow_points_lib.RECIPES:
+    raise ValueError(f"unknown slow-point recipe {recipe!r}; valid: "
+                     f"{', '.join(slow_points_lib.RECIPES)}")
+  sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
+  # The trajectory cloud scales with the run's evaluation size (50 trials per class at the
+  # presets' 1000 evaluation trials; at least 5).
+  diag = diag_config or predictors.DiagnosticsConfig(
+      trials_per_class=min(50, max(5, cfg.eval_trials // 20)))
+  model = run.model
+  gen = trials.generator_for(source, "test", cfg)
+  x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
+  if recipe == "paper":
+    centres, counts, _, _ = slow_points_lib.paper_class_centres(model, source, cfg, x_bar,
+                                                                seed=cfg.seed)
+    t_com, num_sampled = slow_points_lib.PAPER_CENTRE_FRAMES - 1, 0
+  else:
+    t_com = 15
+    centres, counts = slow_points_lib.class_centres(model, gen, steps_after=t_com,
+                                                    trials_per_class=trials_per_class,
+                                                    seed=cfg.seed)
+  times = (t_com,) + tuple(diag.long_times)
+  cloud = predictors.trajectory_cloud(model, gen, times + (diag.drift_time,),
+                                      diag.trials_per_class, cfg.seed, diag.batch_size)
+  bounds = None
+  if model.arch == "lstm" and sp_config.lstm_c == "reached":
+    u = model.units
+    bounds = slow_points_lib.hidden_box(model, (cloud.lo[u:], cloud.hi[u:]))
+  have = np.flatnonzero(counts > 0)
+  inits, init_class = [centres[have]], [have.astype(np.int32)]
+  if num_sampled:
+    sampled, classes, _ = slow_points_lib.sample_states(model, gen, num_sampled, seed=cfg.seed)
+    inits.append(sampled)
+    init_class.append(np.asarray(classes, np.int32))
+  inits, init_class = np.concatenate(inits), np.concatenate(init_class)
+  finder = slow_points_lib.SlowPointFinder(model, sp_config)
+  _, everything = finder.find(inits, x_bar, init_class=init_class, bounds=bounds,
+                              include_null=recipe == "paper",
+                              last_step_speed=recipe == "paper")
+  dist_centre, dist_traj = predictors.point_distances(everything, centres, cloud, times)
+  everything = everything.replace(dist_centre=dist_centre, dist_traj=dist_traj)
+  unique = everything.unique(sp_config.dedup_tol)
+  extra = dict(dist_traj_times=np.asarray(times, np.int32))
+  target = os.path.join(workdir, out_dir) if out_dir else workdir
+  os.makedirs(target, exist_ok=True)
+  everything.save(os.path.join(target, SLOW_POINTS_FILE), **extra)
+  unique.save(os.path.join(target, UNIQUE_SLOW_POINTS_FILE), **extra)
+
+  # Per class: the slow point from its centre, its diagnostics and the memory predictors.
+  classes = [str(c) for c in range(config_lib.NUM_CLASSES)]
+  speed, readout = dict.fromkeys(classes), dict.fromkeys(classes)
+  diagnostics = {c: None for c in classes}
+  preds = {name: dict.fromkeys(classes) for name in predictors.PREDICTORS}
+  preds["expected_speed_se"] = dict.fromkeys(classes)
+  preds["expected_speed_frames"] = dict.fromkeys(classes)
+  centre_points = everything[np.arange(len(have))]
+  flow, flow_se, flow_k = predictors.expected_flow_speed(
+      model, gen, centre_points.states, cfg.seed, diag.rel_se, diag.min_frames, diag.max_frames)
+  tau = predictors.time_constants(centre_points.max_abs_eig)
+  drift, spread, decay = predictors.cloud_rates(cloud, t_com, diag.drift_time)
+  reasons = slow_points_lib.STOP_REASONS
+  for row, c in enumerate(have):
+    k = str(c)
+    speed[k] = float(everything.speed[row])
+    readout[k] = int(everything.readout[row])
+    diagnostics[k] = dict(
+        in_box=bool(everything.in_box[row]), dist_centre=float(dist_centre[row]),
+        **{f"dist_traj_{t}": float(dist_traj[row, j]) for j, t in enumerate(times)},
+        stop_reason=reasons[int(everything.stop_reason[row])], iters=int(everything.iters[row]),
+        max_abs_h=float(np.max(np.abs(everything.states[row, :model.units]))))
+    preds["speed"][k] = speed[k]
+    preds["expected_speed"][k] = float(flow[row])
+    preds["expected_speed_se"][k] = float(flow_se[row])
+    preds["expected_speed_frames"][k] = int(flow_k[row])
+    preds["time_constant"][k] = float(tau[row]) if np.isfinite(tau[row]) else None
+  for c in range(config_lib.NUM_CLASSES):
+    for name, values in (("com_drift", drift), ("spread_rate", spread),
+                         ("accuracy_decay", decay)):
+      preds[name][str(c)] = None if np.isnan(values[c]) else float(values[c])
+  n = len(everything)
+  summary = dict(slow_point_speed=speed, slow_point_readout=readout,
+                 num_unique_slow_points=len(unique), centre_counts=counts.tolist(),
+                 slow_points_step=run.step,
+                 slow_point_max_q=float(everything.q.max()) if n else None,
+                 slow_points_format=slow_points_lib.FORMAT_VERSION, slow_points_recipe=recipe,
+                 slow_point_config=dataclasses.asdict(sp_config),
+                 slow_point_diagnostics=diagnostics,
+                 slow_point_summary=dict(
+                     points=n, in_box=int(everything.in_box.sum()),
+                     stop_reasons={r: int(np.sum(everything.stop_reason == i))
+                                   for i, r in enumerate(reasons)},
+                     dist_traj_times=list(times),
+                     median_dist_centre=_nanmedian(dist_centre),
+                     median_dist_traj={str(t): _nanmedian(dist_traj[:, j])
+                                       for j, t in enumerate(times)}),
+                 memory_predictors=preds,
+                 memory_predictor_settings=dict(
+                     drift_span=[t_com, diag.drift_time], cloud_trials_per_class=diag.trials_per_class,
+                     expected_speed_rel_se=diag.rel_se, lstm_c_bounds=bounds is not None))
+  artifacts.update_json(os.path.join(target, artifacts.RESULTS_FILE), summary)
+
+  # Trajectories after the stimulus, with the centres and the slow points reached from them.
+  traj, traj_classes = post_stimulus_trajectories(model, gen, cfg.seed)
+  fig = plotting.trajectories_pca(
+      traj, traj_classes, centres=centres[have],
+      slow_points=everything.states[:len(have)], slow_point_classes=everything.readout[:len(have)],
+      title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus ({recipe} recipe)",
+      note=(f"slow point to nearest class state at t={t_com}: median "
+            f"{_fmt(_nanmedian(dist_traj[:len(have), 0]))}; to its centre: median "
+            f"{_fmt(_nanmedian(dist_centre[:len(have)]))}\n"
+            f"{int(everything.in_box[:len(have)].sum())} of {len(have)} in the box"))
+  plotting.save_png(fig, os.path.join(target, TRAJECTORIES_PNG))
+  writer = _tb_writer(target)
+  with writer.as_default(step=run.step):
+    for c, v in speed.items():
+      if v is not None:
+        _tb_scalar(f"slow_points/speed_class_{c}", v)
+    _tb_scalar("slow_points/num_unique", len(unique))
+  _tb_image(writer, "slow_points/trajectories_pca", fig, run.step)
+  writer.flush()
+  return summary
+
+
+def _fmt(v):
+  return "n/a" if v is None else f"{v:.3g}"
+
+
+def _nanmedian(x):
+  x = np.asarray(x, np.float64)
+  x = x[np.isfinite(x)]
+  return float(np.median(x)) if len(x) else None
+
+
+TRAJECTORY_FRAMES = 2048  # frames per network call (a CNN's activations: ~1 GB at 32x32x128)
+
+
+def analysed(cfg, workdir, step, sp_config=None, recipe="default") -> bool:
+  """Whether `workdir` holds after_training's whole output for the network at `step`: every
+  evaluation delay of `cfg` at its trial count, slow points of this recipe, search settings and
+  file format, and a SavedModel exported from this step."""
+  path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  model_dir = os.path.join(workdir, SAVED_MODEL_DIR)
+  if not (os.path.exists(path) and os.path.isdir(model_dir)):
+    return False
+  try:
+    r = artifacts.read_json(path)
+  except (OSError, ValueError):
+    return False
+  sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
+  trials_by_delay = r.get("trials_per_delay") or {}
+  if not (r.get("step") == step and slow_points_current(r, step, sp_config, recipe)
+          and all(trials_by_delay.get(str(int(d))) == cfg.eval_trials
+                  for d in cfg.eval_delays)):
+    return False
+  return exported(workdir, step)
+
+
+def exported(workdir, step) -> bool:
+  """Whether workdir/saved_model is a readable export of the network at `step`."""
+  model_dir = os.path.join(workdir, SAVED_MODEL_DIR)
+  if not os.path.isdir(model_dir):
+    return False
+  try:
+    return export.load_metadata(model_dir)["metadata"].get("step") == step
+  except Exception:  # pylint: disable=broad-except
+    return False     # an unreadable export is redone
+
+
+def slow_points_current(results: dict, step: int, sp_config, recipe: str) -> bool:
+  """Whether `results` (a results.json) holds slow points of the network at `step` found with
+  this recipe, these search settings and today's file format."""
+  return (results.get("slow_points_step") == step
+          and results.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
+          and results.get("slow_points_recipe") == recipe
+          and results.get("slow_point_config") == json.loads(json.dumps(
+              dataclasses.asdict(sp_config), default=artifacts.jsonable)))
+
+
+def post_stimulus_trajectories(model, generator, seed, num=100, steps=20,
+                               max_frames=TRAJECTORY_FRAMES):
+  """States for `steps` steps from the stimulus on (noise after it, trigger off) of `num` test
+  trials, classes balanced: ([num, steps, S], classes [num]). The same trials for every network
+  of one seed, so figures of different networks compare. The trials run through the network
+  `max_frames` frames at a time (trials are independent: the states do not depend on it)."""
+  length = 2 * steps
+  batch = generator.sample(tf.constant([seed, 31_337], tf.int64), num, length,
+                           delay=length - 1, classes=tf.range(num) % 10)
+  rows = max(1, int(max_frames) // length)
+  states = np.concatenate([model.run(batch["inputs"][lo:lo + rows]).numpy()
+                           for lo in range(0, num, rows)])
+  t_s = batch["t_s"].numpy()
+  return (np.stack([states[i, t_s[i]:t_s[i] + steps] for i in range(num)]),
+          batch["classes"].numpy())
+
+
+def export_model(cfg, run, source, workdir) -> str:
+  """SavedModel with serving_default / step / speed / metadata signatures in workdir."""
+  return export.export_saved_model(
+      run.model, os.path.join(workdir, SAVED_MODEL_DIR),
+      dict(noise_mean=source.mean, noise_std=source.std, config=cfg.to_dict(), step=run.step,
+           dataset=cfg.dataset, min_delay=cfg.min_delay, seq_len=cfg.seq_len))
+
+
+def train_and_analyze(cfg: config_lib.Config, workdir: str, overwrite: bool = False,
+                      verbose=None, sp_config=None, strategy=None, recipe="default") -> dict:
+  """The whole run: train (or resume) in `workdir`, then evaluate, find slow points, export.
+
+  `strategy` (tf.distribute, see haviv_tf.training.distribute; None: the current one) distributes the
+  training. The analysis runs on the chief only, on a single-device copy of the trained model
+  restored from its final checkpoint; a non-chief multi-worker task returns {} after training.
+
+  Returns results.json's content ({} on a non-chief task).
+
+  Raises:
+    artifacts.RunError, datasets.DataError: with a one-line message.
+  """
+  source = train.prepare_workdir(cfg, workdir, overwrite, strategy=strategy)
+  run = train.train(cfg, workdir, source, verbose, strategy=strategy)
+  if not distribute.is_chief(strategy):
+    return {}
+  return after_training(cfg, run.single_device(), source, workdir, sp_config, recipe,
+                        overwrite=overwrite)
+
+
+def after_training(cfg, run, source, workdir, sp_config=None, recipe="default",
+                   overwrite=False, log=print) -> dict:
+  """Evaluation, slow points and export, in that order; returns results.json's content.
+
+  Skipped when `workdir` already holds all three for this network (`analysed`): re-running a
+  finished run (a grid resuming) costs a restore, not a second analysis (a CIFAR-10 network's
+  takes about 16 minutes). --mode=evaluate / slow_points / export redo one part on request.
+  Slow points of this network found with another recipe or other search settings are kept,
+  saying so, unless `overwrite` (stored accuracies are kept by `evaluate`'s rule).
+  """
+  path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  if analysed(cfg, workdir, run.step, sp_config, recipe):
+    print(f"{workdir}: already evaluated, searched for slow points and exported at step "
+          f"{run.step}; nothing to do")
+    return artifacts.read_json(path)
+  evaluate(cfg, run, source, workdir, overwrite=overwrite, log=log)
+  stored = artifacts.read_json(path) if os.path.exists(path) else {}
+  sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
+  if (not overwrite and stored.get("slow_points_step") == run.step
+      and stored.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
+      and not slow_points_current(stored, run.step, sp_config, recipe)):
+    log(f"{workdir}: kept the stored slow points of step {run.step} (found with the "
+        f"{stored.get('slow_points_recipe')} recipe or other search settings than these); "
+        "--overwrite replaces them, --mode=slow_points --sp_dir=NAME finds these beside them")
+  elif not slow_points_current(stored, run.step, sp_config, recipe):
+    find_slow_points(cfg, run, source, workdir, sp_config, recipe=recipe)
+  if not exported(workdir, run.step):
+    export_model(cfg, run, source, workdir)
+  return artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))

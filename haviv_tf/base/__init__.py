@@ -1,0 +1,1 @@
+"""The records every floor shares: the run configuration, workdir files, TensorBoard tag texts."""

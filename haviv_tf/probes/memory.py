@@ -1,0 +1,173 @@
+"""How long a network remembers: delays that grow until memory fades, and memory half-lives.
+
+The memory half-life of a network (or of one class) is the delay at which its report accuracy
+has fallen halfway from its level at the training delays to chance, interpolated linearly in
+log delay between the two evaluated delays around the crossing. A curve that never falls that
+far is *censored* at the longest delay evaluated (the half-life is at least that); one that
+starts within noise of chance has no half-life. Pure numpy: no TensorFlow here.
+"""
+
+import math
+
+import numpy as np
+
+from haviv_tf.base import config as config_lib
+
+CHANCE = 1.0 / config_lib.NUM_CLASSES
+DEFAULT_MAX_DELAY = 10_000   # --mode=memory evaluates up to this delay by default
+MAX_DELAY = 100_000          # the longest delay any evaluation accepts (--eval_delays too)
+NOISE_Z = 2.0                # "within noise of chance": at most chance + NOISE_Z binomial SEs
+SERIES = (1, 2, 5)           # delays 1-2-5 per decade: 5, 10, 20, 50, 100, ...
+
+
+def geometric_delays(start: int, max_delay: int = DEFAULT_MAX_DELAY) -> tuple:
+  """Delays of the 1-2-5 series from `start` (included) up to `max_delay` (included).
+
+  >>> geometric_delays(5, 1000)
+  (5, 10, 20, 50, 100, 200, 500, 1000)
+  """
+  if start < 1 or max_delay < start:
+    raise ValueError(f"delays from {start} to {max_delay}: need 1 <= start <= max_delay")
+  out = {int(start), int(max_delay)}
+  decade = 1
+  while decade <= max_delay:
+    out.update(m * decade for m in SERIES if start <= m * decade <= max_delay)
+    decade *= 10
+  return tuple(sorted(out))
+
+
+def check_delays(delays, min_delay: int, max_delay: int = MAX_DELAY) -> tuple:
+  """`delays` as a tuple of ints, if sorted, distinct, >= min_delay and <= max_delay.
+
+  Raises:
+    ValueError: naming the first offending delay.
+  """
+  out = []
+  for d in delays:
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+      raise ValueError(f"delays must be integers, got {d!r}")
+    d = int(d)
+    if d < min_delay:
+      raise ValueError(f"delay {d} is below the minimum delay {min_delay}")
+    if d > max_delay:
+      raise ValueError(f"delay {d} is beyond the longest delay evaluated, {max_delay}")
+    if out and d <= out[-1]:
+      raise ValueError(f"delays must be sorted and distinct: {d} after {out[-1]}")
+    out.append(d)
+  if not out:
+    raise ValueError("no delays given")
+  return tuple(out)
+
+
+def noise_bound(num_trials: int, chance: float = CHANCE) -> float:
+  """The accuracy up to which `num_trials` trials are within noise of chance."""
+  return chance + NOISE_Z * math.sqrt(chance * (1 - chance) / max(1, num_trials))
+
+
+def at_chance(accuracy: float, num_trials: int, chance: float = CHANCE) -> bool:
+  return accuracy <= noise_bound(num_trials, chance)
+
+
+def half_life(delays, accuracies, training_max_delay: int, num_trials: int,
+              chance: float = CHANCE) -> dict:
+  """The memory half-life of one accuracy-vs-delay curve.
+
+  Args:
+    delays: evaluated delays, increasing.
+    accuracies: report accuracy at each delay (None entries are dropped with their delay).
+    training_max_delay: the longest delay of a training trial (seq_len - 1); the level is the
+      mean accuracy over the evaluated delays up to it.
+    num_trials: trials behind each accuracy (for "within noise of chance").
+    chance: accuracy of guessing.
+
+  Returns:
+    {"half_life": delay or None, "censored": bool, "status": "decayed" | "censored" |
+     "at_chance", "level", "target" (the accuracy halfway to chance), "longest_delay"}.
+
+  Raises:
+    ValueError: fewer than two delays, or none within a training trial.
+  """
+  pairs = [(int(d), float(a)) for d, a in zip(delays, accuracies) if a is not None]
+  if len(pairs) < 2:
+    raise ValueError("a half-life needs accuracies at two or more delays; evaluate more delays "
+                     "first (--mode=memory)")
+  d = np.array([p[0] for p in pairs], np.float64)
+  a = np.array([p[1] for p in pairs], np.float64)
+  if np.any(np.diff(d) <= 0):
+    raise ValueError("delays must be increasing")
+  train = d <= training_max_delay
+  if not train.any():
+    raise ValueError(f"no evaluated delay within a training trial (<= {training_max_delay}): "
+                     "the level to decay from is unknown")
+  level = float(a[train].mean())
+  target = chance + (level - chance) / 2
+  out = dict(level=level, target=float(target), longest_delay=int(d[-1]), chance=chance)
+  if at_chance(level, num_trials * int(train.sum()), chance):
+    return dict(out, half_life=None, censored=False, status="at_chance")
+  below = np.flatnonzero(a <= target)
+  if not len(below):
+    return dict(out, half_life=int(d[-1]), censored=True, status="censored")
+  i = int(below[0])
+  if i == 0:  # already below at the shortest delay (a level from later training delays)
+    return dict(out, half_life=float(d[0]), censored=False, status="decayed")
+  d0, d1, a0, a1 = d[i - 1], d[i], a[i - 1], a[i]
+  frac = (a0 - target) / (a0 - a1)
+  value = math.exp(math.log(d0) + frac * (math.log(d1) - math.log(d0)))
+  return dict(out, half_life=float(value), censored=False, status="decayed")
+
+
+def half_lives(results: dict, training_max_delay: int) -> dict:
+  """Half-lives of a results.json's accuracy tables: overall and per class.
+
+  Returns {"overall": half_life(...), "per_class": {"0".."9": half_life(...) or None},
+  "delays": [...], "rule": "..."}.
+  """
+  table = results.get("accuracy_by_delay") or {}
+  trials = results.get("trials_per_delay") or {}
+  keys = sorted(table, key=int)
+  delays = [int(k) for k in keys]
+  n = min((int(trials.get(k, 0)) for k in keys), default=0)
+  if not n:
+    raise ValueError("results hold no trial counts per delay (trials_per_delay)")
+  overall = half_life(delays, [table[k] for k in keys], training_max_delay, n)
+  per_class = {}
+  pcs = results.get("per_class_accuracy_by_delay") or {}
+  for c in range(config_lib.NUM_CLASSES):
+    accs = [(pcs.get(k) or [None] * config_lib.NUM_CLASSES)[c] for k in keys]
+    try:
+      per_class[str(c)] = half_life(delays, accs, training_max_delay,
+                                    max(1, n // config_lib.NUM_CLASSES))
+    except ValueError:
+      per_class[str(c)] = None
+  return dict(overall=overall, per_class=per_class, delays=delays, trials=n,
+              rule=(f"delay where report accuracy falls halfway from its mean over delays <= "
+                    f"{training_max_delay} to chance {CHANCE:g}, log-linear interpolation; "
+                    f"censored at the longest delay evaluated"))
+
+
+def stop_delay(accuracy: float, num_trials: int) -> bool:
+  """Whether an evaluation growing its delay can stop: accuracy within noise of chance."""
+  return at_chance(accuracy, num_trials)
+
+
+def claim_delay(half_life_values, evaluated_delays) -> dict:
+  """The delay at which a grid's claims are tested where its memory actually decays.
+
+  Rule: the evaluated delay nearest, in log delay, to the median of the networks' overall
+  half-lives (censored ones at their censoring delay, a lower bound: the median is then one
+  too). Networks without a half-life (at chance from the start) are left out.
+
+  Returns {"delay", "median_half_life", "networks", "censored", "rule"}.
+  """
+  vals = [(float(h["half_life"]), bool(h["censored"])) for h in half_life_values
+          if h and h.get("half_life") is not None]
+  if not vals:
+    raise ValueError("no network has a half-life: no delay to choose")
+  if not evaluated_delays:
+    raise ValueError("no evaluated delays to choose from")
+  median = float(np.median([v for v, _ in vals]))
+  delays = sorted(int(d) for d in evaluated_delays)
+  best = min(delays, key=lambda d: (abs(math.log(d) - math.log(median)), d))
+  return dict(delay=best, median_half_life=median, networks=len(vals),
+              censored=sum(c for _, c in vals),
+              rule="the evaluated delay nearest in log delay to the median network half-life")

@@ -1,0 +1,284 @@
+"""Where slow points sit relative to the trajectories, and per-class predictors of memory.
+
+Diagnostics (per slow point): distance to its class's centre of mass and to the nearest state
+of trials of that class at the centre-of-mass time and after long stretches of noise.
+
+Predictors (per class; each is compared with per-class accuracy at long delays by
+study.rank_predictors):
+  speed               ||F(s, x̄) - s|| at the class's slow point (the paper's predictor)
+  expected_speed      ||E_x F(s, x) - s|| over training-noise frames x (F is non-linear, so
+                      F(s, x̄) differs from E_x F(s, x)); frames are added until the estimate's
+                      standard error is below `rel_se` of it
+  time_constant       -1 / log |λ1| of dF/ds at the slow point (inf when |λ1| >= 1)
+  com_drift           rate at which the centre of mass of the class's trials moves between
+                      the centre-of-mass time and `drift_time` (distance / steps)
+  spread_rate         rate at which their RMS spread about that centre grows over that span
+  accuracy_decay      rate at which their read-out accuracy falls over that span
+All speeds are in the cell's speed coordinates (GRU h; LSTM (h, tanh c)).
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from haviv_tf.base import config as config_lib
+from haviv_tf.models import network
+from haviv_tf.probes import slow_points as slow_points_lib
+from haviv_tf.task import trials
+
+_CLOUD_STREAM = 65_537   # separates these trials' seeds from the other analysis streams
+_FLOW_STREAM = 65_539
+
+# name -> +1 if a larger value should mean longer memory, -1 if shorter.
+PREDICTORS = {"speed": -1, "expected_speed": -1, "time_constant": +1, "com_drift": -1,
+              "spread_rate": -1, "accuracy_decay": -1}
+PREDICTOR_TEXT = {
+    "speed": "slow-point speed ||F(s, x̄) − s|| (the paper's)",
+    "expected_speed": "expected-flow speed ||E_x F(s, x) − s||",
+    "time_constant": "slowest time constant −1/log|λ1| at the slow point",
+    "com_drift": "drift rate of the class's centre of mass under noise",
+    "spread_rate": "growth rate of the class cloud's RMS spread under noise",
+    "accuracy_decay": "decay rate of the class's read-out accuracy under noise",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnosticsConfig:
+  """How the trajectory cloud and the predictors are measured."""
+  trials_per_class: int = 50          # trials per class in the cloud
+  long_times: tuple = (100, 1000)     # steps after the stimulus of the two long-noise snapshots
+  drift_time: int = 100               # com_drift etc. span centre-of-mass time .. drift_time
+  rel_se: float = 0.05                # expected_speed: standard error below this fraction
+  min_frames: int = 1024              # expected_speed: first number of frames ...
+  max_frames: int = 65_536            # ... doubled up to this
+  batch_size: int = 250
+
+  def __post_init__(self):
+    if len(self.long_times) != slow_points_lib.NUM_DIST_TRAJ - 1:
+      raise ValueError(f"`long_times` must hold {slow_points_lib.NUM_DIST_TRAJ - 1} times")
+    for name in ("trials_per_class", "drift_time", "min_frames", "max_frames", "batch_size"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
+    if not 0 < self.rel_se < 1:
+      raise ValueError(f"`rel_se` must be in (0, 1), got {self.rel_se!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cloud:
+  """Trials of every class under training noise, at a few times after the stimulus.
+
+  Attributes:
+    times: [T] steps after the stimulus (sorted, distinct).
+    states: [T, N, S] state of each trial at each time.
+    correct: [T, N] bool: one trigger step (fresh noise frame) from that state reads out the
+      trial's class (argmax of the 10 class logits, as the evaluation).
+    classes: [N] int32.
+    lo, hi: [S] smallest / largest value of each state coordinate over every step of every
+      trial up to times[-1].
+  """
+  times: np.ndarray
+  states: np.ndarray
+  correct: np.ndarray
+  classes: np.ndarray
+  lo: np.ndarray
+  hi: np.ndarray
+
+  def at(self, time: int) -> int:
+    hit = np.flatnonzero(self.times == time)
+    if not len(hit):
+      raise ValueError(f"the cloud has no snapshot at time {time} (has {self.times.tolist()})")
+    return int(hit[0])
+
+
+def _cloud_fn(model, generator):
+  """Compiled (seed, state, lo, hi, t0, t1, n) -> state after frames t0..t1-1 (noise), running
+  min/max; and a read-out fn."""
+
+  @tf.function(reduce_retracing=True)
+  def advance(seed, state, lo, hi, t0, t1):
+    n = tf.shape(state)[0]
+    off = tf.zeros([n, 1])
+
+    def body(t, state, lo, hi):
+      state, _ = model.step(state, tf.concat([generator.noise(seed, t, n), off], axis=-1))
+      return t + 1, state, tf.minimum(lo, tf.reduce_min(state, 0)), tf.maximum(
+          hi, tf.reduce_max(state, 0))
+
+    _, state, lo, hi = tf.while_loop(lambda t, *_: t < t1, body, (t0, state, lo, hi))
+    return state, lo, hi
+
+  @tf.function(reduce_retracing=True)
+  def start(seed, classes):
+    n = tf.shape(classes)[0]
+    images, _ = generator.stimuli(seed, n, classes=classes)
+    state, _ = model.step(model.initial_state(n), tf.concat([images, tf.zeros([n, 1])], -1))
+    return state
+
+  @tf.function(reduce_retracing=True)
+  def readout(seed, t, state):
+    n = tf.shape(state)[0]
+    _, logits = model.step(state, tf.concat([generator.noise(seed, t, n), tf.ones([n, 1])], -1))
+    return tf.argmax(logits[:, 1:], axis=-1, output_type=tf.int32)
+
+  return start, advance, readout
+
+
+def trajectory_cloud(model: network.DelayedClassifier, generator: trials.TrialGenerator, times,
+                     per_class: int = 50, seed: int = 0, batch_size: int = 250) -> Cloud:
+  """Runs `per_class` trials of every class (image at step 0, then fresh training noise,
+  trigger off) and keeps their states at `times` (steps after the stimulus; the state after
+  frame t).
+
+  Returns:
+    Cloud.
+  """
+  times = np.unique(np.asarray(times, np.int64))
+  if not len(times) or times[0] < 0:
+    raise ValueError(f"`times` must be non-negative, got {times.tolist()}")
+  start, advance, readout = _cloud_fn(model, generator)
+  classes = (np.arange(config_lib.NUM_CLASSES * per_class) % config_lib.NUM_CLASSES).astype(
+      np.int32)
+  states = np.zeros([len(times), len(classes), model.state_size], np.float32)
+  correct = np.zeros([len(times), len(classes)], bool)
+  lo = np.full([model.state_size], np.inf, np.float32)
+  hi = -lo
+  for k, b0 in enumerate(range(0, len(classes), batch_size)):
+    cls = classes[b0:b0 + batch_size]
+    seed_t = tf.constant([seed, _CLOUD_STREAM + k], tf.int64)
+    s_stim, s_noise, s_read = tf.unstack(tf.random.experimental.stateless_split(seed_t, 3))
+    state = start(s_stim, tf.constant(cls))
+    blo = tf.reduce_min(state, 0)
+    bhi = tf.reduce_max(state, 0)
+    t = 0
+    for i, target in enumerate(times):
+      if target > t:
+        state, blo, bhi = advance(s_noise, state, blo, bhi, tf.constant(t + 1),
+                                  tf.constant(int(target) + 1))
+        t = int(target)
+      states[i, b0:b0 + len(cls)] = state.numpy()
+      correct[i, b0:b0 + len(cls)] = readout(s_read, tf.constant(int(target)), state).numpy() == cls
+    lo, hi = np.minimum(lo, blo.numpy()), np.maximum(hi, bhi.numpy())
+  return Cloud(times=times, states=states, correct=correct, classes=classes, lo=lo, hi=hi)
+
+
+def point_distances(points: slow_points_lib.SlowPoints, centres, cloud: Cloud, times):
+  """(dist_centre [P], dist_traj [P, len(times)]) of each point to its init_class's centre and
+  to the nearest cloud state of that class at each of `times` (NaN for init_class -1 or a
+  class without a centre)."""
+  n = len(points)
+  dist_centre = np.full([n], np.nan, np.float32)
+  dist_traj = np.full([n, len(times)], np.nan, np.float32)
+  for p in range(n):
+    c = int(points.init_class[p])
+    if c < 0:
+      continue
+    if np.all(np.isfinite(centres[c])):
+      dist_centre[p] = np.linalg.norm(points.states[p] - centres[c])
+    for j, t in enumerate(times):
+      cloud_c = cloud.states[cloud.at(int(t)), cloud.classes == c]
+      if len(cloud_c):
+        dist_traj[p, j] = np.min(np.linalg.norm(cloud_c - points.states[p], axis=1))
+  return dist_centre, dist_traj
+
+
+def expected_flow_speed(model: network.DelayedClassifier, generator: trials.TrialGenerator,
+                        states, seed: int = 0, rel_se: float = 0.05, min_frames: int = 1024,
+                        max_frames: int = 65_536, batch_size: int = 4096, noise_frames=None):
+  """||E_x F(s, x) - s|| (speed coordinates) over fresh training-noise frames x, trigger off.
+
+  The mean over K frames m_K estimates E_x F; its standard error along d = m_K - s is
+  sqrt(gᵀ C g / K), g = d / ||d||, C the covariance of F(s, x) over frames (the delta method).
+  K doubles from `min_frames` until that error is below `rel_se` x ||d|| or K = max_frames.
+  The same frames serve every state. `noise_frames` [K, frame_size] (raw frames) replaces the
+  drawn ones, all K of them used (no doubling).
+
+  Returns:
+    speed [P] float64, standard error [P] float64, frames used [P] int64.
+  """
+  states = np.asarray(states, np.float32)
+  p = len(states)
+  cell = model.cell
+  pool = []   # projected noise frames, [batch, G] each, drawn on demand
+  if noise_frames is not None:
+    noise_frames = np.asarray(noise_frames, np.float32)
+    for lo in range(0, len(noise_frames), batch_size):
+      x = tf.constant(noise_frames[lo:lo + batch_size])
+      pool.append(cell.project(model.encode(tf.concat([x, tf.zeros([len(x), 1])], axis=-1))))
+    min_frames = max_frames = len(noise_frames)
+
+  def frames(k):
+    while sum(len(b) for b in pool) < k:
+      b = min(batch_size, k - sum(len(b) for b in pool))
+      x = generator.noise(tf.constant([seed, _FLOW_STREAM], tf.int64), len(pool), b)
+      feats = model.encode(tf.concat([x, tf.zeros([b, 1])], axis=-1))
+      pool.append(cell.project(feats))
+    return pool
+
+  @tf.function(reduce_retracing=True)
+  def moments(s, xp):
+    new = cell.speed_coordinates(cell.step(xp, tf.broadcast_to(s[None], [tf.shape(xp)[0],
+                                                                         tf.shape(s)[0]])))
+    new = tf.cast(new, tf.float64)
+    return tf.reduce_sum(new, 0), tf.matmul(new, new, transpose_a=True)
+
+  speed = np.zeros([p], np.float64)
+  se = np.zeros([p], np.float64)
+  used = np.zeros([p], np.int64)
+  for i in range(p):
+    s = tf.constant(states[i])
+    here = cell.speed_coordinates(tf.constant(states[i:i + 1]))[0].numpy().astype(np.float64)
+    total = np.zeros_like(here)
+    outer = np.zeros([len(here), len(here)], np.float64)
+    k, done, target = 0, 0, min_frames
+    while True:
+      batches = frames(target)
+      while done < len(batches) and k < target:
+        a, b = moments(s, batches[done])
+        total += a.numpy()
+        outer += b.numpy()
+        k += int(batches[done].shape[0])
+        done += 1
+      mean = total / k
+      cov = outer / k - np.outer(mean, mean)
+      d = mean - here
+      norm = float(np.linalg.norm(d))
+      g = d / norm if norm > 0 else np.zeros_like(d)
+      err = float(np.sqrt(max(g @ cov @ g, 0.0) * k / max(k - 1, 1) / k))
+      if err < rel_se * norm or target >= max_frames:
+        break
+      target = min(2 * target, max_frames)
+    speed[i], se[i], used[i] = norm, err, k
+  return speed, se, used
+
+
+def time_constants(max_abs_eig) -> np.ndarray:
+  """-1 / log |λ1| (steps) per point; inf where |λ1| >= 1."""
+  lam = np.asarray(max_abs_eig, np.float64)
+  with np.errstate(divide="ignore"):
+    return np.where(lam < 1.0, -1.0 / np.log(np.maximum(lam, 1e-300)), np.inf)
+
+
+def cloud_rates(cloud: Cloud, t0: int, t1: int):
+  """Per class: (com_drift, spread_rate, accuracy_decay) between times t0 < t1 of the cloud.
+
+  com_drift = ||m(t1) - m(t0)|| / (t1 - t0) with m the class's mean state; spread_rate =
+  (σ(t1) - σ(t0)) / (t1 - t0) with σ the RMS distance of its trials to m; accuracy_decay =
+  (acc(t0) - acc(t1)) / (t1 - t0). Each is [10] float64 (NaN for a class without trials).
+  """
+  i0, i1 = cloud.at(t0), cloud.at(t1)
+  span = float(t1 - t0)
+  out = np.full([3, config_lib.NUM_CLASSES], np.nan)
+  for c in range(config_lib.NUM_CLASSES):
+    sel = cloud.classes == c
+    if not sel.any():
+      continue
+    a, b = cloud.states[i0, sel].astype(np.float64), cloud.states[i1, sel].astype(np.float64)
+    ma, mb = a.mean(0), b.mean(0)
+    sa = np.sqrt(np.mean(np.sum((a - ma) ** 2, axis=1)))
+    sb = np.sqrt(np.mean(np.sum((b - mb) ** 2, axis=1)))
+    out[0, c] = np.linalg.norm(mb - ma) / span
+    out[1, c] = (sb - sa) / span
+    out[2, c] = (cloud.correct[i0, sel].mean() - cloud.correct[i1, sel].mean()) / span
+  return out[0], out[1], out[2]

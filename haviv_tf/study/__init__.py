@@ -1,0 +1,1 @@
+"""Across networks: sweeps (local or Slurm), correlations of speed and memory, the report."""

@@ -1,0 +1,601 @@
+"""Sweeps: the grid of networks, run locally by N workers or as a Slurm job array.
+
+A grid is protocol x arch x dataset x seed (one *run* each: train + evaluate + slow points +
+export), times the fine-tuning modes applied to every run (control / slow_points / center_mass,
+see control.py) and optional back-tracking. A run is addressed by a stable name built from its
+config (`mnist-decu-gru-quick-s0`, plus a hash of any extra overrides) and lives in
+<root>/<name>; its fine-tunings in <root>/<name>_finetune/<mode>.
+
+Every step of a run is a `python -m haviv_tf.main` subprocess, so a run interrupted anywhere
+resumes from its last checkpoint when the sweep is started again, and finished runs (marked by
+<root>/<name>/sweep_done.json) are skipped. A worker holds an exclusive lock
+(<root>/locks/<name>.lock, fcntl.flock: released by the kernel if the worker dies) for as long
+as it works on a run, so two launchers on one grid never run the same run twice.
+"""
+
+import concurrent.futures
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Optional, Sequence
+
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
+
+DONE_FILE = "sweep_done.json"
+ATTEMPTS_FILE = "sweep_attempts.json"  # every step attempt's start and end, over invocations
+LOCK_DIR = "locks"
+LOG_DIR = "logs"
+GRID_FILE = "grid.json"
+SLOW_POINTS_DIR_PREFIX = "slow_points_"  # a run's further slow-point recipes: <workdir>/slow_points_<recipe>
+MEMORY_MAX_DELAY = 100_000                # memory.MAX_DELAY (memory imports numpy only, but not here)
+FINETUNE_MODES = config_lib.FINETUNE_MODES
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """The axes of a sweep. `overrides` are extra Config fields applied to every run."""
+  name: str
+  datasets: tuple = ("mnist",)
+  protocols: tuple = ("vocu", "decu")
+  archs: tuple = ("gru", "lstm")
+  seeds: tuple = (0, 1)
+  preset: str = "quick"
+  finetunes: tuple = FINETUNE_MODES
+  backtrack: bool = True
+  finetune_steps: Optional[int] = None       # None: the preset's (control.finetune_config)
+  overrides: tuple = ()                     # ((field, value), ...)
+  sp_max_iters: Optional[int] = None        # slow-point search cap (None: the default)
+  finetune_speed_weight: Optional[float] = None  # mu of the fine-tunings (None: the default)
+  # Slow-point recipes: the first is the run's own (results.json, the fine-tunings' targets,
+  # back-tracking); each further one is written beside it into slow_points_<recipe>/.
+  # () : the default recipe alone.
+  sp_recipes: tuple = ()
+  memory_max_delay: Optional[int] = None   # evaluate until memory fades, to this delay
+
+  def to_dict(self):
+    d = dataclasses.asdict(self)
+    d["overrides"] = [list(kv) for kv in self.overrides]
+    return d
+
+
+# What sets memory length (experiments/memory_length.md): the quick recipe with one of the
+# paper's ingredients switched in at a time (each switch's fields, nothing else; the paper
+# preset's values, haviv_tf/base/config.py). "lr_tenth_x10" is the paper's direction for the rate:
+# a tenth of quick's rate for ten times the steps (the curricula and the rate drop scale with
+# train_steps); it costs ten quick trainings per network, so it is a grid of its own.
+ABLATION_SWITCHES = {
+    "quick": (),
+    "readout_sigmoid": (("readout", "sigmoid"),),   # softmax(sigmoid(W h + b))
+    "loss_norm_authors": (("loss_norm", "authors"),),
+    "log_eps_authors": (("log_eps", 1e-4),),
+    "init_authors": (("init", "authors"),),
+    # The authors' mask (logits x -1000) masks only a sigmoid read-out's logits (config.validate
+    # refuses it with the linear one): it is switched in on top of readout_sigmoid, against which
+    # it is compared.
+    "readout_sigmoid_mask_authors": (("readout", "sigmoid"), ("mask", "authors")),
+    "data_recipe_authors": (("data_recipe", "authors"),),
+}
+ABLATION_LR = (("learning_rate", 3e-4), ("train_steps", 30_000))
+# The paper preset with its schedule compressed tenfold: lr 1e-4 for 14,000 steps (curriculum
+# boundaries scale with train_steps; the rate drops at update 12,000 as the paper's at 120,000,
+# config.PAPER's note on lr_decay_step; back-tracking snapshots every 500 steps keep the
+# paper's 28 per run).
+PAPER_COMPRESSED = (("learning_rate", 1e-4), ("train_steps", 14_000), ("lr_decay_step", 11_998),
+                    ("history_every", 500))
+_ABLATION = dict(archs=("gru",), seeds=(0, 1, 2), finetunes=(), backtrack=False,
+                 memory_max_delay=10_000)
+
+GRIDS = {
+    # About an hour on 2 CPU cores: 8 quick MNIST networks, each fine-tuned three ways.
+    "small": Grid("small", seeds=(0, 1)),
+    # About 3 hours on 2 CPU cores: 12 MNIST networks trained 3x longer than quick (9000 steps
+    # at the quick rate, x0.1 for the last 13%), evaluated also at delay 2000, fine-tuned 300
+    # steps at mu 1e-2 (experiments/dose_response.md), on seeds the dose-response never used.
+    "medium": Grid("medium", seeds=(10, 11, 12), finetune_steps=300, finetune_speed_weight=1e-2,
+                   overrides=(("train_steps", 9000),
+                              ("eval_delays", (5, 10, 19, 50, 100, 200, 500, 1000, 2000)))),
+    # The CIFAR-10 networks of the quick preset (seed 0), about 30 minutes each on 2 CPU cores:
+    # their report reads beside the MNIST grids' (experiments/cifar10_quick.md).
+    "cifar_quick": Grid("cifar_quick", datasets=("cifar10",), seeds=(0,)),
+    # The paper's grid: MNIST 10 seeds and CIFAR-10 5 seeds x {VoCu, DeCu} x {GRU, LSTM}.
+    "paper": (Grid("paper", datasets=("mnist",), seeds=tuple(range(10)), preset="paper"),
+              Grid("paper", datasets=("cifar10",), seeds=tuple(range(5)), preset="paper")),
+    # Its first 8 MNIST networks, seed 0's four before seed 1's (about 22 hours on 2 CPU cores,
+    # two at a time): the networks of experiments/study_paper. Run names are the paper grid's.
+    # Slow points by the authors' recipe (also the fine-tunings' targets, as the authors'
+    # TriggerSpeedCont.py L112-121 reads them from BlackBoxMNIST.py's output) and by the
+    # default one; memory followed to delay 10,000.
+    "paper_mnist": tuple(Grid("paper_mnist", seeds=(s,), preset="paper",
+                              sp_recipes=("paper", "default"), memory_max_delay=10_000)
+                         for s in (0, 1)),
+    # One ingredient at a time (ABLATION_SWITCHES): 7 variants x VoCu, DeCu GRU x seeds 0-2.
+    "memory_ablation": tuple(Grid("memory_ablation", overrides=ov, **_ABLATION)
+                             for ov in ABLATION_SWITCHES.values()),
+    "memory_ablation_lr": Grid("memory_ablation_lr", overrides=ABLATION_LR, **_ABLATION),
+    # The paper preset compressed tenfold, on the paper_mnist grid's seeds and cells.
+    "paper_compressed": tuple(Grid("paper_compressed", seeds=(s,), preset="paper",
+                                   overrides=PAPER_COMPRESSED, sp_recipes=("paper", "default"),
+                                   memory_max_delay=10_000) for s in (0, 1)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One network of a grid, with the fine-tunings and analyses that follow its training."""
+  dataset: str
+  protocol: str
+  arch: str
+  seed: int
+  preset: str
+  finetunes: tuple
+  backtrack: bool
+  finetune_steps: Optional[int]
+  overrides: tuple
+  sp_max_iters: Optional[int]
+  finetune_speed_weight: Optional[float] = None
+  # Analysis settings: they do not change the trained network, so not its name either.
+  sp_recipes: tuple = ()
+  memory_max_delay: Optional[int] = None
+
+  @property
+  def name(self) -> str:
+    base = f"{self.dataset}-{self.protocol}-{self.arch}-{self.preset}-s{self.seed}"
+    extra = dict(overrides=sorted(self.overrides), finetune_steps=self.finetune_steps,
+                 sp_max_iters=self.sp_max_iters)
+    if self.finetune_speed_weight is not None:  # only when set: older names stay as they were
+      extra["finetune_speed_weight"] = float(self.finetune_speed_weight)
+    if (self.overrides or self.finetune_steps or self.sp_max_iters
+        or self.finetune_speed_weight is not None):
+      digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
+      base += f"-{digest}"
+    return base
+
+  def config(self) -> config_lib.Config:
+    return config_lib.resolve(self.preset, self.dataset, dict(
+        protocol=self.protocol, arch=self.arch, seed=self.seed, **dict(self.overrides)))
+
+  def to_dict(self):
+    d = dataclasses.asdict(self)
+    d["overrides"] = [list(kv) for kv in self.overrides]
+    d["name"] = self.name
+    # Only when set: the specs (and done files) of grids without them stay as they were.
+    if not self.sp_recipes:
+      del d["sp_recipes"]
+    else:
+      d["sp_recipes"] = list(self.sp_recipes)
+    if self.memory_max_delay is None:
+      del d["memory_max_delay"]
+    return d
+
+
+def grid_from_dict(d: dict) -> Grid:
+  """A Grid from a JSON object of its fields (a grid file); unknown fields are refused."""
+  if not isinstance(d, dict):
+    raise config_lib.InputError("a grid file holds one JSON object of Grid fields")
+  fields = {f.name for f in dataclasses.fields(Grid)}
+  unknown = sorted(set(d) - fields)
+  if unknown:
+    raise config_lib.InputError(f"unknown grid field(s) {', '.join(unknown)}; valid: "
+                     f"{', '.join(sorted(fields))}")
+  if not isinstance(d.get("name"), str) or not d["name"] or d["name"] in GRIDS:
+    raise config_lib.InputError("a grid file needs a \"name\" of its own (not one of "
+                     f"{', '.join(GRIDS)})")
+  kw = dict(d)
+  for k in ("datasets", "protocols", "archs", "seeds", "finetunes"):
+    if k in kw:
+      if not isinstance(kw[k], list):
+        raise config_lib.InputError(f"grid field {k!r} must be a list")
+      kw[k] = tuple(kw[k])
+  if "overrides" in kw:
+    ov = kw["overrides"]
+    ov = sorted(ov.items()) if isinstance(ov, dict) else ov
+    kw["overrides"] = tuple((str(k), tuple(v) if isinstance(v, list) else v) for k, v in ov)
+  return Grid(**kw)
+
+
+def load_grid_file(path: str) -> Grid:
+  """The Grid in a JSON grid file (see grid_from_dict)."""
+  try:
+    d = artifacts.read_json(path)
+  except OSError as e:
+    raise config_lib.InputError(f"cannot read grid file {path}: {e.strerror or e}") from None
+  return grid_from_dict(d)
+
+
+def get_grid(name: str) -> Sequence[Grid]:
+  if name not in GRIDS:
+    raise config_lib.InputError(f"unknown grid {name!r}; valid: {', '.join(GRIDS)}")
+  grid = GRIDS[name]
+  return grid if isinstance(grid, tuple) else (grid,)
+
+
+def expand(grids) -> list:
+  """The runs of one or more grids, in a stable order (dataset, protocol, arch, seed).
+
+  Raises ValueError for an invalid axis value (via the config) or duplicate names.
+  """
+  if isinstance(grids, Grid):
+    grids = (grids,)
+  specs = []
+  for g in grids:
+    for mode in g.finetunes:
+      if mode not in FINETUNE_MODES:
+        raise config_lib.InputError(f"unknown fine-tuning {mode!r}; valid: {', '.join(FINETUNE_MODES)}")
+    for recipe in g.sp_recipes:
+      if recipe not in config_lib.SP_RECIPES:
+        raise config_lib.InputError(f"unknown slow-point recipe {recipe!r}; valid: "
+                                    f"{', '.join(config_lib.SP_RECIPES)}")
+    if len(set(g.sp_recipes)) != len(g.sp_recipes):
+      raise config_lib.InputError(f"sp_recipes names a recipe twice: {list(g.sp_recipes)}")
+    top = g.memory_max_delay
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int)
+                            or not 1 <= top <= MEMORY_MAX_DELAY):
+      raise config_lib.InputError(f"memory_max_delay must be an integer in [1, "
+                                  f"{MEMORY_MAX_DELAY}], got {top!r}")
+    mu = g.finetune_speed_weight
+    if mu is not None and (isinstance(mu, bool) or not isinstance(mu, (int, float))
+                           or not 0 <= mu < float("inf")):
+      raise config_lib.InputError(
+          f"finetune_speed_weight must be a non-negative number, got {mu!r}")
+    for dataset in g.datasets:
+      for protocol in g.protocols:
+        for arch in g.archs:
+          for seed in g.seeds:
+            spec = RunSpec(dataset, protocol, arch, int(seed), g.preset, tuple(g.finetunes),
+                           bool(g.backtrack), g.finetune_steps, tuple(g.overrides),
+                           g.sp_max_iters, g.finetune_speed_weight, tuple(g.sp_recipes),
+                           g.memory_max_delay)
+            spec.config()  # validates every axis value now
+            specs.append(spec)
+  names = [s.name for s in specs]
+  if len(set(names)) != len(names):
+    raise config_lib.InputError("the grid names the same run twice")
+  return specs
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+
+def commands(spec: RunSpec, root: str, data_dir: str = "", python: str = sys.executable):
+  """The `haviv_tf.main` command lines of one run, in order (each resumes or skips itself)."""
+  workdir = os.path.join(root, spec.name)
+  main = [python, "-m", "haviv_tf.main"]
+  sp = [f"--sp_max_iters={spec.sp_max_iters}"] if spec.sp_max_iters else []
+  if spec.sp_recipes:
+    sp.append(f"--sp_recipe={spec.sp_recipes[0]}")
+  train = main + [f"--protocol={spec.protocol}", f"--dataset={spec.dataset}",
+                  f"--arch={spec.arch}", f"--preset={spec.preset}", f"--seed={spec.seed}",
+                  f"--workdir={workdir}"] + sp
+  for k, v in spec.overrides:
+    v = ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
+    train.append(f"--{k}={v}")
+  if data_dir:
+    train.append(f"--data_dir={data_dir}")
+  out = [("train", train)]
+  for recipe in spec.sp_recipes[1:]:
+    out.append((f"slow_points_{recipe}", main + [
+        "--mode=slow_points", f"--workdir={workdir}", f"--sp_recipe={recipe}",
+        f"--sp_dir={SLOW_POINTS_DIR_PREFIX}{recipe}"]
+                + [a for a in sp if not a.startswith("--sp_recipe=")]))
+  if spec.memory_max_delay:
+    out.append(("memory", main + ["--mode=memory", f"--workdir={workdir}",
+                                  f"--max_delay={spec.memory_max_delay}"]))
+  steps = [f"--steps={spec.finetune_steps}"] if spec.finetune_steps else []
+  if spec.finetune_speed_weight is not None:
+    steps.append(f"--speed_weight={spec.finetune_speed_weight:g}")
+  for mode in spec.finetunes:
+    out.append((f"finetune_{mode}", main + ["--mode=finetune", f"--parent={workdir}",
+                                            f"--finetune={mode}"] + steps + sp))
+  if spec.finetunes:
+    out.append(("compare", main + ["--mode=compare", f"--parent={workdir}"] + steps + sp))
+  if spec.backtrack:
+    out.append(("backtrack", main + ["--mode=backtrack", f"--workdir={workdir}"] + sp))
+  return out
+
+
+def is_done(spec: RunSpec, root: str) -> bool:
+  path = os.path.join(root, spec.name, DONE_FILE)
+  if not os.path.exists(path):
+    return False
+  try:
+    return artifacts.read_json(path).get("spec") == json.loads(json.dumps(spec.to_dict()))
+  except ValueError:
+    return False
+
+
+class Claim:
+  """An exclusive, non-blocking claim on a run (fcntl lock on <root>/locks/<name>.lock)."""
+
+  def __init__(self, root: str, name: str):
+    os.makedirs(os.path.join(root, LOCK_DIR), exist_ok=True)
+    self.path = os.path.join(root, LOCK_DIR, f"{name}.lock")
+    self.fd = None
+
+  def acquire(self, blocking: bool = False) -> bool:
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+      os.close(fd)
+      return False
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.uname().nodename} pid {os.getpid()}\n".encode())
+    self.fd = fd
+    return True
+
+  def release(self):
+    if self.fd is not None:
+      fcntl.flock(self.fd, fcntl.LOCK_UN)
+      os.close(self.fd)
+      self.fd = None
+
+
+def thread_env(threads: int) -> dict:
+  """Environment limiting a subprocess's TensorFlow (and OpenMP) to `threads` threads."""
+  env = dict(os.environ)
+  env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(min(2, threads)),
+             OMP_NUM_THREADS=str(threads))
+  return env
+
+
+def run_one(spec: RunSpec, root: str, data_dir: str = "", threads: int = 0,
+            runner: Optional[Callable] = None) -> dict:
+  """Runs (or resumes) every step of one run, under its claim.
+
+  Returns {"name", "status": done | skipped | busy | failed, "seconds", "failed_step"?,
+  "resumed"?} (resumed: steps of this run were attempted by an earlier invocation). The done
+  file's seconds_per_step sums every timed attempt of a step, over all invocations.
+  `runner(step, argv, env, log_path)` -> exit code replaces the subprocess call (tests).
+  """
+  t0 = time.time()
+  if is_done(spec, root):
+    return dict(name=spec.name, status="skipped", seconds=0.0)
+  claim = Claim(root, spec.name)
+  if not claim.acquire():
+    return dict(name=spec.name, status="busy", seconds=0.0)
+  try:
+    if is_done(spec, root):  # finished by another launcher while we waited for the lock
+      return dict(name=spec.name, status="skipped", seconds=0.0)
+    env = thread_env(threads) if threads else dict(os.environ)
+    log_dir = os.path.join(root, LOG_DIR)
+    os.makedirs(log_dir, exist_ok=True)
+    attempts_path = os.path.join(root, spec.name, ATTEMPTS_FILE)
+    attempts = read_attempts(attempts_path)
+    resumed = bool(attempts)
+    for step, argv in commands(spec, root, data_dir):
+      log = os.path.join(log_dir, f"{spec.name}.{step}.log")
+      # Recorded before the step starts: a process killed mid-step leaves an attempt without an
+      # end (counted as interrupted, its time unknown).
+      attempt = dict(step=step, start=round(time.time(), 1), end=None, code=None,
+                     threads=threads)
+      attempts.append(attempt)
+      _write_attempts(attempts_path, attempts)
+      code = (runner or _subprocess)(step, argv, env, log)
+      attempt.update(end=round(time.time(), 1), code=code)
+      _write_attempts(attempts_path, attempts)
+      if code != 0:
+        return dict(name=spec.name, status="failed", failed_step=step, log=log,
+                    seconds=time.time() - t0, resumed=resumed)
+    timed = [a for a in attempts if a["end"] is not None]
+    steps = {}
+    for a in timed:
+      steps[a["step"]] = round(steps.get(a["step"], 0.0) + a["end"] - a["start"], 1)
+    artifacts.write_json(os.path.join(root, spec.name, DONE_FILE), dict(
+        spec=spec.to_dict(), seconds_per_step=steps, threads=threads,
+        intervals=[[a["start"], a["end"]] for a in timed],
+        interrupted=len(attempts) - len(timed),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+    return dict(name=spec.name, status="done", seconds=time.time() - t0, resumed=resumed)
+  finally:
+    claim.release()
+
+
+def read_attempts(path: str) -> list:
+  """The step attempts recorded for a run so far (each sweep invocation adds its own)."""
+  if not os.path.exists(path):
+    return []
+  try:
+    return list(artifacts.read_json(path)["attempts"])
+  except (ValueError, KeyError, TypeError):
+    return []  # unreadable: timing restarts; the run's results are not affected
+
+
+def _write_attempts(path: str, attempts: list):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  artifacts.write_json(path, dict(attempts=attempts))
+
+
+def _subprocess(step, argv, env, log_path):
+  del step
+  with open(log_path, "a") as log:
+    log.write(f"$ {shlex.join(argv)}\n")
+    log.flush()
+    return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                          check=False).returncode
+
+
+# -- many runs -----------------------------------------------------------------------------------
+
+
+def run_local(specs, root: str, workers: int = 1, threads: int = 0, data_dir: str = "",
+              wait: bool = True, runner=None, progress=print) -> list:
+  """Runs the grid with `workers` parallel workers (each run's steps are subprocesses).
+
+  threads: TensorFlow threads per worker (0: max(1, cores // workers)). Runs claimed by another
+  launcher are skipped at first; with `wait`, they are waited for at the end and run here if
+  that launcher died without finishing them.
+
+  Returns one status dict per run (see run_one), in grid order.
+  """
+  if workers < 1:
+    raise config_lib.InputError(f"`workers` must be positive, got {workers!r}")
+  threads = threads or max(1, (os.cpu_count() or 1) // workers)
+  os.makedirs(root, exist_ok=True)
+  lock = threading.Lock()
+  results = {}
+  started = time.monotonic()
+  begun = [0]
+
+  def job(spec):
+    if progress and not is_done(spec, root):
+      with lock:
+        begun[0] += 1
+        progress(f"network {begun[0]} to run of the {len(specs)}: {spec.name} "
+                 f"(logs: {os.path.join(root, LOG_DIR, spec.name + '.<step>.log')})")
+    r = run_one(spec, root, data_dir, threads, runner)
+    with lock:
+      results[spec.name] = r
+      if progress:
+        progress(_progress_line(spec, r, results, len(specs), time.monotonic() - started))
+    return r
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    list(pool.map(job, specs))
+  if wait:
+    for spec in specs:
+      if results[spec.name]["status"] == "busy":
+        claim = Claim(root, spec.name)
+        claim.acquire(blocking=True)
+        claim.release()
+        job(spec)
+  return [results[s.name] for s in specs]
+
+
+def _progress_line(spec, r, results, total, elapsed) -> str:
+  """"[k/n] name: status in N s; T so far, about L left (from the M networks run here)"."""
+  done = sum(1 for v in results.values() if v["status"] in ("done", "skipped"))
+  line = (f"[{done}/{total}] {spec.name}: {r['status']}"
+          + (f" in {r['seconds']:.0f} s" if r["status"] == "done" else "")
+          + (f" (step {r['failed_step']}, see {r['log']})" if r["status"] == "failed" else ""))
+  ran = sum(1 for v in results.values() if v["status"] == "done")
+  left = total - len(results)
+  line += f"; {artifacts.duration(elapsed)} so far"
+  if ran and left:
+    # Networks finished here per second of this launcher's time (the workers in parallel).
+    line += (f", about {artifacts.duration(elapsed / ran * left)} left for {left} more "
+             f"(from the {ran} network{'s' if ran > 1 else ''} run here)")
+  elif left:
+    line += f"; {left} more"
+  return line
+
+
+def write_grid(specs, root: str, grid_name: str) -> str:
+  """<root>/grid.json: the runs of the sweep (the report and the Slurm tasks read it)."""
+  os.makedirs(root, exist_ok=True)
+  path = os.path.join(root, GRID_FILE)
+  artifacts.write_json(path, dict(grid=grid_name, runs=[s.to_dict() for s in specs]))
+  return path
+
+
+def refresh_grid(root: str, name: str, stored, current, log=print) -> list:
+  """The runs of <root>/grid.json brought up to the named grid as the code defines it today.
+
+  The same networks (names) whose analysis settings changed (slow-point recipes, memory
+  delays: RunSpec fields outside the name) are rewritten into grid.json, saying so; their
+  trained networks and finished steps stay, and the new steps run on the next pass. Anything
+  else that differs is refused: another grid needs another root.
+  """
+  if [s.name for s in stored] != [s.name for s in current]:
+    raise config_lib.InputError(
+        f"{root} holds an older {name!r} grid with other networks; use another root (or "
+        "--grid_file with the runs it holds)")
+  if [s.to_dict() for s in stored] == [s.to_dict() for s in current]:
+    return list(stored)
+  write_grid(current, root, name)
+  log(f"{root}/{GRID_FILE}: the {name!r} grid's analysis settings changed in the code; "
+      "updated (trained networks kept; new steps run next)")
+  return list(current)
+
+
+def grid_digest(root: str) -> str:
+  """A short hash of <root>/grid.json's runs: a job script records it to check its root."""
+  _, specs = load_grid(root)
+  blob = json.dumps([sp.to_dict() for sp in specs], sort_keys=True).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_grid(root: str):
+  """(grid name, [RunSpec]) from <root>/grid.json."""
+  path = os.path.join(root, GRID_FILE)
+  if not os.path.exists(path):
+    raise artifacts.RunError(f"{root} holds no sweep ({GRID_FILE} missing)")
+  d = artifacts.read_json(path)
+  specs = []
+  for r in d["runs"]:
+    r = dict(r)
+    r.pop("name")
+    r["finetunes"] = tuple(r["finetunes"])
+    r["overrides"] = tuple(tuple(kv) for kv in r["overrides"])
+    r["sp_recipes"] = tuple(r.get("sp_recipes", ()))
+    specs.append(RunSpec(**r))
+  return d["grid"], specs
+
+
+SCRIPT_ROOT_MARK = "# haviv_tf sweep root: "
+
+
+def script_root(path: str) -> Optional[str]:
+  """The sweep root a job script written by slurm_script was written for (None: not ours)."""
+  try:
+    with open(path, errors="replace") as f:
+      for line in f.read(8192).splitlines():
+        if line.startswith(SCRIPT_ROOT_MARK):
+          return line[len(SCRIPT_ROOT_MARK):].strip()
+  except OSError:
+    return None
+  return None
+
+
+def slurm_script(specs, root: str, launcher: str, data_dir: str = "", cpus: int = 2,
+                 hours: int = 24, mem_gb: int = 16, python: str = "python3",
+                 grid_name: str = "sweep", extra_sbatch: Sequence[str] = (), gpus: int = 0,
+                 throttle: int = 0, requeue: bool = False, log_dir: str = "",
+                 digest: str = "") -> str:
+  """A Slurm job-array script: array task i runs (or resumes, or skips) run i of grid.json.
+
+  `launcher` is the path of launch/sweep.py on the cluster's file system. Each task runs with
+  as many TensorFlow threads as it has CPUs (SLURM_CPUS_PER_TASK, so `sbatch -c N` overrides
+  `cpus`), `gpus` GPUs (--gres=gpu:N), writes one log file <log_dir>/slurm-<job>_<task>.out,
+  at most `throttle` tasks run at once (0: no limit), and with `requeue` a preempted task is
+  requeued and resumes from its checkpoints (its log is appended to). `digest` (grid_digest)
+  lets a task refuse a root whose grid.json is not the one the script was written for.
+  """
+  root_abs = os.path.abspath(root)
+  log_abs = os.path.abspath(log_dir or os.path.join(root_abs, LOG_DIR))
+  names = " ".join(shlex.quote(s.name) for s in specs)
+  array = f"0-{len(specs) - 1}" + (f"%{throttle}" if throttle else "")
+  lines = [
+      "#!/bin/bash",
+      f"#SBATCH --job-name=haviv_tf-{grid_name}",
+      f"#SBATCH --array={array}",
+      f"#SBATCH --cpus-per-task={cpus}",
+      f"#SBATCH --mem={mem_gb}G",
+      f"#SBATCH --time={hours}:00:00",
+      f"#SBATCH --output={log_abs}/slurm-%A_%a.out",
+      *([f"#SBATCH --gres=gpu:{gpus}"] if gpus else []),
+      *(["#SBATCH --requeue", "#SBATCH --open-mode=append"] if requeue else []),
+      *[f"#SBATCH {s}" for s in extra_sbatch],
+      f"{SCRIPT_ROOT_MARK}{root_abs}",
+      "# Resubmit the same script to resume: finished runs are skipped, interrupted ones resume",
+      "# from their last checkpoint, and a run already held by another task is not run twice.",
+      "set -euo pipefail",
+      f"RUNS=({names})",
+      'if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then echo "run with sbatch" >&2; exit 2; fi',
+      'NAME="${RUNS[$SLURM_ARRAY_TASK_ID]}"',
+      f'THREADS="${{SLURM_CPUS_PER_TASK:-{cpus}}}"',
+      'echo "haviv_tf: task ${SLURM_ARRAY_JOB_ID:-?}_$SLURM_ARRAY_TASK_ID = $NAME on '
+      '$(hostname), $THREADS threads, restart ${SLURM_RESTART_COUNT:-0}, $(date -u +%FT%TZ)"',
+      f"exec {shlex.quote(python)} {shlex.quote(launcher)} --root={shlex.quote(root_abs)} "
+      f"--only=\"$NAME\" --threads=\"$THREADS\""
+      + (f" --grid_digest={digest}" if digest else "")
+      + (f" --data_dir={shlex.quote(os.path.abspath(data_dir))}" if data_dir else ""),
+  ]
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""The delayed-classification task: image sources, curricula, trials and the masked loss."""

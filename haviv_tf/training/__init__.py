@@ -1,0 +1,1 @@
+"""Training a network in its workdir: fit(), checkpoints, resume, distribution strategies."""
