@@ -15,7 +15,7 @@ setuptools.setup(
     package_data={"haviv_tf": ["data/mnist_sample.npz", "data/README.md"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
-        "keras>=3.10,<4",
+        "keras>=3.15,<3.16",  # the range tested (private APIs: haviv_tf/models/keras_private.py)
         "tensorflow-datasets>=4.9.9,<5",
         "tensorboard>=2.21,<2.22",
         "numpy>=1.26,<3",

@@ -6,7 +6,7 @@
 
 FixedPointFinder (github.com/mattgolub/fixed-point-finder, FixedPointFinderTorch.py) is not
 part of haviv_tf: --fpf_path names a checkout of it. The script ports the trained paper-form
-GRU (network.GRUCell) to a torch.nn.Module with FixedPointFinder's nn.GRU calling convention,
+GRU (cells.GRUCell) to a torch.nn.Module with FixedPointFinder's nn.GRU calling convention,
 checks that one step agrees with TensorFlow to 1e-6 on the initial states (and the same weights
 as a keras.layers.GRUCell(reset_after=False) to 1e-5), and then, for the
 same x̄ (mean_input_features) and the same `--num_states` initial states (states of noise
@@ -49,7 +49,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
 from haviv_tf.analysis import pipeline
-from haviv_tf.models import network
+from haviv_tf.models import cells
 from haviv_tf.probes import slow_points
 from haviv_tf.task import trials
 
@@ -153,7 +153,7 @@ def main():
   # One step agrees: in float64 (the same function), and in float32 (rounding only).
   module = torch_gru(model.cell)
   feats = np.tile(x_bar[None], [n, 1])
-  cell64 = network.GRUCell(model.cell.units, dtype="float64")
+  cell64 = cells.GRUCell(model.cell.units, dtype="float64")
   cell64.build((None, model.feature_size))
   for dst, src in ((cell64.kernel, model.cell.kernel),
                    (cell64.recurrent_kernel, model.cell.recurrent_kernel),

@@ -4,7 +4,7 @@
       [--batch 64] [--lr 1e-3] [--cnn keras|authors] [--seeds 0] [--out FILE.md]
       [--json ceiling.json] [--precision mixed_bfloat16|float32] [--jit_compile 0|1]
 
-The CIFAR-10 networks read every frame through `network.ConvEncoder` (three 3x3 convolutions of
+The CIFAR-10 networks read every frame through `cnn.ConvEncoder` (three 3x3 convolutions of
 128 channels with pooling, then dense layers to 1024 features) and their read-out sees only
 the recurrent state built from those features. The same encoder with a 10-way linear read-out,
 trained on single images (pixels / 255, as in the trials) with the quick preset's optimiser
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.task import datasets  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf.models import network  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.models import cnn  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                 "cifar10")
@@ -53,7 +53,7 @@ def fit(source, steps: int, batch: int, lr: float, seed: int, cnn: str,
   keras.utils.set_random_seed(seed)
   keras.mixed_precision.set_global_policy(precision)
   frames = keras.Input((x_train.shape[1],))
-  encoder = network.ConvEncoder(source.frame_shape, kind=cnn)
+  encoder = cnn.ConvEncoder(source.frame_shape, kind=cnn)
   logits = keras.layers.Dense(10, dtype="float32")(encoder(frames))
   model = keras.Model(frames, logits)
   schedule = keras.optimizers.schedules.PiecewiseConstantDecay([round(steps * 2600 / 3000)],

@@ -16,6 +16,7 @@ from haviv_tf.base import config
 from haviv_tf.task import curricula
 from haviv_tf.task import datasets
 from haviv_tf.task import losses
+from haviv_tf.models import cnn
 from haviv_tf.models import network
 from haviv_tf.training import train
 from haviv_tf.task import trials
@@ -130,7 +131,7 @@ class CnnTest(tf.test.TestCase):
     # TCC L238-265: truncated_normal(std 1) / sqrt(3*128) (conv1), / 128 (conv2, conv3);
     # bias 0.1 / sqrt(128).
     enc = self._encoder("authors")
-    convs = [b for b in enc.blocks if isinstance(b, network.ScaledConv2D)]
+    convs = [b for b in enc.blocks if isinstance(b, cnn.ScaledConv2D)]
     self.assertLen(convs, 3)
     self.assertEqual([c.kernel_div for c in convs], [math.sqrt(384), 128.0, 128.0])
     for c in convs:
@@ -144,7 +145,7 @@ class CnnTest(tf.test.TestCase):
     self.assertAllClose(convs[0](x), want, atol=1e-5)
 
   def test_adam_moves_the_effective_conv_weight_divisor_times_slower(self):
-    layer = network.ScaledConv2D(4, kernel_div=128.0, bias_div=1.0)
+    layer = cnn.ScaledConv2D(4, kernel_div=128.0, bias_div=1.0)
     layer.build((None, 5, 5, 2))
     before = layer.kernel.numpy() / 128.0
     opt = keras.optimizers.Adam(1e-3)

@@ -7,6 +7,7 @@ import tensorflow as tf
 from haviv_tf.base import config as config_lib
 from haviv_tf.task import datasets
 from haviv_tf.probes import evaluation
+from haviv_tf.models import cnn
 from haviv_tf.models import network
 from haviv_tf.training import train
 from haviv_tf.task import trials
@@ -79,7 +80,7 @@ def test_bfloat16_front_end_only_in_training_calls(arch):
 def test_bfloat16_cnn_front_end_is_close_to_float32():
   frame_shape = (32, 32, 3)
   tf.keras.utils.set_random_seed(0)
-  enc = network.ConvEncoder(frame_shape)
+  enc = cnn.ConvEncoder(frame_shape)
   enc.build((None, 32 * 32 * 3))
   frames = tf.random.uniform([4, 32 * 32 * 3])
   a = enc(frames).numpy()

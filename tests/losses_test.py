@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from haviv_tf.task import losses
-from haviv_tf.models import network
+from haviv_tf.models import cells
 
 _B, _T, _C = 4, 6, 11
 
@@ -150,7 +150,7 @@ class SpeedSquaredTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_gru_speed_is_the_squared_distance_between_states(self):
     rng = np.random.default_rng(3)
-    cell = network.GRUCell(5)
+    cell = cells.GRUCell(5)
     s, s2 = (rng.standard_normal((7, 5)).astype(np.float32) for _ in range(2))
     got = losses.speed_squared(cell, s, s2)
     self.assertEqual(got.shape, (7,))
@@ -159,7 +159,7 @@ class SpeedSquaredTest(tf.test.TestCase, parameterized.TestCase):
   def test_lstm_speed_uses_h_and_tanh_c(self):
     rng = np.random.default_rng(4)
     u = 5
-    cell = network.LSTMCell(u)
+    cell = cells.LSTMCell(u)
     s, s2 = (3.0 * rng.standard_normal((7, 2 * u)).astype(np.float32) for _ in range(2))
     expected = (((s2[:, :u] - s[:, :u]) ** 2).sum(-1)
                 + ((np.tanh(s2[:, u:]) - np.tanh(s[:, u:])) ** 2).sum(-1))
@@ -170,13 +170,13 @@ class SpeedSquaredTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters("gru", "lstm")
   def test_a_fixed_point_has_zero_speed(self, arch):
-    cell = network.CELLS[arch](4)
+    cell = cells.CELLS[arch](4)
     s = np.random.default_rng(5).standard_normal((3, cell.state_size)).astype(np.float32)
     self.assertAllEqual(losses.speed_squared(cell, s, s), np.zeros(3))
 
   @parameterized.parameters("gru", "lstm")
   def test_speed_of_a_real_transition(self, arch):
-    cell = network.CELLS[arch](6)
+    cell = cells.CELLS[arch](6)
     cell.build((None, 3))
     rng = np.random.default_rng(6)
     x = rng.standard_normal((5, 3)).astype(np.float32)

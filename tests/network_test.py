@@ -14,6 +14,8 @@ import tensorflow as tf
 from haviv_tf.base import config
 from haviv_tf.task import curricula
 from haviv_tf.task import datasets
+from haviv_tf.models import cells
+from haviv_tf.models import cnn
 from haviv_tf.models import network
 from haviv_tf.task import trials
 
@@ -73,7 +75,7 @@ class CellTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.product(arch=("gru", "lstm"), seed=(0, 1))
   def test_step_matches_the_documented_equations(self, arch, seed):
     u, d = 6, 5
-    cell = network.CELLS[arch](u)
+    cell = cells.CELLS[arch](u)
     cell.build((None, d))
     kernel, recurrent_kernel, bias = _randomise(cell, seed, scale=0.8)
     rng = np.random.default_rng(seed + 10)
@@ -87,7 +89,7 @@ class CellTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(("gru", 3), ("lstm", 4))
   def test_weight_shapes_and_state_size(self, arch, gates):
-    cell = network.CELLS[arch](7)
+    cell = cells.CELLS[arch](7)
     cell.build((None, 5))
     self.assertEqual(cell.kernel.shape, (5, gates * 7))
     self.assertEqual(cell.recurrent_kernel.shape, (7, gates * 7))
@@ -95,19 +97,19 @@ class CellTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(cell.state_size, 7 if arch == "gru" else 14)
 
   def test_gru_initial_biases_favour_keeping_the_state(self):
-    cell = network.GRUCell(4)
+    cell = cells.GRUCell(4)
     cell.build((None, 3))
     self.assertAllEqual(cell.bias, [-1.0] * 4 + [1.0] * 4 + [0.0] * 4)
 
   def test_lstm_initial_forget_bias_is_one(self):
-    cell = network.LSTMCell(4)
+    cell = cells.LSTMCell(4)
     cell.build((None, 3))
     self.assertAllEqual(cell.bias, [0.0] * 8 + [1.0] * 4 + [0.0] * 4)
 
   @parameterized.parameters(("gru", 3), ("lstm", 4))
   def test_initial_kernels_are_glorot_uniform_over_x_and_h(self, arch, gates):
     d, u = 300, 50
-    cell = network.CELLS[arch](u)
+    cell = cells.CELLS[arch](u)
     cell.build((None, d))
     limit = np.sqrt(6.0 / (d + u + gates * u))
     for w in (cell.kernel.numpy(), cell.recurrent_kernel.numpy()):
@@ -117,12 +119,12 @@ class CellTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_hidden_is_h(self):
     s = tf.constant(np.arange(12, dtype=np.float32).reshape(2, 6))
-    self.assertAllEqual(network.GRUCell(6).hidden(s), s)
-    self.assertAllEqual(network.LSTMCell(3).hidden(s), s[:, :3])
+    self.assertAllEqual(cells.GRUCell(6).hidden(s), s)
+    self.assertAllEqual(cells.LSTMCell(3).hidden(s), s[:, :3])
 
   @parameterized.parameters("gru", "lstm")
   def test_project_applies_to_any_leading_axes(self, arch):
-    cell = network.CELLS[arch](3)
+    cell = cells.CELLS[arch](3)
     cell.build((None, 4))
     _randomise(cell)
     x = np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32)
@@ -173,7 +175,7 @@ class DelayedClassifierTest(tf.test.TestCase, parameterized.TestCase):
     unrolled = model.run(x[:, :64])
     self.assertAllClose(scanned[:, :64], unrolled, rtol=1e-5, atol=1e-6)
     # And the same short sequence either way.
-    with mock.patch.object(models, "_UNROLL_MAX", 0):
+    with mock.patch.object(network, "_UNROLL_MAX", 0):
       forced_scan = model.run(x[:, :10])
     self.assertAllClose(forced_scan, unrolled[:, :10], rtol=1e-5, atol=1e-6)
 
@@ -181,7 +183,7 @@ class DelayedClassifierTest(tf.test.TestCase, parameterized.TestCase):
   def test_unrolled_and_scan_paths_agree_inside_tf_function(self, arch):
     model = _model(arch, units=5, seed=4)
     x = _inputs(model, batch=2, length=12, seed=6)
-    with mock.patch.object(models, "_UNROLL_MAX", 8):   # 12 frames scan, 8 unroll
+    with mock.patch.object(network, "_UNROLL_MAX", 8):   # 12 frames scan, 8 unroll
       run = tf.function(model.run)
       scanned, unrolled = run(x), run(x[:, :8])
     self.assertAllClose(scanned[:, :8], unrolled, rtol=1e-5, atol=1e-6)
@@ -259,7 +261,7 @@ class DelayedClassifierTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual((mnist.arch, mnist.units, mnist.readout), ("lstm", 3, "sigmoid"))
     self.assertEqual(mnist.feature_size, 785)
     cifar = network.build(dataclasses.replace(cfg, dataset="cifar10"), (32, 32, 3))
-    self.assertIsInstance(cifar.encoder, network.ConvEncoder)
+    self.assertIsInstance(cifar.encoder, cnn.ConvEncoder)
     self.assertEqual(cifar.feature_size, 1025)
 
   @parameterized.parameters(dict(arch="rnn"), dict(readout="softmax"))

@@ -66,7 +66,7 @@ def test_train_and_analyze_writes_every_artifact(tmp_path, monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError("the finished analysis ran again")
   for name in ("evaluate", "find_slow_points", "export_model"):
-    monkeypatch.setattr(analysis, name, refuse)
+    monkeypatch.setattr(pipeline, name, refuse)
   assert pipeline.train_and_analyze(cfg, workdir, verbose=0, sp_config=sp) == results
   # ... but any change to what the analysis would produce, or a missing part, redoes it.
   assert not pipeline.analysed(cfg, workdir, 21, sp)

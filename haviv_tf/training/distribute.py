@@ -28,6 +28,7 @@ import tempfile
 import tensorflow as tf
 
 from haviv_tf.base import config as config_lib
+from haviv_tf.models import keras_private
 
 STRATEGIES = config_lib.STRATEGIES
 TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
@@ -170,8 +171,8 @@ def is_default(strategy) -> bool:
 
 
 def is_multi_worker(strategy) -> bool:
-  return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-          and strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
+  """Whether `strategy` is a MultiWorkerMirroredStrategy joined to more than one worker."""
+  return keras_private.in_multi_worker_mode(strategy)
 
 
 def is_chief(strategy) -> bool:
