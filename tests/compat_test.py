@@ -24,13 +24,13 @@ import tensorflow as tf
 
 # -- The only haviv_tf imports and names: module paths change when the package is reorganised
 # -- into subpackages; this block is what to update.
-from haviv_tf import artifacts
-from haviv_tf import models
-from haviv_tf import slow_points
-from haviv_tf import train
+from haviv_tf.base import artifacts
+from haviv_tf.models import network
+from haviv_tf.probes import slow_points
+from haviv_tf.training import train
 
 recorded_config = artifacts.recorded_config  # workdir -> its Config (config.json)
-build_model = models.build                   # (Config, frame_shape) -> the network
+build_model = network.build                  # (Config, frame_shape) -> the network
 load_weights = train.load_weights            # (model, workdir) -> step of its newest checkpoint
 read_snapshot = train.read_snapshot          # (model, history snapshot prefix) -> its step
 load_slow_points = slow_points.SlowPoints.load  # slow_points.npz -> SlowPoints
