@@ -38,7 +38,7 @@ def test_train_and_analyze_writes_every_artifact(tmp_path, monkeypatch):
   np.testing.assert_array_equal(points["init_class"][:len(have)], have)
   np.testing.assert_allclose([results["slow_point_speed"][str(c)] for c in have],
                              points["speed"][:len(have)], rtol=1e-6)
-  unique = slow_points.SlowPoints.load(os.path.join(workdir, pipeline.UNIQUE_SLOW_POINTS_FILE))
+  unique = slow_points.load_points(os.path.join(workdir, pipeline.UNIQUE_SLOW_POINTS_FILE))
   assert 1 <= len(unique) <= len(points["states"])
   assert results["num_unique_slow_points"] == len(unique)
 
@@ -66,7 +66,7 @@ def test_train_and_analyze_writes_every_artifact(tmp_path, monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError("the finished analysis ran again")
   for name in ("evaluate", "find_slow_points", "export_model"):
-    monkeypatch.setattr(analysis, name, refuse)
+    monkeypatch.setattr(pipeline, name, refuse)
   assert pipeline.train_and_analyze(cfg, workdir, verbose=0, sp_config=sp) == results
   # ... but any change to what the analysis would produce, or a missing part, redoes it.
   assert not pipeline.analysed(cfg, workdir, 21, sp)

@@ -28,3 +28,10 @@ from haviv_tf.dynamics.linearize import stable
 from haviv_tf.dynamics.points import FormatVersionError
 from haviv_tf.dynamics.points import SlowPoints
 from haviv_tf.dynamics.points import STOP_REASONS
+
+__all__ = [
+    "as_dynamics", "check_bounds", "Dynamics", "find_slow_points", "FormatVersionError",
+    "from_cell", "from_layer", "from_saved_model", "in_box", "jacobians", "reached_bounds",
+    "sample_states", "save_step", "SlowPointConfig", "SlowPointFinder", "SlowPoints", "spectra",
+    "speeds", "stable", "STOP_REASONS", "trajectories",
+]
