@@ -15,7 +15,7 @@ trials, slow_points.sample_states):
   per iteration   seconds per search iteration over a fixed number of iterations, no stopping:
                   haviv_tf's compiled chunk (projected Adam, the default recipe's settings) on
                   the model and on the same weights as a keras.layers.GRUCell (the library
-                  route for any Keras cell: slow_points.SlowPointFinder(cell); the cell
+                  route for any Keras cell: dynamics.SlowPointFinder(cell); the cell
                   recomputes W x̄ every step, the model's cell projects it once), and
                   FixedPointFinder's joint optimisation loop (_run_joint_optimization,
                   tol_q = 0 so that it runs the full count). FixedPointFinder's module gets the
@@ -48,6 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
+from haviv_tf import dynamics
 from haviv_tf.analysis import pipeline
 from haviv_tf.models import cells
 from haviv_tf.probes import slow_points
@@ -113,7 +114,7 @@ def box_stats(states):
 
 
 def q_of(model, states, x_bar):
-  return 0.5 * np.square(slow_points.speeds(model, states, x_bar))
+  return 0.5 * np.square(dynamics.speeds(model, states, x_bar))
 
 
 def fpf_run(fpf_cls, module, inits, x_bar, **hps):
@@ -185,9 +186,9 @@ def main():
   # Per iteration, no stopping: the model, then the same weights as a Keras cell.
   ours = (("haviv_tf (projected Adam, XLA)", model),
           ("haviv_tf on keras.layers.GRUCell (same weights, XLA)", kcell))
-  cfg_fixed = slow_points.SlowPointConfig(max_iters=args.iters, early_stop=False, chunk=args.iters)
+  cfg_fixed = dynamics.SlowPointConfig(max_iters=args.iters, early_stop=False, chunk=args.iters)
   for label, net in ours:
-    finder = slow_points.SlowPointFinder(net, cfg_fixed)
+    finder = dynamics.SlowPointFinder(net, cfg_fixed)
     finder.minimize(inits, x_bar)          # compile
     times = []
     for _ in range(args.repeats):
@@ -218,13 +219,13 @@ def main():
   # Each to its own stopping rule.
   own = []
   for label, net in ours:
-    finder = slow_points.SlowPointFinder(net, slow_points.SlowPointConfig())
+    finder = dynamics.SlowPointFinder(net, dynamics.SlowPointConfig())
     finder.minimize(inits[:2], x_bar)
     t0 = time.perf_counter()
     s_own, _, it_own, info = finder.minimize(inits, x_bar, return_info=True)
     t_own = time.perf_counter() - t0
     reasons = {r: int(np.sum(info["stop_reason"] == i)) for i, r in
-               enumerate(slow_points.STOP_REASONS)}
+               enumerate(dynamics.STOP_REASONS)}
     own.append((label.split(" (")[0] + ", default recipe", t_own, int(it_own.max()),
                 q_of(model, s_own, x_bar), box_stats(s_own), f"stop reasons {reasons}"))
   q_ours = own[0][3]
@@ -244,8 +245,8 @@ def main():
 
   # Same target: median q below the larger of the two own-stop medians.
   target = float(max(np.median(q_ours), np.median(q_fpf)))
-  finder = slow_points.SlowPointFinder(model, dataclasses.replace(
-      slow_points.SlowPointConfig(), early_stop=False, chunk=50))
+  finder = dynamics.SlowPointFinder(model, dataclasses.replace(
+      dynamics.SlowPointConfig(), early_stop=False, chunk=50))
   finder.minimize(inits[:2], x_bar)
   hit = []
   t0 = time.perf_counter()

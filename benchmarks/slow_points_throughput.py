@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
+from haviv_tf import dynamics
 from haviv_tf.base import config as config_lib
 from haviv_tf.probes import evaluation
 from haviv_tf.task import losses
@@ -141,7 +142,7 @@ def fwd_bwd_fns(model, states, features, jit_compile):
 def bench_search(model, init_states, features, sp_config, time_cap, min_seconds):
   """Figures for one batch of starting states (see the module docstring)."""
   out = {}
-  finder = slow_points.SlowPointFinder(model, sp_config)
+  finder = dynamics.SlowPointFinder(model, sp_config)
   timer = ChunkTimer(finder)
   chunk = sp_config.chunk
 
@@ -316,7 +317,7 @@ def main():
   print(f"data: {source.origin}; untrained networks, {cfg.units} units, keras seed 0\n")
   if "search" in sections:
     search_section(archs, generator, [int(n) for n in args.sizes.split(",")],
-                   slow_points.SlowPointConfig(), args.time_cap, args.min_seconds)
+                   dynamics.SlowPointConfig(), args.time_cap, args.min_seconds)
   if "eval" in sections:
     eval_section(archs, generator, args.delay, args.eval_trials, cfg.seq_len, cfg.seed,
                  args.eval_xla)

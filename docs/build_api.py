@@ -4,7 +4,8 @@
   python3 docs/build_api.py --out=DIR [MODULE ...]
 
 MODULES are the library a user of `find_slow_points` on their own RNN needs (the README's
-snippet imports `haviv_tf.dynamics` and `haviv_tf.probes.slow_points`).
+snippet imports `haviv_tf.dynamics`: its public names, `__all__`, come from core, finder, points
+and linearize) and the application's slow-point module built on it.
 `tests/api_docs_test.py` builds it and checks that every public name appears.
 """
 
@@ -14,12 +15,18 @@ import pathlib
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = ("haviv_tf.dynamics", "haviv_tf.probes.slow_points")
+MODULES = ("haviv_tf.dynamics", "haviv_tf.dynamics.core", "haviv_tf.dynamics.finder",
+           "haviv_tf.dynamics.linearize", "haviv_tf.dynamics.points",
+           "haviv_tf.probes.slow_points")
 DEFAULT_OUT = os.path.join(REPO, "build", "api")
 
 
 def public_names(module) -> list:
-  """Names pdoc documents for `module`: its public classes and functions defined in it."""
+  """Names pdoc documents for `module`: its `__all__` (a package re-exporting its library), else
+  its public classes and functions defined in it."""
+  if hasattr(module, "__all__"):
+    return sorted(n for n in module.__all__ if isinstance(getattr(module, n), type)
+                  or callable(getattr(module, n)))
   names = []
   for name, obj in vars(module).items():
     if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:

@@ -9,7 +9,7 @@ points, one per memory state, with saddles between them.
 
 The script trains the GRU (Keras fit), runs its cell over held-out trials
 (dynamics.trajectories), starts the slow-point search from states sampled on them plus noise
-(dynamics.sample_states), searches with slow_points.find_slow_points at the constant input 0
+(dynamics.sample_states), searches with dynamics.find_slow_points at the constant input 0
 (no pulse), and sorts the unique points with q below --fixed_q into stable (every Jacobian
 eigenvalue inside the unit circle) and unstable (saddles: some |λ| > 1). It prints the counts
 and the output each stable point reads out, and writes:
@@ -30,7 +30,6 @@ import numpy as np
 
 from haviv_tf import dynamics
 from haviv_tf.analysis import plotting
-from haviv_tf.probes import slow_points
 
 
 def flipflop_trials(num, length, bits=3, p=0.1, seed=0):
@@ -98,13 +97,13 @@ def main(argv=None):
   layer = model.get_layer("gru")
   traj = dynamics.trajectories(layer, test_in)                       # [128, T, units]
   starts = dynamics.sample_states(traj, args.num_states, noise=args.noise, seed=args.seed)
-  config = slow_points.SlowPointConfig(max_iters=args.max_iters, q_tol=1e-12, dedup_tol=args.dedup_tol,
-                                       num_eigenvalues=args.units)
-  unique, everything = slow_points.find_slow_points(layer, starts, np.zeros(3, np.float32), config)
+  config = dynamics.SlowPointConfig(max_iters=args.max_iters, q_tol=1e-12,
+                                    dedup_tol=args.dedup_tol, num_eigenvalues=args.units)
+  unique, everything = dynamics.find_slow_points(layer, starts, np.zeros(3, np.float32), config)
   fixed = unique[unique.q < args.fixed_q]
-  stable, saddles = fixed[fixed.num_unstable == 0], fixed[fixed.num_unstable > 0]
+  stable, saddles = fixed[fixed.stable], fixed[~fixed.stable]
   reasons = {r: int(np.sum(everything.stop_reason == i))
-             for i, r in enumerate(slow_points.STOP_REASONS)}
+             for i, r in enumerate(dynamics.STOP_REASONS)}
   print(f"{len(everything)} searches ({reasons}) -> {len(unique)} unique points, {len(fixed)} "
         f"with q < {args.fixed_q:g}: {len(stable)} stable fixed points, {len(saddles)} unstable "
         f"(saddles by index: {np.bincount(saddles.num_unstable).tolist()[1:]})")

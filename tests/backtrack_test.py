@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from haviv_tf import dynamics
 from haviv_tf.analysis import pipeline
 from haviv_tf.base import artifacts
 from haviv_tf.analysis import backtrack
@@ -79,7 +80,7 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   ratio = np.asarray(out["centre_ratio"])
   assert ratio.shape == (3, n) and np.all((ratio >= 0) & (ratio <= 1 + 1e-9))
   # Row 0 is the final network's own slow points, as found by the pipeline.
-  final = slow_points.SlowPoints.load(os.path.join(workdir, pipeline.SLOW_POINTS_FILE))
+  final = slow_points.load_points(os.path.join(workdir, pipeline.SLOW_POINTS_FILE))
   np.testing.assert_allclose(out["speed"][0], final.speed[:n], rtol=1e-6)
   # Each earlier point is a slow point of its snapshot's network: re-measuring it agrees.
   saved = artifacts.load_npz(os.path.join(workdir, backtrack.BACKTRACK_NPZ))
@@ -87,7 +88,7 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   model = network.build(cfg, source.frame_shape)
   train.read_snapshot(model, os.path.join(workdir, "history", "snapshot-0"))
   x_bar = slow_points.mean_input_features(model, trials.generator_for(source, "test", cfg))
-  np.testing.assert_allclose(slow_points.speeds(model, saved["points"][2], x_bar),
+  np.testing.assert_allclose(dynamics.speeds(model, saved["points"][2], x_bar),
                              out["speed"][2], rtol=1e-4)
   with open(os.path.join(workdir, backtrack.BACKTRACK_PNG), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"

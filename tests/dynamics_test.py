@@ -1,4 +1,4 @@
-"""Tests for haviv_tf.dynamics and the slow-point search on Keras 3 cells, layers and SavedModels.
+"""Tests for haviv_tf.dynamics (core, finder, points, linearize) on Keras 3 cells, layers, SavedModels.
 
 The hand-set cells have zero input weights and decoupled units with recurrent gain 2, so every
 unit's fixed points are 0 and ±h*, with h* the root of one scalar equation (scipy brentq).
@@ -19,11 +19,10 @@ import tensorflow as tf
 from haviv_tf import dynamics
 from haviv_tf.analysis import export
 from haviv_tf.models import network
-from haviv_tf.probes import slow_points
 
 _GAIN, _BIG, _UNITS, _INPUTS = 2.0, 20.0, 2, 3
 _CELLS = ("simple", "gru", "gru_reset_before", "lstm")
-_FAST = slow_points.SlowPointConfig(max_iters=3000, jit_compile=False, q_tol=1e-12)
+_FAST = dynamics.SlowPointConfig(max_iters=3000, jit_compile=False, q_tol=1e-12)
 
 
 def _sigmoid(x):
@@ -89,14 +88,16 @@ class KerasCellTest(parameterized.TestCase):
     rng = np.random.default_rng(0)
     near = truth + rng.uniform(-0.05, 0.05, truth.shape)   # one start beside each fixed point
     starts = np.concatenate([near, _inits(len(truth[0]), 16)]).astype(np.float32)
-    unique, everything = slow_points.find_slow_points(cell, starts, x, _FAST)
-    converged = everything[everything.stop_reason == slow_points.STOP_REASONS.index("q_tol")]
+    unique, everything = dynamics.find_slow_points(cell, starts, x, _FAST)
+    converged = everything[everything.stop_reason == dynamics.STOP_REASONS.index("q_tol")]
     self.assertGreaterEqual(len(converged), len(truth))
     dist = np.linalg.norm(converged.states[:, None] - truth[None], axis=-1).min(axis=1)
     np.testing.assert_array_less(dist, 1e-3)       # every converged point is a true one
     found = np.linalg.norm(unique.states[:, None] - truth[None], axis=-1).min(0)
     np.testing.assert_array_less(found, 1e-3)      # and every true one (saddles too) is found
-    self.assertTrue(np.all(everything.readout == -1) and np.all(everything.in_box))
+    self.assertTrue(not everything.extras and np.all(everything.in_box))
+    np.testing.assert_array_equal(everything.stable, everything.max_abs_eig < 1)
+    np.testing.assert_array_equal(everything.init_states, starts)
     # At the stable points every eigenvalue lies inside the unit circle.
     at_stable = unique[np.all(np.abs(unique.states[:, :_UNITS]) > 0.5 * h_star, axis=1)]
     self.assertTrue(np.all(at_stable.max_abs_eig < 1.0))
@@ -108,7 +109,7 @@ class KerasCellTest(parameterized.TestCase):
     rng = np.random.default_rng(1)
     states = rng.uniform(-0.9, 0.9, [4, dyn.state_size]).astype(np.float32)
     x = rng.standard_normal([4, _INPUTS]).astype(np.float32)
-    jac = slow_points.jacobians(cell, states, x)
+    jac = dynamics.jacobians(cell, states, x)
     eps = 1e-2
     fd = np.zeros_like(jac)
     for j in range(dyn.state_size):
@@ -135,10 +136,10 @@ class KerasCellTest(parameterized.TestCase):
     cell, h_star, c_star = _hand_set("lstm")
     c_cap = 0.5 * c_star          # the nonzero fixed points' c lies beyond the box
     inits = np.tile(np.float32([[0.9, 0.9, 0.4, 0.4]]), [3, 1])
-    _, free = slow_points.find_slow_points(cell, inits, np.zeros(_INPUTS), _FAST)
+    _, free = dynamics.find_slow_points(cell, inits, np.zeros(_INPUTS), _FAST)
     np.testing.assert_allclose(free.states[0], [h_star, h_star, c_star, c_star], atol=1e-3)
     visited = np.float32([[[0.5, 0.5, -c_cap, -c_cap]], [[0.0, 0.0, c_cap, c_cap]]])  # c: ±c_cap
-    _, boxed = slow_points.find_slow_points(cell, inits, np.zeros(_INPUTS), _FAST,
+    _, boxed = dynamics.find_slow_points(cell, inits, np.zeros(_INPUTS), _FAST,
                                             trajectories=visited)
     self.assertTrue(np.all(np.abs(boxed.states[:, _UNITS:]) <= c_cap + 1e-7))
     np.testing.assert_allclose(boxed.states[:, _UNITS:], c_cap, atol=1e-6)  # on the face
@@ -164,10 +165,10 @@ class UserCellTest(tf.test.TestCase):
     x = np.float32([0.2, 1.5])             # fixed point (0.4, 3.0): its 2nd unit is outside [-1, 1]
     dyn = dynamics.from_cell(cell, input_size=2)
     self.assertTrue(np.all(np.isinf(dyn.bounds[1])))
-    _, free = slow_points.find_slow_points(cell, _inits(2, 4), x, _FAST, input_size=2)
+    _, free = dynamics.find_slow_points(cell, _inits(2, 4), x, _FAST, input_size=2)
     np.testing.assert_allclose(free.states, np.tile([[0.4, 3.0]], [4, 1]), atol=1e-4)
     np.testing.assert_allclose(free.eigenvalues.real, 0.5, atol=1e-6)
-    _, boxed = slow_points.find_slow_points(cell, _inits(2, 4), x, _FAST, bounds=(-1.0, 1.0),
+    _, boxed = dynamics.find_slow_points(cell, _inits(2, 4), x, _FAST, bounds=(-1.0, 1.0),
                                             input_size=2)
     # q = ½ ((a - 1) h + x)² is separable: unit 0 still reaches 0.4, unit 1 stops on the face.
     np.testing.assert_allclose(boxed.states, np.tile([[0.4, 1.0]], [4, 1]), atol=1e-4)
@@ -182,14 +183,14 @@ class RoutesTest(tf.test.TestCase):
     net = keras.Sequential([keras.Input((None, _INPUTS)),
                             keras.layers.GRU(_UNITS, return_sequences=True), keras.layers.Dense(1)])
     net.layers[0].cell.set_weights(cell.get_weights())
-    cfg = slow_points.SlowPointConfig(max_iters=400, chunk=200, jit_compile=False)
+    cfg = dynamics.SlowPointConfig(max_iters=400, chunk=200, jit_compile=False)
     s0 = _inits(_UNITS, 6)
     x = np.zeros([_INPUTS], np.float32)
     with tempfile.TemporaryDirectory() as tmp:
       path = dynamics.save_step(net.layers[0], os.path.join(tmp, "step"))
-      _, via_saved = slow_points.find_slow_points(path, s0, x, cfg)
-    _, via_cell = slow_points.find_slow_points(cell, s0, x, cfg)
-    _, via_layer = slow_points.find_slow_points(net.layers[0], s0, x, cfg)
+      _, via_saved = dynamics.find_slow_points(path, s0, x, cfg)
+    _, via_cell = dynamics.find_slow_points(cell, s0, x, cfg)
+    _, via_layer = dynamics.find_slow_points(net.layers[0], s0, x, cfg)
     for other in (via_layer, via_saved):
       np.testing.assert_allclose(other.states, via_cell.states, atol=1e-6)
       np.testing.assert_allclose(other.eigenvalues, via_cell.eigenvalues, atol=1e-5)
@@ -215,14 +216,14 @@ class RoutesTest(tf.test.TestCase):
     model(tf.zeros([1, 2, 5]))
     x = np.float32([0.5, 0.5, 0.5, 0.5, 0.0])
     s0 = np.random.default_rng(4).uniform(-0.9, 0.9, [5, 6]).astype(np.float32)
-    cfg = slow_points.SlowPointConfig(max_iters=200, jit_compile=False)
+    cfg = dynamics.SlowPointConfig(max_iters=200, jit_compile=False)
     with tempfile.TemporaryDirectory() as tmp:
       path = export.export_saved_model(model, os.path.join(tmp, "sm"),
                                        dict(noise_mean=[0.5], noise_std=[0.1]))
       dyn = dynamics.from_saved_model(path)
       np.testing.assert_array_equal(dyn.bounds[1], [1, 1, 1, np.inf, np.inf, np.inf])
-      _, via_saved = slow_points.find_slow_points(dyn, s0, x, cfg)
-    _, via_model = slow_points.SlowPointFinder(model, cfg).find(s0, x)
+      _, via_saved = dynamics.find_slow_points(dyn, s0, x, cfg)
+    _, via_model = dynamics.SlowPointFinder(model, cfg).find(s0, x)
     np.testing.assert_allclose(via_saved.states, via_model.states, atol=1e-6)
     np.testing.assert_allclose(via_saved.q, via_model.q, rtol=1e-4, atol=1e-12)
 
@@ -236,7 +237,7 @@ class RoutesTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "lo <= hi"):
       dynamics.from_cell(_cell("simple"), input_size=1, bounds=(1.0, -1.0))
     with self.assertRaisesRegex(ValueError, "must have 3 entries"):
-      slow_points.find_slow_points(_cell("gru"), _inits(2, 2), np.zeros(4), _FAST,
+      dynamics.find_slow_points(_cell("gru"), _inits(2, 2), np.zeros(4), _FAST,
                                    input_size=3)
 
 
@@ -259,7 +260,7 @@ class FlipFlopExampleTest(tf.test.TestCase):
                         "--epochs", "1", "--batch_size", "64", "--num_states", "8",
                         "--max_iters", "100"])
     self.assertTrue(os.path.getsize(os.path.join(out, "flipflop.png")) > 0)
-    saved = slow_points.SlowPoints.load(os.path.join(out, "slow_points.npz"))
+    saved = dynamics.SlowPoints.load(os.path.join(out, "slow_points.npz"))
     np.testing.assert_array_equal(saved.states, got["unique"].states)
     self.assertEqual(len(got["stable"]) + len(got["saddles"]),
                      int(np.sum(saved.q < 1e-8)))

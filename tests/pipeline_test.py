@@ -38,7 +38,7 @@ def test_train_and_analyze_writes_every_artifact(tmp_path, monkeypatch):
   np.testing.assert_array_equal(points["init_class"][:len(have)], have)
   np.testing.assert_allclose([results["slow_point_speed"][str(c)] for c in have],
                              points["speed"][:len(have)], rtol=1e-6)
-  unique = slow_points.SlowPoints.load(os.path.join(workdir, pipeline.UNIQUE_SLOW_POINTS_FILE))
+  unique = slow_points.load_points(os.path.join(workdir, pipeline.UNIQUE_SLOW_POINTS_FILE))
   assert 1 <= len(unique) <= len(points["states"])
   assert results["num_unique_slow_points"] == len(unique)
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 from haviv_tf.task import datasets
 from haviv_tf.models import network
 from haviv_tf.probes import predictors
-from haviv_tf.probes import slow_points
+from haviv_tf import dynamics
 from haviv_tf.task import trials
 
 _FRAME = (2, 2, 1)
@@ -69,7 +69,7 @@ class PredictorTest(tf.test.TestCase, parameterized.TestCase):
     np.testing.assert_array_equal(used, 500)
     # x̄ is not the average: ||F(s, x̄) - s|| differs from ||E_x F(s, x) - s||.
     x_bar = np.float32([0.3] * 4 + [0.0])
-    at_mean = slow_points.speeds(model, states, x_bar)
+    at_mean = dynamics.speeds(model, states, x_bar)
     self.assertGreater(float(np.max(np.abs(at_mean - got) / got)), 1e-3)
 
   def test_expected_flow_speed_adds_frames_until_the_error_is_small(self):
@@ -89,7 +89,7 @@ class PredictorTest(tf.test.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(3)
     states = rng.uniform(-0.5, 0.5, [3, 4]).astype(np.float32)
     x_bar = np.float32([0.3] * 4 + [0.0])
-    pts = slow_points.SlowPointFinder(model).describe(states, x_bar)
+    pts = dynamics.SlowPointFinder(model).describe(states, x_bar)
     tau = predictors.time_constants(pts.max_abs_eig)
     feats = np.repeat(x_bar[None].astype(np.float64), 1, 0)
     for i, s in enumerate(states.astype(np.float64)):
@@ -144,10 +144,10 @@ class PredictorTest(tf.test.TestCase, parameterized.TestCase):
     cloud = predictors.Cloud(times=np.array([15, 100, 1000]), states=states,
                              correct=np.ones([3, 30], bool), classes=classes,
                              lo=states.min((0, 1)), hi=states.max((0, 1)))
-    pts = slow_points.SlowPoints(
-        states=rng.normal(size=[3, 4]), speed=np.ones(3), q=np.ones(3), readout=[0, 1, 2],
-        init_class=[2, 7, -1], eigenvalues=np.ones([3, 1]), max_abs_eig=np.ones(3),
-        num_unstable=np.zeros(3), iters=np.zeros(3))
+    pts = dynamics.SlowPoints(
+        states=rng.normal(size=[3, 4]), speed=np.ones(3), q=np.ones(3),
+        eigenvalues=np.ones([3, 1]), max_abs_eig=np.ones(3), num_unstable=np.zeros(3),
+        iters=np.zeros(3), extras=dict(readout=[0, 1, 2], init_class=[2, 7, -1]))
     centres = rng.normal(size=[10, 4]).astype(np.float32)
     centres[7] = np.nan
     dc, dt = predictors.point_distances(pts, centres, cloud, (15, 100, 1000))

@@ -1,4 +1,6 @@
-"""Tests for haviv_tf.probes.slow_points: fixed points of hand-built cells, speed, Jacobians, SlowPoints.
+"""Tests for the slow-point search (haviv_tf.dynamics) on this project's network and for the
+application side (haviv_tf.probes.slow_points): fixed points of hand-built cells, speed, Jacobians,
+SlowPoints, the format-2 fixture.
 
 The hand-built cells have zero input weights and decoupled units, so their fixed points are known
 in closed form up to one scalar equation per unit (solved with scipy.optimize.brentq).
@@ -14,13 +16,19 @@ import numpy as np
 from scipy import optimize
 import tensorflow as tf
 
+from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
+from haviv_tf.dynamics import finder as finder_lib
+from haviv_tf.dynamics import linearize
+from haviv_tf.dynamics import points as points_lib
 from haviv_tf.task import datasets
 from haviv_tf.models import network
 from haviv_tf.probes import slow_points
 from haviv_tf.task import trials
 
 _FRAME = (2, 2, 1)
+_FIXTURE_V2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures",
+                           "slow_points_v2.npz")  # format 2, written by 9fc73eb
 _GAIN = 2.0       # recurrent gain of the candidate / g gate: fixed points 0 and ±h*
 _BIG = 20.0       # bias that saturates a gate to ~1
 
@@ -98,11 +106,11 @@ def _numpy_speed(model, state, new):
 
 def _points(states, q, k=2):
   n = len(states)
-  return slow_points.SlowPoints(
+  return points_lib.SlowPoints(
       states=np.asarray(states, np.float32), speed=np.sqrt(2 * np.asarray(q)), q=q,
-      readout=np.arange(n) % 10, init_class=np.full(n, -1), iters=np.arange(n),
-      eigenvalues=np.arange(n * k).reshape(n, k) * (1 + 1j), max_abs_eig=np.ones(n),
-      num_unstable=np.zeros(n))
+      iters=np.arange(n), eigenvalues=np.arange(n * k).reshape(n, k) * (1 + 1j),
+      max_abs_eig=np.ones(n), num_unstable=np.zeros(n),
+      extras=dict(readout=np.arange(n) % 10, init_class=np.full(n, -1)))
 
 
 class FixedPointTest(tf.test.TestCase, parameterized.TestCase):
@@ -116,7 +124,7 @@ class FixedPointTest(tf.test.TestCase, parameterized.TestCase):
     h0 = np.asarray(list(itertools.product(grid, repeat=units)), np.float32)
     init = h0 if arch == "gru" else np.concatenate([h0, np.tanh(_GAIN * h0)], axis=1)
     x_bar = np.zeros([model.feature_size], np.float32)
-    finder = slow_points.SlowPointFinder(
+    finder = slow_points.ClassPointFinder(
         model, slow_points.SlowPointConfig(max_iters=6000, chunk=500, dedup_tol=1e-2))
     unique, everything = finder.find(init, x_bar)
 
@@ -137,8 +145,8 @@ class FixedPointTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_stops_at_max_iters(self):
     model, _, _ = _tiny_model("gru", 1)
-    finder = slow_points.SlowPointFinder(
-        model, slow_points.SlowPointConfig(max_iters=30, chunk=20, learning_rate=1e-4))
+    finder = finder_lib.SlowPointFinder(
+        model, finder_lib.SlowPointConfig(max_iters=30, chunk=20, learning_rate=1e-4))
     _, q, iters = finder.minimize(np.float32([[0.5], [-0.6]]), np.zeros([5], np.float32))
     np.testing.assert_array_equal(iters, [30, 30])
     self.assertGreater(float(q.min()), 1e-10)
@@ -159,7 +167,7 @@ class DynamicsTest(tf.test.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(0)
     states = rng.normal(size=[16, model.state_size]).astype(np.float32)
     features = rng.normal(size=[16, model.feature_size]).astype(np.float32)
-    got = slow_points.speeds(model, states, features)
+    got = linearize.speeds(model, states, features)
     new = _numpy_transition(model, states.astype(np.float64), features.astype(np.float64))
     np.testing.assert_allclose(got, _numpy_speed(model, states, new), rtol=1e-4, atol=1e-5)
 
@@ -170,7 +178,7 @@ class DynamicsTest(tf.test.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(1)
     states = rng.normal(size=[4, model.state_size])
     features = rng.normal(size=[model.feature_size])
-    jac = slow_points.jacobians(model, states.astype(np.float32), features.astype(np.float32))
+    jac = linearize.jacobians(model, states.astype(np.float32), features.astype(np.float32))
     eps = 1e-4
     fd = np.zeros_like(jac, dtype=np.float64)
     feats = np.broadcast_to(features, [len(states), len(features)])
@@ -207,20 +215,29 @@ class SlowPointsTest(tf.test.TestCase):
     self.assertLen(pts[2], 1)
     self.assertLen(pts[1:3], 2)
     np.testing.assert_array_equal(pts[pts.q > 2].iters, [2, 3])
-    both = slow_points.SlowPoints.concatenate([pts, _points([[9, 9]], q=[.1], k=3)])
+    both = points_lib.SlowPoints.concatenate([pts, _points([[9, 9]], q=[.1], k=3)])
     self.assertEqual(both.eigenvalues.shape, (5, 3))
     self.assertTrue(np.all(np.isnan(both.eigenvalues[:4, 2])))
     with self.assertRaisesRegex(ValueError, "points"):
-      slow_points.SlowPoints(**dict(vars(pts), q=np.zeros(3)))
+      points_lib.SlowPoints(**dict(vars(pts), q=np.zeros(3)))
+    with self.assertRaisesRegex(ValueError, "points"):
+      pts.with_extras(readout=np.zeros(3))
+    with self.assertRaisesRegex(ValueError, "extras"):
+      points_lib.SlowPoints.concatenate([pts, pts.replace(extras={})])
+    np.testing.assert_array_equal(both.extras["readout"], [0, 1, 2, 3, 0])
 
   def test_save_load_round_trip(self):
     pts = _points(np.random.default_rng(0).normal(size=[3, 4]), q=[1e-11, 2e-3, 0.5], k=4)
     path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), "pts.npz")
     pts.save(path)
-    got = slow_points.SlowPoints.load(path)
-    for name in slow_points._FIELDS:  # pylint: disable=protected-access
+    got = points_lib.SlowPoints.load(path)
+    for name in points_lib.FIELDS:
       np.testing.assert_array_equal(getattr(got, name), getattr(pts, name))
       self.assertEqual(getattr(got, name).dtype, getattr(pts, name).dtype)
+    self.assertEqual(list(got.extras), ["readout", "init_class"])
+    for name, value in pts.extras.items():
+      np.testing.assert_array_equal(got.extras[name], value)
+    self.assertEqual(os.listdir(os.path.dirname(path)), ["pts.npz"])  # no temporary left
     self.assertEqual(got.eigenvalues.dtype, np.complex128)
 
 
@@ -252,13 +269,16 @@ class TrialStatesTest(tf.test.TestCase, parameterized.TestCase):
     np.testing.assert_array_equal(classes, np.arange(12) % 10)
     self.assertTrue(np.all((times >= 1) & (times < 6)))
 
-    finder = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig(max_iters=400))
-    unique, everything = finder.find(states, x_bar, classes)
+    finder = slow_points.ClassPointFinder(model, slow_points.SlowPointConfig(max_iters=400))
+    unique, everything = finder.find(states, x_bar, extras=dict(init_class=classes))
     self.assertLen(everything, 12)
     self.assertBetween(len(unique), 1, 12)
     self.assertEqual(everything.eigenvalues.shape, (12, min(10, model.state_size)))
-    np.testing.assert_array_equal(everything.init_class, classes)
-    self.assertTrue(np.all((everything.readout >= 0) & (everything.readout < 10)))
+    np.testing.assert_array_equal(everything.extras["init_class"], classes)
+    np.testing.assert_array_equal(everything.init_states, states)
+    np.testing.assert_array_equal(everything.inputs, np.broadcast_to(x_bar, [12, 785]))
+    readout = slow_points.readout_classes(model, everything.states, x_bar)
+    np.testing.assert_array_equal(everything.extras["readout"], readout)
 
   def test_cnn_mean_features_average_the_encoder(self):
     rng = np.random.default_rng(0)
@@ -320,11 +340,11 @@ class ConstrainedSearchTest(tf.test.TestCase, parameterized.TestCase):
     eps = 1e-5
     self.assertLess(_q_outward(1 + eps) - _q_outward(1 - eps), 0)   # q still falls at h = 1
     init = np.float32([[0.6], [-0.1], [1.7]])
-    free = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig(
+    free = finder_lib.SlowPointFinder(model, slow_points.SlowPointConfig(
         max_iters=3000, constrain=False, early_stop=False, learning_rate=1e-2, decay=1.0))
     unconstrained, _, _ = free.minimize(init, x_bar)
     self.assertGreater(float(unconstrained[0, 0]), 1.05)   # the unconstrained descent leaves
-    boxed = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig(
+    boxed = finder_lib.SlowPointFinder(model, slow_points.SlowPointConfig(
         max_iters=3000, early_stop=False, learning_rate=1e-2, decay=1.0, dedup_tol=0.0))
     _, pts = boxed.find(init, x_bar)
     np.testing.assert_array_equal(pts.states[[0, 2], 0], [1.0, 1.0])   # on the boundary
@@ -338,7 +358,7 @@ class ConstrainedSearchTest(tf.test.TestCase, parameterized.TestCase):
     init = np.float32([[3.0, 1.5], [-2.5, 1.5]])
     cfg = slow_points.SlowPointConfig(max_iters=4000, early_stop=False, learning_rate=1e-2,
                                       decay=1.0, dedup_tol=0.0)
-    finder = slow_points.SlowPointFinder(model, cfg)
+    finder = finder_lib.SlowPointFinder(model, cfg)
     bounds = slow_points.hidden_box(model, (np.float32([-2.0]), np.float32([2.0])))
     _, pts = finder.find(init, x_bar, bounds=bounds)
     self.assertTrue(np.all(np.abs(pts.states[:, 0]) <= 1.0))
@@ -359,7 +379,7 @@ class ConstrainedSearchTest(tf.test.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(0)
     init = rng.uniform(-3, 3, [40, model.state_size]).astype(np.float32)
     x_bar = rng.normal(size=[model.feature_size]).astype(np.float32)
-    _, pts = slow_points.SlowPointFinder(model, slow_points.SlowPointConfig(
+    _, pts = finder_lib.SlowPointFinder(model, slow_points.SlowPointConfig(
         max_iters=600, chunk=100)).find(init, x_bar)
     self.assertTrue(np.all(np.abs(pts.states[:, :model.units]) <= 1.0))
     self.assertTrue(np.all(pts.in_box))
@@ -372,7 +392,7 @@ class ConstrainedSearchTest(tf.test.TestCase, parameterized.TestCase):
     # Row 0 sits on the boundary (pushed outward, clipped back: its speed cannot improve);
     # row 1 descends slowly towards the fixed point at -0.5 (about 1e-3 per update), improving
     # by far more than 0.1% per 50 updates until it gets there.
-    states, q, iters, info = slow_points.SlowPointFinder(model, cfg).minimize(
+    states, q, iters, info = finder_lib.SlowPointFinder(model, cfg).minimize(
         np.float32([[1.0], [0.0]]), x_bar, return_info=True)
     reasons = [slow_points.STOP_REASONS[r] for r in info["stop_reason"]]
     self.assertEqual(reasons[0], "stalled")
@@ -446,7 +466,7 @@ class PaperRecipeTest(tf.test.TestCase):
     small = slow_points.recipe_config("paper", None, max_iters=30, learning_rate=0.05,
                                       chunk=7)
     self.assertEqual(small.drop_step, 12)
-    got, _, iters = slow_points.SlowPointFinder(model, small).minimize(init, x_bar)
+    got, _, iters = finder_lib.SlowPointFinder(model, small).minimize(init, x_bar)
     want = _tf1_adam_reference(model, init, x_bar, 30, 0.05, 12)
     np.testing.assert_array_equal(iters, [30] * 4)
     np.testing.assert_allclose(got, want, atol=2e-4)
@@ -502,8 +522,8 @@ class PaperRecipeTest(tf.test.TestCase):
                                                             seed=0, trials_per_class=8)
     np.testing.assert_array_equal(counts, 0)
     self.assertTrue(np.all(np.isnan(centres)))
-    pts = slow_points.SlowPointFinder(model).describe(final[:3], x_bar, include_null=True)
-    np.testing.assert_array_equal(pts.readout, [-1, -1, -1])
+    pts = slow_points.ClassPointFinder(model, include_null=True).describe(final[:3], x_bar)
+    np.testing.assert_array_equal(pts.extras["readout"], [-1, -1, -1])
 
 
 def _run_numpy(model, inputs):
@@ -518,7 +538,64 @@ class FormatTest(tf.test.TestCase):
   def test_an_older_file_is_refused_with_the_fix(self):
     path = os.path.join(self.get_temp_dir(), "old.npz")
     pts = _points([[0.1, 0.2]], q=[1e-3])
-    arrays = {k: getattr(pts, k) for k in slow_points._FIELDS[:9]}  # pylint: disable=protected-access
+    arrays = {k: getattr(pts, k) for k in points_lib.FIELDS[:7]}
     np.savez(path, format_version=np.int32(1), **arrays)
     with self.assertRaisesRegex(slow_points.OldFormatError, "re-run --mode=slow_points"):
-      slow_points.SlowPoints.load(path)
+      slow_points.load_points(path)
+    with self.assertRaisesRegex(points_lib.FormatVersionError, r"older slow-point format \(1"):
+      points_lib.SlowPoints.load(path)
+
+  def test_a_broken_file_is_one_line_run_error(self):
+    path = os.path.join(self.get_temp_dir(), "broken.npz")
+    with open(path, "wb") as f:
+      f.write(b"not a zip")
+    with self.assertRaisesRegex(artifacts.RunError, "not a readable SlowPoints file"):
+      slow_points.load_points(path)
+
+  def test_the_format_2_fixture_loads_with_the_application_fields_in_extras(self):
+    raw = np.load(_FIXTURE_V2, allow_pickle=False)
+    self.assertEqual(int(raw["format_version"]), 2)
+    pts = slow_points.load_points(_FIXTURE_V2)
+    self.assertLen(pts, 43)
+    for name in points_lib.FIELDS[:7] + ("stop_reason", "in_box"):
+      np.testing.assert_array_equal(getattr(pts, name), raw[name])
+      self.assertEqual(getattr(pts, name).dtype, raw[name].dtype)
+    self.assertEqual(sorted(pts.extras), sorted(slow_points.CLASS_EXTRAS))
+    for name in slow_points.CLASS_EXTRAS:
+      np.testing.assert_array_equal(pts.extras[name], raw[name])
+    self.assertEqual(pts.extras["dist_traj"].shape, (43, slow_points.NUM_DIST_TRAJ))
+    # Not recorded in format 2: starting states (NaN), inputs (no columns); stability derived.
+    self.assertTrue(np.all(np.isnan(pts.init_states)) and pts.init_states.shape == (43, 8))
+    self.assertEqual(pts.inputs.shape, (43, 0))
+    np.testing.assert_array_equal(pts.stable, raw["max_abs_eig"] < 1)
+    # Rewritten, it is format 3 and reads back the same, extras included.
+    path = os.path.join(self.get_temp_dir(), "v3.npz")
+    pts.save(path, dist_traj_times=raw["dist_traj_times"])
+    self.assertEqual(int(np.load(path)["format_version"]), points_lib.FORMAT_VERSION)
+    again = slow_points.load_points(path)
+    for name in slow_points.CLASS_EXTRAS:
+      np.testing.assert_array_equal(again.extras[name], pts.extras[name])
+    np.testing.assert_array_equal(again.states, pts.states)
+    unique = pts.unique(1e-3)
+    self.assertEqual(sorted(unique.extras), sorted(slow_points.CLASS_EXTRAS))
+
+
+class ConfigTest(tf.test.TestCase):
+
+  def test_authors_config_holds_their_search(self):
+    sp = finder_lib.SlowPointConfig.authors()
+    self.assertEqual((sp.learning_rate, sp.decay, sp.max_iters, sp.drop_step, sp.drop_factor,
+                      sp.early_stop, sp.lstm_c, sp.objective_scale, sp.tf1_adam),
+                     (1e-3, 1.0, 100_000, 40_000, 0.1, False, "free", 1.0, True))
+    self.assertEqual(finder_lib.SlowPointConfig.authors(max_iters=50).drop_step, 20)
+    self.assertEqual(finder_lib.SlowPointConfig.authors(max_iters=50, drop_step=7).drop_step, 7)
+    self.assertEqual(slow_points.recipe_config("paper"), sp)
+
+  def test_library_raises_value_error_and_the_application_input_error(self):
+    with self.assertRaisesRegex(ValueError, "max_iters") as caught:
+      finder_lib.SlowPointConfig(max_iters=0)
+    self.assertNotIsInstance(caught.exception, config_lib.InputError)
+    with self.assertRaisesRegex(config_lib.InputError, "`max_iters` must be a positive integer"):
+      slow_points.recipe_config("default", None, max_iters=0)
+    with self.assertRaisesRegex(config_lib.InputError, "q_tol"):
+      slow_points.recipe_config("paper", None, q_tol=-1.0)

@@ -30,6 +30,8 @@ import tensorflow as tf
 from haviv_tf.analysis import pipeline
 from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
+from haviv_tf.dynamics import finder as finder_lib
+from haviv_tf.dynamics import linearize
 from haviv_tf.task import curricula
 from haviv_tf.models import network
 from haviv_tf.analysis import plotting
@@ -179,7 +181,7 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
     raise artifacts.RunError(f"{workdir}'s slow points are not of its final network; run "
                              "--mode=slow_points again")
   have = np.flatnonzero(np.asarray(results["centre_counts"]) > 0)
-  final = slow_points_lib.SlowPoints.load(sp_path)[:len(have)]
+  final = slow_points_lib.load_points(sp_path)[:len(have)]
   if not len(final):
     raise artifacts.RunError(f"{workdir}: no class is remembered correctly, so there are no "
                              "class slow points to follow back")
@@ -205,7 +207,7 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
                              f"(the {train.HISTORY_DIR}/ folder); train with --history_every")
   entries = entries[::-1]
   gen = trials.generator_for(source, "test", cfg)
-  classes = np.asarray(final.init_class, np.int32)
+  classes = np.asarray(final.extras["init_class"], np.int32)
 
   # The final network's PCA plane, from trajectories after the stimulus.
   traj, _ = pipeline.post_stimulus_trajectories(run.model, gen, cfg.seed)
@@ -214,11 +216,11 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
 
   steps = [run.step]
   points = [final.states]
-  speed, readout, q = [final.speed], [final.readout], [final.q]
+  speed, readout, q = [final.speed], [final.extras["readout"]], [final.q]
   near, ratio = nearest_centres(run.model, final.states, cloud_centres(run.model, gen, cfg.seed))
   nearest, near_ratio = [near], [ratio]
   model = network.build(cfg, source.frame_shape)
-  finder = slow_points_lib.SlowPointFinder(model, sp_config)  # weights change, the graph not
+  finder = finder_lib.SlowPointFinder(model, sp_config)  # weights change, the graph not
   started = time.monotonic()
   for k, e in enumerate(entries, 1):
     train.read_snapshot(model, os.path.join(workdir, train.HISTORY_DIR, e["path"]))
@@ -226,7 +228,7 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
     found, _, _ = finder.minimize(points[-1], x_bar, progress=False)
     steps.append(int(e["step"]))
     points.append(found)
-    speed.append(slow_points_lib.speeds(model, found, x_bar))
+    speed.append(linearize.speeds(model, found, x_bar))
     readout.append(slow_points_lib.readout_classes(model, found, x_bar))
     q.append(0.5 * np.square(speed[-1]))
     near, ratio = nearest_centres(model, found, cloud_centres(model, gen, cfg.seed))

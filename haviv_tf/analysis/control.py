@@ -120,7 +120,7 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
       per_class, found, counts = speed_targets.slow_point_targets(
           run.model, generator, seed, sp_config, recipe, source, parent_cfg)
       extra = dict(slow_point_speed=found.speed, slow_point_q=found.q,
-                   slow_point_class=found.init_class)
+                   slow_point_class=found.extras["init_class"])
     else:
       per_class, counts = speed_targets.centre_targets(run.model, generator, seed, recipe,
                                                        source, parent_cfg)

@@ -207,12 +207,11 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
     inits.append(sampled)
     init_class.append(np.asarray(classes, np.int32))
   inits, init_class = np.concatenate(inits), np.concatenate(init_class)
-  finder = slow_points_lib.SlowPointFinder(model, sp_config)
-  _, everything = finder.find(inits, x_bar, init_class=init_class, bounds=bounds,
-                              include_null=recipe == "paper",
-                              last_step_speed=recipe == "paper")
+  finder = slow_points_lib.ClassPointFinder(model, sp_config, include_null=recipe == "paper")
+  _, everything = finder.find(inits, x_bar, bounds=bounds, last_step_speed=recipe == "paper",
+                              extras=dict(init_class=init_class))
   dist_centre, dist_traj = predictors.point_distances(everything, centres, cloud, times)
-  everything = everything.replace(dist_centre=dist_centre, dist_traj=dist_traj)
+  everything = everything.with_extras(dist_centre=dist_centre, dist_traj=dist_traj)
   unique = everything.unique(sp_config.dedup_tol)
   extra = dict(dist_traj_times=np.asarray(times, np.int32))
   target = os.path.join(workdir, out_dir) if out_dir else workdir
@@ -236,7 +235,7 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   for row, c in enumerate(have):
     k = str(c)
     speed[k] = float(everything.speed[row])
-    readout[k] = int(everything.readout[row])
+    readout[k] = int(everything.extras["readout"][row])
     diagnostics[k] = dict(
         in_box=bool(everything.in_box[row]), dist_centre=float(dist_centre[row]),
         **{f"dist_traj_{t}": float(dist_traj[row, j]) for j, t in enumerate(times)},
@@ -277,7 +276,7 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   traj, traj_classes = post_stimulus_trajectories(model, gen, cfg.seed)
   fig = plotting.trajectories_pca(
       traj, traj_classes, centres=centres[have],
-      slow_points=everything.states[:len(have)], slow_point_classes=everything.readout[:len(have)],
+      slow_points=everything.states[:len(have)], slow_point_classes=everything.extras["readout"][:len(have)],
       title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus ({recipe} recipe)",
       note=(f"slow point to nearest class state at t={t_com}: median "
             f"{_fmt(_nanmedian(dist_traj[:len(have), 0]))}; to its centre: median "

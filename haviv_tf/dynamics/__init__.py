@@ -1,8 +1,10 @@
 """Slow points of any recurrent network in TensorFlow: the library floor of haviv_tf.
 
-It imports no other haviv_tf module (nor tensorflow-datasets or matplotlib at import): a step
-s <- F(s, x) from a Keras 3 cell, an RNN layer, a SavedModel step signature, a plain function or
-an object with a `to_dynamics()` method (`core`).
+It imports no other haviv_tf module (nor tensorflow-datasets or matplotlib): a step s <- F(s, x)
+from a Keras 3 cell, an RNN layer, a SavedModel step signature, a plain function or an object
+with a `to_dynamics()` method, trajectories and sampled starting states (`core`); the compiled
+search (`finder`); the record of its points with save and load (`points`); Jacobians, spectra
+and stability (`linearize`).
 """
 
 from haviv_tf.dynamics.core import as_dynamics
@@ -15,3 +17,21 @@ from haviv_tf.dynamics.core import reached_bounds
 from haviv_tf.dynamics.core import sample_states
 from haviv_tf.dynamics.core import save_step
 from haviv_tf.dynamics.core import trajectories
+from haviv_tf.dynamics.finder import find_slow_points
+from haviv_tf.dynamics.finder import SlowPointConfig
+from haviv_tf.dynamics.finder import SlowPointFinder
+from haviv_tf.dynamics.linearize import in_box
+from haviv_tf.dynamics.linearize import jacobians
+from haviv_tf.dynamics.linearize import spectra
+from haviv_tf.dynamics.linearize import speeds
+from haviv_tf.dynamics.linearize import stable
+from haviv_tf.dynamics.points import FormatVersionError
+from haviv_tf.dynamics.points import SlowPoints
+from haviv_tf.dynamics.points import STOP_REASONS
+
+__all__ = [
+    "as_dynamics", "check_bounds", "Dynamics", "find_slow_points", "FormatVersionError",
+    "from_cell", "from_layer", "from_saved_model", "in_box", "jacobians", "reached_bounds",
+    "sample_states", "save_step", "SlowPointConfig", "SlowPointFinder", "SlowPoints", "spectra",
+    "speeds", "stable", "STOP_REASONS", "trajectories",
+]

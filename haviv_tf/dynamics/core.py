@@ -1,7 +1,7 @@
 """Recurrent dynamics s <- F(s, x) for the slow-point search: any Keras 3 cell, a cell inside a
 trained Keras RNN layer, a SavedModel's step signature, or an object that adapts itself (`to_dynamics()`).
 
-A `Dynamics` is what `slow_points.SlowPointFinder` searches: a step function on a flat state
+A `Dynamics` is what `finder.SlowPointFinder` searches: a step function on a flat state
 [N, S], an optional projection of the constant input (computed once per search), the speed
 coordinates in which q = ½ ||F(s, x) - s||² is measured, and the reachable box (lo, hi), each
 [S], where it is known (±inf where it is not):

@@ -171,7 +171,7 @@ def point_distances(points: slow_points_lib.SlowPoints, centres, cloud: Cloud, t
   dist_centre = np.full([n], np.nan, np.float32)
   dist_traj = np.full([n, len(times)], np.nan, np.float32)
   for p in range(n):
-    c = int(points.init_class[p])
+    c = int(points.extras["init_class"][p])
     if c < 0:
       continue
     if np.all(np.isfinite(centres[c])):

@@ -63,10 +63,11 @@ def slow_point_targets(model, generator, seed, sp_config=None, recipe="default",
   else:
     centres, counts = centre_targets(model, generator, seed)
   have = np.flatnonzero(counts > 0)
-  finder = slow_points_lib.SlowPointFinder(
-      model, sp_config or slow_points_lib.recipe_config(recipe, cfg))
-  _, found = finder.find(centres[have], x_bar, init_class=have.astype(np.int32),
-                         include_null=recipe == "paper", last_step_speed=recipe == "paper")
+  finder = slow_points_lib.ClassPointFinder(
+      model, sp_config or slow_points_lib.recipe_config(recipe, cfg),
+      include_null=recipe == "paper")
+  _, found = finder.find(centres[have], x_bar, last_step_speed=recipe == "paper",
+                         extras=dict(init_class=have.astype(np.int32)))
   per_class = np.full_like(centres, np.nan)
   per_class[have] = found.states
   return per_class, found, counts
