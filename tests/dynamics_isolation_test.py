@@ -39,7 +39,8 @@ def _foreign(modules):
                 and not (m == _LIBRARY or m.startswith(_LIBRARY + ".")))
 
 
-@pytest.mark.parametrize("statement", ["import haviv_tf.dynamics", "import haviv_tf",
+@pytest.mark.parametrize("statement", ["import haviv_tf.dynamics",
+                                       "import haviv_tf; haviv_tf.SlowPoints",
                                        "from haviv_tf import find_slow_points"])
 def test_the_library_loads_no_application_module(statement):
   before, added = _loaded_after(statement)
@@ -71,3 +72,14 @@ def test_the_package_exports_the_library_names():
                            "'find_slow_points', 'SlowPointConfig', 'SlowPointFinder', "
                            "'SlowPoints', 'Dynamics', 'as_dynamics'}")
   assert _foreign(added) == []
+
+
+def test_the_command_line_loads_no_tensorflow_at_import():
+  """haviv_tf's top level is lazy: `haviv_tf.main` checks flags before TensorFlow loads."""
+  code = ("import sys, haviv_tf.main; "
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().splitlines()[-1] == "[]"

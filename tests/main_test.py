@@ -264,7 +264,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     (["--mode=dance"], "unknown mode 'dance'"),
     (["stray"], "unexpected arguments: stray"),
     (["--dataset=mnist", "--data_dir=/nonexistent/dir"], "/nonexistent/dir is not a directory"),
-    (["--mode=analyze"], "--mode=analyze needs --workdirs"),
+    (["--mode=correlate"], "--mode=correlate needs --workdirs"),
+    (["--mode=analyze"], "--mode=correlate needs --workdirs"),  # the earlier name, an alias
     (["--sampler_nice=20"], "--sampler_nice must be in [0, 19], got 20"),
     (["--sampler_nice=-1"], "--sampler_nice must be in [0, 19], got -1"),
     (["--mode=evaluate", "--sampler_nice=5"],

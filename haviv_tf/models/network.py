@@ -12,7 +12,6 @@ from haviv_tf.base import config as config_lib
 from haviv_tf.models import cells
 from haviv_tf.models import cnn as cnn_lib
 from haviv_tf.models import train_steps
-from haviv_tf.task import losses
 
 NUM_OUTPUTS = config_lib.NUM_CLASSES + 1
 _UNROLL_MAX = 64  # sequences up to this length are unrolled in the graph (faster on CPU)
