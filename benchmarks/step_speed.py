@@ -29,7 +29,7 @@ import tensorflow as tf
 import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
 from haviv_tf.base import config as config_lib
 from haviv_tf.task import losses
-from haviv_tf.training import train
+from haviv_tf.training import checkpoints
 from haviv_tf.task import trials
 from train_throughput import step_flops  # pylint: disable=g-bad-import-order
 
@@ -65,7 +65,7 @@ def matmul_peaks(steps):
 
 def our_step(cfg, source, batch, xla):
   with tempfile.TemporaryDirectory() as workdir:
-    run = train.Run(cfg, workdir, source.frame_shape)
+    run = checkpoints.Run(cfg, workdir, source.frame_shape)
   fn = tf.function(lambda: run.model.train_step(batch)["loss"], jit_compile=xla)
   fn()
   return fn

@@ -38,6 +38,7 @@ import tensorflow as tf
 import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
 from haviv_tf.base import config as config_lib
 from haviv_tf.task import curricula
+from haviv_tf.training import checkpoints
 from haviv_tf.training import train
 from haviv_tf.task import trials
 
@@ -131,7 +132,7 @@ def bench(cfg, source, steps, repeats):
   per-round ratios, with their range."""
   keras.utils.set_random_seed(0)
   with tempfile.TemporaryDirectory() as workdir:
-    run = train.Run(cfg, workdir, source.frame_shape)
+    run = checkpoints.Run(cfg, workdir, source.frame_shape)
   gen = trials.generator_for(source, "train", cfg)
   batch = gen.sample(tf.constant([0, 1], tf.int64), cfg.batch_size, cfg.seq_len)
   data = (batch["inputs"], {k: batch[k] for k in ("labels", "weights", "class_mask")})

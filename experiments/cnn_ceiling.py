@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.task import datasets  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf.models import cnn  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.models import cnn as cnn_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                 "cifar10")
@@ -53,7 +53,7 @@ def fit(source, steps: int, batch: int, lr: float, seed: int, cnn: str,
   keras.utils.set_random_seed(seed)
   keras.mixed_precision.set_global_policy(precision)
   frames = keras.Input((x_train.shape[1],))
-  encoder = cnn.ConvEncoder(source.frame_shape, kind=cnn)
+  encoder = cnn_lib.ConvEncoder(source.frame_shape, kind=cnn)
   logits = keras.layers.Dense(10, dtype="float32")(encoder(frames))
   model = keras.Model(frames, logits)
   schedule = keras.optimizers.schedules.PiecewiseConstantDecay([round(steps * 2600 / 3000)],

@@ -96,13 +96,13 @@ def _files(base, name, weights=False):
 def write_final_weights(workdir, data_dir=""):
   """Writes workdir/weights/final from its newest checkpoint (unless it exists); returns it."""
   from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
-  from haviv_tf.training import train
+  from haviv_tf.training import checkpoints
   prefix = os.path.join(workdir, WEIGHTS)
   if not os.path.exists(prefix + ".index"):
     cfg = pipeline.trained_config(workdir)
-    run = train.Run(cfg, workdir, _source(cfg, data_dir).frame_shape)
+    run = checkpoints.Run(cfg, workdir, _source(cfg, data_dir).frame_shape)
     run.restore()
-    train.write_weights(run.model, run.step, prefix)
+    checkpoints.write_weights(run.model, run.step, prefix)
   return prefix
 
 
@@ -112,7 +112,7 @@ def check_accuracy(workdir) -> dict:
   from haviv_tf.task import datasets
   from haviv_tf.probes import evaluation
   from haviv_tf.models import network
-  from haviv_tf.training import train
+  from haviv_tf.training import checkpoints
   from haviv_tf.task import trials
   cfg = artifacts.recorded_config(workdir)
   if cfg is None:
@@ -122,7 +122,7 @@ def check_accuracy(workdir) -> dict:
                              f"{cfg.dataset} network has none")
   source = datasets.load(CHECK_DATASET)
   model = network.build(cfg, source.frame_shape)
-  step = train.read_snapshot(model, os.path.join(workdir, WEIGHTS))
+  step = checkpoints.read_snapshot(model, os.path.join(workdir, WEIGHTS))
   ev = evaluation.Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len)
   res = ev.evaluate([CHECK_DELAY], CHECK_TRIALS, CHECK_SEED)
   return dict(dataset=CHECK_DATASET, delay=CHECK_DELAY, trials=CHECK_TRIALS, seed=CHECK_SEED,
@@ -150,12 +150,13 @@ def _source(cfg, data_dir):
 def weights_to_checkpoint(workdir, data_dir=""):
   """Makes workdir/weights/final the run's checkpoint (if it has none); returns the step or None."""
   from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top
-  from haviv_tf.training import train
+  from haviv_tf.training import checkpoints
   prefix = os.path.join(workdir, WEIGHTS)
-  if train.checkpoint_paths(workdir) or not os.path.exists(prefix + ".index"):
+  if checkpoints.checkpoint_paths(workdir) or not os.path.exists(prefix + ".index"):
     return None
   cfg = artifacts.recorded_config(workdir)
-  return train.checkpoint_from_weights(cfg, workdir, prefix, _source(cfg, data_dir).frame_shape)
+  return checkpoints.checkpoint_from_weights(cfg, workdir, prefix,
+                                             _source(cfg, data_dir).frame_shape)
 
 
 def transfer(src_root, dst_root, overwrite, weights=False, data_dir=""):

@@ -10,7 +10,7 @@
   python3 experiments/learning_curve.py report [--out=experiments/learning_curve]
 
 A run keeps model snapshots at step 0, on a cadence (250 steps, doubling when more than 32
-accumulate), at every curriculum stage change and at the end (train.History). Each is read
+accumulate), at every curriculum stage change and at the end (checkpoints.History). Each is read
 into the run's model and evaluated on the run's test trials with the same seed, so the points
 of one curve differ only by the weights. All classes are evaluated at every point, also while
 a vocabulary curriculum has shown only some of them.
@@ -35,7 +35,7 @@ def cmd_run(args):
   from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
   from haviv_tf.task import curricula  # pylint: disable=g-import-not-at-top
   from haviv_tf.probes import evaluation  # pylint: disable=g-import-not-at-top
-  from haviv_tf.training import train  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
   delays = sorted({int(d) for d in args.delays.split(",") if d})
   path = os.path.join(args.out, JSON)
   store = artifacts.read_json(path) if os.path.exists(path) else {}
@@ -54,13 +54,13 @@ def cmd_run(args):
       raise SystemExit(f"error: {name} was evaluated with --trials={entry['trials']}; "
                        "use the same count or another --out")
     evaluator = evaluation.for_config(run.model, source, cfg)
-    for snap in train.History.load(workdir):
+    for snap in checkpoints.History.load(workdir):
       key = str(snap["step"])
       have = entry["points"].get(key, {})
       todo = [d for d in delays if str(d) not in have]
       if not todo:
         continue
-      train.read_snapshot(run.model, os.path.join(workdir, train.HISTORY_DIR, snap["path"]))
+      checkpoints.read_snapshot(run.model, os.path.join(workdir, checkpoints.HISTORY_DIR, snap["path"]))
       t0 = time.time()
       res = evaluator.evaluate(todo, args.trials, cfg.seed)
       have.update(res["accuracy_by_delay"])

@@ -13,6 +13,7 @@ from haviv_tf.analysis import backtrack
 from haviv_tf.base import config as config_lib
 from haviv_tf.models import network
 from haviv_tf.probes import slow_points
+from haviv_tf.training import checkpoints
 from haviv_tf.training import train
 from haviv_tf.task import trials
 
@@ -23,13 +24,13 @@ SP = slow_points.SlowPointConfig(max_iters=200, chunk=100, q_tol=1e-8, jit_compi
 
 def test_history_is_bounded_and_keeps_stage_changes(tmp_path):
   model = network.DelayedClassifier(units=4, frame_shape=(2, 2, 1))
-  history = train.History(str(tmp_path), every=1, keep=4)
+  history = checkpoints.History(str(tmp_path), every=1, keep=4)
   boundaries = {7, 13}
   for step in range(0, 41):
     if history.wants(step, boundaries, 40):
       history.save(model, step, stage_change=step in boundaries)
   history.mark_final(40)
-  entries = train.History.load(str(tmp_path))
+  entries = checkpoints.History.load(str(tmp_path))
   steps = [e["step"] for e in entries]
   cadence = [e["step"] for e in entries if not e["stage_change"] and not e.get("final")]
   assert len(cadence) <= 4 and history.every == 16
@@ -38,13 +39,13 @@ def test_history_is_bounded_and_keeps_stage_changes(tmp_path):
   # Thinned snapshots' files are gone; kept ones are readable.
   files = {f.split(".")[0] for f in os.listdir(tmp_path / "history") if f != "history.json"}
   assert files == {e["path"] for e in entries}
-  assert train.read_snapshot(model, str(tmp_path / "history" / "snapshot-13")) == 13
+  assert checkpoints.read_snapshot(model, str(tmp_path / "history" / "snapshot-13")) == 13
   # Weights only: no optimizer slots in a snapshot.
   keys = tf.train.load_checkpoint(str(tmp_path / "history" / "snapshot-13")
                                   ).get_variable_to_shape_map()
   assert any("cell/kernel" in k for k in keys) and not any("optimizer" in k for k in keys)
   # A reopened History continues at the doubled cadence.
-  assert train.History(str(tmp_path), every=1, keep=4).every == 16
+  assert checkpoints.History(str(tmp_path), every=1, keep=4).every == 16
 
 
 def test_find_merges_reports_where_two_points_meet_going_back():
@@ -64,7 +65,7 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
       units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
       eval_delays=(5,), eval_trials=20, protocol="nacu", history_every=10, jit_compile=False))
   pipeline.train_and_analyze(cfg, workdir, verbose=0, sp_config=SP)
-  entries = train.History.load(workdir)
+  entries = checkpoints.History.load(workdir)
   assert [e["step"] for e in entries] == [0, 10, 20]
   out = backtrack.backtrack(workdir, SP)
   assert out["steps"] == [20, 10, 0]
@@ -86,7 +87,7 @@ def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
   saved = artifacts.load_npz(os.path.join(workdir, backtrack.BACKTRACK_NPZ))
   _, source, run = pipeline.restore(workdir)
   model = network.build(cfg, source.frame_shape)
-  train.read_snapshot(model, os.path.join(workdir, "history", "snapshot-0"))
+  checkpoints.read_snapshot(model, os.path.join(workdir, "history", "snapshot-0"))
   x_bar = slow_points.mean_input_features(model, trials.generator_for(source, "test", cfg))
   np.testing.assert_allclose(dynamics.speeds(model, saved["points"][2], x_bar),
                              out["speed"][2], rtol=1e-4)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
 from haviv_tf.task import datasets
-from haviv_tf.training import train
+from haviv_tf.training import checkpoints
 
 _SOURCE = datasets.load("mnist_sample")
 
@@ -21,7 +21,7 @@ def _cfg(**overrides):
 
 
 def _run(workdir, **overrides):
-  return train.Run(_cfg(**overrides), str(workdir), _SOURCE.frame_shape)
+  return checkpoints.Run(_cfg(**overrides), str(workdir), _SOURCE.frame_shape)
 
 
 def _save_at(run, step):
@@ -88,8 +88,8 @@ def test_restore_falls_back_to_the_newest_readable_checkpoint(tmp_path, how, mon
   np.testing.assert_array_equal(fresh.model.cell.bias.numpy(), 20.0)
   assert any("skipped checkpoint" in w and "ckpt-30" in w for w in warnings), warnings
   # load_weights (the analysis modes' reader) falls back likewise.
-  model = train.Run(_cfg(), str(tmp_path / "other"), _SOURCE.frame_shape).model
-  assert train.load_weights(model, str(tmp_path)) == 20
+  model = checkpoints.Run(_cfg(), str(tmp_path / "other"), _SOURCE.frame_shape).model
+  assert checkpoints.load_weights(model, str(tmp_path)) == 20
   # Nothing was deleted by reading.
   assert all(os.path.exists(p + ".index") for p in paths)
 
@@ -113,5 +113,5 @@ def test_fallback_then_training_overwrites_the_damaged_newer_checkpoint(tmp_path
   fresh = _run(tmp_path, keep_checkpoints=2)
   assert fresh.restore() == 10
   _save_at(fresh, 20)  # the step the damaged one held: rewritten, verified
-  train.verify_checkpoint(paths[1])
+  checkpoints.verify_checkpoint(paths[1])
   assert os.path.exists(paths[0] + ".index")

@@ -27,12 +27,12 @@ import tensorflow as tf
 from haviv_tf.base import artifacts
 from haviv_tf.models import network
 from haviv_tf.probes import slow_points
-from haviv_tf.training import train
+from haviv_tf.training import checkpoints
 
 recorded_config = artifacts.recorded_config  # workdir -> its Config (config.json)
 build_model = network.build                  # (Config, frame_shape) -> the network
-load_weights = train.load_weights            # (model, workdir) -> step of its newest checkpoint
-read_snapshot = train.read_snapshot          # (model, history snapshot prefix) -> its step
+load_weights = checkpoints.load_weights            # (model, workdir) -> step of its newest checkpoint
+read_snapshot = checkpoints.read_snapshot          # (model, history snapshot prefix) -> its step
 load_slow_points = slow_points.SlowPoints.load  # slow_points.npz -> SlowPoints
 # --
 

@@ -20,6 +20,7 @@ from haviv_tf.task import datasets
 from haviv_tf.models import network
 from haviv_tf.probes import slow_points
 from haviv_tf.probes import speed_targets
+from haviv_tf.training import checkpoints
 from haviv_tf.training import train
 from haviv_tf.task import trials
 
@@ -179,7 +180,7 @@ def test_control_equals_plain_continued_training(parent, tmp_path):
   pcfg = config_lib.Config.from_dict(artifacts.read_json(os.path.join(parent,
                                                                       "config.json"))["config"])
   model = network.build(pcfg, source.frame_shape)
-  train.load_weights(model, parent)
+  checkpoints.load_weights(model, parent)
   # Compiled as the fine-tuning compiles its step (as the parent's config says): the comparison
   # is exact.
   model.compile(optimizer=keras.optimizers.Adam(pcfg.learning_rate, epsilon=1e-8),
@@ -193,7 +194,7 @@ def test_control_equals_plain_continued_training(parent, tmp_path):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
   # ... and training did move away from the parent.
   p = network.build(pcfg, source.frame_shape)
-  train.load_weights(p, parent)
+  checkpoints.load_weights(p, parent)
   assert not np.allclose(p.trainable_variables[0].numpy(), model.trainable_variables[0].numpy())
 
 

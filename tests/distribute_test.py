@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from haviv_tf.base import config as config_lib
 from haviv_tf.training import distribute
+from haviv_tf.training import checkpoints
 from haviv_tf.training import train
 
 # Tiny: units 8, batch 16, 20 steps; the analysis after training is shrunk to seconds. The
@@ -55,7 +56,7 @@ def _env(**extra):
 
 def _checkpoint(workdir):
   """{name: value} of the latest checkpoint's numeric variables (model and optimizer)."""
-  reader = tf.train.load_checkpoint(os.path.join(workdir, train.CHECKPOINT_DIR))
+  reader = tf.train.load_checkpoint(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
   values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
             if "save_counter" not in k}
   return {k: v for k, v in values.items() if isinstance(v, np.ndarray) and v.dtype.kind in "fiu"}
@@ -139,7 +140,7 @@ def test_a_run_resumes_under_another_strategy(reference, tmp_path):
   """The strategy is not part of the config: a default-strategy run resumes under mirrored."""
   workdir = str(tmp_path / "resumed")
   shutil.copytree(reference[False], workdir)
-  ckpts = os.path.join(workdir, train.CHECKPOINT_DIR)
+  ckpts = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
   for name in os.listdir(ckpts):
     if name.startswith("ckpt-20"):
       os.remove(os.path.join(ckpts, name))
@@ -291,7 +292,7 @@ def test_workers_that_restore_different_steps_are_refused(reference, tmp_path):
   the other worker none. Both stop with one line instead of training out of step (and hanging)."""
   chief = str(tmp_path / "chief")
   shutil.copytree(reference[False], chief)
-  ckpts = os.path.join(chief, train.CHECKPOINT_DIR)
+  ckpts = os.path.join(chief, checkpoints.CHECKPOINT_DIR)
   for name in os.listdir(ckpts):
     if name.startswith("ckpt-20"):
       os.remove(os.path.join(ckpts, name))

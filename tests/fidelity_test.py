@@ -18,6 +18,7 @@ from haviv_tf.task import datasets
 from haviv_tf.task import losses
 from haviv_tf.models import cnn
 from haviv_tf.models import network
+from haviv_tf.training import schedules
 from haviv_tf.training import train
 from haviv_tf.task import trials
 
@@ -60,7 +61,7 @@ class LearningRateTest(tf.test.TestCase):
   def test_the_paper_rate_drops_at_update_120000_as_the_authors(self):
     # TMC L325-328: `if step == 120000: learning_rate /= 10` runs before update 120,000.
     cfg = config.preset("paper", "mnist")
-    opt = train.make_optimizer(cfg)
+    opt = schedules.make_optimizer(cfg)
     var = tf.Variable(0.0)
     opt.build([var])
     rates = {}
@@ -395,7 +396,7 @@ class FinetuneTest(tf.test.TestCase):
       self.assertEqual(cfg.speed_copies, 10)            # TSC L167: NumRep = 10 per class
       self.assertEqual(cfg.speed_refresh_every, 0)      # TSC L165-179: targets are constants
       self.assertEqual(cfg.speed_targets, "center_mass" if mode == "control" else mode)
-      schedule = train.lr_schedule(cfg)                 # no rate drop within the 5000 steps
+      schedule = schedules.lr_schedule(cfg)                 # no rate drop within the 5000 steps
       self.assertAllClose([float(schedule(s)) for s in (0, 2500, 4999)], [1e-5] * 3)
       # New trials: the fine-tuning's stream continues after the parent's 140,000 steps
       # (TSC draws fresh batches and, L44 / L50 / L61, fresh speed noise every step).

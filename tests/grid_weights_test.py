@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(REPO, "experiments"))
 import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf.training import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.training import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ARGS = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
         "--eval_trials=40", "--eval_delays=5,10", "--sp_max_iters=200", "--jit_compile=false",
@@ -58,8 +58,8 @@ def test_weights_restore_the_network_and_its_recorded_accuracy(tmp_path):
   assert grid_files.weights_to_checkpoint(restored) == 20
   assert grid_files.weights_to_checkpoint(restored) is None  # it has a checkpoint now
 
-  before = _model_values(train.checkpoint_paths(trained)[0])
-  after = _model_values(train.checkpoint_paths(restored)[0])
+  before = _model_values(checkpoints.checkpoint_paths(trained)[0])
+  after = _model_values(checkpoints.checkpoint_paths(restored)[0])
   assert before.keys() == after.keys() and before
   for k, v in before.items():
     np.testing.assert_array_equal(v, after[k], err_msg=k)
@@ -88,5 +88,5 @@ def test_weights_never_replace_a_checkpoint(tmp_path):
   prefix = grid_files.write_final_weights(trained)
   cfg = artifacts.recorded_config(trained)
   with pytest.raises(artifacts.RunError, match="already has a checkpoint"):
-    train.checkpoint_from_weights(cfg, trained, prefix, (28, 28, 1))
+    checkpoints.checkpoint_from_weights(cfg, trained, prefix, (28, 28, 1))
   json.dumps(cfg.to_dict())  # the recorded config still reads

@@ -234,7 +234,7 @@ class DelayedClassifierTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(states, model.run(tf.constant(x)))
 
   def test_cnn_weights_exist_before_the_first_call(self):
-    # train.Run builds the optimizer on trainable_variables before any call; every weight of
+    # checkpoints.Run builds the optimizer on trainable_variables before any call; every weight of
     # the encoder must already be there, or the first train step fails with "Unknown variable".
     model = network.DelayedClassifier("gru", units=4, frame_shape=(32, 32, 3), encoder="cnn")
     shapes = [tuple(w.shape) for w in model.encoder.weights]

@@ -13,6 +13,7 @@ from haviv_tf.base import config as config_lib
 from haviv_tf.task import datasets
 from haviv_tf.probes import evaluation
 from haviv_tf.models import network
+from haviv_tf.training import checkpoints
 from haviv_tf.training import train
 from haviv_tf.task import trials
 
@@ -126,7 +127,7 @@ class DedupTest(tf.test.TestCase, parameterized.TestCase):
       self.assertTrue(run.model.dedup_frames)
       self.assertEqual(run.step, 3)
     with tempfile.TemporaryDirectory() as workdir:
-      plain = train.Run(dataclasses.replace(cfg, noise_bank=0), workdir, _SHAPE)
+      plain = checkpoints.Run(dataclasses.replace(cfg, noise_bank=0), workdir, _SHAPE)
       self.assertFalse(plain.model.dedup_frames)
 
 

@@ -14,11 +14,14 @@ import tensorflow as tf
 from haviv_tf.base import config
 from haviv_tf.task import datasets
 from haviv_tf.task import losses
+from haviv_tf.training import callbacks
+from haviv_tf.training import checkpoints
+from haviv_tf.training import schedules
 from haviv_tf.training import train
 
 
 def _rates(cfg, steps):
-  schedule = train.lr_schedule(cfg)
+  schedule = schedules.lr_schedule(cfg)
   return np.array([float(schedule(s)) for s in steps])
 
 
@@ -131,7 +134,7 @@ class TensorBoardResumeTest(tf.test.TestCase):
     last = sorted(tf.io.gfile.glob(os.path.join(killed, "tensorboard", "train", "events.*")))[-1]
     with open(last, "ab") as f:
       f.write(b"\x10\x00\x00\x00\x00")
-    self.assertEqual(train.last_logged_step(os.path.join(killed, "tensorboard", "train")), 24)
+    self.assertEqual(callbacks.last_logged_step(os.path.join(killed, "tensorboard", "train")), 24)
     train.train(cfg, killed, source, verbose=0)  # resumes from 20
 
     for tag in ("train/loss", "train/report_acc", "learning_rate", "curriculum/stage"):
@@ -156,14 +159,14 @@ class NullWarningTest(tf.test.TestCase):
       head.kernel.assign(tf.zeros_like(head.kernel))
       head.bias.assign([12.0] + [-12.0] * 10)
 
-    self.assertEqual(train.null_warning_steps(cfg), 10)
+    self.assertEqual(callbacks.null_warning_steps(cfg), 10)
     with self.assertLogs(level="WARNING") as logs:
       train.train(cfg, workdir, source, verbose=0, init_fn=trivial)
     warnings = [r.getMessage() for r in logs.records if "outputs null everywhere" in r.getMessage()]
     self.assertLen(warnings, 1)
     self.assertIn("trivial-solution loss", warnings[0])
     self.assertIn("step 10:", warnings[0])   # at the first write 10 steps into the stretch
-    text = _logged(workdir, train.NULL_WARNING_TAG)
+    text = _logged(workdir, callbacks.NULL_WARNING_TAG)
     self.assertEqual([s for s, _ in text], [10])
     self.assertIn(b"outputs null everywhere", text[0][1].item())
     trivial_logged = dict(_logged(workdir, "train/trivial_loss"))
@@ -184,7 +187,7 @@ class NullWarningTest(tf.test.TestCase):
       head.bias.assign([0.0, 20.0] + [0.0] * 9)
 
     train.train(cfg, workdir, source, verbose=0, init_fn=confident)
-    self.assertEqual(_logged(workdir, train.NULL_WARNING_TAG), [])
+    self.assertEqual(_logged(workdir, callbacks.NULL_WARNING_TAG), [])
 
 
 class CnnSnapshotTest(tf.test.TestCase):
@@ -194,12 +197,12 @@ class CnnSnapshotTest(tf.test.TestCase):
     keras.utils.set_random_seed(0)
     model = network.DelayedClassifier("gru", units=4, frame_shape=(8, 8, 3), encoder="cnn")
     with tempfile.TemporaryDirectory() as workdir:
-      history = train.History(workdir, every=10, keep=4)
+      history = checkpoints.History(workdir, every=10, keep=4)
       history.save(model, 10, stage_change=False)
       keras.utils.set_random_seed(1)
       other = network.DelayedClassifier("gru", units=4, frame_shape=(8, 8, 3), encoder="cnn")
-      self.assertEqual(train.read_snapshot(
-          other, os.path.join(workdir, train.HISTORY_DIR, "snapshot-10")), 10)
+      self.assertEqual(checkpoints.read_snapshot(
+          other, os.path.join(workdir, checkpoints.HISTORY_DIR, "snapshot-10")), 10)
       for a, b in zip(model.trainable_variables, other.trainable_variables):
         self.assertAllEqual(a, b, msg=a.path)
       # A snapshot without the convolutions (as written before they were tracked) is refused
@@ -209,4 +212,20 @@ class CnnSnapshotTest(tf.test.TestCase):
           cell=model.cell, head=model.head, encoder=old_encoder), step=tf.Variable(3, tf.int64))
       path = partial.write(os.path.join(workdir, "partial"))
       with self.assertRaisesRegex(train.RunError, "corrupt or from another model.*conv"):
-        train.read_snapshot(other, path)
+        checkpoints.read_snapshot(other, path)
+
+
+def test_warmup_cosine_is_keras_cosine_decay_without_warmup_and_one_step_ahead_with_it():
+  steps = np.arange(0, 1200, 7)
+  ours = schedules.WarmupCosine(1e-3, 1000, 0.1)
+  keras_cos = keras.optimizers.schedules.CosineDecay(1e-3, 1000, alpha=0.1)
+  np.testing.assert_allclose([float(ours(s)) for s in steps],
+                             [float(keras_cos(s)) for s in steps], rtol=1e-6)
+  ours = schedules.WarmupCosine(1e-3, 1000, 0.1, warmup=100)
+  keras_warm = keras.optimizers.schedules.CosineDecay(0.0, 900, alpha=0.1, warmup_target=1e-3,
+                                                      warmup_steps=100)
+  np.testing.assert_allclose([float(ours(s)) for s in range(100)],
+                             [float(keras_warm(s + 1)) for s in range(100)], rtol=1e-6)
+  assert float(keras_warm(0)) == 0.0 and float(ours(0)) > 0.0
+  np.testing.assert_allclose([float(ours(s)) for s in steps[steps >= 100]],
+                             [float(keras_warm(s)) for s in steps[steps >= 100]], rtol=1e-6)

@@ -36,7 +36,7 @@ from haviv_tf.task import curricula
 from haviv_tf.models import network
 from haviv_tf.analysis import plotting
 from haviv_tf.probes import slow_points as slow_points_lib
-from haviv_tf.training import train
+from haviv_tf.training import checkpoints
 from haviv_tf.task import trials
 
 BACKTRACK_JSON = "backtrack.json"
@@ -201,10 +201,10 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
           f"{workdir} holds a back-tracking of step {run.step} with other settings (merge_frac "
           f"{stored.get('merge_frac')}, sp_max_iters {stored.get('sp_max_iters')}) or from "
           "other slow points; --overwrite replaces it")
-  entries = [e for e in train.History.load(workdir) if e["step"] < run.step]
+  entries = [e for e in checkpoints.History.load(workdir) if e["step"] < run.step]
   if not entries:
     raise artifacts.RunError(f"{workdir} has no training snapshots before step {run.step} "
-                             f"(the {train.HISTORY_DIR}/ folder); train with --history_every")
+                             f"(the {checkpoints.HISTORY_DIR}/ folder); train with --history_every")
   entries = entries[::-1]
   gen = trials.generator_for(source, "test", cfg)
   classes = np.asarray(final.extras["init_class"], np.int32)
@@ -223,7 +223,7 @@ def backtrack(workdir: str, sp_config=None, merge_frac: float = 0.05, overwrite=
   finder = finder_lib.SlowPointFinder(model, sp_config)  # weights change, the graph not
   started = time.monotonic()
   for k, e in enumerate(entries, 1):
-    train.read_snapshot(model, os.path.join(workdir, train.HISTORY_DIR, e["path"]))
+    checkpoints.read_snapshot(model, os.path.join(workdir, checkpoints.HISTORY_DIR, e["path"]))
     x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
     found, _, _ = finder.minimize(points[-1], x_bar, progress=False)
     steps.append(int(e["step"]))

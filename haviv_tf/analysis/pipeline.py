@@ -19,6 +19,7 @@ from haviv_tf.analysis import plotting
 from haviv_tf.probes import predictors
 from haviv_tf.probes import slow_points as slow_points_lib
 from haviv_tf.base import summaries
+from haviv_tf.training import checkpoints
 from haviv_tf.training import train
 from haviv_tf.task import trials
 
@@ -40,7 +41,7 @@ def trained_config(workdir: str) -> config_lib.Config:
   if cfg is None:
     raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no {artifacts.CONFIG_FILE}); "
                              "train one first with --mode=train")
-  if not train.checkpoint_paths(workdir):
+  if not checkpoints.checkpoint_paths(workdir):
     raise artifacts.RunError(f"{workdir} has no trained model (no checkpoint); train it first "
                              "with --mode=train")
   return cfg
@@ -55,7 +56,7 @@ def restore(workdir: str):
   """
   cfg = trained_config(workdir)
   source = datasets.apply_recipe(datasets.load(cfg.dataset, cfg.data_dir), cfg.data_recipe)
-  run = train.Run(cfg, workdir, source.frame_shape)
+  run = checkpoints.Run(cfg, workdir, source.frame_shape)
   run.restore()
   return cfg, source, run
 

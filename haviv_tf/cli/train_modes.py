@@ -49,11 +49,11 @@ def dry_strategy(args, cfg):
   joining a multi-worker cluster (TF_CONFIG is parsed and checked) or connecting to a TPU."""
   common.import_quietly(args)
   from haviv_tf.training import distribute  # pylint: disable=g-import-not-at-top
-  from haviv_tf.training import train  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
   name = args.strategy
   if name in ("default", "mirrored"):
     strategy = distribute.make_strategy(name, args.cpu_devices, args.tpu)
-    distribute.check_divisible(strategy, cfg.batch_size, train.speed_noise_frames(cfg))
+    distribute.check_divisible(strategy, cfg.batch_size, checkpoints.speed_noise_frames(cfg))
     return
   distribute.check_name(name)
   if args.cpu_devices:

@@ -63,8 +63,8 @@ class DelayedClassifier(train_steps.TrainSteps, keras.Model):
     self.head.build((None, self.units))
     if self.encoder is not None:
       self.encoder.build((None, self.frame_size))
-    # Training runs with a noise bank set this (train.Run): a setting of the run, not of the
-    # network, so it is not in get_config and an exported model never uses it.
+    # Training runs with a noise bank set this (training.checkpoints.Run): a setting of the
+    # run, not of the network, so it is not in get_config and an exported model never uses it.
     self.dedup_frames = False
     self.init_training_state()
 
