@@ -634,6 +634,7 @@ def _study():
   import time  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
     raise UsageError("--mode=study needs --workdir=DIR, the sweep's root")
+  from haviv_tf.study import runner  # pylint: disable=g-import-not-at-top
   from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top
   root = _WORKDIR.value
   if os.path.exists(os.path.join(root, sweep.GRID_FILE)):
@@ -653,7 +654,7 @@ def _study():
   _watch(root, tensorboard=True)
   _watch(_OUT.value)
   t0 = time.time()
-  results = sweep.run_local(specs, root, _WORKERS.value, _THREADS.value,
+  results = runner.run_local(specs, root, _WORKERS.value, _THREADS.value,
                             _OVERRIDES["data_dir"].value or "")
   wall = time.time() - t0
   failed = [r for r in results if r["status"] not in ("done", "skipped")]
