@@ -41,6 +41,14 @@ def _tags(logdir):
       tags.update(v.tag for v in e.summary.value)
   return tags
 
+def _rec(name, accs, trials, compare=None):
+  return dict(name=name, dataset="mnist", protocol="decu", arch="gru",
+              results=dict(accuracy_by_delay={str(d): a for d, a in accs.items()},
+                           trials_per_delay={str(d): trials for d in accs}),
+              compare=compare and dict(rows={m: dict(accuracy_by_delay={
+                  str(d): a for d, a in by_d.items()}) for m, by_d in compare.items()}))
+
+
 def test_busy_seconds_is_the_union_of_the_runs_intervals():
   # Two workers overlapping, then a pause (a resumed sweep), then one more run.
   assert report.busy_seconds([(0, 10), (5, 12), (100, 130), (11, 12)]) == 12 + 30
