@@ -21,7 +21,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
-from haviv_tf.study import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import claims as claims_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import claims_backtrack  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import claims_finetune  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import evidence as evd  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import significance as sig  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -46,20 +49,20 @@ def claims(folder):
     else:
       _copy_runs(folder, root)
     _, specs = sweep.load_grid(root)
-    recs = [r for r in report.collect(root, specs)
+    recs = [r for r in evd.collect(root, specs)
             if r["results"] and "accuracy_by_delay" in r["results"]]
-    ceiling = report._read_ceiling(folder)  # pylint: disable=protected-access
-    ev = report.Evidence(root=root, out=tmp, have=recs, seq_len=specs[0].config().seq_len,
-                         delays=sorted({int(d) for r in recs
-                                        for d in r["results"]["accuracy_by_delay"]}),
-                         ceiling=ceiling)
-    out = {"a": report.claim_a(ev, recs)[0], "b": report.claim_b(ev, recs)[0]}
+    ceiling = evd.read_ceiling(folder)
+    ev = evd.Evidence(root=root, out=tmp, have=recs, seq_len=specs[0].config().seq_len,
+                      delays=sorted({int(d) for r in recs
+                                     for d in r["results"]["accuracy_by_delay"]}),
+                      ceiling=ceiling)
+    out = {"a": claims_lib.claim_a(ev, recs)[0], "b": claims_lib.claim_b(ev, recs)[0]}
     ft = [r for r in recs if r["compare"]]
-    out["d"] = report.claim_d(ev, ft)[0] if ft else None
+    out["d"] = claims_finetune.claim_d(ev, ft)[0] if ft else None
     bt = [r for r in recs if r["backtrack"]]
-    out["e"] = report.claim_e(ev, bt)[0] if bt else None
+    out["e"] = claims_backtrack.claim_e(ev, bt)[0] if bt else None
     sp = [r for r in recs if "slow_point_speed" in r["results"]]
-    out["c"] = report.claim_c(ev, sp)[0] if sp else None
+    out["c"] = claims_lib.claim_c(ev, sp)[0] if sp else None
     return out, len(recs), len(specs), ev
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -157,7 +160,7 @@ def rows(results):
 
 def _high(r):
   """Claim (a)'s high level of a grid (0.98, or its ceiling's lowest run where that is lower)."""
-  return r["claims"]["a"].get("high", report.HIGH)
+  return r["claims"]["a"].get("high", evd.HIGH)
 
 
 def _d_delay(r, which):
@@ -185,9 +188,9 @@ def _room(r):
   ev = r["ev"]
   vals = []
   for x in ev.have:
-    c = report._acc(x, r["claims"]["d"]["delay"], "control")  # pylint: disable=protected-access
+    c = evd.acc(x, r["claims"]["d"]["delay"], "control")
     if c is not None:
-      vals.append(report._pooled_training_accuracy(x, ev.train_delays)[0] - c)  # pylint: disable=protected-access
+      vals.append(evd.pooled_training_accuracy(x, ev.train_delays)[0] - c)
   return "{:.3f} ({:.3f} to {:.3f})".format(sum(vals) / len(vals), min(vals), max(vals))
 
 

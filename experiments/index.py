@@ -32,7 +32,7 @@ _MEDIUM = ("python3 -m haviv_tf.main --mode=study --grid=medium --workdir=runs/m
 _CIFAR = ("python3 -m haviv_tf.main --mode=study --grid=cifar_quick --workdir=runs/cifar_quick "
           "--workers=2 --threads=1 --data_dir=../shared/data")
 _SP = "bash experiments/slow_points_reachable/grid.sh runs/small runs/sp"
-_SP_REPORT = ("python3 -c \"from haviv_tf import report; "
+_SP_REPORT = ("python3 -c \"from haviv_tf.study import report; "
               "report.build('runs/sp/paper', out='runs/sp/report_paper')\"")
 _SP_FIRST = "the first round's commands in slow_points_reachable.md"
 _C = "claim (c)'s --mode=analyze, written by the report"

@@ -70,26 +70,27 @@ def _paper_cells(folder):
   """claim -> cell text for the one paper-preset network, by the study report's tests."""
   sys.path.insert(0, REPO)
   from haviv_tf.base import artifacts
-  from haviv_tf.study import report
+  from haviv_tf.study import claims_backtrack
+  from haviv_tf.study import evidence
   from haviv_tf.study import significance
   workdir = os.path.join(REPO, "experiments", folder)
   res = _read(f"experiments/{folder}/results.json")
   cfg = artifacts.recorded_config(workdir)
   acc = res["accuracy_by_delay"]
   worst = min(v for d, v in acc.items() if int(d) < cfg.seq_len)
-  cells = {"a": f"{_word(worst >= report.SOLVED)}: worst {worst:.3f} (≥ {report.SOLVED:.3g})",
+  cells = {"a": f"{_word(worst >= evidence.SOLVED)}: worst {worst:.3f} (≥ {evidence.SOLVED:.3g})",
            "b": "n/a (one network)", "d": "not run"}
-  key = str(report.TEST_DELAY["mnist"])
+  key = str(evidence.TEST_DELAY["mnist"])
   per_class = res["per_class_accuracy_by_delay"][key]
   pairs = [(math.log10(res["slow_point_speed"][str(k)]), per_class[k])
            for k in range(len(per_class))]
   cc = significance.correlate(pairs)
-  held = cc["spearman"] < 0 and cc["spearman_p"] < report.ALPHA
+  held = cc["spearman"] < 0 and cc["spearman_p"] < evidence.ALPHA
   cells["c"] = f"{_word(held)} across its classes: ρ {_rho(cc['spearman'])} (delay {key})"
   b = _read(f"experiments/{folder}/backtrack.json")
-  late = [x for x in report._births(b, cfg, "readout") if x["introduced_at"] > 0]
+  late = [x for x in claims_backtrack.find_births(b, cfg, "readout") if x["introduced_at"] > 0]
   born = sum(x["at_introduction"] for x in late)
-  cells["e"] = f"{_word(born / len(late) >= 0.75)}: {born} of {len(late)} born at introduction"
+  cells["e"] = f"{_word(born / len(late) >= claims_backtrack.BORN_AT_INTRODUCTION)}: {born} of {len(late)} born at introduction"
   return cells
 
 

@@ -25,6 +25,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import runner  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import slurm  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -97,14 +99,14 @@ def write_slurm(a, name, specs):
   if a.submit and not shutil.which("sbatch"):
     raise ValueError("sbatch not found on PATH: submit from a Slurm login node (the script "
                      f"is written by --slurm={a.slurm} without --submit)")
-  other = sweep.script_root(a.slurm)
+  other = slurm.script_root(a.slurm)
   if other is not None and other != os.path.abspath(a.root):
     raise ValueError(f"{a.slurm} is the job script of root {other}, not {os.path.abspath(a.root)}"
                      "; write this root's script to another file")
   launcher = os.path.abspath(__file__)
   os.makedirs(a.slurm_logs or os.path.join(a.root, sweep.LOG_DIR), exist_ok=True)
   cpus = a.slurm_cpus or max(1, a.threads or 2)
-  artifacts.write_text(a.slurm, sweep.slurm_script(
+  artifacts.write_text(a.slurm, slurm.slurm_script(
       specs, a.root, launcher, a.data_dir, cpus=cpus, hours=a.slurm_hours,
       mem_gb=a.slurm_mem_gb, python=sys.executable, grid_name=name, gpus=a.slurm_gpus,
       throttle=a.slurm_throttle, requeue=a.slurm_requeue, log_dir=a.slurm_logs,
@@ -153,7 +155,7 @@ def main(argv=None):
       if not chosen:
         raise ValueError(f"no run named {a.only!r} in {a.root}/{sweep.GRID_FILE}")
       specs = chosen
-    results = sweep.run_local(specs, a.root, a.workers, a.threads, a.data_dir)
+    results = runner.run_local(specs, a.root, a.workers, a.threads, a.data_dir)
   except (ValueError, artifacts.RunError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

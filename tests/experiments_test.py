@@ -139,7 +139,7 @@ def test_centre_targets_refuses_a_missing_root_or_report(tmp_path):
 
 def test_cnn_ceiling_writes_the_ceiling_a_report_reads(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
-  from haviv_tf.study import report  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import evidence  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   np.savez(tmp_path / "cifar10.npz",
            x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
@@ -151,14 +151,14 @@ def test_cnn_ceiling_writes_the_ceiling_a_report_reads(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "experiments", "cnn_ceiling.py"), "--data_dir",
        str(tmp_path), "--steps", "3", "--batch", "4", "--seeds", "0,1", "--json",
-       str(out / report.CEILING_JSON), "--out", str(out / "ceiling.md")],
+       str(out / evidence.CEILING_JSON), "--out", str(out / "ceiling.md")],
       capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(out / "ceiling.md") as f:
     md = f.read().splitlines()
   assert md[0].startswith("# ") and "--steps 3 --batch 4 --seeds 0,1" in md[2]
   assert sum(line.startswith("| 3 | 12 (") for line in md) == 2  # a row per seed
-  ceiling = report._read_ceiling(str(out))  # pylint: disable=protected-access
+  ceiling = evidence.read_ceiling(str(out))
   assert ceiling["dataset"] == "cifar10" and "--steps 3 --batch 4" in ceiling["measured_by"]
   assert [r["seed"] for r in ceiling["runs"]] == [0, 1]
   assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["images"] == 12 for r in ceiling["runs"])

@@ -94,3 +94,30 @@ def test_wilson_interval_matches_published_values():
   lo3, hi3 = sig.wilson(2910, 3000)
   assert lo1 < lo3 < 0.97 < hi3 < hi1
   assert all(math.isnan(v) for v in sig.wilson(0, 0))
+
+
+def test_wilson_is_scipys_wilson_interval_at_scipys_z():
+  # The same formula as scipy.stats.binomtest's; the report keeps z = 1.96 and float counts.
+  z = stats.norm.ppf(0.975)
+  for k, n in [(973, 1000), (0, 10), (10, 10), (5, 17), (19_990, 20_000)]:
+    ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+    lo, hi = sig.wilson(k, n, z=z)
+    assert abs(lo - ci.low) < 1e-12 and abs(hi - ci.high) < 1e-12
+  ci = stats.binomtest(973, 1000).proportion_ci(method="wilson")
+  assert abs(sig.wilson(973, 1000)[0] - ci.low) > 1e-8  # z = 1.96: why SciPy is not used
+
+
+def test_pooled_bootstrap_is_scipys_percentile_bootstrap_with_the_same_generator():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=30)
+  y = x + rng.normal(size=30)
+  ours = sig.spearman_with_ci(x, y, None, num_boot=2000, seed=0)
+
+  def rho(a, b, axis=-1):
+    del axis
+    return sig._spearman_rows(np.atleast_2d(a), np.atleast_2d(b))  # pylint: disable=protected-access
+
+  res = stats.bootstrap((x, y), rho, paired=True, vectorized=True, n_resamples=2000,
+                        method="percentile", rng=np.random.default_rng(0))
+  assert abs(ours["low"] - res.confidence_interval.low) < 1e-12
+  assert abs(ours["high"] - res.confidence_interval.high) < 1e-12

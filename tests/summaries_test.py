@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from haviv_tf.base import artifacts
-from haviv_tf.study import report
+from haviv_tf.study import hparams
 from haviv_tf.base import summaries
 
 TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
@@ -53,7 +53,7 @@ def test_every_tag_of_a_run_has_a_description(run):
 def test_the_hparams_metrics_of_a_report_have_descriptions(run):
   results = artifacts.read_json(os.path.join(run, artifacts.RESULTS_FILE))
   root = os.path.dirname(run)
-  report.write_hparams(root, [dict(workdir=run, results=results, compare=None)])
+  hparams.write_hparams(root, [dict(workdir=run, results=results, compare=None)])
   tags = _descriptions(os.path.join(run, "tensorboard", "hparams"))
   assert "hparams/accuracy_delay_5" in tags
   for tag, descriptions in tags.items():

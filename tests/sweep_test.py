@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from haviv_tf.study import runner
+from haviv_tf.study import slurm
 from haviv_tf.study import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +77,7 @@ def test_bad_grids_are_refused(kw, message):
 
 def test_commands_cover_train_finetunes_compare_and_backtrack():
   spec = sweep.expand(_tiny_grid())[0]
-  cmds = dict(sweep.commands(spec, "/r", data_dir="/d", python="py"))
+  cmds = dict(runner.commands(spec, "/r", data_dir="/d", python="py"))
   assert list(cmds) == ["train", "finetune_control", "finetune_slow_points",
                         "finetune_center_mass", "compare", "backtrack"]
   train = cmds["train"]
@@ -92,7 +94,7 @@ def test_finetune_speed_weight_reaches_every_finetuning_and_names_the_run(tmp_pa
   mu = sweep.expand(_tiny_grid(finetune_speed_weight=1e-2))
   mu2 = sweep.expand(_tiny_grid(finetune_speed_weight=1e-3))
   assert len({plain[0].name, mu[0].name, mu2[0].name}) == 3
-  cmds = dict(sweep.commands(mu[0], "/r", python="py"))
+  cmds = dict(runner.commands(mu[0], "/r", python="py"))
   for step in ("finetune_control", "finetune_slow_points", "finetune_center_mass", "compare"):
     assert "--speed_weight=0.01" in cmds[step] and "--steps=2" in cmds[step], step
   assert not any(a.startswith("--speed_weight") for a in cmds["train"] + cmds["backtrack"])
@@ -121,25 +123,25 @@ def test_finished_runs_are_skipped_and_failed_ones_rerun(tmp_path):
   specs = sweep.expand(_tiny_grid())
   root = str(tmp_path)
   calls = []
-  first = sweep.run_local(specs[:2], root, runner=_recording_runner(calls, fail="compare"),
+  first = runner.run_local(specs[:2], root, runner=_recording_runner(calls, fail="compare"),
                           progress=None)
   assert [r["status"] for r in first] == ["failed", "failed"]
   assert all(r["failed_step"] == "compare" for r in first)
   assert not any(sweep.is_done(s, root) for s in specs)
   calls.clear()
-  second = sweep.run_local(specs, root, workers=2, runner=_recording_runner(calls),
+  second = runner.run_local(specs, root, workers=2, runner=_recording_runner(calls),
                            progress=None)
   assert [r["status"] for r in second] == ["done"] * 4
   assert len(calls) == 4 * 6  # every step is started again; each resumes itself
   calls.clear()
-  third = sweep.run_local(specs, root, runner=_recording_runner(calls), progress=None)
+  third = runner.run_local(specs, root, runner=_recording_runner(calls), progress=None)
   assert [r["status"] for r in third] == ["skipped"] * 4 and not calls
   with open(os.path.join(root, specs[0].name, sweep.DONE_FILE)) as f:
     done = json.load(f)
   assert done["spec"]["name"] == specs[0].name
   # Its time covers both invocations: every attempt of the first (up to the failed compare)
   # and all six of the second, each step's seconds summed over its attempts.
-  first_steps = [step for step, _ in sweep.commands(specs[0], root, "")]
+  first_steps = [step for step, _ in runner.commands(specs[0], root, "")]
   n_first = first_steps.index("compare") + 1
   assert len(done["intervals"]) == n_first + 6 and done["interrupted"] == 0
   assert set(done["seconds_per_step"]) == set(first_steps)
@@ -155,15 +157,15 @@ def test_interrupted_step_attempts_are_counted_not_timed(tmp_path):
   # A launcher killed during training left an attempt without an end.
   with open(path, "w") as f:
     json.dump(dict(attempts=[dict(step="train", start=100.0, end=None, code=None)]), f)
-  (res,) = sweep.run_local([spec], root, runner=_recording_runner([]), progress=None)
+  (res,) = runner.run_local([spec], root, runner=_recording_runner([]), progress=None)
   assert res["status"] == "done" and res["resumed"]
   with open(os.path.join(root, spec.name, sweep.DONE_FILE)) as f:
     done = json.load(f)
   assert done["interrupted"] == 1 and len(done["intervals"]) == 6
-  assert len(sweep.read_attempts(path)) == 7
+  assert len(runner.read_attempts(path)) == 7
   with open(path, "w") as f:
     f.write("{not json")
-  assert sweep.read_attempts(path) == []
+  assert runner.read_attempts(path) == []
 
 
 def test_two_launchers_never_run_the_same_job_twice(tmp_path):
@@ -172,6 +174,7 @@ def test_two_launchers_never_run_the_same_job_twice(tmp_path):
   log = str(tmp_path / "calls.log")
   script = textwrap.dedent(f"""
       import os, sys, time
+      from haviv_tf.study import runner as sweep_runner
       from haviv_tf.study import sweep
       specs = sweep.expand(sweep.Grid("tiny", datasets=("mnist_sample",), archs=("gru",),
                                       protocols=("vocu", "decu"), seeds=(0, 1)))
@@ -181,7 +184,7 @@ def test_two_launchers_never_run_the_same_job_twice(tmp_path):
         os.close(fd)
         time.sleep(0.05)
         return 0
-      res = sweep.run_local(specs, {root!r}, workers=2, runner=runner, progress=None)
+      res = sweep_runner.run_local(specs, {root!r}, workers=2, runner=runner, progress=None)
       print(sorted(r["status"] for r in res))
   """)
   procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -199,7 +202,7 @@ def test_two_launchers_never_run_the_same_job_twice(tmp_path):
 
 def test_slurm_script_is_valid_bash_and_maps_each_index_to_one_run(tmp_path):
   specs = sweep.expand(_tiny_grid())
-  script = sweep.slurm_script(specs, str(tmp_path), "/x/launch/sweep.py", "/data", cpus=4,
+  script = slurm.slurm_script(specs, str(tmp_path), "/x/launch/sweep.py", "/data", cpus=4,
                               python="echo", grid_name="tiny")
   path = tmp_path / "job.sbatch"
   path.write_text(script)
@@ -249,7 +252,7 @@ def test_a_grid_whose_analysis_settings_changed_is_refreshed_and_other_networks_
   got = sweep.refresh_grid(root, "paper_mnist", sweep.load_grid(root)[1], new, log=lines.append)
   assert [s.to_dict() for s in got] == [s.to_dict() for s in new] and "updated" in lines[0]
   assert sweep.load_grid(root)[1][0].sp_recipes == ("paper", "default")
-  cmds = dict(sweep.commands(got[0], root))
+  cmds = dict(runner.commands(got[0], root))
   assert "--sp_recipe=paper" in cmds["train"] and "--sp_recipe=paper" in cmds["finetune_control"]
   assert "--sp_dir=slow_points_default" in cmds["slow_points_default"]
   assert "--max_delay=10000" in cmds["memory"]
@@ -264,9 +267,9 @@ def test_a_grid_whose_analysis_settings_changed_is_refreshed_and_other_networks_
 def test_progress_names_each_network_and_the_time_so_far_and_left(tmp_path):
   specs = sweep.expand(_tiny_grid())
   root = str(tmp_path)
-  sweep.run_local(specs[:1], root, runner=_recording_runner([]), progress=None)
+  runner.run_local(specs[:1], root, runner=_recording_runner([]), progress=None)
   lines = []
-  sweep.run_local(specs, root, runner=_recording_runner([]), progress=lines.append)
+  runner.run_local(specs, root, runner=_recording_runner([]), progress=lines.append)
   started = [l for l in lines if l.startswith("network ")]
   finished = [l for l in lines if l.startswith("[")]
   assert len(started) == len(specs) - 1  # the finished first network is not started again

@@ -27,6 +27,7 @@ def correlate(args):
 def sweep(args):
   if not args.workdir:
     raise common.UsageError("--mode=sweep needs --workdir=DIR, the sweep's root")
+  from haviv_tf.study import runner  # pylint: disable=g-import-not-at-top
   from haviv_tf.study import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
   root = args.workdir
   if os.path.exists(os.path.join(root, sweep_lib.GRID_FILE)):
@@ -46,7 +47,7 @@ def sweep(args):
   common.watch(root, tensorboard=True)
   common.watch(args.out)
   t0 = time.time()
-  results = sweep_lib.run_local(specs, root, args.workers, args.threads,
+  results = runner.run_local(specs, root, args.workers, args.threads,
                             args.overrides["data_dir"] or "")
   wall = time.time() - t0
   failed = [r for r in results if r["status"] not in ("done", "skipped")]

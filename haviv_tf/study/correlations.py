@@ -197,6 +197,21 @@ def _finite_rows(rows):
           for r in rows]
 
 
+def _rank_one(x, y, groups, sign, num_boot) -> dict:
+  """One predictor x against a memory measure y: Spearman ρ pooled over every pair and within
+  `groups` (networks), each with its bootstrap interval and "oriented" (ρ x the predictor's
+  expected `sign`: larger is a better prediction).
+
+  Returns:
+    {"pooled", "within" (significance.spearman_with_ci dicts, plus "oriented"), "sign"}.
+  """
+  pooled = sig.spearman_with_ci(x, y, None, num_boot)
+  within = sig.spearman_with_ci(x, y, groups, num_boot)
+  for v in (pooled, within):
+    v["oriented"] = None if v["rho"] is None else sign * v["rho"]
+  return dict(pooled=pooled, within=within, sign=sign)
+
+
 def rank_predictors(rows, delays, num_boot: int = BOOTSTRAP) -> dict:
   """Spearman ρ of every predictor against per-class accuracy, pooled and within networks.
 
@@ -219,14 +234,8 @@ def rank_predictors(rows, delays, num_boot: int = BOOTSTRAP) -> dict:
     for d in delays:
       pairs = [(r[f"pred_{name}"], r[f"acc_{d}"], r["workdir"]) for r in rows
                if r.get(f"pred_{name}") is not None and r.get(f"acc_{d}") is not None]
-      x = [p[0] for p in pairs]
-      y = [p[1] for p in pairs]
-      g = [p[2] for p in pairs]
-      pooled = sig.spearman_with_ci(x, y, None, num_boot)
-      within = sig.spearman_with_ci(x, y, g, num_boot)
-      for v in (pooled, within):
-        v["oriented"] = None if v["rho"] is None else sign * v["rho"]
-      table[name][str(d)] = dict(pooled=pooled, within=within, sign=sign)
+      x, y, g = ([p[i] for p in pairs] for i in range(3))
+      table[name][str(d)] = _rank_one(x, y, g, sign, num_boot)
   for d in delays:
     scored = [(table[n][str(d)]["pooled"]["oriented"], n) for n in PREDICTORS
               if table[n][str(d)]["pooled"]["oriented"] is not None]
@@ -277,7 +286,7 @@ def rank_half_life(rows, num_boot: int = BOOTSTRAP) -> dict:
   censored half-life enters at its censoring delay, a lower bound, so that censored classes tie
   at the top of the ranking. Spearman ρ is a rank correlation: ρ(log speed, log half-life) is
   ρ(speed, half-life). "pooled" ranks every pair, "within" averages the per-network ρ (bootstrap
-  95% intervals: study.rank_predictors's resampling). "per_network" correlates each network's
+  95% intervals: rank_predictors's resampling). "per_network" correlates each network's
   geometric-mean slow-point speed with its overall half-life.
 
   Returns:
@@ -291,11 +300,7 @@ def rank_half_life(rows, num_boot: int = BOOTSTRAP) -> dict:
     pairs = [(r[f"pred_{name}"], r["half_life"], r["workdir"]) for r in with_half
              if r.get(f"pred_{name}") is not None]
     x, y, g = ([p[i] for p in pairs] for i in range(3))
-    pooled = sig.spearman_with_ci(x, y, None, num_boot)
-    within = sig.spearman_with_ci(x, y, g, num_boot)
-    for v in (pooled, within):
-      v["oriented"] = None if v["rho"] is None else sign * v["rho"]
-    out_table[name] = dict(pooled=pooled, within=within, sign=sign)
+    out_table[name] = _rank_one(x, y, g, sign, num_boot)
   nets = {}
   for r in rows:
     if r.get("speed") and r["speed"] > 0 and r.get("network_half_life") is not None:

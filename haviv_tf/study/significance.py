@@ -42,6 +42,10 @@ def signed(v) -> str:
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple:
   """Wilson score interval (lo, hi) of a binomial proportion; (nan, nan) for n = 0."""
+  # Not scipy.stats.binomtest(k, n).proportion_ci(method="wilson"): that is the same formula
+  # (tests/significance_test.py checks it to 1e-12 at SciPy's z), but it takes an integer k
+  # (the report passes accuracy x trials, a float) and fixes z = ndtri(0.975) = 1.95996...,
+  # which would move the committed intervals (computed with z = 1.96) by ~3e-7.
   if n <= 0:
     return (float("nan"), float("nan"))
   p = successes / n
@@ -110,6 +114,11 @@ def spearman_with_ci(x, y, groups=None, num_boot: int = 2000, seed: int = 0) -> 
     {"rho", "low", "high", "n" (pairs), "groups" (used groups; pooled: 1)}; rho None if not
     computable.
   """
+  # Not scipy.stats.bootstrap: with the same generator its paired percentile bootstrap draws
+  # the same indices and gives the same pooled interval (tests/significance_test.py), but it
+  # cannot drop the resamples whose values come out constant (ρ undefined; SciPy's interval
+  # becomes NaN) and cannot resample within groups (the "within" interval, stratified by
+  # network, one draw per group from the same generator), so both keep this one resampling.
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   rng = np.random.default_rng(seed)
   if groups is None:

@@ -1,30 +1,19 @@
-"""Sweeps: the grid of networks, run locally by N workers or as a Slurm job array.
+"""Sweeps: the grids of networks, their runs, and a sweep root's layout on disk.
 
 A grid is protocol x arch x dataset x seed (one *run* each: train + evaluate + slow points +
 export), times the fine-tuning modes applied to every run (control / slow_points / center_mass,
 see control.py) and optional back-tracking. A run is addressed by a stable name built from its
 config (`mnist-decu-gru-quick-s0`, plus a hash of any extra overrides) and lives in
-<root>/<name>; its fine-tunings in <root>/<name>_finetune/<mode>.
-
-Every step of a run is a `python -m haviv_tf.main` subprocess, so a run interrupted anywhere
-resumes from its last checkpoint when the sweep is started again, and finished runs (marked by
-<root>/<name>/sweep_done.json) are skipped. A worker holds an exclusive lock
-(<root>/locks/<name>.lock, fcntl.flock: released by the kernel if the worker dies) for as long
-as it works on a run, so two launchers on one grid never run the same run twice.
+<root>/<name>; its fine-tunings in <root>/<name>_finetune/<mode>. <root>/grid.json lists the
+runs; <root>/<name>/sweep_done.json marks a finished one (is_done). runner.py runs a grid here
+with N workers; slurm.py writes it as a Slurm job array.
 """
 
-import concurrent.futures
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
-import shlex
-import subprocess
-import sys
-import threading
-import time
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
@@ -261,46 +250,6 @@ def expand(grids) -> list:
   return specs
 
 
-# -- one run -------------------------------------------------------------------------------------
-
-
-def commands(spec: RunSpec, root: str, data_dir: str = "", python: str = sys.executable):
-  """The `haviv_tf.main` command lines of one run, in order (each resumes or skips itself)."""
-  workdir = os.path.join(root, spec.name)
-  main = [python, "-m", "haviv_tf.main"]
-  sp = [f"--sp_max_iters={spec.sp_max_iters}"] if spec.sp_max_iters else []
-  if spec.sp_recipes:
-    sp.append(f"--sp_recipe={spec.sp_recipes[0]}")
-  train = main + [f"--protocol={spec.protocol}", f"--dataset={spec.dataset}",
-                  f"--arch={spec.arch}", f"--preset={spec.preset}", f"--seed={spec.seed}",
-                  f"--workdir={workdir}"] + sp
-  for k, v in spec.overrides:
-    v = ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
-    train.append(f"--{k}={v}")
-  if data_dir:
-    train.append(f"--data_dir={data_dir}")
-  out = [("train", train)]
-  for recipe in spec.sp_recipes[1:]:
-    out.append((f"slow_points_{recipe}", main + [
-        "--mode=slow_points", f"--workdir={workdir}", f"--sp_recipe={recipe}",
-        f"--sp_dir={SLOW_POINTS_DIR_PREFIX}{recipe}"]
-                + [a for a in sp if not a.startswith("--sp_recipe=")]))
-  if spec.memory_max_delay:
-    out.append(("memory", main + ["--mode=memory", f"--workdir={workdir}",
-                                  f"--max_delay={spec.memory_max_delay}"]))
-  steps = [f"--steps={spec.finetune_steps}"] if spec.finetune_steps else []
-  if spec.finetune_speed_weight is not None:
-    steps.append(f"--speed_weight={spec.finetune_speed_weight:g}")
-  for mode in spec.finetunes:
-    out.append((f"finetune_{mode}", main + ["--mode=finetune", f"--parent={workdir}",
-                                            f"--finetune={mode}"] + steps + sp))
-  if spec.finetunes:
-    out.append(("compare", main + ["--mode=compare", f"--parent={workdir}"] + steps + sp))
-  if spec.backtrack:
-    out.append(("backtrack", main + ["--mode=backtrack", f"--workdir={workdir}"] + sp))
-  return out
-
-
 def is_done(spec: RunSpec, root: str) -> bool:
   path = os.path.join(root, spec.name, DONE_FILE)
   if not os.path.exists(path):
@@ -309,184 +258,6 @@ def is_done(spec: RunSpec, root: str) -> bool:
     return artifacts.read_json(path).get("spec") == json.loads(json.dumps(spec.to_dict()))
   except ValueError:
     return False
-
-
-class Claim:
-  """An exclusive, non-blocking claim on a run (fcntl lock on <root>/locks/<name>.lock)."""
-
-  def __init__(self, root: str, name: str):
-    os.makedirs(os.path.join(root, LOCK_DIR), exist_ok=True)
-    self.path = os.path.join(root, LOCK_DIR, f"{name}.lock")
-    self.fd = None
-
-  def acquire(self, blocking: bool = False) -> bool:
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-      os.close(fd)
-      return False
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.uname().nodename} pid {os.getpid()}\n".encode())
-    self.fd = fd
-    return True
-
-  def release(self):
-    if self.fd is not None:
-      fcntl.flock(self.fd, fcntl.LOCK_UN)
-      os.close(self.fd)
-      self.fd = None
-
-
-def thread_env(threads: int) -> dict:
-  """Environment limiting a subprocess's TensorFlow (and OpenMP) to `threads` threads."""
-  env = dict(os.environ)
-  env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(min(2, threads)),
-             OMP_NUM_THREADS=str(threads))
-  return env
-
-
-def run_one(spec: RunSpec, root: str, data_dir: str = "", threads: int = 0,
-            runner: Optional[Callable] = None) -> dict:
-  """Runs (or resumes) every step of one run, under its claim.
-
-  Returns {"name", "status": done | skipped | busy | failed, "seconds", "failed_step"?,
-  "resumed"?} (resumed: steps of this run were attempted by an earlier invocation). The done
-  file's seconds_per_step sums every timed attempt of a step, over all invocations.
-  `runner(step, argv, env, log_path)` -> exit code replaces the subprocess call (tests).
-  """
-  t0 = time.time()
-  if is_done(spec, root):
-    return dict(name=spec.name, status="skipped", seconds=0.0)
-  claim = Claim(root, spec.name)
-  if not claim.acquire():
-    return dict(name=spec.name, status="busy", seconds=0.0)
-  try:
-    if is_done(spec, root):  # finished by another launcher while we waited for the lock
-      return dict(name=spec.name, status="skipped", seconds=0.0)
-    env = thread_env(threads) if threads else dict(os.environ)
-    log_dir = os.path.join(root, LOG_DIR)
-    os.makedirs(log_dir, exist_ok=True)
-    attempts_path = os.path.join(root, spec.name, ATTEMPTS_FILE)
-    attempts = read_attempts(attempts_path)
-    resumed = bool(attempts)
-    for step, argv in commands(spec, root, data_dir):
-      log = os.path.join(log_dir, f"{spec.name}.{step}.log")
-      # Recorded before the step starts: a process killed mid-step leaves an attempt without an
-      # end (counted as interrupted, its time unknown).
-      attempt = dict(step=step, start=round(time.time(), 1), end=None, code=None,
-                     threads=threads)
-      attempts.append(attempt)
-      _write_attempts(attempts_path, attempts)
-      code = (runner or _subprocess)(step, argv, env, log)
-      attempt.update(end=round(time.time(), 1), code=code)
-      _write_attempts(attempts_path, attempts)
-      if code != 0:
-        return dict(name=spec.name, status="failed", failed_step=step, log=log,
-                    seconds=time.time() - t0, resumed=resumed)
-    timed = [a for a in attempts if a["end"] is not None]
-    steps = {}
-    for a in timed:
-      steps[a["step"]] = round(steps.get(a["step"], 0.0) + a["end"] - a["start"], 1)
-    artifacts.write_json(os.path.join(root, spec.name, DONE_FILE), dict(
-        spec=spec.to_dict(), seconds_per_step=steps, threads=threads,
-        intervals=[[a["start"], a["end"]] for a in timed],
-        interrupted=len(attempts) - len(timed),
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-    return dict(name=spec.name, status="done", seconds=time.time() - t0, resumed=resumed)
-  finally:
-    claim.release()
-
-
-def read_attempts(path: str) -> list:
-  """The step attempts recorded for a run so far (each sweep invocation adds its own)."""
-  if not os.path.exists(path):
-    return []
-  try:
-    return list(artifacts.read_json(path)["attempts"])
-  except (ValueError, KeyError, TypeError):
-    return []  # unreadable: timing restarts; the run's results are not affected
-
-
-def _write_attempts(path: str, attempts: list):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  artifacts.write_json(path, dict(attempts=attempts))
-
-
-def _subprocess(step, argv, env, log_path):
-  del step
-  with open(log_path, "a") as log:
-    log.write(f"$ {shlex.join(argv)}\n")
-    log.flush()
-    return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                          check=False).returncode
-
-
-# -- many runs -----------------------------------------------------------------------------------
-
-
-def run_local(specs, root: str, workers: int = 1, threads: int = 0, data_dir: str = "",
-              wait: bool = True, runner=None, progress=print) -> list:
-  """Runs the grid with `workers` parallel workers (each run's steps are subprocesses).
-
-  threads: TensorFlow threads per worker (0: max(1, cores // workers)). Runs claimed by another
-  launcher are skipped at first; with `wait`, they are waited for at the end and run here if
-  that launcher died without finishing them.
-
-  Returns one status dict per run (see run_one), in grid order.
-  """
-  if workers < 1:
-    raise config_lib.InputError(f"`workers` must be positive, got {workers!r}")
-  threads = threads or max(1, (os.cpu_count() or 1) // workers)
-  os.makedirs(root, exist_ok=True)
-  lock = threading.Lock()
-  results = {}
-  started = time.monotonic()
-  begun = [0]
-
-  def job(spec):
-    if progress and not is_done(spec, root):
-      with lock:
-        begun[0] += 1
-        progress(f"network {begun[0]} to run of the {len(specs)}: {spec.name} "
-                 f"(logs: {os.path.join(root, LOG_DIR, spec.name + '.<step>.log')})")
-    r = run_one(spec, root, data_dir, threads, runner)
-    with lock:
-      results[spec.name] = r
-      if progress:
-        progress(_progress_line(spec, r, results, len(specs), time.monotonic() - started))
-    return r
-
-  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    list(pool.map(job, specs))
-  if wait:
-    for spec in specs:
-      if results[spec.name]["status"] == "busy":
-        claim = Claim(root, spec.name)
-        claim.acquire(blocking=True)
-        claim.release()
-        job(spec)
-  return [results[s.name] for s in specs]
-
-
-def _progress_line(spec, r, results, total, elapsed) -> str:
-  """"[k/n] name: status in N s; T so far, about L left (from the M networks run here)"."""
-  done = sum(1 for v in results.values() if v["status"] in ("done", "skipped"))
-  line = (f"[{done}/{total}] {spec.name}: {r['status']}"
-          + (f" in {r['seconds']:.0f} s" if r["status"] == "done" else "")
-          + (f" (step {r['failed_step']}, see {r['log']})" if r["status"] == "failed" else ""))
-  ran = sum(1 for v in results.values() if v["status"] == "done")
-  left = total - len(results)
-  line += f"; {artifacts.duration(elapsed)} so far"
-  if ran and left:
-    # Networks finished here per second of this launcher's time (the workers in parallel).
-    line += (f", about {artifacts.duration(elapsed / ran * left)} left for {left} more "
-             f"(from the {ran} network{'s' if ran > 1 else ''} run here)")
-  elif left:
-    line += f"; {left} more"
-  return line
-
-
 def write_grid(specs, root: str, grid_name: str) -> str:
   """<root>/grid.json: the runs of the sweep (the report and the Slurm tasks read it)."""
   os.makedirs(root, exist_ok=True)
@@ -537,65 +308,3 @@ def load_grid(root: str):
     r["sp_recipes"] = tuple(r.get("sp_recipes", ()))
     specs.append(RunSpec(**r))
   return d["grid"], specs
-
-
-SCRIPT_ROOT_MARK = "# haviv_tf sweep root: "
-
-
-def script_root(path: str) -> Optional[str]:
-  """The sweep root a job script written by slurm_script was written for (None: not ours)."""
-  try:
-    with open(path, errors="replace") as f:
-      for line in f.read(8192).splitlines():
-        if line.startswith(SCRIPT_ROOT_MARK):
-          return line[len(SCRIPT_ROOT_MARK):].strip()
-  except OSError:
-    return None
-  return None
-
-
-def slurm_script(specs, root: str, launcher: str, data_dir: str = "", cpus: int = 2,
-                 hours: int = 24, mem_gb: int = 16, python: str = "python3",
-                 grid_name: str = "sweep", extra_sbatch: Sequence[str] = (), gpus: int = 0,
-                 throttle: int = 0, requeue: bool = False, log_dir: str = "",
-                 digest: str = "") -> str:
-  """A Slurm job-array script: array task i runs (or resumes, or skips) run i of grid.json.
-
-  `launcher` is the path of launch/sweep.py on the cluster's file system. Each task runs with
-  as many TensorFlow threads as it has CPUs (SLURM_CPUS_PER_TASK, so `sbatch -c N` overrides
-  `cpus`), `gpus` GPUs (--gres=gpu:N), writes one log file <log_dir>/slurm-<job>_<task>.out,
-  at most `throttle` tasks run at once (0: no limit), and with `requeue` a preempted task is
-  requeued and resumes from its checkpoints (its log is appended to). `digest` (grid_digest)
-  lets a task refuse a root whose grid.json is not the one the script was written for.
-  """
-  root_abs = os.path.abspath(root)
-  log_abs = os.path.abspath(log_dir or os.path.join(root_abs, LOG_DIR))
-  names = " ".join(shlex.quote(s.name) for s in specs)
-  array = f"0-{len(specs) - 1}" + (f"%{throttle}" if throttle else "")
-  lines = [
-      "#!/bin/bash",
-      f"#SBATCH --job-name=haviv_tf-{grid_name}",
-      f"#SBATCH --array={array}",
-      f"#SBATCH --cpus-per-task={cpus}",
-      f"#SBATCH --mem={mem_gb}G",
-      f"#SBATCH --time={hours}:00:00",
-      f"#SBATCH --output={log_abs}/slurm-%A_%a.out",
-      *([f"#SBATCH --gres=gpu:{gpus}"] if gpus else []),
-      *(["#SBATCH --requeue", "#SBATCH --open-mode=append"] if requeue else []),
-      *[f"#SBATCH {s}" for s in extra_sbatch],
-      f"{SCRIPT_ROOT_MARK}{root_abs}",
-      "# Resubmit the same script to resume: finished runs are skipped, interrupted ones resume",
-      "# from their last checkpoint, and a run already held by another task is not run twice.",
-      "set -euo pipefail",
-      f"RUNS=({names})",
-      'if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then echo "run with sbatch" >&2; exit 2; fi',
-      'NAME="${RUNS[$SLURM_ARRAY_TASK_ID]}"',
-      f'THREADS="${{SLURM_CPUS_PER_TASK:-{cpus}}}"',
-      'echo "haviv_tf: task ${SLURM_ARRAY_JOB_ID:-?}_$SLURM_ARRAY_TASK_ID = $NAME on '
-      '$(hostname), $THREADS threads, restart ${SLURM_RESTART_COUNT:-0}, $(date -u +%FT%TZ)"',
-      f"exec {shlex.quote(python)} {shlex.quote(launcher)} --root={shlex.quote(root_abs)} "
-      f"--only=\"$NAME\" --threads=\"$THREADS\""
-      + (f" --grid_digest={digest}" if digest else "")
-      + (f" --data_dir={shlex.quote(os.path.abspath(data_dir))}" if data_dir else ""),
-  ]
-  return "\n".join(lines) + "\n"

@@ -1,0 +1,315 @@
+"""Claims (a)-(c) of the study report: one function per claim, verdict and numbers from the runs.
+
+(a) every network solves the task at the training delays; (b) the networks differ widely at long
+delays; (c) each class has a slow point whose speed predicts its memory. Each claim returns
+(numbers with a "held" entry, its section's Markdown lines below the heading); (d) and (e) are
+in claims_finetune.py and claims_backtrack.py.
+"""
+
+import os
+
+import numpy as np
+
+from haviv_tf.analysis import plotting
+from haviv_tf.base import artifacts
+from haviv_tf.study import correlations
+from haviv_tf.study import evidence as evd
+from haviv_tf.study import significance as sig
+
+ACCURACY_PNG = "report_accuracy_vs_delay.png"
+SPEED_PNG = "report_speed_vs_accuracy.png"
+
+
+def _levels(ev: evd.Evidence, have):
+  """(solved, high, ceiling runs' test accuracies) of claim (a) for these networks' data set.
+
+  SOLVED and HIGH are MNIST's levels. Where the report folder's measured ceiling (the same
+  read-in trained as a plain classifier, CEILING_JSON) is below SOLVED, no network can reach
+  them, and the test becomes relative to the ceiling: solved = SOLVED x the ceiling's mean,
+  high = the ceiling's lowest run.
+  """
+  c = ev.ceiling
+  tests = ([float(r["test_accuracy"]) for r in c["runs"]]
+           if c and c.get("runs") and c.get("dataset") in {r["dataset"] for r in have} else [])
+  if tests and max(tests) < evd.SOLVED:
+    return evd.SOLVED * float(np.mean(tests)), min(tests), tests
+  return evd.SOLVED, evd.HIGH, tests
+
+
+def claim_a(ev: evd.Evidence, have):
+  """(a) every network solves the task at the training delays."""
+  train_delays = ev.train_delays
+  solved, high, tests = _levels(ev, have)
+  relative = solved != evd.SOLVED
+  worst = ({r["name"]: min(evd.acc(r, d) for d in train_delays) for r in have}
+           if train_delays else {})
+  held = bool(worst) and all(v >= solved for v in worst.values())
+  numbers = dict(held=held, min_accuracy=worst, threshold=solved, high=high, relative=relative)
+  lines = [f"Test: report accuracy on test trials ≥ {solved:.3g} at every evaluated delay < "
+           f"{ev.seq_len} ({', '.join(map(str, train_delays))}) for every network."]
+  if relative:
+    lines.append(f"This data set's measured ceiling (below) is {np.mean(tests):.4f}, under "
+                 f"{evd.SOLVED}, so the test is relative to it: {evd.SOLVED} × "
+                 f"{np.mean(tests):.4f} = "
+                 f"{solved:.3g}; and the level called high below is the ceiling's lowest run "
+                 f"({high:.4f}) instead of {evd.HIGH}.")
+  lines += ["", "| group | n | " + " | ".join(f"acc@{d}" for d in train_delays) + " | worst |",
+            "|---" * (3 + len(train_delays)) + "|"]
+  for g, rs in evd.groups(have).items():
+    lines.append(f"| {g} | {len(rs)} | " + " | ".join(sig.mean_sd([evd.acc(r, d) for r in rs])
+                                                      for d in train_delays)
+                 + f" | {min(worst[r['name']] for r in rs):.3f} |")
+  n_high = sum(v >= high for v in worst.values())
+  pooled = {r["name"]: evd.pooled_training_accuracy(r, train_delays) for r in have}
+  reach = sum(1 for acc, lo, hi in pooled.values() if hi >= high)
+  numbers["pooled_training_accuracy"] = {k: dict(accuracy=a, ci95=[lo, hi])
+                                         for k, (a, lo, hi) in pooled.items()}
+  lines += ["", f"**{evd.verdict(held)}**: the worst network's worst training-"
+            f"delay accuracy is {min(worst.values()) if worst else float('nan'):.3f}; "
+            f"{n_high} of {len(worst)} networks are ≥ {high:.4g} at every training delay."]
+  if pooled:
+    accs = [a for a, _, _ in pooled.values()]
+    lines += ["", f"Pooled over the training delays (all their test trials), the networks are at "
+              f"{min(accs):.3f}-{max(accs):.3f}; for {reach} of {len(pooled)} the 95% (Wilson) "
+              f"interval reaches {high:.4g}, i.e. their accuracy is not measurably below "
+              f"{high:.4g} with these trials."]
+    if tests:
+      lines += _ceiling_lines(ev.ceiling, pooled, numbers, high)
+  lines.append("")
+  return numbers, lines
+
+
+def _ceiling_lines(ceiling, pooled, numbers, high=evd.HIGH) -> list:
+  """Claim (a) next to a measured ceiling (CEILING_JSON), when the report folder has one."""
+  if not ceiling or not ceiling.get("runs"):
+    return []
+  tests = [float(r["test_accuracy"]) for r in ceiling["runs"]]
+  top = float(np.mean(tests))
+  below = {k: v for k, v in pooled.items() if v[0] < high}
+  reach = {k for k, (_, lo, hi) in below.items() if hi >= min(tests)}
+  numbers["ceiling"] = dict(mean=top, runs=len(tests), min=min(tests), max=max(tests),
+                            model=ceiling.get("model"), below_high=len(below),
+                            reaching_ceiling=len(reach),
+                            below_ceiling=sorted(set(below) - reach))
+  lines = ["", f"Measured ceiling: {ceiling.get('model', 'a plain classifier')}, trained on the "
+           f"same image budget, reaches {min(tests):.4f}-{max(tests):.4f} on the test images "
+           f"(mean {top:.4f} over {len(tests)} runs; `{ceiling.get('measured_by', '?')}`, "
+           f"{ceiling.get('date', '')}). The recurrent network reads the image through "
+           + ("the same CNN" if ceiling.get("dataset") == "cifar10" else
+              "a layer of the same width") + ", so its report accuracy can hardly exceed this."]
+  if below:
+    lines.append(f"Of the {len(below)} networks pooled below {high:.4g}, {len(reach)} have a 95% "
+                 f"interval reaching the ceiling's lowest run ({min(tests):.4f}): "
+                 + ", ".join(f"{k} {a:.4f} [{lo:.4f}, {hi:.4f}]"
+                             for k, (a, lo, hi) in sorted(below.items())) + ".")
+    if len(reach) < len(below):
+      lines.append(f"The other {len(below) - len(reach)} ("
+                   + ", ".join(sorted(set(below) - reach)) + ") are measurably below the "
+                   "ceiling: the read-in's own limit does not explain them.")
+  return lines
+
+
+
+def claim_b(ev: evd.Evidence, have):
+  """(b) networks differ widely at long delays, by protocol and architecture."""
+  delays, long_delays = ev.delays, ev.long_delays
+  lines = [f"Test: at some delay ≥ {ev.seq_len}, the accuracies of the networks span ≥ "
+           f"{evd.WIDE} (max − min). Group means ± s.d. over seeds; protocol and architecture "
+           "effects by Mann–Whitney U over networks.", "",
+           "| group | n | " + " | ".join(f"acc@{d}" for d in long_delays) + " |",
+           "|---" * (2 + len(long_delays)) + "|"]
+  for g, rs in evd.groups(have).items():
+    lines.append(f"| {g} | {len(rs)} | " + " | ".join(sig.mean_sd([evd.acc(r, d) for r in rs])
+                                                      for d in long_delays) + " |")
+  spans = {}
+  for d in long_delays:
+    v = [evd.acc(r, d) for r in have if evd.acc(r, d) is not None]
+    spans[d] = (max(v) - min(v)) if v else 0.0
+  effects = {}
+  for factor in ("protocol", "arch"):
+    levels = sorted({r[factor] for r in have})
+    for d in long_delays:
+      if len(levels) != 2:
+        continue
+      a = [evd.acc(r, d) for r in have if r[factor] == levels[0]]
+      b = [evd.acc(r, d) for r in have if r[factor] == levels[1]]
+      effects[f"{factor}@{d}"] = dict(levels=levels, means=[float(np.mean(a)), float(np.mean(b))],
+                                      p=sig.mann_whitney(a, b))
+  best = max(spans, key=spans.get) if spans else None
+  held = bool(spans) and max(spans.values()) >= evd.WIDE
+  numbers = dict(held=held, spans={str(k): v for k, v in spans.items()}, effects=effects)
+  cd = ev.claim_delay and ev.claim_delay["delay"]
+  if cd in spans:
+    numbers["at_claim_delay"] = dict(delay=cd, span=spans[cd], held=spans[cd] >= evd.WIDE)
+  lines += ["", "| effect | delay | means | Mann–Whitney p |", "|---|---|---|---|"]
+  for k, e in effects.items():
+    factor, d = k.split("@")
+    lines.append(f"| {factor}: {e['levels'][0]} vs {e['levels'][1]} | {d} | "
+                 f"{e['means'][0]:.3f} vs {e['means'][1]:.3f} | {sig.fmt_p(e['p'])} |")
+  fig_curves = {}
+  for r in have:
+    ds = [d for d in delays if evd.acc(r, d) is not None]
+    fig_curves[r["name"]] = (ds, [evd.acc(r, d) for d in ds])
+  plotting.save_png(plotting.accuracy_vs_delay(fig_curves, title="Every network"),
+                    os.path.join(ev.out, ACCURACY_PNG))
+  lines += ["", f"![accuracy vs delay]({ACCURACY_PNG})", "",
+            f"**{evd.verdict(held)}**: the widest span is "
+            + (f"{spans[best]:.3f} at delay {best}" if best else "n/a")
+            + " (" + ", ".join(f"{d}: {s:.3f}" for d, s in spans.items()) + ").", ""]
+  if "at_claim_delay" in numbers:
+    lines += [f"At the half-life delay {cd}: span {spans[cd]:.3f}, "
+              f"**{evd.verdict(numbers['at_claim_delay']['held']).lower()}**.", ""]
+  if spans and not held:
+    worst = min(evd.acc(r, best) for r in have if evd.acc(r, best) is not None)
+    train = [evd.pooled_training_accuracy(r, ev.train_delays)[0] for r in have]
+    numbers["why"] = dict(delay=best, lowest=worst)
+    lines += [f"Why: even at delay {best} the least accurate network is at {worst:.3f} "
+              f"(the networks are at {min(train):.3f}-{max(train):.3f} pooled over the training "
+              "delays): every network keeps its memories over the delays evaluated, so they "
+              f"cannot span {evd.WIDE}. A longer delay (`--mode=evaluate --eval_delays=...` on the "
+              "finished runs) is where they would differ, if they do.", ""]
+  return numbers, lines
+
+
+def _analyze_slow_points(ev: evd.Evidence, with_sp) -> dict:
+  """correlations.analyze on the runs with slow points, into <out>/study/ (paths made relative)."""
+  delays = ev.long_delays or ev.delays
+  # The predictors are ranked at the claim's own delay too (CIFAR-10's 100 is below the
+  # default 200-1000, where a quick CIFAR-10 network is at chance).
+  predictor_delays = sorted(set(correlations.PREDICTOR_DELAYS)
+                            | {evd.test_delay(with_sp, sorted(int(d) for d in delays))})
+  res = correlations.analyze([r["workdir"] for r in with_sp], os.path.join(ev.out, "study"),
+                             delays=delays, predictor_delays=predictor_delays)
+  # The table names runs relative to the sweep root, so that the report can move with it.
+  path = os.path.join(ev.out, "study", correlations.ANALYSIS_JSON)
+  saved = artifacts.read_json(path)
+  saved["workdirs"] = [os.path.relpath(w, ev.root) for w in saved["workdirs"]]
+  for row in saved["rows"]:
+    row["workdir"] = os.path.relpath(row["workdir"], ev.root)
+  artifacts.write_json(path, saved)
+  return res
+
+
+def _speed_predicts(cc, every_class) -> bool:
+  """(c)'s test at one delay: a negative Spearman ρ of log speed with per-class accuracy at
+  p < ALPHA (`cc`, a correlations row), and a slow point for every class (`every_class`)."""
+  return (cc["spearman"] is not None and cc["spearman"] < 0 and cc["spearman_p"] < evd.ALPHA
+          and every_class)
+
+
+def claim_c(ev: evd.Evidence, with_sp):
+  """(c) each class has a slow point, and its speed predicts long-delay accuracy."""
+  res = _analyze_slow_points(ev, with_sp)
+  rows = res["rows"]
+  found = [r for r in rows if r["speed"] is not None]
+  own = [r for r in found if r["readout"] == r["cls"]]
+  corr = res["correlations"]["per_class"]
+  key = str(evd.test_delay(with_sp, sorted(int(d) for d in corr)))
+  c = corr[key]
+  held = _speed_predicts(c, len(found) == len(rows))
+  numbers = dict(held=held, classes=len(rows), with_slow_point=len(found),
+                 reading_out_own_class=len(own), correlations=corr, key=key)
+  lines = [f"Test: a slow point is found from every class's centre of mass (in {len(found)} "
+           f"of {len(rows)} network × class pairs; {len(own)} of them read out their own "
+           "class), and log10 speed correlates negatively with per-class accuracy "
+           f"(Spearman, p < {evd.ALPHA}) at delay {key}.", "",
+           "| delay | n | Spearman ρ | p | Pearson r (log speed) | p |",
+           "|---|---|---|---|---|---|"]
+  for d, cc in corr.items():
+    lines.append(f"| {d} | {cc['n']} | {sig.fmt(cc['spearman'])} | "
+                 f"{sig.fmt_p(cc['spearman_p'])} | {sig.fmt(cc['pearson'])} | "
+                 f"{sig.fmt_p(cc['pearson_p'])} |")
+  _speed_plot(rows, int(key), os.path.join(ev.out, SPEED_PNG))
+  lines += ["", f"![speed vs accuracy]({SPEED_PNG})", "",
+            f"**{evd.verdict(held)}** at delay {key}: ρ = "
+            f"{sig.fmt(c['spearman'])} (p = {sig.fmt_p(c['spearman_p'])}, n = {c['n']}).", ""]
+  cd = ev.claim_delay and str(ev.claim_delay["delay"])
+  if cd in corr:
+    cc = corr[cd]
+    ok = _speed_predicts(cc, len(found) == len(rows))
+    numbers["at_claim_delay"] = dict(delay=int(cd), spearman=cc["spearman"],
+                                     p=cc["spearman_p"], n=cc["n"], held=ok)
+    if cd != key:
+      lines += [f"At the half-life delay {cd}: ρ = {sig.fmt(cc['spearman'])} "
+                f"(p = {sig.fmt_p(cc['spearman_p'])}, n = {cc['n']}), "
+                f"**{evd.verdict(ok).lower()}**.", ""]
+  if not held:
+    lines += _why_not_c(rows, found, key, numbers)
+  pred_lines, numbers["predictors"] = section_c_predictors(res, with_sp)
+  return numbers, lines + pred_lines + _c_half_life(res.get("half_life"), numbers)
+
+
+def _speed_plot(rows, delay, path):
+  """The classes' slow-point speed against their accuracy at `delay`, saved to `path`."""
+  pts = [r for r in rows if r["speed"] and r.get(f"acc_{delay}") is not None]
+  plotting.save_png(plotting.speed_vs_accuracy(
+      [r["speed"] for r in pts], [r[f"acc_{delay}"] for r in pts],
+      groups=[f"{r['protocol']} {r['arch']}" for r in pts],
+      title=f"Slow-point speed vs. class accuracy at delay {delay}"), path)
+
+
+def _c_half_life(halves, numbers) -> list:
+  """(c) on the memory half-life (correlations.rank_half_life's `halves`, when there are any)."""
+  if not halves:
+    return []
+  sp = halves["table"]["speed"]["pooled"]
+  numbers["half_life"] = dict(halves, held=bool(
+      sp["rho"] is not None and sp["high"] is not None and sp["high"] < 0))
+  return ["", correlations.half_life_markdown(halves, title_level="###"),
+          f"On half-lives, (c) **{evd.verdict(numbers['half_life']['held']).lower()}** "
+          "(pooled ρ of speed with half-life negative, its bootstrap 95% interval "
+          "below 0).", ""]
+
+
+def _why_not_c(rows, found, key, numbers) -> list:
+  """Where (c) did not hold: how much the two quantities vary, and whether the points are
+  where the read-out puts their class."""
+  accs = [r[f"acc_{key}"] for r in found if r.get(f"acc_{key}") is not None]
+  logs = [float(np.log10(r["speed"])) for r in found if r["speed"] and r["speed"] > 0]
+  if not accs or not logs:
+    return []
+  q = np.percentile(accs, [0, 25, 75, 100])
+  numbers["why"] = dict(accuracy_quartiles=[float(v) for v in q],
+                        log10_speed_range=[min(logs), max(logs)])
+  lines = [f"Why it can fail here: per-class accuracy at delay {key} ranges {q[0]:.3f}-{q[3]:.3f} "
+           f"(middle half {q[1]:.3f}-{q[2]:.3f}) and log10 speed {min(logs):.2f} to "
+           f"{max(logs):.2f}."]
+  if q[2] - q[1] < 0.05:
+    lines.append("Most classes are remembered almost equally well at this delay, so there is "
+                 "little accuracy left for speed to explain.")
+  if len(found) < len(rows):
+    lines.append(f"{len(rows) - len(found)} of {len(rows)} network × class pairs have no slow "
+                 "point.")
+  lines.append("The predictors below rank what does explain per-class memory.")
+  return [" ".join(lines), ""]
+
+
+def section_c_predictors(res, recs):
+  """Section (c)'s second part: where the slow points lie and which per-class quantity predicts
+  memory best. `res` is correlations.analyze's result, `recs` the runs it covered.
+
+  Returns:
+    (Markdown lines, summary dict).
+  """
+  recipes = sorted({str(r["results"].get("slow_points_recipe")) for r in recs})
+  inside = sum(r["results"].get("slow_point_summary", {}).get("in_box", 0) for r in recs)
+  points = sum(r["results"].get("slow_point_summary", {}).get("points", 0) for r in recs)
+  stops = {}
+  for r in recs:
+    for k, v in r["results"].get("slow_point_summary", {}).get("stop_reasons", {}).items():
+      stops[k] = stops.get(k, 0) + v
+  lines = [f"Slow points ({', '.join(recipes)} recipe): {inside} of {points} searched points "
+           "lie in the reachable box (|h| ≤ 1); stop reasons "
+           + ", ".join(f"{k} {v}" for k, v in stops.items()) + "."]
+  ranking = res["predictors"]
+  lines += ["", correlations.predictors_markdown(ranking, title_level="###")]
+  at_chance = evd.chance_delays(recs, sorted(int(d) for d in ranking["best"]))
+  if at_chance:
+    lines += ["", f"At delay {', '.join(map(str, at_chance))} every network is at chance "
+              f"(report accuracy within two standard errors of {evd.CHANCE}): per-class accuracy "
+              "there says which class a network falls back to, not how long it remembers, so "
+              "those columns do not rank memory."]
+  summary = dict(recipes=recipes, in_box=inside, points=points, stop_reasons=stops,
+                 best=ranking["best"], table=ranking["table"], at_chance=at_chance)
+  return lines, summary
+

@@ -1,0 +1,91 @@
+"""Claims (a)-(c) of the study report, each on hand-made run records."""
+
+import dataclasses
+
+from haviv_tf.study import claims
+from haviv_tf.study import evidence as evd
+
+def _rec(name, accs, trials, compare=None):
+  return dict(name=name, dataset="mnist", protocol="decu", arch="gru",
+              results=dict(accuracy_by_delay={str(d): a for d, a in accs.items()},
+                           trials_per_delay={str(d): trials for d in accs}),
+              compare=compare and dict(rows={m: dict(accuracy_by_delay={
+                  str(d): a for d, a in by_d.items()}) for m, by_d in compare.items()}))
+
+def test_claim_a_reads_a_measured_ceiling_when_the_report_folder_has_one():
+  ev = evd.Evidence(root="r", out="r", have=[], delays=[5, 10, 500], seq_len=20)
+  low = _rec("low", {5: 0.975, 10: 0.971, 500: 0.9}, 1000)
+  high = _rec("high", {5: 0.99, 10: 0.985, 500: 0.95}, 1000)
+  numbers, lines = claims.claim_a(ev, [low, high])
+  assert "ceiling" not in numbers and not any("Measured ceiling" in x for x in lines)
+  ceiling = dict(dataset="mnist", model="m", measured_by="cmd", runs=[
+      dict(test_accuracy=0.979), dict(test_accuracy=0.981)])
+  ev = evd.Evidence(root="r", out="r", have=[], delays=[5, 10, 500], seq_len=20,
+                       ceiling=ceiling)
+  numbers, lines = claims.claim_a(ev, [low, high])
+  c = numbers["ceiling"]
+  assert abs(c["mean"] - 0.98) < 1e-12 and (c["min"], c["max"], c["runs"]) == (0.979, 0.981, 2)
+  # Only "low" is pooled below 0.98 (0.973 over 2000 trials); its interval's top (~0.979)
+  # reaches the ceiling's lowest run (0.979).
+  assert c["below_high"] == 1 and c["reaching_ceiling"] == 1 and c["below_ceiling"] == []
+  text = "\n".join(lines)
+  assert "0.9790-0.9810" in text and "low 0.9730 [" in text and "high" not in text.split(
+      "Measured ceiling")[1]
+  assert "measurably below the ceiling" not in text
+  # With many more trials the same accuracy is measurably below: the interval no longer
+  # reaches the ceiling, and the report says the ceiling does not explain it.
+  low["results"]["trials_per_delay"] = {"5": 10 ** 6, "10": 10 ** 6}
+  numbers, lines = claims.claim_a(ev, [low, high])
+  assert numbers["ceiling"]["reaching_ceiling"] == 0
+  assert numbers["ceiling"]["below_ceiling"] == ["low"]
+  assert "The other 1 (low) are measurably below the ceiling" in "\n".join(lines)
+  # A ceiling of another data set is not used.
+  ev = dataclasses.replace(ev, ceiling=dict(ceiling, dataset="cifar10"))
+  assert "ceiling" not in claims.claim_a(ev, [low, high])[0]
+
+def test_claim_a_is_relative_to_a_ceiling_below_the_solved_level():
+  # A data set whose plain classifier reaches only ~0.78: 0.95 cannot be reached, so the test
+  # becomes 0.95 x the ceiling's mean, and "high" is the ceiling's lowest run.
+  ceiling = dict(dataset="mnist", model="cnn", measured_by="cmd", runs=[
+      dict(test_accuracy=0.77), dict(test_accuracy=0.79)])
+  ev = evd.Evidence(root="r", out="r", have=[], delays=[5, 10, 500], seq_len=20,
+                       ceiling=ceiling)
+  good = _rec("good", {5: 0.78, 10: 0.775, 500: 0.1}, 1000)
+  fair = _rec("fair", {5: 0.75, 10: 0.745, 500: 0.1}, 1000)
+  numbers, lines = claims.claim_a(ev, [good, fair])
+  text = "\n".join(lines)
+  assert numbers["relative"] and abs(numbers["threshold"] - 0.95 * 0.78) < 1e-12
+  assert numbers["high"] == 0.77 and numbers["held"]  # 0.745 >= 0.741
+  assert "≥ 0.741 at every" in text and "0.95 × 0.7800 = 0.741" in text
+  assert "1 of 2 networks are ≥ 0.77 at every training delay" in text
+  # The same networks against MNIST's absolute levels do not hold.
+  numbers, _ = claims.claim_a(dataclasses.replace(ev, ceiling=None), [good, fair])
+  assert not numbers["held"] and not numbers["relative"] and numbers["threshold"] == 0.95
+  # One network below the relative level: the claim does not hold.
+  fair["results"]["accuracy_by_delay"]["10"] = 0.70
+  assert not claims.claim_a(ev, [good, fair])[0]["held"]
+
+def test_claim_b_when_it_does_not_hold_names_the_least_accurate_network(tmp_path):
+  ev = evd.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500, 2000],
+                       seq_len=20)
+  recs = [dict(_rec(f"n{i}", {5: 0.98, 500: 0.97, 2000: 0.9 + 0.01 * i}, 1000),
+               seed=i, arch=("gru", "lstm")[i % 2]) for i in range(4)]
+  numbers, lines = claims.claim_b(ev, recs)
+  assert numbers["held"] is False and numbers["why"] == dict(delay=2000, lowest=0.9)
+  assert any(x.startswith("Why: even at delay 2000 the least accurate network is at 0.900")
+             for x in lines)
+  recs[0]["results"]["accuracy_by_delay"]["2000"] = 0.5
+  numbers, lines = claims.claim_b(ev, recs)
+  assert numbers["held"] is True and "why" not in numbers
+
+def test_claim_c_when_it_does_not_hold_gives_the_spread_of_both_quantities():
+  rows = [dict(speed=10.0 ** -k, acc_500=0.95 + 0.001 * k) for k in range(1, 9)]
+  rows.append(dict(speed=None, acc_500=0.9))
+  found = rows[:-1]
+  numbers = {}
+  (line, blank) = claims._why_not_c(rows, found, "500", numbers)  # pylint: disable=protected-access
+  assert blank == "" and numbers["why"]["log10_speed_range"] == [-8.0, -1.0]
+  assert abs(numbers["why"]["accuracy_quartiles"][0] - 0.951) < 1e-12
+  assert "ranges 0.951-0.958" in line and "log10 speed -8.00 to -1.00" in line
+  assert "little accuracy left for speed to explain" in line
+  assert "1 of 9 network × class pairs have no slow point" in line
