@@ -11,8 +11,6 @@ trials, 40 extra sampled starts, a stopping rule) and "paper" (the authors' Blac
 BlackBoxCIFAR.py, reproduced step by step in `paper_class_centres` and `recipe_config`).
 """
 
-import weakref
-
 import numpy as np
 import tensorflow as tf
 
@@ -22,6 +20,7 @@ from haviv_tf.dynamics import finder as finder_lib
 from haviv_tf.dynamics import linearize
 from haviv_tf.dynamics import points as points_lib
 from haviv_tf.models import network
+from haviv_tf.probes import rollouts
 from haviv_tf.task import trials
 
 # results.json records this as slow_points_format: the version of the search and its per-point
@@ -36,7 +35,7 @@ SlowPointConfig = finder_lib.SlowPointConfig
 SlowPoints = points_lib.SlowPoints
 PAPER_SEARCH_STEPS = finder_lib.AUTHORS_MAX_ITERS
 PAPER_TRIALS = {"mnist": 100, "mnist_sample": 100, "cifar10": 1000}  # BBM L53, BBC L88
-PAPER_CENTRE_FRAMES = 15     # image + 14 noise frames (BBM L50-51, L217-219)
+PAPER_CENTRE_FRAMES = rollouts.PAPER_CENTRE_FRAMES  # image + 14 noise frames (BBM L50-51, L217-219)
 TF1_VALIDATION = 5_000       # TF1's read_data_sets holds out the first 5,000 training images
 NUM_DIST_TRAJ = 3  # dist_traj columns: at the centre-of-mass time, after long noise (2 times)
 CLASS_EXTRAS = ("readout", "init_class", "dist_centre", "dist_traj")  # SlowPoints.extras
@@ -201,57 +200,23 @@ def mean_input_features(model: network.DelayedClassifier, generator: trials.Tria
   return (total / num).astype(np.float32)
 
 
-def _noise_trials_fn(model, generator, length):
-  """A compiled fn (seed [2], classes [B]) -> (states [B, length, S], trigger readout [B]).
-
-  Frame 0 shows an image of each class, frames 1..length-1 are noise; states[:, t] is the state
-  after frame t; the readout is the class (0..9) of one more step with a noise frame and the
-  trigger on.
-  """
-
-  @tf.function(reduce_retracing=True)
-  def run(seed, classes):
-    n = tf.shape(classes)[0]
-    s_stim, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    images, _ = generator.stimuli(s_stim, n, classes=classes)
-    off, on = tf.zeros([n, 1]), tf.ones([n, 1])
-    state, _ = model.step(model.initial_state(n), tf.concat([images, off], axis=-1))
-    out = tf.TensorArray(tf.float32, size=length).write(0, state)
-    for t in tf.range(1, length):
-      state, _ = model.step(state, tf.concat([generator.noise(s_noise, t, n), off], axis=-1))
-      out = out.write(t, state)
-    _, logits = model.step(state, tf.concat([generator.noise(s_noise, length, n), on], axis=-1))
-    states = tf.transpose(out.stack(), [1, 0, 2])
-    return states, tf.argmax(logits[:, 1:], axis=-1, output_type=tf.int32)
-
-  return run
-
-
-_TRIAL_FNS = weakref.WeakKeyDictionary()  # model -> {(id(generator), length): (generator, fn)}
-
-
-def _cached_trials_fn(model, generator, length):
-  """_noise_trials_fn, traced once per (model, generator, length) and reused."""
-  fns = _TRIAL_FNS.setdefault(model, {})
-  entry = fns.get((id(generator), length))
-  if entry is None or entry[0] is not generator:
-    entry = fns[(id(generator), length)] = (generator, _noise_trials_fn(model, generator, length))
-  return entry[1]
-
-
 def _batched_trials(model, generator, classes, length, seed, batch_size):
-  run = _cached_trials_fn(model, generator, length)
+  """States [N, length, S] of trials showing `classes` (rollouts.Rollout.trajectories) and the
+  class read out by one more step (noise frame `length` of the batch's noise seed, trigger on);
+  batch k's seed is [seed, _SAMPLE_STREAM + 1 + k], split into (stimulus, noise)."""
+  run = rollouts.rollout(model, generator)
   states, preds = [], []
   for k, lo in enumerate(range(0, len(classes), batch_size)):
-    s, p = run(tf.constant([seed, _SAMPLE_STREAM + 1 + k], tf.int64),
-               tf.constant(classes[lo:lo + batch_size], tf.int32))
-    states.append(s.numpy())
-    preds.append(p.numpy())
+    stream = rollouts.Stream.split(tf.constant([seed, _SAMPLE_STREAM + 1 + k], tf.int64),
+                                   ("stimulus", "noise"), readout_shift=1)
+    s, p = run.trajectories(stream, classes[lo:lo + batch_size], length, read_out=True)
+    states.append(s)
+    preds.append(p)
   return np.concatenate(states), np.concatenate(preds)
 
 
 def class_centres(model: network.DelayedClassifier, generator: trials.TrialGenerator,
-                  steps_after: int = 15, trials_per_class: int = 100, seed: int = 0,
+                  steps_after: int = rollouts.STEPS_AFTER_STIMULUS, trials_per_class: int = 100, seed: int = 0,
                   batch_size: int = 250):
   """Centre of mass per class of the state `steps_after` steps after the stimulus.
 
@@ -269,19 +234,7 @@ def class_centres(model: network.DelayedClassifier, generator: trials.TrialGener
                      f"{steps_after!r} and {trials_per_class!r}")
   classes = np.arange(config_lib.NUM_CLASSES * trials_per_class) % config_lib.NUM_CLASSES
   states, preds = _batched_trials(model, generator, classes, steps_after + 1, seed, batch_size)
-  return _centres_of(states[:, -1], preds == classes, classes)
-
-
-def _centres_of(states, ok, classes):
-  """Per-class mean of the states of correct trials: ([10, S] with NaN rows, counts [10])."""
-  centres = np.full([config_lib.NUM_CLASSES, states.shape[-1]], np.nan, np.float32)
-  counts = np.zeros([config_lib.NUM_CLASSES], np.int64)
-  for c in range(config_lib.NUM_CLASSES):
-    sel = ok & (classes == c)
-    counts[c] = int(sel.sum())
-    if counts[c]:
-      centres[c] = states[sel].mean(axis=0)
-  return centres, counts
+  return rollouts.class_centres(states[:, -1], classes, preds == classes)
 
 
 def sample_states(model: network.DelayedClassifier, generator: trials.TrialGenerator,
@@ -396,5 +349,5 @@ def paper_class_centres(model: network.DelayedClassifier, source, cfg, x_bar, se
     states.append(final.numpy())
     ok.append(pred == classes[lo:lo + batch_size])
   states, ok = np.concatenate(states), np.concatenate(ok)
-  centres, counts = _centres_of(states, ok, classes)
+  centres, counts = rollouts.class_centres(states, classes, ok)
   return centres, counts, states, classes
