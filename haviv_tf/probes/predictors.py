@@ -228,16 +228,17 @@ def cloud_rates(cloud: Cloud, t0: int, t1: int):
   """
   i0, i1 = cloud.at(t0), cloud.at(t1)
   span = float(t1 - t0)
+  m0, _ = rollouts.class_centres(cloud.states[i0].astype(np.float64), cloud.classes)
+  m1, _ = rollouts.class_centres(cloud.states[i1].astype(np.float64), cloud.classes)
   out = np.full([3, config_lib.NUM_CLASSES], np.nan)
   for c in range(config_lib.NUM_CLASSES):
     sel = cloud.classes == c
     if not sel.any():
       continue
     a, b = cloud.states[i0, sel].astype(np.float64), cloud.states[i1, sel].astype(np.float64)
-    ma, mb = a.mean(0), b.mean(0)
-    sa = np.sqrt(np.mean(np.sum((a - ma) ** 2, axis=1)))
-    sb = np.sqrt(np.mean(np.sum((b - mb) ** 2, axis=1)))
-    out[0, c] = np.linalg.norm(mb - ma) / span
+    sa = np.sqrt(np.mean(np.sum((a - m0[c]) ** 2, axis=1)))
+    sb = np.sqrt(np.mean(np.sum((b - m1[c]) ** 2, axis=1)))
+    out[0, c] = np.linalg.norm(m1[c] - m0[c]) / span
     out[1, c] = (sb - sa) / span
     out[2, c] = (cloud.correct[i0, sel].mean() - cloud.correct[i1, sel].mean()) / span
   return out[0], out[1], out[2]

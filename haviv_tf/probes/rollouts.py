@@ -58,8 +58,9 @@ class Stream:
 
 
 def at_stimulus(t, t_s, stimulus, noise):
-  """Where the stimulus is shown: `stimulus` rows [n, F] where t == t_s [n], else `noise`."""
-  return tf.where(tf.equal(t, t_s)[:, None], stimulus, noise)
+  """Where the stimulus is shown: `stimulus` where t == t_s, else `noise` ([..., F] each; t and
+  t_s broadcast to the leading axes, e.g. t scalar and t_s [n], or t [1, T] and t_s [n, 1])."""
+  return tf.where(tf.equal(t, t_s)[..., None], stimulus, noise)
 
 
 def loop(model, frame_fn, state, t0, t1, t_s, stimulus, trigger_at=None, on_step=None,
@@ -184,6 +185,28 @@ class Rollout:
       read[i] = self._readout(stream.readout_seed, tf.constant(t + stream.readout_shift),
                               state).numpy()
     return states, read, lo.numpy(), hi.numpy()
+
+
+def trial_inputs(generator, stream: Stream, classes, length: int):
+  """Raw inputs [n, length, frame_size + 1] of trials showing `classes` [n] at t = 0 (images
+  from stream.stimulus), noise frames generator.noise(stream.noise, t) after it, trigger off."""
+  n = len(classes)
+  images, _ = generator.stimuli(stream.stimulus, n, classes=tf.constant(classes, tf.int32))
+  frames = at_stimulus(tf.range(length)[None, :], tf.zeros([n, 1], tf.int32),
+                       images[:, None, :], generator.noise_sequence(stream.noise, length, n))
+  return tf.concat([frames, tf.zeros([n, length, 1])], axis=-1)
+
+
+def run_sequences(model, inputs, max_frames: int = 2048) -> np.ndarray:
+  """States [n, T, S] of whole input sequences [n, T, frame_size + 1] (model.run, eager),
+  `max_frames // T` trials at a time (trials are independent: the states do not depend on it).
+
+  The step-wise runner (`loop`) and this one differ in rounding (the last bit): each caller
+  keeps the one its recorded numbers come from."""
+  length = int(inputs.shape[1])
+  rows = max(1, int(max_frames) // length)
+  return np.concatenate([model.run(tf.convert_to_tensor(inputs[lo:lo + rows])).numpy()
+                         for lo in range(0, int(inputs.shape[0]), rows)])
 
 
 _ROLLOUTS = weakref.WeakKeyDictionary()  # model -> {id(generator): (generator, Rollout)}

@@ -341,13 +341,36 @@ def paper_class_centres(model: network.DelayedClassifier, source, cfg, x_bar, se
   readout_x = trigger_features(tf.constant(x_bar[None], tf.float32))
   states, ok = [], []
   for lo in range(0, len(classes), batch_size):
-    final = model.run(tf.constant(inputs[lo:lo + batch_size]))[:, -1]
-    n = int(final.shape[0])
-    logits = model.logits(model.transition(final, tf.broadcast_to(
+    final = rollouts.run_sequences(model, inputs[lo:lo + batch_size],
+                                   batch_size * PAPER_CENTRE_FRAMES)[:, -1]
+    n = len(final)
+    logits = model.logits(model.transition(tf.constant(final), tf.broadcast_to(
         readout_x, [n, readout_x.shape[-1]])))
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy() - 1
-    states.append(final.numpy())
+    states.append(final)
     ok.append(pred == classes[lo:lo + batch_size])
   states, ok = np.concatenate(states), np.concatenate(ok)
   centres, counts = rollouts.class_centres(states, classes, ok)
   return centres, counts, states, classes
+
+
+def centres_of_recipe(model: network.DelayedClassifier, generator: trials.TrialGenerator, seed,
+                      recipe: str = "default", source=None, cfg=None, x_bar=None,
+                      trials_per_class: int = 100):
+  """The class centres of a recipe, the authors' variant a parameter.
+
+  recipe "default": `class_centres` of test trials (`generator`) STEPS_AFTER_STIMULUS steps
+  after the stimulus, `trials_per_class` per class; "paper": `paper_class_centres` (the run's
+  `source` and `cfg`, `x_bar` the mean input; computed when None).
+
+  Returns:
+    centres [10, S] (NaN rows), counts [10] int64, the centres' time after the stimulus.
+  """
+  if recipe == "paper":
+    if x_bar is None:
+      x_bar = mean_input_features(model, generator, seed=seed)
+    centres, counts, _, _ = paper_class_centres(model, source, cfg, x_bar, seed=seed)
+    return centres, counts, PAPER_CENTRE_FRAMES - 1
+  centres, counts = class_centres(model, generator, trials_per_class=trials_per_class,
+                                  seed=seed)
+  return centres, counts, rollouts.STEPS_AFTER_STIMULUS
