@@ -72,7 +72,8 @@ class EvaluatorTest(tf.test.TestCase, parameterized.TestCase):
     result = ev.evaluate([1000], 20, seed=0)
     # The same 20 trials materialised (t_s = 0, t_a = 1000) and run whole by the model.
     gen = trials.generator_for(self.source, "test", cfg)
-    batch = gen.sample(tf.constant([0, evaluation._EVAL_STREAM + 1000], tf.int64), 20, 1001,  # pylint: disable=protected-access
+    seed = tf.constant([0, evaluation._EVAL_STREAM + 1000], tf.int64)  # pylint: disable=W0212
+    batch = gen.sample(seed, 20, 1001,
                        t_max=cfg.seq_len, delay=1000, classes=tf.range(20) % 10)
     logits = model(batch["inputs"])[0].numpy()
     t_a, classes = batch["t_a"].numpy(), batch["classes"].numpy()

@@ -46,7 +46,7 @@ def site_outputs(cfg, source, run) -> dict:
   centres, counts = slow_points.class_centres(model, gen, steps_after=15, trials_per_class=6,
                                               seed=3, batch_size=25)
   out.update(class_centres=centres, class_counts=counts)
-  states, classes, times = slow_points.sample_states(model, gen, 23, seed=4, batch_size=10)
+  states, classes, times = slow_points.states_of_new_trials(model, gen, 23, seed=4, batch_size=10)
   out.update(sample_states=states, sample_classes=classes, sample_times=times)
   x_bar = slow_points.mean_input_features(model, gen, seed=cfg.seed)
   p_centres, p_counts, p_states, p_classes = slow_points.paper_class_centres(
@@ -65,9 +65,10 @@ def site_outputs(cfg, source, run) -> dict:
   for jit in (False, True):
     ev = evaluation.Evaluator(model, gen, cfg.seq_len, jit_compile=jit)
     for delay in (5, 27):
-      s = tf.constant([9, evaluation._EVAL_STREAM + delay], tf.int64)  # pylint: disable=protected-access
+      # pylint: disable=protected-access
+      s = tf.constant([9, evaluation._EVAL_STREAM + delay], tf.int64)
       n = 26 if jit else tf.constant(26)
-      for name, v in zip(("classes", "report", "full"), ev._run(s, tf.constant(delay), n)):  # pylint: disable=protected-access
+      for name, v in zip(("classes", "report", "full"), ev._run(s, tf.constant(delay), n)):
         out[f"eval_{int(jit)}_{delay}_{name}"] = v.numpy()
   return out
 

@@ -245,7 +245,8 @@ def _materialised_trials(model, gen, classes, length, seed, batch=0):
   """States [n, length, S] of slow_points' trials (batch `batch` of `seed`), built as whole
   input sequences and run by model.run, and the class read out by one more step (noise frame
   `length`, trigger on)."""
-  stream = tf.constant([seed, slow_points._SAMPLE_STREAM + 1 + batch], tf.int64)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  stream = tf.constant([seed, slow_points._SAMPLE_STREAM + 1 + batch], tf.int64)
   s_stim, s_noise = tf.unstack(tf.random.experimental.stateless_split(stream, 2))
   n = len(classes)
   images, _ = gen.stimuli(s_stim, n, classes=tf.constant(classes, tf.int32))
@@ -287,7 +288,7 @@ class TrialStatesTest(tf.test.TestCase, parameterized.TestCase):
       else:
         self.assertTrue(np.isnan(centres[c]).all())
 
-    states, classes, times = slow_points.sample_states(model, gen, 12, length=6)
+    states, classes, times = slow_points.states_of_new_trials(model, gen, 12, length=6)
     np.testing.assert_array_equal(classes, np.arange(12) % 10)
     np.testing.assert_array_equal(times, np.random.default_rng(0).integers(1, 6, 12))
     traj, _ = _materialised_trials(model, gen, classes, 6, seed=0)

@@ -200,7 +200,8 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   have = np.flatnonzero(counts > 0)
   inits, init_class = [centres[have]], [have.astype(np.int32)]
   if num_sampled:
-    sampled, classes, _ = slow_points_lib.sample_states(model, gen, num_sampled, seed=cfg.seed)
+    sampled, classes, _ = slow_points_lib.states_of_new_trials(model, gen, num_sampled,
+                                                               seed=cfg.seed)
     inits.append(sampled)
     init_class.append(np.asarray(classes, np.int32))
   inits, init_class = np.concatenate(inits), np.concatenate(init_class)

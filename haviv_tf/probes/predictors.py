@@ -32,8 +32,7 @@ _CLOUD_STREAM = 65_537   # separates these trials' seeds from the other analysis
 _FLOW_STREAM = 65_539
 
 # name -> +1 if a larger value should mean longer memory, -1 if shorter.
-PREDICTORS = {"speed": -1, "expected_speed": -1, "time_constant": +1, "com_drift": -1,
-              "spread_rate": -1, "accuracy_decay": -1}
+PREDICTORS = config_lib.PREDICTORS
 PREDICTOR_TEXT = {
     "speed": "slow-point speed ||F(s, x̄) − s|| (the paper's)",
     "expected_speed": "expected-flow speed ||E_x F(s, x) − s||",

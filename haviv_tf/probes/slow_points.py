@@ -21,13 +21,14 @@ from haviv_tf.dynamics import linearize
 from haviv_tf.dynamics import points as points_lib
 from haviv_tf.models import network
 from haviv_tf.probes import rollouts
+from haviv_tf.task import datasets
 from haviv_tf.task import trials
 
 # results.json records this as slow_points_format: the version of the search and its per-point
 # diagnostics, unchanged since 2 (projected search, stop reasons, in_box, distances). A finished
 # run whose results.json says 2 keeps its slow points. The npz layout has its own version
 # (points_lib.FORMAT_VERSION, 3 since the library split); files of layout 2 still load.
-FORMAT_VERSION = 2
+FORMAT_VERSION = config_lib.SLOW_POINTS_FORMAT
 _SAMPLE_STREAM = 104_729  # separates slow-point trial seeds from training/evaluation streams
 RECIPES = config_lib.SP_RECIPES
 STOP_REASONS = points_lib.STOP_REASONS
@@ -35,8 +36,8 @@ SlowPointConfig = finder_lib.SlowPointConfig
 SlowPoints = points_lib.SlowPoints
 PAPER_SEARCH_STEPS = finder_lib.AUTHORS_MAX_ITERS
 PAPER_TRIALS = {"mnist": 100, "mnist_sample": 100, "cifar10": 1000}  # BBM L53, BBC L88
-PAPER_CENTRE_FRAMES = rollouts.PAPER_CENTRE_FRAMES  # image + 14 noise frames (BBM L50-51, L217-219)
-TF1_VALIDATION = 5_000       # TF1's read_data_sets holds out the first 5,000 training images
+PAPER_CENTRE_FRAMES = rollouts.PAPER_CENTRE_FRAMES  # image + 14 noise frames (BBM L217-219)
+TF1_VALIDATION = datasets.MNIST_TF1_HOLDOUT  # TF1's read_data_sets holds out 5,000 train images
 NUM_DIST_TRAJ = 3  # dist_traj columns: at the centre-of-mass time, after long noise (2 times)
 CLASS_EXTRAS = ("readout", "init_class", "dist_centre", "dist_traj")  # SlowPoints.extras
 
@@ -216,7 +217,8 @@ def _batched_trials(model, generator, classes, length, seed, batch_size):
 
 
 def class_centres(model: network.DelayedClassifier, generator: trials.TrialGenerator,
-                  steps_after: int = rollouts.STEPS_AFTER_STIMULUS, trials_per_class: int = 100, seed: int = 0,
+                  steps_after: int = rollouts.STEPS_AFTER_STIMULUS,
+                  trials_per_class: int = 100, seed: int = 0,
                   batch_size: int = 250):
   """Centre of mass per class of the state `steps_after` steps after the stimulus.
 
@@ -237,10 +239,13 @@ def class_centres(model: network.DelayedClassifier, generator: trials.TrialGener
   return rollouts.class_centres(states[:, -1], classes, preds == classes)
 
 
-def sample_states(model: network.DelayedClassifier, generator: trials.TrialGenerator,
-                  num_states: int, length: int = 20, min_time: int = 1, seed: int = 0,
-                  batch_size: int = 250):
-  """Starting states for the search, one from each of `num_states` trials.
+def states_of_new_trials(model: network.DelayedClassifier, generator: trials.TrialGenerator,
+                         num_states: int, length: int = 20, min_time: int = 1, seed: int = 0,
+                         batch_size: int = 250):
+  """Starting states for the search, one from each of `num_states` new trials it runs.
+
+  Unlike the library's dynamics.sample_states (which draws (trial, time) pairs from
+  trajectories the caller recorded), this runs the trials itself, one per state.
 
   Trial i shows class i mod 10 at t = 0, then noise; its state is taken at a time drawn
   uniformly from [min_time, length - 1].
