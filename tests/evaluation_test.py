@@ -70,8 +70,21 @@ class EvaluatorTest(tf.test.TestCase, parameterized.TestCase):
     cfg, model = self._model("gru")
     ev = evaluation.Evaluator(model, trials.generator_for(self.source, "test", cfg), cfg.seq_len)
     result = ev.evaluate([1000], 20, seed=0)
-    acc = result["accuracy_by_delay"]["1000"]
-    self.assertBetween(acc, 0.0, 1.0)
+    # The same 20 trials materialised (t_s = 0, t_a = 1000) and run whole by the model.
+    gen = trials.generator_for(self.source, "test", cfg)
+    seed = tf.constant([0, evaluation._EVAL_STREAM + 1000], tf.int64)  # pylint: disable=W0212
+    batch = gen.sample(seed, 20, 1001,
+                       t_max=cfg.seq_len, delay=1000, classes=tf.range(20) % 10)
+    logits = model(batch["inputs"])[0].numpy()
+    t_a, classes = batch["t_a"].numpy(), batch["classes"].numpy()
+    np.testing.assert_array_equal(t_a, 1000)
+    at_report = logits[np.arange(20), t_a]
+    report_ok = np.argmax(at_report[:, 1:], -1) == classes
+    full_ok = (np.argmax(at_report, -1) == classes + 1) & np.all(
+        np.argmax(logits[:, :1000], -1) == 0, axis=1)
+    self.assertAlmostEqual(result["accuracy_by_delay"]["1000"], report_ok.mean(), places=6)
+    self.assertAlmostEqual(result["full_trial_accuracy_by_delay"]["1000"], full_ok.mean(),
+                           places=6)
 
 
 _PEAK_SCRIPT = """

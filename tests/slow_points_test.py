@@ -241,6 +241,22 @@ class SlowPointsTest(tf.test.TestCase):
     self.assertEqual(got.eigenvalues.dtype, np.complex128)
 
 
+def _materialised_trials(model, gen, classes, length, seed, batch=0):
+  """States [n, length, S] of slow_points' trials (batch `batch` of `seed`), built as whole
+  input sequences and run by model.run, and the class read out by one more step (noise frame
+  `length`, trigger on)."""
+  # pylint: disable-next=protected-access
+  stream = tf.constant([seed, slow_points._SAMPLE_STREAM + 1 + batch], tf.int64)
+  s_stim, s_noise = tf.unstack(tf.random.experimental.stateless_split(stream, 2))
+  n = len(classes)
+  images, _ = gen.stimuli(s_stim, n, classes=tf.constant(classes, tf.int32))
+  frames = tf.stack([images] + [gen.noise(s_noise, t, n) for t in range(1, length)], axis=1)
+  states = model.run(tf.concat([frames, tf.zeros([n, length, 1])], axis=-1)).numpy()
+  _, logits = model.step(tf.constant(states[:, -1]), tf.concat(
+      [gen.noise(s_noise, length, n), tf.ones([n, 1])], axis=-1))
+  return states, np.argmax(logits.numpy()[:, 1:], axis=-1)
+
+
 class TrialStatesTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
@@ -260,14 +276,23 @@ class TrialStatesTest(tf.test.TestCase, parameterized.TestCase):
 
     centres, counts = slow_points.class_centres(model, gen, steps_after=15, trials_per_class=4)
     self.assertEqual(centres.shape, (10, model.state_size))
-    self.assertEqual(counts.shape, (10,))
-    self.assertBetween(int(counts.sum()), 0, 40)
-    self.assertEqual(np.isnan(centres[:, 0]).tolist(), (counts == 0).tolist())
+    # Against the same trials materialised and run whole (model.run, not the rollout runner).
+    cls = np.arange(40) % 10
+    traj, read = _materialised_trials(model, gen, cls, 16, seed=0)
+    want_counts = np.bincount(cls[read == cls], minlength=10)
+    np.testing.assert_array_equal(counts, want_counts)
+    for c in range(10):
+      if want_counts[c]:
+        np.testing.assert_allclose(centres[c], traj[(read == cls) & (cls == c), 15].mean(0),
+                                   atol=1e-5)
+      else:
+        self.assertTrue(np.isnan(centres[c]).all())
 
-    states, classes, times = slow_points.sample_states(model, gen, 12, length=6)
-    self.assertEqual(states.shape, (12, model.state_size))
+    states, classes, times = slow_points.states_of_new_trials(model, gen, 12, length=6)
     np.testing.assert_array_equal(classes, np.arange(12) % 10)
-    self.assertTrue(np.all((times >= 1) & (times < 6)))
+    np.testing.assert_array_equal(times, np.random.default_rng(0).integers(1, 6, 12))
+    traj, _ = _materialised_trials(model, gen, classes, 6, seed=0)
+    np.testing.assert_allclose(states, traj[np.arange(12), times], atol=1e-5)
 
     finder = slow_points.ClassPointFinder(model, slow_points.SlowPointConfig(max_iters=400))
     unique, everything = finder.find(states, x_bar, extras=dict(init_class=classes))

@@ -35,6 +35,7 @@ from haviv_tf.dynamics import linearize
 from haviv_tf.task import curricula
 from haviv_tf.models import network
 from haviv_tf.analysis import plotting
+from haviv_tf.probes import rollouts
 from haviv_tf.probes import slow_points as slow_points_lib
 from haviv_tf.training import checkpoints
 from haviv_tf.task import trials
@@ -42,7 +43,7 @@ from haviv_tf.task import trials
 BACKTRACK_JSON = "backtrack.json"
 BACKTRACK_NPZ = "backtrack.npz"
 BACKTRACK_PNG = "backtrack.png"
-CENTRE_STEPS_AFTER = 15   # as the class centres of the slow-point search
+CENTRE_STEPS_AFTER = rollouts.STEPS_AFTER_STIMULUS  # as the slow-point search's centres
 CENTRE_TRIALS = 1000      # 100 per class
 CENTRE_MARGIN = 0.9       # nearest centre / next nearest below this: the point is that class's
 
@@ -57,12 +58,7 @@ def cloud_centres(model, generator, seed, num=CENTRE_TRIALS, steps_after=CENTRE_
   trials (correct or not), in speed coordinates: [10, S'] (NaN rows for absent classes)."""
   traj, classes = pipeline.post_stimulus_trajectories(model, generator, seed, num=num,
                                                       steps=steps_after + 1)
-  states = _speed_coordinates(model, traj[:, steps_after])
-  out = np.full([config_lib.NUM_CLASSES, states.shape[-1]], np.nan, np.float64)
-  for c in range(config_lib.NUM_CLASSES):
-    if np.any(classes == c):
-      out[c] = states[classes == c].mean(axis=0)
-  return out
+  return rollouts.class_centres(_speed_coordinates(model, traj[:, steps_after]), classes)[0]
 
 
 def nearest_centres(model, points, centres):

@@ -17,6 +17,7 @@ from haviv_tf.analysis import export
 from haviv_tf.probes import memory
 from haviv_tf.analysis import plotting
 from haviv_tf.probes import predictors
+from haviv_tf.probes import rollouts
 from haviv_tf.probes import slow_points as slow_points_lib
 from haviv_tf.base import summaries
 from haviv_tf.training import checkpoints
@@ -185,15 +186,10 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   model = run.model
   gen = trials.generator_for(source, "test", cfg)
   x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
+  centres, counts, t_com = slow_points_lib.centres_of_recipe(
+      model, gen, cfg.seed, recipe, source, cfg, x_bar, trials_per_class)
   if recipe == "paper":
-    centres, counts, _, _ = slow_points_lib.paper_class_centres(model, source, cfg, x_bar,
-                                                                seed=cfg.seed)
-    t_com, num_sampled = slow_points_lib.PAPER_CENTRE_FRAMES - 1, 0
-  else:
-    t_com = 15
-    centres, counts = slow_points_lib.class_centres(model, gen, steps_after=t_com,
-                                                    trials_per_class=trials_per_class,
-                                                    seed=cfg.seed)
+    num_sampled = 0  # the authors search from the centres only
   times = (t_com,) + tuple(diag.long_times)
   cloud = predictors.trajectory_cloud(model, gen, times + (diag.drift_time,),
                                       diag.trials_per_class, cfg.seed, diag.batch_size)
@@ -204,7 +200,8 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   have = np.flatnonzero(counts > 0)
   inits, init_class = [centres[have]], [have.astype(np.int32)]
   if num_sampled:
-    sampled, classes, _ = slow_points_lib.sample_states(model, gen, num_sampled, seed=cfg.seed)
+    sampled, classes, _ = slow_points_lib.states_of_new_trials(model, gen, num_sampled,
+                                                               seed=cfg.seed)
     inits.append(sampled)
     init_class.append(np.asarray(classes, np.int32))
   inits, init_class = np.concatenate(inits), np.concatenate(init_class)
@@ -306,6 +303,7 @@ def _nanmedian(x):
 
 
 TRAJECTORY_FRAMES = 2048  # frames per network call (a CNN's activations: ~1 GB at 32x32x128)
+_TRAJECTORY_STREAM = 31_337  # the figures' and back-tracking's trials
 
 
 def analysed(cfg, workdir, step, sp_config=None, recipe="default") -> bool:
@@ -350,21 +348,19 @@ def slow_points_current(results: dict, step: int, sp_config, recipe: str) -> boo
               dataclasses.asdict(sp_config), default=artifacts.jsonable)))
 
 
-def post_stimulus_trajectories(model, generator, seed, num=100, steps=20,
+def post_stimulus_trajectories(model, generator, seed, num=100,
+                               steps=rollouts.STEPS_AFTER_STIMULUS + 5,
                                max_frames=TRAJECTORY_FRAMES):
-  """States for `steps` steps from the stimulus on (noise after it, trigger off) of `num` test
-  trials, classes balanced: ([num, steps, S], classes [num]). The same trials for every network
-  of one seed, so figures of different networks compare. The trials run through the network
-  `max_frames` frames at a time (trials are independent: the states do not depend on it)."""
-  length = 2 * steps
-  batch = generator.sample(tf.constant([seed, 31_337], tf.int64), num, length,
-                           delay=length - 1, classes=tf.range(num) % 10)
-  rows = max(1, int(max_frames) // length)
-  states = np.concatenate([model.run(batch["inputs"][lo:lo + rows]).numpy()
-                           for lo in range(0, num, rows)])
-  t_s = batch["t_s"].numpy()
-  return (np.stack([states[i, t_s[i]:t_s[i] + steps] for i in range(num)]),
-          batch["classes"].numpy())
+  """States for `steps` steps from the stimulus on (image at t = 0, then noise, trigger off) of
+  `num` test trials, classes balanced: ([num, steps, S], classes [num]). The same trials for
+  every network of one seed, so figures of different networks compare (rollouts.run_sequences,
+  `max_frames` frames per call). Their seed stream is [seed, 31_337] split into (stimulus, times, noise) (the times unused:
+  these trials show the stimulus at t = 0)."""
+  classes = np.arange(num, dtype=np.int32) % config_lib.NUM_CLASSES
+  stream = rollouts.Stream.split(tf.constant([seed, _TRAJECTORY_STREAM], tf.int64),
+                                 ("stimulus", "times", "noise"))
+  inputs = rollouts.trial_inputs(generator, stream, classes, steps)
+  return rollouts.run_sequences(model, inputs, max_frames), classes
 
 
 def export_model(cfg, run, source, workdir) -> str:

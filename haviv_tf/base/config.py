@@ -29,6 +29,14 @@ SAMPLER_NICE = 10
 MAX_NICE = 19
 MAX_EVAL_TRIALS = 1_000_000  # Config.eval_trials' (and --eval_trials') upper bound
 NUM_CLASSES = 10          # image classes; the network has NUM_CLASSES + 1 outputs (null first)
+NUM_OUTPUTS = NUM_CLASSES + 1  # the read-out: null, then the 10 classes
+# results.json's slow_points_format: the version of the search and its per-point diagnostics
+# (haviv_tf.probes.slow_points writes it, study.correlations reads it; TF-free here).
+SLOW_POINTS_FORMAT = 2
+# Memory predictors (haviv_tf.probes.predictors): name -> +1 if a larger value should mean longer
+# memory, -1 if shorter (study.correlations orients by it; TF-free here).
+PREDICTORS = {"speed": -1, "expected_speed": -1, "time_constant": +1, "com_drift": -1,
+              "spread_rate": -1, "accuracy_decay": -1}
 
 
 class InputError(ValueError):

@@ -13,7 +13,7 @@ from haviv_tf.models import cells
 from haviv_tf.models import cnn as cnn_lib
 from haviv_tf.models import train_steps
 
-NUM_OUTPUTS = config_lib.NUM_CLASSES + 1
+NUM_OUTPUTS = config_lib.NUM_OUTPUTS
 _UNROLL_MAX = 64  # sequences up to this length are unrolled in the graph (faster on CPU)
 
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from haviv_tf.base import config as config_lib
 from haviv_tf.models import network
+from haviv_tf.probes import rollouts
 from haviv_tf.task import trials
 
 _EVAL_STREAM = 7_919  # separates evaluation seeds from the training stream (seed, step >= 0)
@@ -52,39 +53,35 @@ class Evaluator:
   def _run_py(self, seed, delay, num_trials):
     gen, model = self.generator, self.model
     n = num_trials if isinstance(num_trials, int) else tf.cast(num_trials, tf.int32)
-    s_stim, s_time, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    stream = rollouts.Stream.split(seed, ("stimulus", "times", "noise"))
     classes = tf.math.floormod(tf.range(n), config_lib.NUM_CLASSES)
-    images, classes = gen.stimuli(s_stim, n, classes=classes)
-    t_s, t_a = gen.stimulus_times(s_time, n, self.t_max, delay)
-    length = tf.reduce_max(t_a) + 1
-    report_pred = tf.zeros([n], tf.int32)      # argmax over the 10 classes at t_a
-    report_full = tf.zeros([n], tf.bool)       # argmax over all 11 outputs is the class at t_a
-    null_ok = tf.ones([n], tf.bool)            # argmax is null at every step before t_a
-    if self.noise_bank:
-      bank = self._encode(gen.noise_bank_frames(s_noise, self.noise_bank))
+    images, classes = gen.stimuli(stream.stimulus, n, classes=classes)
+    t_s, t_a = gen.stimulus_times(stream.times, n, self.t_max, delay)
+    if self.noise_bank:  # features, then the trigger (as model.encode places it)
+      bank = self._encode(gen.noise_bank_frames(stream.noise, self.noise_bank))
       stimuli = self._encode(images)
+      frame_fn = lambda t: tf.gather(
+          bank, gen.noise_bank_index(stream.noise, t, n, self.noise_bank))
+    else:
+      stimuli, frame_fn = images, lambda t: gen.noise(stream.noise, t, n)
 
-    def body(t, state, report_pred, report_full, null_ok):
+    def on_step(t, state, logits, carry):
+      del state
+      report_pred, report_full, null_ok = carry
       at_report = tf.equal(t, t_a)
-      trigger = tf.cast(at_report, tf.float32)[:, None]
-      if self.noise_bank:  # features, then the trigger (as model.encode places it)
-        noise = tf.gather(bank, gen.noise_bank_index(s_noise, t, n, self.noise_bank))
-        feats = tf.where(tf.equal(t, t_s)[:, None], stimuli, noise)
-        state = model.transition(state, tf.concat([feats, trigger], axis=-1))
-        logits = model.logits(state)
-      else:
-        frame = tf.where(tf.equal(t, t_s)[:, None], images, gen.noise(s_noise, t, n))
-        state, logits = model.step(state, tf.concat([frame, trigger], axis=-1))
       pred11 = tf.argmax(logits, axis=-1, output_type=tf.int32)
       pred10 = tf.argmax(logits[:, 1:], axis=-1, output_type=tf.int32)
       report_pred = tf.where(at_report, pred10, report_pred)
       report_full = tf.where(at_report, tf.equal(pred11, classes + 1), report_full)
       null_ok = tf.logical_and(null_ok, tf.logical_or(t >= t_a, tf.equal(pred11, 0)))
-      return t + 1, state, report_pred, report_full, null_ok
+      return report_pred, report_full, null_ok
 
-    _, _, report_pred, report_full, null_ok = tf.while_loop(
-        lambda t, *_: t < length, body,
-        (tf.constant(0), model.initial_state(n), report_pred, report_full, null_ok))
+    carry = (tf.zeros([n], tf.int32),  # argmax over the 10 classes at t_a
+             tf.zeros([n], tf.bool),   # argmax over all 11 outputs is the class at t_a
+             tf.ones([n], tf.bool))    # argmax is null at every step before t_a
+    _, (report_pred, report_full, null_ok) = rollouts.loop(
+        model, frame_fn, model.initial_state(n), tf.constant(0), tf.reduce_max(t_a) + 1, t_s,
+        stimuli, trigger_at=t_a, on_step=on_step, carry=carry, encoded=bool(self.noise_bank))
     return classes, tf.equal(report_pred, classes), tf.logical_and(report_full, null_ok)
 
   def _encode(self, frames):

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from haviv_tf.base import config as config_lib
 from haviv_tf.models import network
+from haviv_tf.probes import rollouts
 from haviv_tf.probes import slow_points as slow_points_lib
 from haviv_tf.task import trials
 
@@ -31,8 +32,7 @@ _CLOUD_STREAM = 65_537   # separates these trials' seeds from the other analysis
 _FLOW_STREAM = 65_539
 
 # name -> +1 if a larger value should mean longer memory, -1 if shorter.
-PREDICTORS = {"speed": -1, "expected_speed": -1, "time_constant": +1, "com_drift": -1,
-              "spread_rate": -1, "accuracy_decay": -1}
+PREDICTORS = config_lib.PREDICTORS
 PREDICTOR_TEXT = {
     "speed": "slow-point speed ||F(s, x̄) − s|| (the paper's)",
     "expected_speed": "expected-flow speed ||E_x F(s, x) − s||",
@@ -92,39 +92,6 @@ class Cloud:
     return int(hit[0])
 
 
-def _cloud_fn(model, generator):
-  """Compiled (seed, state, lo, hi, t0, t1, n) -> state after frames t0..t1-1 (noise), running
-  min/max; and a read-out fn."""
-
-  @tf.function(reduce_retracing=True)
-  def advance(seed, state, lo, hi, t0, t1):
-    n = tf.shape(state)[0]
-    off = tf.zeros([n, 1])
-
-    def body(t, state, lo, hi):
-      state, _ = model.step(state, tf.concat([generator.noise(seed, t, n), off], axis=-1))
-      return t + 1, state, tf.minimum(lo, tf.reduce_min(state, 0)), tf.maximum(
-          hi, tf.reduce_max(state, 0))
-
-    _, state, lo, hi = tf.while_loop(lambda t, *_: t < t1, body, (t0, state, lo, hi))
-    return state, lo, hi
-
-  @tf.function(reduce_retracing=True)
-  def start(seed, classes):
-    n = tf.shape(classes)[0]
-    images, _ = generator.stimuli(seed, n, classes=classes)
-    state, _ = model.step(model.initial_state(n), tf.concat([images, tf.zeros([n, 1])], -1))
-    return state
-
-  @tf.function(reduce_retracing=True)
-  def readout(seed, t, state):
-    n = tf.shape(state)[0]
-    _, logits = model.step(state, tf.concat([generator.noise(seed, t, n), tf.ones([n, 1])], -1))
-    return tf.argmax(logits[:, 1:], axis=-1, output_type=tf.int32)
-
-  return start, advance, readout
-
-
 def trajectory_cloud(model: network.DelayedClassifier, generator: trials.TrialGenerator, times,
                      per_class: int = 50, seed: int = 0, batch_size: int = 250) -> Cloud:
   """Runs `per_class` trials of every class (image at step 0, then fresh training noise,
@@ -137,7 +104,7 @@ def trajectory_cloud(model: network.DelayedClassifier, generator: trials.TrialGe
   times = np.unique(np.asarray(times, np.int64))
   if not len(times) or times[0] < 0:
     raise ValueError(f"`times` must be non-negative, got {times.tolist()}")
-  start, advance, readout = _cloud_fn(model, generator)
+  run = rollouts.rollout(model, generator)
   classes = (np.arange(config_lib.NUM_CLASSES * per_class) % config_lib.NUM_CLASSES).astype(
       np.int32)
   states = np.zeros([len(times), len(classes), model.state_size], np.float32)
@@ -146,20 +113,11 @@ def trajectory_cloud(model: network.DelayedClassifier, generator: trials.TrialGe
   hi = -lo
   for k, b0 in enumerate(range(0, len(classes), batch_size)):
     cls = classes[b0:b0 + batch_size]
-    seed_t = tf.constant([seed, _CLOUD_STREAM + k], tf.int64)
-    s_stim, s_noise, s_read = tf.unstack(tf.random.experimental.stateless_split(seed_t, 3))
-    state = start(s_stim, tf.constant(cls))
-    blo = tf.reduce_min(state, 0)
-    bhi = tf.reduce_max(state, 0)
-    t = 0
-    for i, target in enumerate(times):
-      if target > t:
-        state, blo, bhi = advance(s_noise, state, blo, bhi, tf.constant(t + 1),
-                                  tf.constant(int(target) + 1))
-        t = int(target)
-      states[i, b0:b0 + len(cls)] = state.numpy()
-      correct[i, b0:b0 + len(cls)] = readout(s_read, tf.constant(int(target)), state).numpy() == cls
-    lo, hi = np.minimum(lo, blo.numpy()), np.maximum(hi, bhi.numpy())
+    stream = rollouts.Stream.split(tf.constant([seed, _CLOUD_STREAM + k], tf.int64),
+                                   ("stimulus", "noise", "readout"))
+    states[:, b0:b0 + len(cls)], read, blo, bhi = run.states_at(stream, cls, times)
+    correct[:, b0:b0 + len(cls)] = read == cls
+    lo, hi = np.minimum(lo, blo), np.maximum(hi, bhi)
   return Cloud(times=times, states=states, correct=correct, classes=classes, lo=lo, hi=hi)
 
 
@@ -269,16 +227,17 @@ def cloud_rates(cloud: Cloud, t0: int, t1: int):
   """
   i0, i1 = cloud.at(t0), cloud.at(t1)
   span = float(t1 - t0)
+  m0, _ = rollouts.class_centres(cloud.states[i0].astype(np.float64), cloud.classes)
+  m1, _ = rollouts.class_centres(cloud.states[i1].astype(np.float64), cloud.classes)
   out = np.full([3, config_lib.NUM_CLASSES], np.nan)
   for c in range(config_lib.NUM_CLASSES):
     sel = cloud.classes == c
     if not sel.any():
       continue
     a, b = cloud.states[i0, sel].astype(np.float64), cloud.states[i1, sel].astype(np.float64)
-    ma, mb = a.mean(0), b.mean(0)
-    sa = np.sqrt(np.mean(np.sum((a - ma) ** 2, axis=1)))
-    sb = np.sqrt(np.mean(np.sum((b - mb) ** 2, axis=1)))
-    out[0, c] = np.linalg.norm(mb - ma) / span
+    sa = np.sqrt(np.mean(np.sum((a - m0[c]) ** 2, axis=1)))
+    sb = np.sqrt(np.mean(np.sum((b - m1[c]) ** 2, axis=1)))
+    out[0, c] = np.linalg.norm(m1[c] - m0[c]) / span
     out[1, c] = (sb - sa) / span
     out[2, c] = (cloud.correct[i0, sel].mean() - cloud.correct[i1, sel].mean()) / span
   return out[0], out[1], out[2]

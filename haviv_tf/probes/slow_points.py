@@ -11,8 +11,6 @@ trials, 40 extra sampled starts, a stopping rule) and "paper" (the authors' Blac
 BlackBoxCIFAR.py, reproduced step by step in `paper_class_centres` and `recipe_config`).
 """
 
-import weakref
-
 import numpy as np
 import tensorflow as tf
 
@@ -22,13 +20,15 @@ from haviv_tf.dynamics import finder as finder_lib
 from haviv_tf.dynamics import linearize
 from haviv_tf.dynamics import points as points_lib
 from haviv_tf.models import network
+from haviv_tf.probes import rollouts
+from haviv_tf.task import datasets
 from haviv_tf.task import trials
 
 # results.json records this as slow_points_format: the version of the search and its per-point
 # diagnostics, unchanged since 2 (projected search, stop reasons, in_box, distances). A finished
 # run whose results.json says 2 keeps its slow points. The npz layout has its own version
 # (points_lib.FORMAT_VERSION, 3 since the library split); files of layout 2 still load.
-FORMAT_VERSION = 2
+FORMAT_VERSION = config_lib.SLOW_POINTS_FORMAT
 _SAMPLE_STREAM = 104_729  # separates slow-point trial seeds from training/evaluation streams
 RECIPES = config_lib.SP_RECIPES
 STOP_REASONS = points_lib.STOP_REASONS
@@ -36,8 +36,8 @@ SlowPointConfig = finder_lib.SlowPointConfig
 SlowPoints = points_lib.SlowPoints
 PAPER_SEARCH_STEPS = finder_lib.AUTHORS_MAX_ITERS
 PAPER_TRIALS = {"mnist": 100, "mnist_sample": 100, "cifar10": 1000}  # BBM L53, BBC L88
-PAPER_CENTRE_FRAMES = 15     # image + 14 noise frames (BBM L50-51, L217-219)
-TF1_VALIDATION = 5_000       # TF1's read_data_sets holds out the first 5,000 training images
+PAPER_CENTRE_FRAMES = rollouts.PAPER_CENTRE_FRAMES  # image + 14 noise frames (BBM L217-219)
+TF1_VALIDATION = datasets.MNIST_TF1_HOLDOUT  # TF1's read_data_sets holds out 5,000 train images
 NUM_DIST_TRAJ = 3  # dist_traj columns: at the centre-of-mass time, after long noise (2 times)
 CLASS_EXTRAS = ("readout", "init_class", "dist_centre", "dist_traj")  # SlowPoints.extras
 
@@ -201,57 +201,24 @@ def mean_input_features(model: network.DelayedClassifier, generator: trials.Tria
   return (total / num).astype(np.float32)
 
 
-def _noise_trials_fn(model, generator, length):
-  """A compiled fn (seed [2], classes [B]) -> (states [B, length, S], trigger readout [B]).
-
-  Frame 0 shows an image of each class, frames 1..length-1 are noise; states[:, t] is the state
-  after frame t; the readout is the class (0..9) of one more step with a noise frame and the
-  trigger on.
-  """
-
-  @tf.function(reduce_retracing=True)
-  def run(seed, classes):
-    n = tf.shape(classes)[0]
-    s_stim, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    images, _ = generator.stimuli(s_stim, n, classes=classes)
-    off, on = tf.zeros([n, 1]), tf.ones([n, 1])
-    state, _ = model.step(model.initial_state(n), tf.concat([images, off], axis=-1))
-    out = tf.TensorArray(tf.float32, size=length).write(0, state)
-    for t in tf.range(1, length):
-      state, _ = model.step(state, tf.concat([generator.noise(s_noise, t, n), off], axis=-1))
-      out = out.write(t, state)
-    _, logits = model.step(state, tf.concat([generator.noise(s_noise, length, n), on], axis=-1))
-    states = tf.transpose(out.stack(), [1, 0, 2])
-    return states, tf.argmax(logits[:, 1:], axis=-1, output_type=tf.int32)
-
-  return run
-
-
-_TRIAL_FNS = weakref.WeakKeyDictionary()  # model -> {(id(generator), length): (generator, fn)}
-
-
-def _cached_trials_fn(model, generator, length):
-  """_noise_trials_fn, traced once per (model, generator, length) and reused."""
-  fns = _TRIAL_FNS.setdefault(model, {})
-  entry = fns.get((id(generator), length))
-  if entry is None or entry[0] is not generator:
-    entry = fns[(id(generator), length)] = (generator, _noise_trials_fn(model, generator, length))
-  return entry[1]
-
-
 def _batched_trials(model, generator, classes, length, seed, batch_size):
-  run = _cached_trials_fn(model, generator, length)
+  """States [N, length, S] of trials showing `classes` (rollouts.Rollout.trajectories) and the
+  class read out by one more step (noise frame `length` of the batch's noise seed, trigger on);
+  batch k's seed is [seed, _SAMPLE_STREAM + 1 + k], split into (stimulus, noise)."""
+  run = rollouts.rollout(model, generator)
   states, preds = [], []
   for k, lo in enumerate(range(0, len(classes), batch_size)):
-    s, p = run(tf.constant([seed, _SAMPLE_STREAM + 1 + k], tf.int64),
-               tf.constant(classes[lo:lo + batch_size], tf.int32))
-    states.append(s.numpy())
-    preds.append(p.numpy())
+    stream = rollouts.Stream.split(tf.constant([seed, _SAMPLE_STREAM + 1 + k], tf.int64),
+                                   ("stimulus", "noise"), readout_shift=1)
+    s, p = run.trajectories(stream, classes[lo:lo + batch_size], length, read_out=True)
+    states.append(s)
+    preds.append(p)
   return np.concatenate(states), np.concatenate(preds)
 
 
 def class_centres(model: network.DelayedClassifier, generator: trials.TrialGenerator,
-                  steps_after: int = 15, trials_per_class: int = 100, seed: int = 0,
+                  steps_after: int = rollouts.STEPS_AFTER_STIMULUS,
+                  trials_per_class: int = 100, seed: int = 0,
                   batch_size: int = 250):
   """Centre of mass per class of the state `steps_after` steps after the stimulus.
 
@@ -269,25 +236,16 @@ def class_centres(model: network.DelayedClassifier, generator: trials.TrialGener
                      f"{steps_after!r} and {trials_per_class!r}")
   classes = np.arange(config_lib.NUM_CLASSES * trials_per_class) % config_lib.NUM_CLASSES
   states, preds = _batched_trials(model, generator, classes, steps_after + 1, seed, batch_size)
-  return _centres_of(states[:, -1], preds == classes, classes)
+  return rollouts.class_centres(states[:, -1], classes, preds == classes)
 
 
-def _centres_of(states, ok, classes):
-  """Per-class mean of the states of correct trials: ([10, S] with NaN rows, counts [10])."""
-  centres = np.full([config_lib.NUM_CLASSES, states.shape[-1]], np.nan, np.float32)
-  counts = np.zeros([config_lib.NUM_CLASSES], np.int64)
-  for c in range(config_lib.NUM_CLASSES):
-    sel = ok & (classes == c)
-    counts[c] = int(sel.sum())
-    if counts[c]:
-      centres[c] = states[sel].mean(axis=0)
-  return centres, counts
+def states_of_new_trials(model: network.DelayedClassifier, generator: trials.TrialGenerator,
+                         num_states: int, length: int = 20, min_time: int = 1, seed: int = 0,
+                         batch_size: int = 250):
+  """Starting states for the search, one from each of `num_states` new trials it runs.
 
-
-def sample_states(model: network.DelayedClassifier, generator: trials.TrialGenerator,
-                  num_states: int, length: int = 20, min_time: int = 1, seed: int = 0,
-                  batch_size: int = 250):
-  """Starting states for the search, one from each of `num_states` trials.
+  Unlike the library's dynamics.sample_states (which draws (trial, time) pairs from
+  trajectories the caller recorded), this runs the trials itself, one per state.
 
   Trial i shows class i mod 10 at t = 0, then noise; its state is taken at a time drawn
   uniformly from [min_time, length - 1].
@@ -388,13 +346,36 @@ def paper_class_centres(model: network.DelayedClassifier, source, cfg, x_bar, se
   readout_x = trigger_features(tf.constant(x_bar[None], tf.float32))
   states, ok = [], []
   for lo in range(0, len(classes), batch_size):
-    final = model.run(tf.constant(inputs[lo:lo + batch_size]))[:, -1]
-    n = int(final.shape[0])
-    logits = model.logits(model.transition(final, tf.broadcast_to(
+    final = rollouts.run_sequences(model, inputs[lo:lo + batch_size],
+                                   batch_size * PAPER_CENTRE_FRAMES)[:, -1]
+    n = len(final)
+    logits = model.logits(model.transition(tf.constant(final), tf.broadcast_to(
         readout_x, [n, readout_x.shape[-1]])))
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy() - 1
-    states.append(final.numpy())
+    states.append(final)
     ok.append(pred == classes[lo:lo + batch_size])
   states, ok = np.concatenate(states), np.concatenate(ok)
-  centres, counts = _centres_of(states, ok, classes)
+  centres, counts = rollouts.class_centres(states, classes, ok)
   return centres, counts, states, classes
+
+
+def centres_of_recipe(model: network.DelayedClassifier, generator: trials.TrialGenerator, seed,
+                      recipe: str = "default", source=None, cfg=None, x_bar=None,
+                      trials_per_class: int = 100):
+  """The class centres of a recipe, the authors' variant a parameter.
+
+  recipe "default": `class_centres` of test trials (`generator`) STEPS_AFTER_STIMULUS steps
+  after the stimulus, `trials_per_class` per class; "paper": `paper_class_centres` (the run's
+  `source` and `cfg`, `x_bar` the mean input; computed when None).
+
+  Returns:
+    centres [10, S] (NaN rows), counts [10] int64, the centres' time after the stimulus.
+  """
+  if recipe == "paper":
+    if x_bar is None:
+      x_bar = mean_input_features(model, generator, seed=seed)
+    centres, counts, _, _ = paper_class_centres(model, source, cfg, x_bar, seed=seed)
+    return centres, counts, PAPER_CENTRE_FRAMES - 1
+  centres, counts = class_centres(model, generator, trials_per_class=trials_per_class,
+                                  seed=seed)
+  return centres, counts, rollouts.STEPS_AFTER_STIMULUS

@@ -14,7 +14,6 @@ import numpy as np
 
 from haviv_tf.probes import slow_points as slow_points_lib
 
-CENTRE_STEPS_AFTER = 15     # as the slow-point analysis
 CENTRE_TRIALS = 100         # per class
 
 
@@ -32,12 +31,9 @@ def centre_targets(model, generator, seed, recipe="default", source=None, cfg=No
   after the stimulus (slow_points.class_centres); "paper" the authors' centres
   (slow_points.paper_class_centres on `source`'s train split), which their CenterMass
   fine-tuning reads (TriggerSpeedCont.py L117-121, L165-179: 'Hid20' of BlackBoxMNIST.py)."""
-  if recipe == "paper":
-    x_bar = slow_points_lib.mean_input_features(model, generator, seed=seed)
-    centres, counts, _, _ = slow_points_lib.paper_class_centres(model, source, cfg, x_bar, seed)
-    return centres, counts
-  return slow_points_lib.class_centres(model, generator, steps_after=CENTRE_STEPS_AFTER,
-                                       trials_per_class=CENTRE_TRIALS, seed=seed)
+  centres, counts, _ = slow_points_lib.centres_of_recipe(
+      model, generator, seed, recipe, source, cfg, trials_per_class=CENTRE_TRIALS)
+  return centres, counts
 
 
 def set_centre_targets(model, generator, cfg, seed):
@@ -58,10 +54,8 @@ def slow_point_targets(model, generator, seed, sp_config=None, recipe="default",
   train split) and search; "default" this module's centres and the constrained search.
   """
   x_bar = slow_points_lib.mean_input_features(model, generator, seed=seed)
-  if recipe == "paper":
-    centres, counts, _, _ = slow_points_lib.paper_class_centres(model, source, cfg, x_bar, seed)
-  else:
-    centres, counts = centre_targets(model, generator, seed)
+  centres, counts, _ = slow_points_lib.centres_of_recipe(
+      model, generator, seed, recipe, source, cfg, x_bar, trials_per_class=CENTRE_TRIALS)
   have = np.flatnonzero(counts > 0)
   finder = slow_points_lib.ClassPointFinder(
       model, sp_config or slow_points_lib.recipe_config(recipe, cfg),

@@ -11,9 +11,8 @@ from haviv_tf.probes import memory
 from haviv_tf.analysis import plotting
 from haviv_tf.study import significance as sig
 
-FORMAT_VERSION = 2  # results.json's slow_points_format this module reads (slow_points.py's)
-PREDICTORS = {"speed": -1, "expected_speed": -1, "time_constant": +1, "com_drift": -1,
-              "spread_rate": -1, "accuracy_decay": -1}  # as predictors.PREDICTORS (no TF here)
+FORMAT_VERSION = config_lib.SLOW_POINTS_FORMAT  # results.json's slow_points_format read here
+PREDICTORS = config_lib.PREDICTORS
 PREDICTOR_DELAYS = (200, 500, 1000)
 BOOTSTRAP = 2000
 ANALYSIS_JSON = "analysis.json"

@@ -7,7 +7,7 @@ from haviv_tf.base import config as config_lib
 
 MASKED_LOGIT = -1e9  # exp() underflows to exactly 0 in float32: no probability, no gradient
 AUTHORS_MASK = -1000.0  # the authors' factor on the logits of classes not shown (TMC L62-63, L290)
-NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
+NUM_OUTPUTS = config_lib.NUM_OUTPUTS
 
 
 def mask_logits(logits, class_mask, mask="hard"):

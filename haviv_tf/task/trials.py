@@ -38,7 +38,7 @@ from haviv_tf.base import config as config_lib
 from haviv_tf.task import curricula
 from haviv_tf.task import datasets
 
-NUM_OUTPUTS = config_lib.NUM_CLASSES + 1  # null + 10 classes
+NUM_OUTPUTS = config_lib.NUM_OUTPUTS
 _BANK_STREAM = 0x7BA4C0DE  # folded into a seed for its noise bank's images (no time step is this)
 _SPEED_STREAM = 0x5BEED  # folded into a step's seed for the speed penalty's noise frames
 _NUMPY_STREAM = 0x7E1A1  # keys sample_numpy's SeedSequence (seed, step, stream)
