@@ -76,7 +76,7 @@ def restore(model, snapshot: Snapshot) -> None:
     else:
       tf.train.Checkpoint(model=model).read(snapshot.path).expect_partial(
       ).assert_existing_objects_matched()
-  except (tf.errors.OpError, AssertionError, OSError, IndexError, KeyError) as e:
+  except (tf.errors.OpError, AssertionError, OSError, IndexError, KeyError, ValueError) as e:
     raise ValueError(f"snapshot of step {snapshot.step} does not restore into "
                      f"{type(model).__name__}: {e}") from None
 
