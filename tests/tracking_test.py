@@ -1,6 +1,7 @@
 """Slow points followed back through weight snapshots (dynamics.tracking) and the Keras callback
 that takes the snapshots (dynamics.snapshots), on 1-unit cells whose fixed points are known."""
 
+import importlib.util
 import json
 import os
 
@@ -175,6 +176,28 @@ def test_snapshot_callback_takes_the_weights_of_its_steps(tmp_path, on_disk):
     assert all(s.path is None for s in callback.snapshots)
   with pytest.raises(ValueError, match="every"):
     dynamics.SnapshotCallback(every=0)
+
+
+_EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                        "flipflop_backtrack.py")
+
+
+def test_shortened_flipflop_backtrack_example_runs(tmp_path, capsys):
+  spec = importlib.util.spec_from_file_location("flipflop_backtrack_example", _EXAMPLE)
+  example = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(example)
+  assert example.pattern([[1.0, -1.0, 1.0], [-0.5, 0.2, -0.1]]).tolist() == [5, 2]
+  merges = [dict(step=5, classes=[0, 1]), dict(step=5, classes=[1, 2]),
+            dict(step=5, classes=[4, 6]), dict(step=2, classes=[0, 4])]
+  assert example.merge_groups(merges) == {5: [[0, 1, 2], [4, 6]], 2: [[0, 4]]}
+  got = example.main(["--out", str(tmp_path), "--units", "4", "--train_trials", "64",
+                      "--length", "16", "--epochs", "2", "--batch_size", "32", "--every", "2",
+                      "--num_states", "8", "--max_iters", "200"])
+  assert "stable fixed points" in capsys.readouterr().out
+  assert got["track"] is not None  # seeded: this 4-step network has a stable point
+  assert got["track"].steps.tolist() == [4, 2, 0]
+  loaded = dynamics.Track.load(str(tmp_path / "track.npz"))
+  np.testing.assert_array_equal(loaded.labels["pattern"], got["track"].labels["pattern"])
 
 
 if __name__ == "__main__":

@@ -376,6 +376,11 @@ def follow_back(rnn, snapshots, final, inputs, config=None, *, steps=None, final
   finally:
     if saved is not None:
       model.set_weights(saved)
+  return _track_of(rows, classes, label_keys, introduced, merge_frac)
+
+
+def _track_of(rows, classes, label_keys, introduced, merge_frac) -> Track:
+  """The Track of rows (step, points [P, S], speed [P], measures), latest first."""
   measured = _stack_dict([r[3] for r in rows])
   if set(label_keys) - set(measured):
     raise ValueError(f"`label_keys` {sorted(set(label_keys) - set(measured))} are not measured")
@@ -385,5 +390,5 @@ def follow_back(rnn, snapshots, final, inputs, config=None, *, steps=None, final
       speed=speed, q=0.5 * np.square(speed), classes=classes.astype(np.int32),
       introduced=np.asarray([0 if introduced is None else int(introduced[int(c)])
                              for c in classes], np.int64),
-      merge_frac=merge_frac, merge_tol=merge_tolerance(states, merge_frac),
+      merge_frac=merge_frac, merge_tol=merge_tolerance(rows[0][1], merge_frac),
       labels={k: measured.pop(k).astype(np.int32) for k in label_keys}, extras=measured)
