@@ -122,7 +122,8 @@ class SnapshotCallback(keras.callbacks.Callback):
 
   A step is one optimizer update (one training batch); the count runs on across epochs and
   across `fit` calls with the same callback. The snapshot of step k holds the weights after k
-  updates.
+  updates. With compile(steps_per_execution=n > 1) Keras calls back once per n batches, so a
+  "step" is then n updates.
 
   Args:
     every: a snapshot after every `every`-th step.
