@@ -4,8 +4,8 @@
   python3 docs/build_api.py --out=DIR [MODULE ...]
 
 MODULES are the library a user of `find_slow_points` on their own RNN needs (the README's
-snippet imports `haviv_tf.dynamics`: its public names, `__all__`, come from core, finder, points
-and linearize) and the application's slow-point module built on it.
+snippet imports `haviv_tf.dynamics`: its public names, `__all__`, come from core, finder, points,
+linearize, snapshots and tracking) and the application's slow-point module built on it.
 `tests/api_docs_test.py` builds it and checks that every public name appears.
 """
 
@@ -17,6 +17,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = ("haviv_tf.dynamics", "haviv_tf.dynamics.core", "haviv_tf.dynamics.finder",
            "haviv_tf.dynamics.linearize", "haviv_tf.dynamics.points",
+           "haviv_tf.dynamics.snapshots", "haviv_tf.dynamics.tracking",
            "haviv_tf.probes.slow_points")
 DEFAULT_OUT = os.path.join(REPO, "build", "api")
 

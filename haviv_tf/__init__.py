@@ -9,9 +9,10 @@ module, e.g. the command line's `haviv_tf.main`, does not load TensorFlow before
 import importlib
 
 __all__ = [
-    "as_dynamics", "Dynamics", "find_slow_points", "from_cell", "from_layer", "from_saved_model",
-    "jacobians", "reached_bounds", "sample_states", "save_step", "SlowPointConfig",
-    "SlowPointFinder", "SlowPoints", "spectra", "speeds", "trajectories",
+    "as_dynamics", "Dynamics", "find_slow_points", "follow_back", "from_cell", "from_layer",
+    "from_saved_model", "jacobians", "load_snapshots", "reached_bounds", "sample_states",
+    "save_step", "Snapshot", "SnapshotCallback", "SlowPointConfig", "SlowPointFinder",
+    "SlowPoints", "spectra", "speeds", "Track", "trajectories",
 ]
 
 

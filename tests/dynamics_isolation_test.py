@@ -41,7 +41,9 @@ def _foreign(modules):
 
 @pytest.mark.parametrize("statement", ["import haviv_tf.dynamics",
                                        "import haviv_tf; haviv_tf.SlowPoints",
-                                       "from haviv_tf import find_slow_points"])
+                                       "from haviv_tf import find_slow_points",
+                                       "from haviv_tf import follow_back, SnapshotCallback",
+                                       "from haviv_tf.dynamics import tracking"])
 def test_the_library_loads_no_application_module(statement):
   before, added = _loaded_after(statement)
   assert _foreign(added) == [], statement

@@ -4,7 +4,8 @@ It imports no other haviv_tf module (nor tensorflow-datasets or matplotlib): a s
 from a Keras 3 cell, an RNN layer, a SavedModel step signature, a plain function or an object
 with a `to_dynamics()` method, trajectories and sampled starting states (`core`); the compiled
 search (`finder`); the record of its points with save and load (`points`); Jacobians, spectra
-and stability (`linearize`).
+and stability (`linearize`); points followed back through training snapshots, with births
+and merges (`tracking`), and the Keras callback that takes the snapshots (`snapshots`).
 """
 
 from haviv_tf.dynamics.core import as_dynamics
@@ -28,10 +29,21 @@ from haviv_tf.dynamics.linearize import stable
 from haviv_tf.dynamics.points import FormatVersionError
 from haviv_tf.dynamics.points import SlowPoints
 from haviv_tf.dynamics.points import STOP_REASONS
+from haviv_tf.dynamics.snapshots import load_snapshots
+from haviv_tf.dynamics.snapshots import Snapshot
+from haviv_tf.dynamics.snapshots import SnapshotCallback
+from haviv_tf.dynamics.tracking import centre_labels
+from haviv_tf.dynamics.tracking import find_births
+from haviv_tf.dynamics.tracking import find_merges
+from haviv_tf.dynamics.tracking import follow_back
+from haviv_tf.dynamics.tracking import nearest_centres
+from haviv_tf.dynamics.tracking import Track
 
 __all__ = [
-    "as_dynamics", "check_bounds", "Dynamics", "find_slow_points", "FormatVersionError",
-    "from_cell", "from_layer", "from_saved_model", "in_box", "jacobians", "reached_bounds",
-    "sample_states", "save_step", "SlowPointConfig", "SlowPointFinder", "SlowPoints", "spectra",
-    "speeds", "stable", "STOP_REASONS", "trajectories",
+    "as_dynamics", "centre_labels", "check_bounds", "Dynamics", "find_births", "find_merges",
+    "find_slow_points", "follow_back", "FormatVersionError", "from_cell", "from_layer",
+    "from_saved_model", "in_box", "jacobians", "load_snapshots", "nearest_centres",
+    "reached_bounds", "sample_states", "save_step", "Snapshot", "SnapshotCallback",
+    "SlowPointConfig", "SlowPointFinder", "SlowPoints", "spectra", "speeds", "stable",
+    "STOP_REASONS", "Track", "trajectories",
 ]
