@@ -345,7 +345,8 @@ def _check_numbers(cfg: Config) -> None:
       raise InputError(f"`{name}` must be a positive integer, got {value!r}")
   for name in _POSITIVE_FINITE:
     value = getattr(cfg, name)
-    if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
+    if (not isinstance(value, (int, float)) or not value > 0 or value != value
+        or value == float("inf")):
       raise InputError(f"`{name}` must be a positive finite number, got {value!r}")
   for name in _NON_NEGATIVE_INTS:
     value = getattr(cfg, name)
