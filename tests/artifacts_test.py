@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from haviv_tf.base import artifacts
@@ -93,3 +94,63 @@ def test_code_revision_is_unknown_outside_a_checkout_or_without_git(tmp_path):
 def test_environment_records_the_code_revision_beside_the_versions():
   env = artifacts.environment()
   assert env["numpy"] and set(env["code_revision"]) == {"commit", "dirty"}
+
+
+def _save_png(path, fail):
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import figure
+  from haviv_tf.analysis import plotting
+  fig = figure.Figure(figsize=(1, 1))
+  fig.add_subplot().plot([0, 1], [1, 0])
+  if fail:
+    fig.savefig = _raise  # png_bytes fails mid-write
+  plotting.save_png(fig, path)
+
+
+def _raise(*args, **kwargs):
+  raise RuntimeError("disk full")
+
+
+class _Unserialisable:
+  pass
+
+
+class _FailingArray:
+  """Fails when np.savez converts it, after the first array has been written."""
+
+  def __array__(self, dtype=None, copy=None):
+    raise RuntimeError("disk full")
+
+
+_WRITERS = {
+    "write_json": lambda path, fail: artifacts.write_json(
+        path, dict(a=[1, 2], b=_Unserialisable()) if fail else dict(a=[1, 2])),
+    "save_npz": lambda path, fail: artifacts.save_npz(
+        path, a=np.arange(3), b=_FailingArray() if fail else np.ones(2)),
+    "save_png": _save_png,
+}
+
+
+@pytest.mark.parametrize("writer", sorted(_WRITERS))
+def test_a_failing_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, writer):
+  path = str(tmp_path / f"out_{writer}")
+  _WRITERS[writer](path, fail=False)
+  with open(path, "rb") as f:
+    before = f.read()
+  assert before and os.listdir(tmp_path) == [os.path.basename(path)]
+  with pytest.raises((TypeError, ValueError, RuntimeError)):
+    _WRITERS[writer](path, fail=True)
+  with open(path, "rb") as f:
+    assert f.read() == before
+  assert os.listdir(tmp_path) == [os.path.basename(path)]
+
+
+def test_atomic_path_fsyncs_the_file_and_then_the_directory(tmp_path, monkeypatch):
+  synced = []
+  real_fsync = os.fsync
+  monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+                      or real_fsync(fd))
+  path = str(tmp_path / "x.npz")
+  artifacts.save_npz(path, a=np.zeros(2))
+  assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(tmp_path), synced

@@ -208,11 +208,16 @@ class DelayedClassifierTest(tf.test.TestCase, parameterized.TestCase):
     rest = model.run(x[:, 3:], initial_state=full[:, 2])
     self.assertAllClose(rest, full[:, 3:], rtol=1e-5, atol=1e-6)
 
-  def test_transition_is_the_cell_step_on_features(self):
-    model = _model("gru", seed=11)
+  @parameterized.parameters("gru", "lstm")
+  def test_transition_is_the_numpy_gru_or_lstm_step(self, arch):
+    model = _model(arch, seed=11)
     x = _inputs(model, batch=2, length=1)[:, 0]
     s = tf.random.stateless_normal([2, model.state_size], [1, 2])
-    self.assertAllClose(model.transition(s, x), model.cell.step(model.cell.project(x), s))
+    weights = [w.numpy().astype(np.float64)
+               for w in (model.cell.kernel, model.cell.recurrent_kernel, model.cell.bias)]
+    expected = _NP_STEPS[arch](x.numpy().astype(np.float64), s.numpy().astype(np.float64),
+                               *weights)
+    self.assertAllClose(model.transition(s, model.encode(x)), expected, rtol=1e-5, atol=1e-6)
 
   def test_cnn_encoder_path(self):
     model = network.DelayedClassifier("gru", units=4, frame_shape=(32, 32, 3), encoder="cnn")

@@ -169,6 +169,7 @@ def export_saved_model(model: network.DelayedClassifier, path: str, metadata: di
         raise
     else:
       os.rename(tmp, path)
+    artifacts.fsync_directory(parent)  # as artifacts.atomic_path does for files
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp)

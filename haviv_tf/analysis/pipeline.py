@@ -183,8 +183,40 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   # presets' 1000 evaluation trials; at least 5).
   diag = diag_config or predictors.DiagnosticsConfig(
       trials_per_class=min(50, max(5, cfg.eval_trials // 20)))
-  model = run.model
   gen = trials.generator_for(source, "test", cfg)
+  found = _search_from_centres(cfg, run.model, gen, source, sp_config, diag, recipe,
+                               num_sampled, trials_per_class)
+  extra = dict(dist_traj_times=np.asarray(found.times, np.int32))
+  target = os.path.join(workdir, out_dir) if out_dir else workdir
+  os.makedirs(target, exist_ok=True)
+  found.everything.save(os.path.join(target, SLOW_POINTS_FILE), **extra)
+  found.unique.save(os.path.join(target, UNIQUE_SLOW_POINTS_FILE), **extra)
+  per_class = _per_class_results(cfg, run.model, gen, diag, found)
+  summary = _slow_point_summary(run, sp_config, diag, recipe, found, per_class)
+  artifacts.update_json(os.path.join(target, artifacts.RESULTS_FILE), summary)
+  _slow_point_figures(cfg, run, gen, recipe, found, summary["slow_point_speed"], target)
+  return summary
+
+
+@dataclasses.dataclass
+class _Found:
+  """What find_slow_points' search produced, for its files, summary and figure."""
+  centres: np.ndarray      # [10, state] class centres (rows without trials: unused)
+  counts: np.ndarray       # [10] trials behind each centre
+  t_com: int               # the centres' time after the stimulus
+  times: tuple             # t_com and the diagnostics' long times
+  bounds: object           # LSTM c bounds of the search, or None
+  have: np.ndarray         # classes with a centre, in the order of the first rows
+  everything: object       # SlowPoints, every point searched
+  unique: object           # SlowPoints, de-duplicated
+  dist_centre: np.ndarray  # [points]
+  dist_traj: np.ndarray    # [points, len(times)]
+  cloud: object            # predictors.trajectory_cloud
+
+
+def _search_from_centres(cfg, model, gen, source, sp_config, diag, recipe, num_sampled,
+                         trials_per_class) -> _Found:
+  """Class centres (and sampled states) -> slow points with their distances (find_slow_points)."""
   x_bar = slow_points_lib.mean_input_features(model, gen, seed=cfg.seed)
   centres, counts, t_com = slow_points_lib.centres_of_recipe(
       model, gen, cfg.seed, recipe, source, cfg, x_bar, trials_per_class)
@@ -210,14 +242,13 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
                               extras=dict(init_class=init_class))
   dist_centre, dist_traj = predictors.point_distances(everything, centres, cloud, times)
   everything = everything.with_extras(dist_centre=dist_centre, dist_traj=dist_traj)
-  unique = everything.unique(sp_config.dedup_tol)
-  extra = dict(dist_traj_times=np.asarray(times, np.int32))
-  target = os.path.join(workdir, out_dir) if out_dir else workdir
-  os.makedirs(target, exist_ok=True)
-  everything.save(os.path.join(target, SLOW_POINTS_FILE), **extra)
-  unique.save(os.path.join(target, UNIQUE_SLOW_POINTS_FILE), **extra)
+  return _Found(centres, counts, t_com, times, bounds, have, everything,
+                everything.unique(sp_config.dedup_tol), dist_centre, dist_traj, cloud)
 
-  # Per class: the slow point from its centre, its diagnostics and the memory predictors.
+
+def _per_class_results(cfg, model, gen, diag, found: _Found) -> dict:
+  """Per class: the slow point from its centre, its diagnostics and the memory predictors."""
+  everything, times, have = found.everything, found.times, found.have
   classes = [str(c) for c in range(config_lib.NUM_CLASSES)]
   speed, readout = dict.fromkeys(classes), dict.fromkeys(classes)
   diagnostics = {c: None for c in classes}
@@ -228,15 +259,15 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   flow, flow_se, flow_k = predictors.expected_flow_speed(
       model, gen, centre_points.states, cfg.seed, diag.rel_se, diag.min_frames, diag.max_frames)
   tau = predictors.time_constants(centre_points.max_abs_eig)
-  drift, spread, decay = predictors.cloud_rates(cloud, t_com, diag.drift_time)
+  drift, spread, decay = predictors.cloud_rates(found.cloud, found.t_com, diag.drift_time)
   reasons = slow_points_lib.STOP_REASONS
   for row, c in enumerate(have):
     k = str(c)
     speed[k] = float(everything.speed[row])
     readout[k] = int(everything.extras["readout"][row])
     diagnostics[k] = dict(
-        in_box=bool(everything.in_box[row]), dist_centre=float(dist_centre[row]),
-        **{f"dist_traj_{t}": float(dist_traj[row, j]) for j, t in enumerate(times)},
+        in_box=bool(everything.in_box[row]), dist_centre=float(found.dist_centre[row]),
+        **{f"dist_traj_{t}": float(found.dist_traj[row, j]) for j, t in enumerate(times)},
         stop_reason=reasons[int(everything.stop_reason[row])], iters=int(everything.iters[row]),
         max_abs_h=float(np.max(np.abs(everything.states[row, :model.units]))))
     preds["speed"][k] = speed[k]
@@ -248,48 +279,56 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
     for name, values in (("com_drift", drift), ("spread_rate", spread),
                          ("accuracy_decay", decay)):
       preds[name][str(c)] = None if np.isnan(values[c]) else float(values[c])
-  n = len(everything)
-  summary = dict(slow_point_speed=speed, slow_point_readout=readout,
-                 num_unique_slow_points=len(unique), centre_counts=counts.tolist(),
-                 slow_points_step=run.step,
-                 slow_point_max_q=float(everything.q.max()) if n else None,
-                 slow_points_format=slow_points_lib.FORMAT_VERSION, slow_points_recipe=recipe,
-                 slow_point_config=dataclasses.asdict(sp_config),
-                 slow_point_diagnostics=diagnostics,
-                 slow_point_summary=dict(
-                     points=n, in_box=int(everything.in_box.sum()),
-                     stop_reasons={r: int(np.sum(everything.stop_reason == i))
-                                   for i, r in enumerate(reasons)},
-                     dist_traj_times=list(times),
-                     median_dist_centre=_nanmedian(dist_centre),
-                     median_dist_traj={str(t): _nanmedian(dist_traj[:, j])
-                                       for j, t in enumerate(times)}),
-                 memory_predictors=preds,
-                 memory_predictor_settings=dict(
-                     drift_span=[t_com, diag.drift_time], cloud_trials_per_class=diag.trials_per_class,
-                     expected_speed_rel_se=diag.rel_se, lstm_c_bounds=bounds is not None))
-  artifacts.update_json(os.path.join(target, artifacts.RESULTS_FILE), summary)
+  return dict(speed=speed, readout=readout, diagnostics=diagnostics, preds=preds)
 
-  # Trajectories after the stimulus, with the centres and the slow points reached from them.
-  traj, traj_classes = post_stimulus_trajectories(model, gen, cfg.seed)
+
+def _slow_point_summary(run, sp_config, diag, recipe, found: _Found, per_class: dict) -> dict:
+  """The results.json summary of find_slow_points."""
+  everything, times, reasons = found.everything, found.times, slow_points_lib.STOP_REASONS
+  dist_traj, n = found.dist_traj, len(found.everything)
+  return dict(slow_point_speed=per_class["speed"], slow_point_readout=per_class["readout"],
+              num_unique_slow_points=len(found.unique), centre_counts=found.counts.tolist(),
+              slow_points_step=run.step,
+              slow_point_max_q=float(everything.q.max()) if n else None,
+              slow_points_format=slow_points_lib.FORMAT_VERSION, slow_points_recipe=recipe,
+              slow_point_config=dataclasses.asdict(sp_config),
+              slow_point_diagnostics=per_class["diagnostics"],
+              slow_point_summary=dict(
+                  points=n, in_box=int(everything.in_box.sum()),
+                  stop_reasons={r: int(np.sum(everything.stop_reason == i))
+                                for i, r in enumerate(reasons)},
+                  dist_traj_times=list(times),
+                  median_dist_centre=_nanmedian(found.dist_centre),
+                  median_dist_traj={str(t): _nanmedian(dist_traj[:, j])
+                                    for j, t in enumerate(times)}),
+              memory_predictors=per_class["preds"],
+              memory_predictor_settings=dict(
+                  drift_span=[found.t_com, diag.drift_time],
+                  cloud_trials_per_class=diag.trials_per_class,
+                  expected_speed_rel_se=diag.rel_se, lstm_c_bounds=found.bounds is not None))
+
+
+def _slow_point_figures(cfg, run, gen, recipe, found: _Found, speed, target):
+  """Trajectories after the stimulus, with the centres and the slow points reached from them."""
+  everything, m = found.everything, len(found.have)
+  traj, traj_classes = post_stimulus_trajectories(run.model, gen, cfg.seed)
   fig = plotting.trajectories_pca(
-      traj, traj_classes, centres=centres[have],
-      slow_points=everything.states[:len(have)], slow_point_classes=everything.extras["readout"][:len(have)],
+      traj, traj_classes, centres=found.centres[found.have],
+      slow_points=everything.states[:m], slow_point_classes=everything.extras["readout"][:m],
       title=f"{cfg.protocol} {cfg.arch}: 20 steps after the stimulus ({recipe} recipe)",
-      note=(f"slow point to nearest class state at t={t_com}: median "
-            f"{_fmt(_nanmedian(dist_traj[:len(have), 0]))}; to its centre: median "
-            f"{_fmt(_nanmedian(dist_centre[:len(have)]))}\n"
-            f"{int(everything.in_box[:len(have)].sum())} of {len(have)} in the box"))
+      note=(f"slow point to nearest class state at t={found.t_com}: median "
+            f"{_fmt(_nanmedian(found.dist_traj[:m, 0]))}; to its centre: median "
+            f"{_fmt(_nanmedian(found.dist_centre[:m]))}\n"
+            f"{int(everything.in_box[:m].sum())} of {m} in the box"))
   plotting.save_png(fig, os.path.join(target, TRAJECTORIES_PNG))
   writer = _tb_writer(target)
   with writer.as_default(step=run.step):
     for c, v in speed.items():
       if v is not None:
         _tb_scalar(f"slow_points/speed_class_{c}", v)
-    _tb_scalar("slow_points/num_unique", len(unique))
+    _tb_scalar("slow_points/num_unique", len(found.unique))
   _tb_image(writer, "slow_points/trajectories_pca", fig, run.step)
   writer.flush()
-  return summary
 
 
 def _fmt(v):

@@ -209,7 +209,4 @@ def png_bytes(fig: Figure) -> bytes:
 
 def save_png(fig: Figure, path: str) -> None:
   """Writes `fig` to `path` atomically."""
-  data = png_bytes(fig)
-  with artifacts.atomic_path(path) as tmp:
-    with open(tmp, "wb") as f:
-      f.write(data)
+  artifacts.write_bytes(path, png_bytes(fig))

@@ -1,4 +1,5 @@
-"""Workdir files: atomic writes, JSON, npz without pickle, package versions."""
+"""Workdir files: a lock, the one atomic-write path (atomic_path), JSON, npz without pickle,
+package versions."""
 
 import contextlib
 import fcntl
@@ -58,9 +59,30 @@ def workdir_lock(workdir: str) -> Iterator[None]:
     os.close(fd)  # releases the lock
 
 
+def fsync_directory(directory: str) -> None:
+  """Flushes `directory`'s entries (a rename in it) to disk; a no-op where directories cannot
+  be opened (Windows)."""
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass  # some filesystems refuse fsync on a directory; the rename still happened
+  finally:
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
-  """Yields a temporary path beside `path`; renames it over `path` only if the block succeeds."""
+  """Yields a temporary path beside `path`; moves it over `path` only if the block succeeds.
+
+  The one atomic-write path of the application: the block writes the temporary file by any
+  means (open, np.savez, savefig); afterwards its contents are fsynced, it is renamed over
+  `path` (os.replace) and the directory is fsynced, so a crash leaves the old file or the new
+  one, never a partial one. On any error the temporary file is removed and `path` is untouched.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
@@ -68,7 +90,13 @@ def atomic_path(path: str) -> Iterator[str]:
   os.close(fd)
   try:
     yield tmp
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
     os.replace(tmp, path)
+    fsync_directory(directory)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
@@ -78,8 +106,12 @@ def write_text(path: str, text: str) -> None:
   with atomic_path(path) as tmp:
     with open(tmp, "w") as f:
       f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(data)
 
 
 def write_json(path: str, obj: Any) -> None:

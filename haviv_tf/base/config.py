@@ -288,50 +288,69 @@ def resolve(preset_name: str, dataset: str, overrides: Mapping[str, Any]) -> Con
 
 def validate(cfg: Config) -> None:
   """Raises InputError naming the field, its value and what is allowed."""
-  def choice(name, allowed):
-    value = getattr(cfg, name)
-    if value not in allowed:
-      raise InputError(f"unknown {name} {value!r}; valid: {', '.join(allowed)}")
-  choice("protocol", PROTOCOLS)
-  choice("dataset", DATASETS)
-  choice("arch", ARCHS)
-  choice("readout", READOUTS)
-  choice("lr_schedule", LR_SCHEDULES)
-  choice("trial_backend", TRIAL_BACKENDS)
-  choice("preset", PRESET_NAMES)
-  choice("speed_targets", SPEED_TARGETS)
-  choice("init", INITS)
-  choice("cnn", CNNS)
-  choice("loss_norm", LOSS_NORMS)
-  choice("mask", MASKS)
-  choice("data_recipe", DATA_RECIPES)
+  _check_choices(cfg)
+  _check_numbers(cfg)
+  _check_speed_penalty(cfg)
+  _check_schedule_and_trials(cfg)
+
+
+# Fields taking one of a few names, in the order they are checked.
+_CHOICES = (("protocol", PROTOCOLS), ("dataset", DATASETS), ("arch", ARCHS),
+            ("readout", READOUTS), ("lr_schedule", LR_SCHEDULES),
+            ("trial_backend", TRIAL_BACKENDS), ("preset", PRESET_NAMES),
+            ("speed_targets", SPEED_TARGETS), ("init", INITS), ("cnn", CNNS),
+            ("loss_norm", LOSS_NORMS), ("mask", MASKS), ("data_recipe", DATA_RECIPES))
+_POSITIVE_INTS = ("units", "batch_size", "train_steps", "seq_len", "min_delay", "eval_trials",
+                  "checkpoint_every", "keep_checkpoints", "log_every", "lr_decay_step",
+                  "speed_copies", "keep_history")
+_POSITIVE_FINITE = ("learning_rate", "lr_decay_factor", "report_weight")
+_NON_NEGATIVE_INTS = ("speed_refresh_every", "data_offset", "history_every", "warmup_steps",
+                      "noise_bank")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _choice(cfg, name, allowed):
+  value = getattr(cfg, name)
+  if value not in allowed:
+    raise InputError(f"unknown {name} {value!r}; valid: {', '.join(allowed)}")
+
+
+def _check_choices(cfg: Config) -> None:
+  """The named choices, and the flags that only combine in some ways."""
+  for name, allowed in _CHOICES:
+    _choice(cfg, name, allowed)
   if cfg.mask == "authors" and cfg.readout != "sigmoid":
     raise InputError("`mask` authors multiplies the logits by -1000, which masks only the "
                      "sigmoid read-out's positive logits; use --mask=hard with --readout=linear")
   eps = cfg.log_eps
   if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
     raise InputError(f"`log_eps` must be a number in [0, 1), got {eps!r}")
-  choice("precision", PRECISIONS)
+  _choice(cfg, "precision", PRECISIONS)
   if not isinstance(cfg.jit_compile, bool):
     raise InputError(f"`jit_compile` must be true or false, got {cfg.jit_compile!r}")
   if cfg.finetune:
-    choice("finetune", FINETUNE_MODES)
+    _choice(cfg, "finetune", FINETUNE_MODES)
+
+
+def _check_numbers(cfg: Config) -> None:
+  """The table of range checks, and the noise bank's needs."""
   if isinstance(cfg.eval_trials, int) and cfg.eval_trials > MAX_EVAL_TRIALS:
     raise InputError(f"`eval_trials` must be at most {MAX_EVAL_TRIALS:,}, got {cfg.eval_trials}")
-  for name in ("units", "batch_size", "train_steps", "seq_len", "min_delay", "eval_trials",
-               "checkpoint_every", "keep_checkpoints", "log_every", "lr_decay_step",
-               "speed_copies", "keep_history"):
+  for name in _POSITIVE_INTS:
     value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not _is_int(value) or value <= 0:
       raise InputError(f"`{name}` must be a positive integer, got {value!r}")
-  for name in ("learning_rate", "lr_decay_factor", "report_weight"):
+  for name in _POSITIVE_FINITE:
     value = getattr(cfg, name)
-    if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
+    if (not isinstance(value, (int, float)) or not value > 0 or value != value
+        or value == float("inf")):
       raise InputError(f"`{name}` must be a positive finite number, got {value!r}")
-  for name in ("speed_refresh_every", "data_offset", "history_every", "warmup_steps",
-               "noise_bank"):
+  for name in _NON_NEGATIVE_INTS:
     value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not _is_int(value) or value < 0:
       raise InputError(f"`{name}` must be a non-negative integer, got {value!r}")
   if cfg.noise_bank and cfg.trial_backend != "tf":
     raise InputError(f"`noise_bank` ({cfg.noise_bank}) needs trial_backend tf, got "
@@ -339,6 +358,10 @@ def validate(cfg: Config) -> None:
   if cfg.noise_bank and cfg.jit_compile and cfg.dataset == "cifar10":
     raise InputError(f"`noise_bank` ({cfg.noise_bank}) encodes each distinct frame once "
                      f"(tf.unique), which XLA cannot compile: use --nojit_compile")
+
+
+def _check_speed_penalty(cfg: Config) -> None:
+  """`speed_weight`, `speed_targets` and `speed_refresh_every`, with and without fine-tuning."""
   mu = cfg.speed_weight
   if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu < float("inf"):
     raise InputError(f"`speed_weight` must be a non-negative finite number, got {mu!r}")
@@ -356,6 +379,10 @@ def validate(cfg: Config) -> None:
       raise InputError("a speed penalty while training from scratch needs `speed_weight` > 0, "
                        "`speed_targets` center_mass and `speed_refresh_every` > 0 (steps between "
                        "re-estimates of the class centres)")
+
+
+def _check_schedule_and_trials(cfg: Config) -> None:
+  """Warm-up, report weight, trial lengths, seed and evaluation delays."""
   if cfg.lr_schedule == "cosine" and cfg.warmup_steps >= cfg.train_steps:
     raise InputError(f"`warmup_steps` ({cfg.warmup_steps}) must be below `train_steps` "
                      f"({cfg.train_steps})")
@@ -367,11 +394,11 @@ def validate(cfg: Config) -> None:
   if cfg.protocol == "decu" and cfg.seq_len < 6:
     raise InputError(f"`seq_len` must be at least 6 for decu (its first stage has T_max 6), "
                      f"got {cfg.seq_len}")
-  if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**31:
+  if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**31:
     raise InputError(f"`seed` must be an integer in [0, 2**31), got {cfg.seed!r}")
   if not cfg.eval_delays:
     raise InputError("`eval_delays` must name at least one delay")
   for d in cfg.eval_delays:
-    if isinstance(d, bool) or not isinstance(d, int) or d < cfg.min_delay:
+    if not _is_int(d) or d < cfg.min_delay:
       raise InputError(f"`eval_delays` entries must be integers >= min_delay ({cfg.min_delay}), "
                        f"got {d!r}")

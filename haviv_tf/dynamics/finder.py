@@ -8,6 +8,7 @@ iterations.
 """
 
 import dataclasses
+import functools
 import math
 import time
 
@@ -132,86 +133,8 @@ class SlowPointFinder:
       raise TypeError(f"`config` must be a SlowPointConfig, got {type(config).__name__}")
     self.dynamics = core.as_dynamics(rnn)
     self.config = config
-    self._chunk = tf.function(self._chunk_py, jit_compile=config.jit_compile,
-                              reduce_retracing=True)
-
-  def _q(self, s, xp):
-    return 0.5 * self.dynamics.speed_squared(s, self.dynamics.step(xp, s))
-
-  def _chunk_py(self, carry, xp, lo, hi, num_steps, hyper):
-    """Up to `num_steps` projected Adam iterations (fewer once every point has stopped).
-
-    Args:
-      carry: (s, m, v [N, S] points and Adam moments; iters [N] updates so far; t iterations so
-        far; reason [N] int32, -1 while running, else an index into STOP_REASONS; best [N]
-        lowest speed seen; ref [N] best speed at the point's last window boundary; q_last [N]
-        q where the last gradient was taken).
-      xp: [N, G] projected x̄. lo, hi: [S] box. num_steps: iterations to run.
-      hyper: [10] float32 (learning_rate, decay, q_tol, rel_tol, window, early_stop, drop_step,
-        drop_factor, objective_scale, tf1_adam).
-
-    Returns:
-      the carry after the chunk, and q [N] at the new points.
-    """
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    (lr0, decay, q_tol, rel_tol, window, early_stop, drop_step, drop_factor, scale,
-     tf1) = tf.unstack(hyper)
-    window = tf.cast(window, tf.int32)
-    stop = carry[4] + num_steps
-
-    def body(s, m, v, iters, t, reason, best, ref, q_last):
-      with tf.GradientTape() as tape:
-        tape.watch(s)
-        q = self._q(s, xp)
-        objective = tf.reduce_sum(q) * (2.0 * scale)
-      g = tape.gradient(objective, s)
-      running = reason < 0
-      converged = tf.logical_and(running, tf.logical_and(early_stop > 0, q < q_tol))
-      reason = tf.where(converged, STOP_REASONS.index("q_tol"), reason)
-      active = tf.logical_and(running, tf.logical_not(converged))
-      tf_t = tf.cast(t, tf.float32)
-      lr = lr0 * tf.pow(decay, tf_t) * tf.where(
-          tf.logical_and(drop_step > 0, tf_t >= drop_step), drop_factor, 1.0)
-      live = tf.cast(active, tf.float32)[:, None]
-      m = m + live * (1.0 - b1) * (g - m)
-      v = v + live * (1.0 - b2) * (tf.square(g) - v)
-      k = tf.cast(iters + 1, tf.float32)[:, None]
-      c1, c2 = 1.0 - tf.pow(b1, k), 1.0 - tf.pow(b2, k)
-      # TF1 AdamOptimizer (the authors'): lr sqrt(c2) / c1 * m / (sqrt(v) + eps).
-      step = tf.where(tf1 > 0, lr * tf.sqrt(c2) / c1 * m / (tf.sqrt(v) + eps),
-                      lr * (m / c1) / (tf.sqrt(v / c2) + eps))
-      s = tf.clip_by_value(s - live * step, lo, hi)
-      iters = iters + tf.cast(active, tf.int32)
-      q_last = tf.where(active, q, q_last)
-      # Stall rule on the best speed seen, checked every `window` updates of a point.
-      best = tf.where(active, tf.minimum(best, tf.sqrt(2.0 * q)), best)
-      check = tf.logical_and(tf.logical_and(active, early_stop > 0),
-                             tf.equal(tf.math.floormod(iters, window), 0))
-      stalled = tf.logical_and(check, ref - best <= rel_tol * ref)
-      reason = tf.where(stalled, STOP_REASONS.index("stalled"), reason)
-      ref = tf.where(check, best, ref)
-      return s, m, v, iters, t + 1, reason, best, ref, q_last
-
-    out = tf.while_loop(lambda *a: tf.logical_and(a[4] < stop, tf.reduce_any(a[5] < 0)), body,
-                        carry)
-    return out, self._q(out[0], xp)
-
-  def _start(self, init_states, inputs, bounds):
-    """The box (lo, hi), projected input xp and initial carry of a search."""
-    cfg, dyn = self.config, self.dynamics
-    s = linearize.check_states(dyn, init_states)
-    n = int(s.shape[0])
-    x = linearize.broadcast_inputs(inputs, n)
-    linearize.check_inputs(dyn, x)
-    box = None if not cfg.constrain else (dyn.bounds if bounds is None else bounds)
-    lo, hi = (tf.constant(b) for b in core.check_bounds(box, dyn.state_size))
-    s = tf.clip_by_value(s, lo, hi)
-    xp = dyn.project(x)
-    q = self._q(s, xp)
-    speed0 = tf.sqrt(2.0 * q)
-    carry = (s, tf.zeros_like(s), tf.zeros_like(s), tf.zeros([n], tf.int32),
-             tf.constant(0, tf.int32), tf.fill([n], -1), speed0, speed0, q)
-    return lo, hi, xp, carry, q
+    self._chunk = tf.function(functools.partial(_run_chunk, self.dynamics),
+                              jit_compile=config.jit_compile, reduce_retracing=True)
 
   def minimize(self, init_states, inputs, bounds=None, return_info=False, callback=None,
                progress=True):
@@ -234,7 +157,8 @@ class SlowPointFinder:
       (and the info dict).
     """
     cfg = self.config
-    lo, hi, xp, carry, q = self._start(init_states, inputs, bounds)
+    lo, hi, xp, carry, q = _search_start(self.dynamics, self.config, init_states, inputs,
+                                         bounds)
     n = int(carry[0].shape[0])
     hyper = tf.constant([cfg.learning_rate, cfg.decay, cfg.q_tol, cfg.rel_tol, cfg.window,
                          float(cfg.early_stop), cfg.drop_step, cfg.drop_factor,
@@ -327,6 +251,88 @@ class SlowPointFinder:
     everything = self.describe(states, inputs, np.asarray(init_states, np.float32), iters,
                                info["stop_reason"], speed, extras)
     return everything.unique(self.config.dedup_tol), everything
+
+
+def _q(dynamics, s, xp):
+  """q = ½ ||F(s, x) - s||² per point (speed coordinates)."""
+  return 0.5 * dynamics.speed_squared(s, dynamics.step(xp, s))
+
+
+def _run_chunk(dynamics, carry, xp, lo, hi, num_steps, hyper):
+  """SlowPointFinder's compiled chunk: up to `num_steps` projected Adam iterations of
+  `dynamics` (fewer once every point has stopped).
+
+  Args:
+    carry: (s, m, v [N, S] points and Adam moments; iters [N] updates so far; t iterations so
+      far; reason [N] int32, -1 while running, else an index into STOP_REASONS; best [N]
+      lowest speed seen; ref [N] best speed at the point's last window boundary; q_last [N]
+      q where the last gradient was taken).
+    xp: [N, G] projected x̄. lo, hi: [S] box. num_steps: iterations to run.
+    hyper: [10] float32 (learning_rate, decay, q_tol, rel_tol, window, early_stop, drop_step,
+      drop_factor, objective_scale, tf1_adam).
+
+  Returns:
+    the carry after the chunk, and q [N] at the new points.
+  """
+  b1, b2, eps = 0.9, 0.999, 1e-8
+  (lr0, decay, q_tol, rel_tol, window, early_stop, drop_step, drop_factor, scale,
+   tf1) = tf.unstack(hyper)
+  window = tf.cast(window, tf.int32)
+  stop = carry[4] + num_steps
+
+  def body(s, m, v, iters, t, reason, best, ref, q_last):
+    with tf.GradientTape() as tape:
+      tape.watch(s)
+      q = _q(dynamics, s, xp)
+      objective = tf.reduce_sum(q) * (2.0 * scale)
+    g = tape.gradient(objective, s)
+    running = reason < 0
+    converged = tf.logical_and(running, tf.logical_and(early_stop > 0, q < q_tol))
+    reason = tf.where(converged, STOP_REASONS.index("q_tol"), reason)
+    active = tf.logical_and(running, tf.logical_not(converged))
+    tf_t = tf.cast(t, tf.float32)
+    lr = lr0 * tf.pow(decay, tf_t) * tf.where(
+        tf.logical_and(drop_step > 0, tf_t >= drop_step), drop_factor, 1.0)
+    live = tf.cast(active, tf.float32)[:, None]
+    m = m + live * (1.0 - b1) * (g - m)
+    v = v + live * (1.0 - b2) * (tf.square(g) - v)
+    k = tf.cast(iters + 1, tf.float32)[:, None]
+    c1, c2 = 1.0 - tf.pow(b1, k), 1.0 - tf.pow(b2, k)
+    # TF1 AdamOptimizer (the authors'): lr sqrt(c2) / c1 * m / (sqrt(v) + eps).
+    step = tf.where(tf1 > 0, lr * tf.sqrt(c2) / c1 * m / (tf.sqrt(v) + eps),
+                    lr * (m / c1) / (tf.sqrt(v / c2) + eps))
+    s = tf.clip_by_value(s - live * step, lo, hi)
+    iters = iters + tf.cast(active, tf.int32)
+    q_last = tf.where(active, q, q_last)
+    # Stall rule on the best speed seen, checked every `window` updates of a point.
+    best = tf.where(active, tf.minimum(best, tf.sqrt(2.0 * q)), best)
+    check = tf.logical_and(tf.logical_and(active, early_stop > 0),
+                           tf.equal(tf.math.floormod(iters, window), 0))
+    stalled = tf.logical_and(check, ref - best <= rel_tol * ref)
+    reason = tf.where(stalled, STOP_REASONS.index("stalled"), reason)
+    ref = tf.where(check, best, ref)
+    return s, m, v, iters, t + 1, reason, best, ref, q_last
+
+  out = tf.while_loop(lambda *a: tf.logical_and(a[4] < stop, tf.reduce_any(a[5] < 0)), body,
+                      carry)
+  return out, _q(dynamics, out[0], xp)
+
+
+def _search_start(dyn, cfg, init_states, inputs, bounds):
+  """The box (lo, hi), projected input xp and initial carry of a search."""
+  s = linearize.check_states(dyn, init_states)
+  n = int(s.shape[0])
+  x = linearize.broadcast_inputs(inputs, n)
+  linearize.check_inputs(dyn, x)
+  box = None if not cfg.constrain else (dyn.bounds if bounds is None else bounds)
+  lo, hi = (tf.constant(b) for b in core.check_bounds(box, dyn.state_size))
+  s = tf.clip_by_value(s, lo, hi)
+  xp = dyn.project(x)
+  q = _q(dyn, s, xp)
+  speed0 = tf.sqrt(2.0 * q)
+  carry = (s, tf.zeros_like(s), tf.zeros_like(s), tf.zeros([n], tf.int32),
+           tf.constant(0, tf.int32), tf.fill([n], -1), speed0, speed0, q)
+  return lo, hi, xp, carry, q
 
 
 def find_slow_points(rnn, init_states, inputs, config: SlowPointConfig = SlowPointConfig(),

@@ -75,12 +75,9 @@ class TrainSteps:
     Returns:
       (penalty, mean squared speed over the live targets), scalars.
     """
-    k = tf.shape(noise_frames)[0]
-    frames = tf.concat([noise_frames, tf.zeros([k, 1], noise_frames.dtype)], axis=-1)
-    targets = tf.stop_gradient(self.speed_targets)
-    sq = losses.speed_squared(self.cell, targets, self.transition(targets, self.encode(frames)))
-    w = self.speed_target_weights
-    return tf.reduce_sum(w * sq), tf.math.divide_no_nan(tf.reduce_sum(w * sq), tf.reduce_sum(w))
+    penalty, weight = weighted_speed_squared(self, self.speed_targets, self.speed_target_weights,
+                                             noise_frames)
+    return penalty, tf.math.divide_no_nan(penalty, weight)
 
   def speed_penalty_shard(self, noise_frames, first_row):
     """The penalty over target rows [first_row, first_row + k) with their k noise frames.
@@ -96,11 +93,9 @@ class TrainSteps:
       (sum_k w_k ||F(s_k, x_k) - s_k||^2, sum_k w_k) over the shard's rows, scalars.
     """
     k = tf.shape(noise_frames)[0]
-    frames = tf.concat([noise_frames, tf.zeros([k, 1], noise_frames.dtype)], axis=-1)
-    targets = tf.stop_gradient(tf.slice(self.speed_targets, [first_row, 0], [k, -1]))
-    sq = losses.speed_squared(self.cell, targets, self.transition(targets, self.encode(frames)))
-    w = tf.slice(self.speed_target_weights, [first_row], [k])
-    return tf.reduce_sum(w * sq), tf.reduce_sum(w)
+    return weighted_speed_squared(self, tf.slice(self.speed_targets, [first_row, 0], [k, -1]),
+                                  tf.slice(self.speed_target_weights, [first_row], [k]),
+                                  noise_frames)
 
   @property
   def metrics(self):
@@ -166,13 +161,7 @@ class TrainSteps:
       return 0.0
     ctx = self._replica_context()
     if ctx is not None:
-      noise = tf.cast(targets["speed_noise"], tf.float32)
-      first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(noise)[0]
-      share, weight = self.speed_penalty_shard(noise, first)
-      total, total_weight = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                           [tf.stop_gradient(share), weight])
-      self.speed_tracker.update_state(tf.math.divide_no_nan(total, total_weight))
-      return self.speed_weight * share
+      return self.speed_weight * _replica_penalty_share(self, ctx, targets["speed_noise"])
     penalty, mean_sq = self.speed_penalty(tf.cast(targets["speed_noise"], tf.float32))
     self.speed_tracker.update_state(mean_sq)
     return self.speed_weight * penalty
@@ -223,3 +212,25 @@ class TrainSteps:
   def per_class_accuracy(self):
     """{class: running report accuracy} from the trackers (empty classes give 0)."""
     return {c: float(m.result()) for c, m in enumerate(self.class_acc)}
+
+
+def weighted_speed_squared(model, targets, weights, noise_frames):
+  """(sum_k w_k ||F(s_k, x_k) - s_k||^2, sum_k w_k) of `model` at targets s_k [K, state_size]
+  (no gradient) with weights w_k [K] and noise frames x_k [K, frame_size] (trigger off)."""
+  k = tf.shape(noise_frames)[0]
+  frames = tf.concat([noise_frames, tf.zeros([k, 1], noise_frames.dtype)], axis=-1)
+  targets = tf.stop_gradient(targets)
+  sq = losses.speed_squared(model.cell, targets, model.transition(targets, model.encode(frames)))
+  return tf.reduce_sum(weights * sq), tf.reduce_sum(weights)
+
+
+def _replica_penalty_share(model, ctx, speed_noise):
+  """Replica ctx's share of the speed penalty (its shard of the noise frames, paired with its
+  rows of the targets); logs the global mean squared speed in model.speed_tracker."""
+  noise = tf.cast(speed_noise, tf.float32)
+  first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(noise)[0]
+  share, weight = model.speed_penalty_shard(noise, first)
+  total, total_weight = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                       [tf.stop_gradient(share), weight])
+  model.speed_tracker.update_state(tf.math.divide_no_nan(total, total_weight))
+  return share

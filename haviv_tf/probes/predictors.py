@@ -156,23 +156,10 @@ def expected_flow_speed(model: network.DelayedClassifier, generator: trials.Tria
     speed [P] float64, standard error [P] float64, frames used [P] int64.
   """
   states = np.asarray(states, np.float32)
-  p = len(states)
   cell = model.cell
-  pool = []   # projected noise frames, [batch, G] each, drawn on demand
+  frames = _FramePool(model, generator, seed, batch_size, noise_frames)
   if noise_frames is not None:
-    noise_frames = np.asarray(noise_frames, np.float32)
-    for lo in range(0, len(noise_frames), batch_size):
-      x = tf.constant(noise_frames[lo:lo + batch_size])
-      pool.append(cell.project(model.encode(tf.concat([x, tf.zeros([len(x), 1])], axis=-1))))
     min_frames = max_frames = len(noise_frames)
-
-  def frames(k):
-    while sum(len(b) for b in pool) < k:
-      b = min(batch_size, k - sum(len(b) for b in pool))
-      x = generator.noise(tf.constant([seed, _FLOW_STREAM], tf.int64), len(pool), b)
-      feats = model.encode(tf.concat([x, tf.zeros([b, 1])], axis=-1))
-      pool.append(cell.project(feats))
-    return pool
 
   @tf.function(reduce_retracing=True)
   def moments(s, xp):
@@ -181,34 +168,64 @@ def expected_flow_speed(model: network.DelayedClassifier, generator: trials.Tria
     new = tf.cast(new, tf.float64)
     return tf.reduce_sum(new, 0), tf.matmul(new, new, transpose_a=True)
 
-  speed = np.zeros([p], np.float64)
-  se = np.zeros([p], np.float64)
-  used = np.zeros([p], np.int64)
-  for i in range(p):
-    s = tf.constant(states[i])
-    here = cell.speed_coordinates(tf.constant(states[i:i + 1]))[0].numpy().astype(np.float64)
-    total = np.zeros_like(here)
-    outer = np.zeros([len(here), len(here)], np.float64)
-    k, done, target = 0, 0, min_frames
-    while True:
-      batches = frames(target)
-      while done < len(batches) and k < target:
-        a, b = moments(s, batches[done])
-        total += a.numpy()
-        outer += b.numpy()
-        k += int(batches[done].shape[0])
-        done += 1
-      mean = total / k
-      cov = outer / k - np.outer(mean, mean)
-      d = mean - here
-      norm = float(np.linalg.norm(d))
-      g = d / norm if norm > 0 else np.zeros_like(d)
-      err = float(np.sqrt(max(g @ cov @ g, 0.0) * k / max(k - 1, 1) / k))
-      if err < rel_se * norm or target >= max_frames:
-        break
-      target = min(2 * target, max_frames)
-    speed[i], se[i], used[i] = norm, err, k
+  speed = np.zeros([len(states)], np.float64)
+  se = np.zeros([len(states)], np.float64)
+  used = np.zeros([len(states)], np.int64)
+  for i in range(len(states)):
+    speed[i], se[i], used[i] = _flow_speed_at(cell, states[i], frames, moments, rel_se,
+                                              min_frames, max_frames)
   return speed, se, used
+
+
+class _FramePool:
+  """Projected noise frames, [batch, G] each: the given ones, or drawn on demand (same frames
+  for every state)."""
+
+  def __init__(self, model, generator, seed, batch_size, noise_frames):
+    self.model, self.generator, self.seed, self.batch_size = model, generator, seed, batch_size
+    self.pool = []
+    if noise_frames is not None:
+      noise_frames = np.asarray(noise_frames, np.float32)
+      for lo in range(0, len(noise_frames), batch_size):
+        x = tf.constant(noise_frames[lo:lo + batch_size])
+        self.pool.append(model.cell.project(
+            model.encode(tf.concat([x, tf.zeros([len(x), 1])], axis=-1))))
+
+  def __call__(self, k):
+    """The pool, grown to at least `k` frames."""
+    pool = self.pool
+    while sum(len(b) for b in pool) < k:
+      b = min(self.batch_size, k - sum(len(b) for b in pool))
+      x = self.generator.noise(tf.constant([self.seed, _FLOW_STREAM], tf.int64), len(pool), b)
+      feats = self.model.encode(tf.concat([x, tf.zeros([b, 1])], axis=-1))
+      pool.append(self.model.cell.project(feats))
+    return pool
+
+
+def _flow_speed_at(cell, state, frames, moments, rel_se, min_frames, max_frames):
+  """(speed, standard error, frames used) of one state (expected_flow_speed)."""
+  s = tf.constant(state)
+  here = cell.speed_coordinates(tf.constant(state[None]))[0].numpy().astype(np.float64)
+  total = np.zeros_like(here)
+  outer = np.zeros([len(here), len(here)], np.float64)
+  k, done, target = 0, 0, min_frames
+  while True:
+    batches = frames(target)
+    while done < len(batches) and k < target:
+      a, b = moments(s, batches[done])
+      total += a.numpy()
+      outer += b.numpy()
+      k += int(batches[done].shape[0])
+      done += 1
+    mean = total / k
+    cov = outer / k - np.outer(mean, mean)
+    d = mean - here
+    norm = float(np.linalg.norm(d))
+    g = d / norm if norm > 0 else np.zeros_like(d)
+    err = float(np.sqrt(max(g @ cov @ g, 0.0) * k / max(k - 1, 1) / k))
+    if err < rel_se * norm or target >= max_frames:
+      return norm, err, k
+    target = min(2 * target, max_frames)
 
 
 def time_constants(max_abs_eig) -> np.ndarray:

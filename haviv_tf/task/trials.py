@@ -7,7 +7,8 @@ followed by the trigger. Targets are class 0 (null) at every step except t_a, wh
 image class + 1. Every random draw is a pure function of the seed, so a trial batch is identified
 by (seed, step) alone: that is the pipeline's whole state.
 
-Training batches come from one of two interchangeable samplers (Config.trial_backend):
+Training batches come from one of two interchangeable samplers (Config.trial_backend; the numpy
+one's draws are in numpy_sampler.py):
   "numpy": `sample_numpy`, run by tf.data through tf.numpy_function. Its Gaussian noise is a
     vectorised Box-Muller transform of SFC64 uniforms written straight into the input tensor;
     numpy releases the GIL in these loops, so tf.data's parallel calls use every core. On a
@@ -26,7 +27,6 @@ bare step on 2 cores, benchmarks/RESULTS.md). It changes only speed, never which
 drawn.
 """
 
-import contextlib
 import os
 import sys
 import threading
@@ -37,11 +37,11 @@ import tensorflow as tf
 from haviv_tf.base import config as config_lib
 from haviv_tf.task import curricula
 from haviv_tf.task import datasets
+from haviv_tf.task import numpy_sampler
 
 NUM_OUTPUTS = config_lib.NUM_OUTPUTS
 _BANK_STREAM = 0x7BA4C0DE  # folded into a seed for its noise bank's images (no time step is this)
 _SPEED_STREAM = 0x5BEED  # folded into a step's seed for the speed penalty's noise frames
-_NUMPY_STREAM = 0x7E1A1  # keys sample_numpy's SeedSequence (seed, step, stream)
 _sampler_nice = config_lib.SAMPLER_NICE
 
 
@@ -77,47 +77,28 @@ def _lower_thread_priority(nice: int) -> None:
     pass  # a sandbox may forbid it; only speed is at stake
 
 
-class TrialGenerator:
-  """Makes trial batches from one split of an image source."""
+class TrialOps:
+  """Stateless TF ops drawing trials from images grouped by class (the "tf" backend, evaluation
+  trials, the slow-point analysis and the speed penalty's noise frames)."""
 
-  def __init__(self, split: datasets.Split, mean, std, min_delay: int = 4,
-               report_weight: float = 20.0, noise_bank: int = 0):
+  def __init__(self, images, counts, offsets, mean, std, min_delay: int, report_weight: float,
+               noise_bank: int):
     """Args:
-      split: images [N, H, W, C] uint8 and labels [N] int.
-      mean, std: [C] per-channel pixel statistics on [0, 1] pixels.
-      min_delay: t_a >= t_s + min_delay.
-      report_weight: loss weight of the report step (null steps weigh 1).
-      noise_bank: 0: every noise frame is an image of its own. K > 0: the noise frames drawn
-        with one seed (a batch's, whatever t) are K images drawn once, picked uniformly with
-        replacement for every (trial, t) (see `noise`).
+      images: [N, frame_size] uint8, grouped by class.
+      counts, offsets: [10] int, each class's number of images and first row in `images`.
+      mean, std: [frame_size] float32 per-pixel statistics on [0, 1] pixels (channels tiled).
+      min_delay, report_weight, noise_bank: as TrialGenerator's.
     """
     self.noise_bank = int(noise_bank)
-    if self.noise_bank < 0:
-      raise ValueError(f"noise_bank must be >= 0, got {noise_bank}")
-    images = np.asarray(split.images)
-    self.frame_shape = tuple(images.shape[1:])
-    self.frame_size = int(np.prod(self.frame_shape))
-    self.input_size = self.frame_size + 1
+    self.frame_size = int(images.shape[1])
     self.min_delay = int(min_delay)
     self.report_weight = float(report_weight)
-    labels = np.asarray(split.labels).astype(np.int64)
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels, minlength=config_lib.NUM_CLASSES)
-    # Images grouped by class, and where each class's images start: numpy for sample_numpy,
-    # TF constants for the TF ops.
-    self._images_np = images.reshape(len(images), -1)[order]
-    self._counts_np = counts.astype(np.int64)
-    self._offsets_np = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    self._images = tf.constant(self._images_np)
-    self._counts = tf.constant(self._counts_np, tf.int32)
-    self._offsets = tf.constant(self._offsets_np, tf.int32)
-    channels = self.frame_shape[-1]
-    reps = self.frame_size // channels
-    self.mean = np.tile(np.asarray(mean, np.float32).reshape(channels), reps)  # [frame_size]
-    self.std = np.tile(np.asarray(std, np.float32).reshape(channels), reps)
+    self._images = tf.constant(images)
+    self._counts = tf.constant(counts, tf.int32)
+    self._offsets = tf.constant(offsets, tf.int32)
+    self.mean, self.std = mean, std
     self._mean = tf.constant(self.mean)
     self._std = tf.constant(self.std)
-    self._free_scratch = []  # sample_numpy's idle work buffers (one set per concurrent call)
 
   # -- pieces shared by training batches and the streaming evaluator --------------------------
 
@@ -260,6 +241,46 @@ class TrialGenerator:
     class_mask = tf.tile(class_mask, [batch, 1])
     return labels, weights, class_mask
 
+
+class TrialGenerator(TrialOps):
+  """Makes trial batches from one split of an image source: the TF ops (TrialOps), the numpy
+  sampler (numpy_sampler) and the training pipeline."""
+
+  def __init__(self, split: datasets.Split, mean, std, min_delay: int = 4,
+               report_weight: float = 20.0, noise_bank: int = 0):
+    """Args:
+      split: images [N, H, W, C] uint8 and labels [N] int.
+      mean, std: [C] per-channel pixel statistics on [0, 1] pixels.
+      min_delay: t_a >= t_s + min_delay.
+      report_weight: loss weight of the report step (null steps weigh 1).
+      noise_bank: 0: every noise frame is an image of its own. K > 0: the noise frames drawn
+        with one seed (a batch's, whatever t) are K images drawn once, picked uniformly with
+        replacement for every (trial, t) (see `noise`).
+    """
+    if int(noise_bank) < 0:
+      raise ValueError(f"noise_bank must be >= 0, got {noise_bank}")
+    images = np.asarray(split.images)
+    self.frame_shape = tuple(images.shape[1:])
+    frame_size = int(np.prod(self.frame_shape))
+    self.input_size = frame_size + 1
+    labels = np.asarray(split.labels).astype(np.int64)
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=config_lib.NUM_CLASSES)
+    # Images grouped by class, and where each class's images start: numpy for sample_numpy,
+    # TF constants for the TF ops.
+    self._images_np = images.reshape(len(images), -1)[order]
+    self._counts_np = counts.astype(np.int64)
+    self._offsets_np = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    channels = self.frame_shape[-1]
+    reps = frame_size // channels
+    super().__init__(self._images_np, self._counts_np, self._offsets_np,
+                     np.tile(np.asarray(mean, np.float32).reshape(channels), reps),
+                     np.tile(np.asarray(std, np.float32).reshape(channels), reps),
+                     min_delay, report_weight, noise_bank)
+    self._numpy = numpy_sampler.NumpySampler(self._images_np, self._counts_np, self._offsets_np,
+                                             self.mean, self.std, self.min_delay)
+    self._free_scratch = self._numpy.free_scratch  # the same list (tests count its buffers)
+
   def sample_numpy(self, seed: int, step: int, batch_size: int, length: int, t_max=None,
                    num_classes=config_lib.NUM_CLASSES):
     """A training batch drawn with numpy: `sample`'s layout, distributions and keys.
@@ -287,61 +308,8 @@ class TrialGenerator:
                 classes=classes, t_s=t_s, t_a=t_a)
 
   def _numpy_draw(self, seed, step, batch_size, length, t_max, num_classes):
-    """sample_numpy's draws: inputs [batch, length, frame_size + 1] float32 (trigger set),
-    classes, t_s, t_a [batch] int32."""
-    b, n, f = int(batch_size), int(length), self.frame_size
-    t_max, num_classes = int(t_max), int(num_classes)
-    if not self.min_delay < t_max <= n:
-      raise ValueError(f"t_max must be in ({self.min_delay}, {n}], got {t_max}")
-    rng = np.random.Generator(np.random.SFC64(
-        np.random.SeedSequence([int(seed), int(step), _NUMPY_STREAM])))
-    classes = rng.integers(0, num_classes, b)
-    idx = self._offsets_np[classes] + rng.integers(0, self._counts_np[classes])
-    t_s = rng.integers(0, t_max - self.min_delay, b)
-    t_a = t_s + self.min_delay + rng.integers(0, t_max - t_s - self.min_delay)
-
-    inputs = np.empty([b, n, f + 1], np.float32)
-    frames = inputs.reshape(b * n, f + 1)[:, :f]           # a view: written in place
-    rows, half = b * n, (b * n + 1) // 2
-    with self._scratch(half, f) as (u, sine):
-      rng.random((2, half, f), dtype=np.float32, out=u)
-      radius, angle = u[0], u[1]
-      np.subtract(np.float32(1.0), radius, out=radius)      # (0, 1]
-      np.log(radius, out=radius)
-      np.multiply(radius, np.float32(-2.0), out=radius)
-      np.sqrt(radius, out=radius)
-      np.multiply(radius, self.std, out=radius)             # per-pixel std (channels tiled)
-      np.multiply(angle, np.float32(2.0 * np.pi), out=angle)
-      sine = np.sin(angle[:rows - half], out=sine[:rows - half])
-      np.cos(angle, out=angle)
-      np.multiply(angle, radius, out=frames[:half])
-      np.multiply(sine, radius[:rows - half], out=frames[half:])
-      np.add(frames, self.mean, out=frames)
-
-    trials_ = np.arange(b)
-    inputs[trials_, t_s, :f] = self._images_np[idx] / np.float32(255.0)
-    inputs[:, :, f] = 0.0
-    inputs[trials_, t_a, f] = 1.0
-    return inputs, classes.astype(np.int32), t_s.astype(np.int32), t_a.astype(np.int32)
-
-  @contextlib.contextmanager
-  def _scratch(self, rows: int, cols: int):
-    """Work buffers for one sample_numpy call: uniforms [2, rows, cols] and a sine buffer
-    [rows, cols], lent from a free list and returned after the call. Fresh multi-megabyte
-    arrays would cost page faults on every batch (about a third of the sampler's time). tf.data
-    calls the sampler from several threads at once, so there is one set per concurrent call
-    (list append/pop are atomic). Every element read is first written in the same call."""
-    try:
-      uniforms, sine = self._free_scratch.pop()
-    except IndexError:
-      uniforms = sine = None
-    if sine is None or sine.shape != (rows, cols):
-      uniforms = np.empty((2, rows, cols), np.float32)
-      sine = np.empty((rows, cols), np.float32)
-    try:
-      yield uniforms, sine
-    finally:
-      self._free_scratch.append((uniforms, sine))
+    """sample_numpy's draws (numpy_sampler.NumpySampler.draw)."""
+    return self._numpy.draw(seed, step, batch_size, length, t_max, num_classes)
 
   def training_dataset(self, seed: int, batch_size: int, length: int,
                        curriculum: curricula.Curriculum, start_step: int = 0,
@@ -364,39 +332,9 @@ class TrialGenerator:
       raise ValueError("the numpy trial backend draws every noise frame fresh: a noise bank "
                        "needs backend tf")
     stop = np.iinfo(np.int64).max if num_steps is None else start_step + num_steps
-    offset = tf.constant(int(data_offset), tf.int64)
     nice = sampler_nice()
-
-    def draw_numpy(step, t_max, num_classes):
-      _lower_thread_priority(nice)
-      inputs, classes, _, t_a = self._numpy_draw(seed, step, batch_size, length, t_max,
-                                                 num_classes)
-      return inputs, classes, t_a
-
-    def make(step):
-      _, num_classes, t_max = curriculum.at_tf(step)
-      null_weight = curriculum.null_weight_tf(step)
-      seed_t = tf.stack([tf.cast(seed, tf.int64), step + offset])
-      if backend == "numpy":
-        inputs, classes, t_a = tf.numpy_function(
-            draw_numpy, [step + offset, t_max, num_classes], [tf.float32, tf.int32, tf.int32],
-            stateful=False)
-        inputs.set_shape([batch_size, length, self.input_size])
-        classes.set_shape([batch_size])
-        t_a.set_shape([batch_size])
-        labels, weights, class_mask = self._targets(classes, t_a, length, t_max, num_classes,
-                                                    null_weight)
-        b = dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask)
-      else:
-        b = self.sample(seed_t, batch_size, length, t_max=t_max, num_classes=num_classes)
-        b["weights"] = self._targets(b["classes"], b["t_a"], length, t_max, num_classes,
-                                     null_weight)[1]
-      targets = {k: b[k] for k in ("labels", "weights", "class_mask")}
-      if speed_noise:
-        targets["speed_noise"] = self._fresh_noise(
-            tf.random.experimental.stateless_fold_in(seed_t, _SPEED_STREAM), 0, speed_noise)
-      return b["inputs"], targets
-
+    make = _batch_fn(self, seed, batch_size, length, curriculum, speed_noise, data_offset,
+                     backend, nice)
     ds = tf.data.Dataset.range(start_step, stop)
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
@@ -407,6 +345,43 @@ class TrialGenerator:
       options.threading.private_threadpool_size = os.cpu_count() or 1
       ds = ds.with_options(options)
     return ds
+
+
+def _batch_fn(gen: TrialGenerator, seed, batch_size, length, curriculum, speed_noise,
+              data_offset, backend, nice):
+  """TrialGenerator.training_dataset's map function: step -> (inputs, targets)."""
+  offset = tf.constant(int(data_offset), tf.int64)
+
+  def draw_numpy(step, t_max, num_classes):
+    _lower_thread_priority(nice)
+    inputs, classes, _, t_a = gen._numpy_draw(seed, step, batch_size, length, t_max,
+                                               num_classes)
+    return inputs, classes, t_a
+
+  def make(step):
+    _, num_classes, t_max = curriculum.at_tf(step)
+    null_weight = curriculum.null_weight_tf(step)
+    seed_t = tf.stack([tf.cast(seed, tf.int64), step + offset])
+    if backend == "numpy":
+      inputs, classes, t_a = tf.numpy_function(
+          draw_numpy, [step + offset, t_max, num_classes], [tf.float32, tf.int32, tf.int32],
+          stateful=False)
+      inputs.set_shape([batch_size, length, gen.input_size])
+      classes.set_shape([batch_size])
+      t_a.set_shape([batch_size])
+      labels, weights, class_mask = gen._targets(classes, t_a, length, t_max, num_classes,
+                                                  null_weight)
+      b = dict(inputs=inputs, labels=labels, weights=weights, class_mask=class_mask)
+    else:
+      b = gen.sample(seed_t, batch_size, length, t_max=t_max, num_classes=num_classes)
+      b["weights"] = gen._targets(b["classes"], b["t_a"], length, t_max, num_classes,
+                                   null_weight)[1]
+    targets = {k: b[k] for k in ("labels", "weights", "class_mask")}
+    if speed_noise:
+      targets["speed_noise"] = gen._fresh_noise(
+          tf.random.experimental.stateless_fold_in(seed_t, _SPEED_STREAM), 0, speed_noise)
+    return b["inputs"], targets
+  return make
 
 
 def _uniform_int(seed, n, upper):
