@@ -73,7 +73,7 @@ def test_bazel_fails_a_target_that_imports_an_undeclared_module(tmp_path):
             in _log(base, ws, "sweep_deps"))
     log = _log(base, ws, "uses_sweep_test")
     line = [l for l in log.splitlines() if l.startswith(("E   ImportError", "E   ModuleNotFound"))]
-    assert line and "cannot import name 'artifacts' from 'haviv_tf'" in line[0], log[-3000:]
+    assert line and "cannot import name 'artifacts' from 'haviv_tf.base'" in line[0], log[-3000:]
     assert "uses_sweep_test.runfiles" in line[0]  # not the editable install's source tree
   finally:
     _bazel(ws, base, "shutdown")

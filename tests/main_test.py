@@ -222,7 +222,7 @@ def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path)
 
 def test_an_internal_value_error_is_reported_as_a_bug_not_as_bad_input(tmp_path):
   # A ValueError from inside the package (not bad input): traceback, then the bug line.
-  code = ("import sys; from haviv_tf import config, main\n"
+  code = ("import sys; from haviv_tf.base import config; from haviv_tf import main\n"
           "def broken(*a, **k): raise ValueError('internal failure 1234')\n"
           "config.resolve = broken\n"
           "sys.argv = ['haviv_tf.main'] + sys.argv[1:]\n"
