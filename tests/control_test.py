@@ -76,6 +76,19 @@ def _direct_penalty(model, targets, weights, noise):
   return total
 
 
+def _step_speed(model, states, x):
+  """[P] ||F(s, x) - s|| per row from the cell's step (an LSTM's cell term via tanh(c))."""
+  s = tf.constant(states, tf.float32)
+  xs = tf.constant(np.tile(np.asarray(x, np.float32), [len(states), 1]))
+  new = model.cell.step(model.cell.project(model.encode(xs)), s)
+  if model.arch == "lstm":
+    u = model.units
+    d = tf.concat([new[:, :u] - s[:, :u], tf.tanh(new[:, u:]) - tf.tanh(s[:, u:])], -1)
+  else:
+    d = new - s
+  return np.linalg.norm(d.numpy(), axis=-1)
+
+
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
 def test_penalty_value_and_gradient_match_a_direct_computation(arch):
   keras.utils.set_random_seed(1)
@@ -217,7 +230,15 @@ def test_finetune_never_writes_into_the_parent_and_records_it(parent, tmp_path):
   np.testing.assert_array_equal(live[:, 0] > 0, have)
   stored = run.model.speed_targets.numpy().reshape(10, cfg.speed_copies, -1)
   np.testing.assert_allclose(stored[have, 0], targets["per_class"][have], rtol=1e-6)
-  assert np.all(targets["slow_point_speed"] >= 0)
+  # Their speeds are the parent network's ||F(s, x̄) - s|| at the stored points (x̄: the mean
+  # noise frame, trigger off), recomputed with the cell's own step.
+  np.testing.assert_array_equal(targets["slow_point_class"], np.flatnonzero(have))
+  _, _, parent_run = pipeline.restore(parent)
+  pm = parent_run.model
+  x_bar = np.concatenate([np.full([pm.frame_size], datasets.MNIST_MEAN), [0.0]])
+  np.testing.assert_allclose(targets["slow_point_speed"],
+                             _step_speed(pm, targets["per_class"][have], x_bar),
+                             rtol=1e-4, atol=1e-7)
   # Resuming onto a different parent is refused.
   other = str(tmp_path / "other_parent")
   pipeline.train_and_analyze(_tiny(seed=1), other, verbose=0, sp_config=SP)
@@ -281,7 +302,18 @@ def test_penalty_from_scratch_refreshes_targets_and_resumes_exactly(tmp_path):
               protocol="vocu", train_steps=20, checkpoint_every=10, jit_compile=True)
   src = train.prepare_workdir(cfg, str(tmp_path / "a"))
   full = train.train(cfg, str(tmp_path / "a"), src, verbose=0)
-  assert full.model.speed_targets is not None
+  # The targets in force are the centres of mass of the step-20 network (the refresh's seed for
+  # step 20), each class's repeated speed_copies times, weight 1 where a class has correct trials.
+  gen = trials.generator_for(src, "train", cfg)
+  centres, counts = slow_points.class_centres(
+      full.model, gen, trials_per_class=speed_targets.CENTRE_TRIALS,
+      seed=(cfg.seed * 1_000_003 + 20) % (2**31 - 1))
+  assert counts.any()
+  np.testing.assert_array_equal(full.model.speed_target_weights.numpy(),
+                                np.repeat((counts > 0).astype(np.float32), cfg.speed_copies))
+  np.testing.assert_allclose(full.model.speed_targets.numpy(),
+                             np.repeat(np.nan_to_num(centres), cfg.speed_copies, axis=0),
+                             rtol=1e-6, atol=1e-7)
   # As if killed before the step-20 checkpoint: resume from the step-10 one.
   b = str(tmp_path / "b")
   shutil.copytree(str(tmp_path / "a"), b)

@@ -177,17 +177,45 @@ class ExportTest(tf.test.TestCase):
 
   def test_example_script_writes_slow_points(self):
     out = os.path.join(self.tmp, "example_points.npz")
+    # A tolerance that merges some of the 6 points (3 are kept; their distances are ~0.1-0.4).
+    tol = 0.3
     proc = subprocess.run([sys.executable, _EXAMPLE, "--saved_model", self.paths["lstm"],
-                           "--out", out, "--iters", "50", "--num_trials", "6", "--length", "4"],
+                           "--out", out, "--iters", "50", "--num_trials", "6", "--length", "4",
+                           "--dedup_tol", str(tol)],
                           capture_output=True, text=True, env=_env(), cwd=self.tmp, timeout=300,
                           check=False)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertIn("slow points from 6 starting states", proc.stdout)
     with np.load(out, allow_pickle=False) as f:
-      self.assertEqual(f["states"].shape, (6, 16))
-      self.assertEqual(f["speed"].shape, (6,))
-      self.assertTrue(np.all(np.isfinite(f["speed"])))
-      self.assertBetween(len(f["unique"]), 1, 6)
+      states, speed, readout, unique = f["states"], f["speed"], f["readout"], f["unique"]
+    self.assertEqual(states.shape, (6, 16))
+    # The speeds are the in-memory model's at the mean noise frame (trigger off), and the
+    # read-out is its trigger step's class.
+    model = self.models["lstm"]
+    mean = np.broadcast_to(np.float32(datasets.MNIST_MEAN), [model.input_size - 1])
+    x_bar = np.tile(np.concatenate([mean, [0.0]]).astype(np.float32), [6, 1])
+    s = tf.constant(states)
+    sq = losses.speed_squared(model.cell, s, model.transition(s, model.encode(tf.constant(x_bar))))
+    np.testing.assert_allclose(speed, np.sqrt(sq.numpy()), rtol=1e-4, atol=1e-6)
+    x_bar[:, -1] = 1.0
+    _, logits = model.step(s, tf.constant(x_bar))
+    np.testing.assert_array_equal(readout, np.argmax(logits.numpy()[:, 1:], axis=-1))
+    # De-duplication, greedy from the slowest point: the kept points are pairwise more than
+    # `tol` apart and every point is within `tol` of a kept point no slower than it. (These two
+    # properties determine the kept set, whatever the order of equally slow points.)
+    dist = np.linalg.norm(states[:, None] - states[None], axis=-1)
+    self.assertTrue(np.any(dist[~np.eye(6, dtype=bool)] <= tol),
+                    "no two points within the tolerance: the test no longer merges any")
+    self.assertEqual(len(set(unique.tolist())), len(unique))
+    kept = dist[np.ix_(unique, unique)] + np.diag(np.full(len(unique), np.inf))
+    self.assertTrue(np.all(kept > tol), dist[np.ix_(unique, unique)])
+    for i in range(6):
+      covers = unique[(dist[i, unique] <= tol) & (speed[unique] <= speed[i])]
+      self.assertNotEmpty(covers, f"point {i} (speed {speed[i]}) has no slower kept point")
+    # ... and the script reports that count and one line per kept point.
+    self.assertIn(f"{len(unique)} slow points from 6 starting states", proc.stdout)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("  speed ")]
+    self.assertEqual(lines, [f"  speed {speed[i]:.3g}  readout class {readout[i]}"
+                             for i in unique])
 
 
 if __name__ == "__main__":
