@@ -6,13 +6,8 @@ import pytest
 
 from haviv_tf.study import claims_finetune
 from haviv_tf.study import evidence as evd
+from run_records import rec as _rec  # pylint: disable=g-bad-import-order
 
-def _rec(name, accs, trials, compare=None):
-  return dict(name=name, dataset="mnist", protocol="decu", arch="gru",
-              results=dict(accuracy_by_delay={str(d): a for d, a in accs.items()},
-                           trials_per_delay={str(d): trials for d in accs}),
-              compare=compare and dict(rows={m: dict(accuracy_by_delay={
-                  str(d): a for d, a in by_d.items()}) for m, by_d in compare.items()}))
 
 def test_claim_d_when_it_does_not_hold_shows_the_room_left_and_the_longest_delay(tmp_path):
   ev = evd.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500, 2000],

@@ -4,13 +4,8 @@ import dataclasses
 
 from haviv_tf.study import claims
 from haviv_tf.study import evidence as evd
+from run_records import rec as _rec  # pylint: disable=g-bad-import-order
 
-def _rec(name, accs, trials, compare=None):
-  return dict(name=name, dataset="mnist", protocol="decu", arch="gru",
-              results=dict(accuracy_by_delay={str(d): a for d, a in accs.items()},
-                           trials_per_delay={str(d): trials for d in accs}),
-              compare=compare and dict(rows={m: dict(accuracy_by_delay={
-                  str(d): a for d, a in by_d.items()}) for m, by_d in compare.items()}))
 
 def test_claim_a_reads_a_measured_ceiling_when_the_report_folder_has_one():
   ev = evd.Evidence(root="r", out="r", have=[], delays=[5, 10, 500], seq_len=20)

@@ -18,6 +18,7 @@ from haviv_tf.study import evidence as evd
 from haviv_tf.study import report
 from haviv_tf.probes import slow_points
 from haviv_tf.study import sweep
+from run_records import rec as _rec  # pylint: disable=g-bad-import-order
 
 # No XLA (what is tested here is the report, not the compiled steps; tests/jit_test.py covers
 # XLA): compiling each tiny network's steps and searches costs more than running them.
@@ -40,13 +41,6 @@ def _tags(logdir):
     for e in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
       tags.update(v.tag for v in e.summary.value)
   return tags
-
-def _rec(name, accs, trials, compare=None):
-  return dict(name=name, dataset="mnist", protocol="decu", arch="gru",
-              results=dict(accuracy_by_delay={str(d): a for d, a in accs.items()},
-                           trials_per_delay={str(d): trials for d in accs}),
-              compare=compare and dict(rows={m: dict(accuracy_by_delay={
-                  str(d): a for d, a in by_d.items()}) for m, by_d in compare.items()}))
 
 
 def test_busy_seconds_is_the_union_of_the_runs_intervals():
