@@ -314,7 +314,7 @@ def _search_back(finder, snaps, rows, inputs, load, measure, bounds, progress):
     speed = linearize.speeds(finder.dynamics, found, x)
     rows.append((int(snap.step), found, speed, _measured(measure, snap.step, found, x)))
     elapsed = time.monotonic() - started
-    logging.log(level, "tracking: snapshot %d of %d (step %d) done; %.0f s so far, about "
+    logging.log(level, "back-tracking: snapshot %d of %d (step %d) done; %.0f s so far, about "
                 "%.0f s left", k, len(snaps), int(snap.step), elapsed,
                 elapsed / k * (len(snaps) - k))
 
