@@ -80,8 +80,9 @@ def test_code_revision_is_unknown_outside_a_checkout_or_without_git(tmp_path):
   assert artifacts.revision_text(unknown) == "unknown"
   # A copy of the package outside git, as an installed wheel: environment() still works, and
   # with no git program at all too.
-  shutil.copytree(os.path.dirname(artifacts.__file__), tmp_path / "haviv_tf")
-  script = ("import json; from haviv_tf import artifacts; "
+  shutil.copytree(os.path.dirname(os.path.dirname(artifacts.__file__)), tmp_path / "haviv_tf",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  script = ("import json; from haviv_tf.base import artifacts; "
             "print(json.dumps(artifacts.environment()['code_revision']))")
   for path in (os.environ.get("PATH", ""), str(tmp_path / "nobin")):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
