@@ -24,7 +24,8 @@ setuptools.setup(
         "absl-py>=2.1,<3",
     ],
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "pdoc>=15,<17"],
-                    # benchmarks/fpf_comparison.py only (FixedPointFinder's PyTorch version).
-                    "benchmark": ["torch>=2.1"]},
+                    # benchmarks/fpf_comparison.py (FixedPointFinder's PyTorch version) and
+                    # benchmarks/brainpy_comparison.py (BrainPy's SlowPointFinder, JAX on CPU).
+                    "benchmark": ["torch>=2.1", "brainpy>=2.8", "jax>=0.4", "jaxlib>=0.4"]},
     entry_points={"console_scripts": ["haviv_tf=haviv_tf.main:run"]},
 )
