@@ -148,7 +148,8 @@ def main():
   model = run.model
   gen = trials.generator_for(source, "test", cfg)
   x_bar = slow_points.mean_input_features(model, gen, seed=cfg.seed)
-  inits, _, _ = slow_points.sample_states(model, gen, args.num_states, seed=cfg.seed)
+  inits, _, _ = slow_points.states_of_new_trials(model, gen, args.num_states,
+                                                   seed=cfg.seed)
   n = len(inits)
 
   # One step agrees: in float64 (the same function), and in float32 (rounding only).

@@ -53,6 +53,7 @@ def _coords(model, states):
 
 def measure(run_dir, delay, num):
   from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  from haviv_tf import dynamics  # pylint: disable=g-import-not-at-top
   from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
   from haviv_tf.task import trials  # pylint: disable=g-import-not-at-top
   import lstm_penalty  # pylint: disable=g-import-not-at-top  (beside this file)
@@ -69,7 +70,7 @@ def measure(run_dir, delay, num):
              between_classes=float(np.nanmedian(between)), speed={}, long={})
 
   def speeds(model):
-    return {n: float(np.median(slow_points.speeds(model, targets[n][live], x_bar)))
+    return {n: float(np.median(dynamics.speeds(model, targets[n][live], x_bar)))
             for n in TARGETS}
   row["speed"]["trained"] = speeds(parent.model)
   row["moved"] = {}

@@ -90,12 +90,12 @@ def _load_weights(model, path):
 def _measure(model, source, cfg, targets, x_bar):
   """Accuracy on the parent's test trials at DELAYS and the targets' speed."""
   from haviv_tf.probes import evaluation  # pylint: disable=g-import-not-at-top
-  from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
+  from haviv_tf import dynamics  # pylint: disable=g-import-not-at-top
   evaluator = evaluation.for_config(model, source, cfg)
   res = evaluator.evaluate(DELAYS, cfg.eval_trials, cfg.seed)
   ok = np.all(np.isfinite(targets), axis=1)
   speed = np.full([len(targets)], np.nan, np.float32)
-  speed[ok] = slow_points.speeds(model, targets[ok], x_bar)
+  speed[ok] = dynamics.speeds(model, targets[ok], x_bar)
   return dict(accuracy_by_delay=res["accuracy_by_delay"],
               full_trial_accuracy_by_delay=res["full_trial_accuracy_by_delay"],
               target_speed=[None if not np.isfinite(v) else float(v) for v in speed])

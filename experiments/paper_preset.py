@@ -24,6 +24,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
@@ -31,6 +32,8 @@ from haviv_tf.base import config as config_lib
 from haviv_tf.task import curricula
 from haviv_tf.task import datasets
 from haviv_tf.task import losses
+from haviv_tf.base import artifacts
+from haviv_tf.training import checkpoints
 from haviv_tf.training import train as train_lib
 from haviv_tf.task import trials
 
@@ -61,7 +64,7 @@ def cmd_train(args):
   if stop % cfg.checkpoint_every:
     sys.exit("error: --steps must be a multiple of --checkpoint_every")
 
-  class Stop(train_lib.keras.callbacks.Callback):
+  class Stop(keras.callbacks.Callback):
     """Ends training at step `stop`, after the epoch's checkpoint (it runs after it)."""
     def on_epoch_end(self, epoch, logs=None):
       if int(self.model.optimizer.iterations.numpy()) >= stop:
@@ -91,7 +94,7 @@ def _scalars(workdir):
 def cmd_curve(args):
   s = _scalars(args.workdir)
   cfg = config_lib.Config.from_record(
-      train_lib.artifacts.read_json(os.path.join(args.workdir, "config.json"))["config"])
+      artifacts.read_json(os.path.join(args.workdir, "config.json"))["config"])
   print(f"run {args.workdir}: {cfg.preset} {cfg.protocol} {cfg.arch} {cfg.dataset} init={cfg.init}"
         f" loss_norm={cfg.loss_norm} log_eps={cfg.log_eps} mask={cfg.mask} "
         f"lr={cfg.learning_rate}")
@@ -132,7 +135,7 @@ def cmd_grads(args):
     for norm in ("authors", "weights"):
       cfg = _config(args, [f"init={init}", f"loss_norm={norm}"])
       src = datasets.apply_recipe(source, cfg.data_recipe)
-      run = train_lib.Run(cfg, os.path.join(tempfile.gettempdir(), "unused"), src.frame_shape)
+      run = checkpoints.Run(cfg, os.path.join(tempfile.gettempdir(), "unused"), src.frame_shape)
       gen = trials.generator_for(src, "train", cfg)
       cur = curricula.for_config(cfg)
       ds = gen.training_dataset(cfg.seed, cfg.batch_size, cfg.seq_len, cur, backend="numpy")
@@ -154,7 +157,7 @@ def _adam_state(args):
   """Adam's second moments in the workdir's checkpoints: sqrt(v_hat) against epsilon, and the
   sigmoid read-out's saturation on a fresh batch."""
   cfg = config_lib.Config.from_record(
-      train_lib.artifacts.read_json(os.path.join(args.workdir, "config.json"))["config"])
+      artifacts.read_json(os.path.join(args.workdir, "config.json"))["config"])
   source = datasets.apply_recipe(datasets.load(cfg.dataset, cfg.data_dir), cfg.data_recipe)
   gen = trials.generator_for(source, "train", cfg)
   ckpts = sorted(glob.glob(os.path.join(args.workdir, "checkpoints", "ckpt-*.index")),
@@ -165,7 +168,7 @@ def _adam_state(args):
         "read out by the 10 class logits (chance 1/K) | report step: null logit wins |")
   print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
   for path in ckpts:
-    run = train_lib.Run(cfg, args.workdir, source.frame_shape)
+    run = checkpoints.Run(cfg, args.workdir, source.frame_shape)
     run.checkpoint.restore(path[:-len(".index")]).expect_partial()
     step = run.step
     cur = curricula.for_config(cfg)

@@ -16,7 +16,6 @@ previous code's targets) at the long delays.
 """
 
 import argparse
-import json
 import os
 
 import numpy as np
