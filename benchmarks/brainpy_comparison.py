@@ -96,18 +96,6 @@ def jax_gru(cell, x_bar):
   return f
 
 
-def box_stats(states):
-  h = np.asarray(states, np.float64)
-  out = np.any(np.abs(h) > 1.0, axis=1)
-  dist = np.linalg.norm(h - np.clip(h, -1, 1), axis=1)
-  return dict(outside=int(out.sum()), max_abs_h=float(np.abs(h).max()),
-              mean_dist=float(dist.mean()))
-
-
-def q_of(model, states, x_bar):
-  return 0.5 * np.square(dynamics.speeds(model, np.asarray(states, np.float32), x_bar))
-
-
 def bp_run(bp, f, inits, num_opt, num_batch, tolerance=0.0):
   """One BrainPy search from `inits`; (wall s, states [N, n], iterations run)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -184,7 +172,7 @@ def main():
   probe = bp.analysis.SlowPointFinder(f_cell=f, f_type="discrete", verbose=False)
   h0 = jax.numpy.asarray(inits)
   bp_loss = np.asarray(probe.f_loss(h0, jax.vmap(f)(h0), axis=1))   # its default loss
-  ratio = bp_loss / np.maximum(q_of(model, inits, x_bar), 1e-30)
+  ratio = bp_loss / np.maximum(common.q_of(model, inits, x_bar), 1e-30)
   print(f"BrainPy's per-point loss / q on the starting states: median {np.median(ratio):.5f} "
         f"(2/n = {2 / units:.5f}): its loss is ||F(h) - h||^2 / n; its default tolerance "
         f"{BP_TOLERANCE:g} on the mean loss is mean q < {BP_TOLERANCE * units / 2:.3g}")
@@ -200,7 +188,7 @@ def main():
     s_fixed, _, _ = finder.minimize(inits, x_bar, progress=False)
     times.append(time.perf_counter() - t0)
   ours_it = min(times) / args.iters
-  rows.append(("haviv_tf (projected Adam, XLA)", ours_it, box_stats(s_fixed)))
+  rows.append(("haviv_tf (projected Adam, XLA)", ours_it, common.box_stats(s_fixed)))
   bp_run(bp, f, inits, BP_NUM_BATCH, BP_NUM_BATCH)        # warm-up (JAX's first use)
   short, long_ = [], []
   for _ in range(args.repeats):
@@ -211,15 +199,15 @@ def main():
   bp_it = (min(long_) - min(short)) / ((LONG - 1) * args.iters)
   if bp_it > 0:
     overhead = min(short) - args.iters * bp_it
-    rows.append(("BrainPy, steady state (compile excluded)", bp_it, box_stats(s_bp)))
+    rows.append(("BrainPy, steady state (compile excluded)", bp_it, common.box_stats(s_bp)))
     rows.append((f"BrainPy as called (one trace + compile of {overhead:.2f} s per "
                  f"{BP_NUM_BATCH}-iteration chunk)", bp_it + overhead / BP_NUM_BATCH,
-                 box_stats(s_bp)))
+                 common.box_stats(s_bp)))
   else:
     bp_it = None    # the compile time's spread exceeds the difference of the two runs
     rows.append((f"BrainPy, whole call of {args.iters} iterations (compile included; the "
                  f"steady state was not resolved: raise --iters or --repeats)",
-                 min(short) / args.iters, box_stats(s_bp)))
+                 min(short) / args.iters, common.box_stats(s_bp)))
   print(f"\n### Per iteration ({n} states, {units} units, {args.iters} iterations for "
         f"haviv_tf; BrainPy {args.iters} and {LONG * args.iters} in one chunk each; best of "
         f"{args.repeats})\n")
@@ -241,13 +229,13 @@ def main():
   t_own = time.perf_counter() - t0
   reasons = {r: int(np.sum(info["stop_reason"] == i)) for i, r in
              enumerate(dynamics.STOP_REASONS)}
-  q_ours = q_of(model, s_own, x_bar)
+  q_ours = common.q_of(model, s_own, x_bar)
   own.append((f"haviv_tf, default recipe (cap {args.max_iters})", t_own, int(it_own.max()),
-              q_ours, box_stats(s_own), f"stop reasons {reasons}"))
+              q_ours, common.box_stats(s_own), f"stop reasons {reasons}"))
   t_bp, s_bp, it_bp = bp_run(bp, f, inits, args.bp_max_iters, BP_NUM_BATCH, BP_TOLERANCE)
-  q_bp = q_of(model, s_bp, x_bar)
+  q_bp = common.q_of(model, s_bp, x_bar)
   own.append((f"BrainPy, defaults (cap {args.bp_max_iters})", t_bp, it_bp, q_bp,
-              box_stats(s_bp), f"mean loss < {BP_TOLERANCE:g} (mean q < "
+              common.box_stats(s_bp), f"mean loss < {BP_TOLERANCE:g} (mean q < "
               f"{BP_TOLERANCE * units / 2:.3g}) checked every {BP_NUM_BATCH}, or the cap"))
   print(f"\n### Each tool to its own stopping rule ({n} states)\n")
   print("| tool | wall s | iterations | median q | 90% q | max q | outside the box | max abs h "
@@ -268,12 +256,12 @@ def main():
   t0 = time.perf_counter()
   s_hit, _, _ = finder.minimize(inits, x_bar, progress=False, callback=lambda t, q: (
       hit.append((time.perf_counter() - t0, t)) or True) if np.median(q) <= target else False)
-  ours_hit = (hit[0] + (box_stats(s_hit),)) if hit else None
+  ours_hit = (hit[0] + (common.box_stats(s_hit),)) if hit else None
   bp_hit, k = None, BP_NUM_BATCH
   while k <= args.bp_max_iters:
     sec, s_k, _ = bp_run(bp, f, inits, k, BP_NUM_BATCH)
-    if np.median(q_of(model, s_k, x_bar)) <= target:
-      bp_hit = (sec, k, box_stats(s_k))
+    if np.median(common.q_of(model, s_k, x_bar)) <= target:
+      bp_hit = (sec, k, common.box_stats(s_k))
       break
     if k == args.bp_max_iters:
       break

@@ -1,11 +1,14 @@
-"""What every benchmark shares: the MNIST source it measures on and the machine context line."""
+"""What every benchmark shares: the MNIST source it measures on, the machine context line, and
+the slow-point comparisons' measures (q, the reachable box)."""
 
 import os
 import platform
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from haviv_tf import dynamics
 from haviv_tf.task import datasets
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -36,3 +39,17 @@ def machine_context() -> str:
           f"{platform.processor() or '?'}; {platform.platform()}; python "
           f"{platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}; "
           f"load average before: {load_average()}")
+
+
+def box_stats(states):
+  """Points outside the box |h| <= 1 of [N, n] states, their max |h| and mean distance to it."""
+  h = np.asarray(states, np.float64)
+  out = np.any(np.abs(h) > 1.0, axis=1)
+  dist = np.linalg.norm(h - np.clip(h, -1, 1), axis=1)
+  return dict(outside=int(out.sum()), max_abs_h=float(np.abs(h).max()),
+              mean_dist=float(dist.mean()))
+
+
+def q_of(model, states, x_bar):
+  """q = 1/2 ||F(h) - h||^2 per state, by haviv_tf's own speed (the common scale of the tools)."""
+  return 0.5 * np.square(dynamics.speeds(model, np.asarray(states, np.float32), x_bar))

@@ -48,6 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
+import common  # pylint: disable=g-bad-import-order  (benchmarks/common.py)
 from haviv_tf import dynamics
 from haviv_tf.analysis import pipeline
 from haviv_tf.models import cells
@@ -103,18 +104,6 @@ def keras_gru(cell):
   out.set_weights([cell.kernel.numpy() * flip, cell.recurrent_kernel.numpy() * flip,
                    cell.bias.numpy() * flip])
   return out
-
-
-def box_stats(states):
-  h = np.asarray(states, np.float64)
-  out = np.any(np.abs(h) > 1.0, axis=1)
-  dist = np.linalg.norm(h - np.clip(h, -1, 1), axis=1)
-  return dict(outside=int(out.sum()), max_abs_h=float(np.abs(h).max()),
-              mean_dist=float(dist.mean()))
-
-
-def q_of(model, states, x_bar):
-  return 0.5 * np.square(dynamics.speeds(model, states, x_bar))
 
 
 def fpf_run(fpf_cls, module, inits, x_bar, **hps):
@@ -196,7 +185,7 @@ def main():
       t0 = time.perf_counter()
       s_fixed, _, _ = finder.minimize(inits, x_bar)
       times.append(time.perf_counter() - t0)
-    rows.append((label, min(times) / args.iters, box_stats(s_fixed)))
+    rows.append((label, min(times) / args.iters, common.box_stats(s_fixed)))
   ours_it = rows[0][1]
   for label, cache in (("FixedPointFinder torch", False),
                        ("FixedPointFinder torch, W x̄ cached", True)):
@@ -207,7 +196,7 @@ def main():
       sec, fps = fpf_run(FixedPointFinderTorch, mod, inits, x_bar, tol_q=0.0, tol_dq=0.0,
                          max_iters=args.iters)
       times.append(sec)
-    rows.append((label, min(times) / args.iters, box_stats(fps.xstar)))
+    rows.append((label, min(times) / args.iters, common.box_stats(fps.xstar)))
   print(f"\n### Per iteration ({n} states, {model.units} units, {args.iters} iterations, "
         f"best of {args.repeats})\n")
   print("| tool | ms / iteration | iterations / s | / haviv_tf | points outside the box | "
@@ -228,13 +217,13 @@ def main():
     reasons = {r: int(np.sum(info["stop_reason"] == i)) for i, r in
                enumerate(dynamics.STOP_REASONS)}
     own.append((label.split(" (")[0] + ", default recipe", t_own, int(it_own.max()),
-                q_of(model, s_own, x_bar), box_stats(s_own), f"stop reasons {reasons}"))
+                common.q_of(model, s_own, x_bar), common.box_stats(s_own), f"stop reasons {reasons}"))
   q_ours = own[0][3]
   mod = torch_gru(model.cell)
   t_fpf, fps = fpf_run(FixedPointFinderTorch, mod, inits, x_bar, max_iters=args.fpf_max_iters)
-  q_fpf = q_of(model, fps.xstar, x_bar)
+  q_fpf = common.q_of(model, fps.xstar, x_bar)
   own.append((f"FixedPointFinder torch, defaults (cap {args.fpf_max_iters})", t_fpf, int(fps.n_iters.max()), q_fpf,
-              box_stats(fps.xstar), "joint stop (every point's q < tol_q or dq < tol_dq lr)"))
+              common.box_stats(fps.xstar), "joint stop (every point's q < tol_q or dq < tol_dq lr)"))
   print(f"\n### Each tool to its own stopping rule ({n} states)\n")
   print("| tool | wall s | iterations | median q | 90% q | max q | outside the box | max abs h "
         "| mean distance to the box | note |")
@@ -259,7 +248,7 @@ def main():
     sec, fps = fpf_run(FixedPointFinderTorch, torch_gru(model.cell), inits, x_bar, tol_q=0.0,
                        tol_dq=0.0, max_iters=k)
     total += sec
-    if np.median(q_of(model, fps.xstar, x_bar)) <= target:
+    if np.median(common.q_of(model, fps.xstar, x_bar)) <= target:
       fpf_hit = (sec, k)
       break
     if k == args.fpf_max_iters:
