@@ -150,8 +150,8 @@ def main():
                    (cell64.recurrent_kernel, model.cell.recurrent_kernel),
                    (cell64.bias, model.cell.bias)):
     dst.assign(tf.cast(src, tf.float64))
-  want64 = cell64.step(cell64.project(tf.constant(feats, tf.float64)),
-                       tf.constant(inits, tf.float64)).numpy()
+  want64 = cell64.step(tf.constant(inits, tf.float64),
+                       cell64.project(tf.constant(feats, tf.float64))).numpy()
   with torch.no_grad():
     _, got64 = module.double()(torch.tensor(feats, dtype=torch.float64)[:, None],
                                torch.tensor(inits, dtype=torch.float64)[None])

@@ -67,7 +67,7 @@ def _direct_penalty(model, targets, weights, noise):
   for k in range(len(targets)):
     s = tf.constant(targets[k:k + 1])
     x = tf.concat([tf.constant(noise[k:k + 1]), tf.zeros([1, 1])], axis=-1)
-    new = model.cell.step(model.cell.project(x), s)
+    new = model.cell.step(s, model.cell.project(x))
     if model.arch == "lstm":
       d = tf.concat([new[:, :u] - s[:, :u], tf.tanh(new[:, u:]) - tf.tanh(s[:, u:])], -1)
     else:
@@ -80,7 +80,7 @@ def _step_speed(model, states, x):
   """[P] ||F(s, x) - s|| per row from the cell's step (an LSTM's cell term via tanh(c))."""
   s = tf.constant(states, tf.float32)
   xs = tf.constant(np.tile(np.asarray(x, np.float32), [len(states), 1]))
-  new = model.cell.step(model.cell.project(model.encode(xs)), s)
+  new = model.cell.step(s, model.cell.project(model.encode(xs)))
   if model.arch == "lstm":
     u = model.units
     d = tf.concat([new[:, :u] - s[:, :u], tf.tanh(new[:, u:]) - tf.tanh(s[:, u:])], -1)

@@ -24,15 +24,16 @@ from haviv_tf.training import train
 
 # Tiny: units 8, batch 16, 20 steps; the analysis after training is shrunk to seconds. The
 # learning rate is pinned: the tolerance below is for rounding differences amplified by 20 Adam
-# steps at this rate.
+# steps at this rate. No XLA: a strategy's steps are not compiled anyway, and compiling the
+# single-device reference (and the slow-point search) would cost more than the tiny runs.
 OVERRIDES = dict(units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
                  protocol="vocu", history_every=10, eval_trials=20, eval_delays=(5,),
-                 learning_rate=1e-3)
+                 learning_rate=1e-3, jit_compile=False)
 PENALTY = dict(speed_weight=1e-2, speed_targets="center_mass", speed_refresh_every=5)
 TINY = ["--preset=quick", "--dataset=mnist_sample", "--arch=gru", "--protocol=vocu",
         "--units=8", "--batch_size=16", "--steps=20", "--checkpoint_every=10", "--log_every=5",
         "--history_every=10", "--eval_trials=20", "--eval_delays=5", "--sp_max_iters=100",
-        "--learning_rate=1e-3"]
+        "--learning_rate=1e-3", "--jit_compile=false"]
 TINY_PENALTY = ["--speed_weight=0.01", "--speed_targets=center_mass", "--speed_refresh_every=5"]
 # Float summation order differs between one device and two replicas (per-replica sums, then an
 # all-reduce), so the weights agree to rounding, not bit for bit. Adam divides by sqrt(v), so a
@@ -100,17 +101,26 @@ def _config(penalty):
   return config_lib.resolve("quick", "mnist_sample", overrides)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """{penalty: workdir} of the single-device (default strategy) runs, trained in-process."""
-  out = {}
-  for penalty in (False, True):
-    workdir = str(tmp_path_factory.mktemp("reference") / ("penalty" if penalty else "plain"))
+class _References(dict):
+  """{penalty: workdir} of the single-device (default strategy) runs, each trained in-process
+  when a test first asks for it (a worker of `pytest -n N` may need only one of them)."""
+
+  def __init__(self, folder):
+    super().__init__()
+    self.folder = folder
+
+  def __missing__(self, penalty):
+    workdir = str(self.folder / ("penalty" if penalty else "plain"))
     cfg = _config(penalty)
     source = train.prepare_workdir(cfg, workdir)
     assert train.train(cfg, workdir, source, verbose=0).step == 20
-    out[penalty] = workdir
-  return out
+    self[penalty] = workdir
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  return _References(tmp_path_factory.mktemp("reference"))
 
 
 def _check_config_json(workdir, penalty, strategy):

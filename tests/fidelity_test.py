@@ -242,7 +242,7 @@ class SpeedPenaltyTest(tf.test.TestCase):
     cfg = _paper(units=6)
     model = network.DelayedClassifier("gru", units=6, frame_shape=(2, 2, 1), init="authors")
     model.compile(optimizer=keras.optimizers.SGD(0.0), speed_weight=1e-3,
-                  loss_norm=cfg.loss_norm, log_eps=cfg.log_eps, mask=cfg.mask)
+                  loss=losses.MaskedNullLabel.from_settings(cfg))
     model.enable_speed_penalty(2)
     targets_s = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
     model.set_speed_targets(targets_s, np.ones(2))

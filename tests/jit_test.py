@@ -21,9 +21,20 @@ def _cfg(**overrides):
            protocol="decu", history_every=0), **overrides))
 
 
-def _train(tmp_path, name, **overrides):
-  run = train.train(_cfg(**overrides), str(tmp_path / name), _SOURCE, verbose=0)
-  return run
+_TRAINED = {}   # config JSON -> the first run of it in this process (see _train)
+
+
+def _train(tmp_path, name, fresh=False, **overrides):
+  """A 20-step run of _cfg(**overrides); the same config is trained once per process unless
+  `fresh` (the determinism test compares a fresh run with the first)."""
+  cfg = _cfg(**overrides)
+  key = repr(sorted(cfg.to_dict().items()))
+  if fresh or key not in _TRAINED:
+    run = train.train(cfg, str(tmp_path / name), _SOURCE, verbose=0)
+    if fresh:
+      return run
+    _TRAINED[key] = run
+  return _TRAINED[key]
 
 
 @pytest.mark.parametrize("arch, speed", [("gru", False), ("lstm", False), ("gru", True)])
@@ -40,8 +51,8 @@ def test_jit_and_plain_training_agree_to_float_tolerance(tmp_path, arch, speed):
 
 
 def test_jit_training_is_deterministic(tmp_path):
-  a = _train(tmp_path, "a").model.trainable_variables
-  b = _train(tmp_path, "b").model.trainable_variables
+  a = _train(tmp_path, "a").model.trainable_variables   # maybe test_jit_and_plain's XLA GRU
+  b = _train(tmp_path, "b", fresh=True).model.trainable_variables
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x.numpy(), y.numpy())
 

@@ -1,11 +1,13 @@
 """Tests for haviv_tf.task.losses: masked null-label cross-entropy and hidden-state speed."""
 
 from absl.testing import parameterized
+import keras
 import numpy as np
 import tensorflow as tf
 
 from haviv_tf.task import losses
 from haviv_tf.models import cells
+from haviv_tf.models import network
 
 _B, _T, _C = 4, 6, 11
 
@@ -107,6 +109,45 @@ class MaskedNullLabelTest(tf.test.TestCase, parameterized.TestCase):
                         losses.masked_null_label(labels, changed, weights, mask))
 
 
+class KerasLossTest(tf.test.TestCase, parameterized.TestCase):
+  """losses.MaskedNullLabel: the same numbers as the function, as a keras.losses.Loss."""
+
+  @parameterized.parameters(("weights", 0.0, "hard"), ("authors", 1e-4, "authors"))
+  def test_equals_the_function_and_its_sums(self, loss_norm, log_eps, mask):
+    class_mask = _masks()["per_row_vocabulary"]
+    labels, logits, weights = _batch(class_mask, seed=4)
+    loss = losses.MaskedNullLabel(loss_norm, log_eps, mask)
+    self.assertIsInstance(loss, keras.losses.Loss)
+    y_true = dict(labels=labels, weights=weights, class_mask=class_mask,
+                  speed_noise=np.zeros((2, 3), np.float32))   # other keys are ignored
+    want = losses.masked_null_label(labels, logits, weights, class_mask, loss_norm, log_eps, mask)
+    self.assertAllEqual(loss(y_true, tf.constant(logits)), want)
+    num, den = loss.sums(y_true, tf.constant(logits))
+    self.assertAllClose(num / den, want, rtol=1e-6)
+    self.assertNotAllClose(loss(y_true, tf.constant(logits)),
+                           losses.MaskedNullLabel()(y_true, tf.constant(logits))
+                           if (loss_norm, mask) != ("weights", "hard") else want + 1.0)
+
+  def test_config_round_trip_and_bad_settings(self):
+    loss = losses.MaskedNullLabel("authors", 1e-4, "authors")
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    self.assertEqual((again.loss_norm, again.log_eps, again.mask), ("authors", 1e-4, "authors"))
+    for bad in (dict(loss_norm="mean"), dict(mask="soft"), dict(log_eps=-1.0)):
+      with self.assertRaises(ValueError):
+        losses.MaskedNullLabel(**bad)
+    with self.assertRaisesRegex(ValueError, "sample_weight"):
+      loss(dict(labels=np.zeros((1, 2), np.int64), weights=np.ones((1, 2), np.float32),
+                class_mask=np.ones((1, 11), bool)), tf.zeros((1, 2, 11)), sample_weight=[1.0])
+
+  def test_compile_takes_the_loss_and_refuses_another(self):
+    model = network.DelayedClassifier("gru", units=4, frame_shape=(2, 2, 1))
+    loss = losses.MaskedNullLabel("authors", 1e-4, "authors")
+    model.compile(optimizer="sgd", loss=loss)
+    self.assertIs(model.loss, loss)
+    with self.assertRaisesRegex(TypeError, "MaskedNullLabel"):
+      model.compile(optimizer="sgd", loss="mse")
+
+
 class MaskTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(*[(name, name) for name in _masks()])
@@ -181,7 +222,7 @@ class SpeedSquaredTest(tf.test.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((5, 3)).astype(np.float32)
     s = 0.5 * rng.standard_normal((5, cell.state_size)).astype(np.float32)
-    new = cell.step(cell.project(tf.constant(x)), tf.constant(s)).numpy()
+    new = cell.step(tf.constant(s), cell.project(tf.constant(x))).numpy()
     u = 6
     if arch == "gru":
       expected = ((new - s) ** 2).sum(-1)

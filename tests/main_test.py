@@ -14,6 +14,8 @@ import pytest
 import tensorflow as tf
 
 from haviv_tf.base import artifacts
+import shared_run  # pylint: disable=g-bad-import-order
+from shared_run import trained_run  # pylint: disable=unused-import,g-bad-import-order
 from haviv_tf.base import config as config_lib
 
 # Tiny but real: the quick preset on the shipped sample, shrunk to seconds.
@@ -23,8 +25,9 @@ TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=
 # runs end to end in the first test; tests/jit_test.py compares the two): compiling a tiny
 # network's steps costs more than running them.
 PLAIN = TINY + ["--jit_compile=false"]
-# The run most tests start from (trained once per test process, copied where a test changes it).
-TRAINED_ARGS = PLAIN + ["--steps=20", "--checkpoint_every=10"]
+# The run most tests start from: trained once per test session (shared_run), copied where a test
+# changes it.
+TRAINED_ARGS = shared_run.ARGS
 
 
 def _cli(args, timeout=300, **kwargs):
@@ -40,13 +43,10 @@ def _weights(workdir):
   return {k: v for k, v in values.items() if isinstance(v, np.ndarray) and v.dtype.kind in "fiu"}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A finished TRAINED_ARGS run; read it, or copy it with _copy before changing it."""
-  workdir = str(tmp_path_factory.mktemp("trained") / "run")
-  proc = _cli(TRAINED_ARGS + [f"--workdir={workdir}"])
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  return workdir
+@pytest.fixture
+def trained(trained_run):  # pylint: disable=redefined-outer-name
+  """The finished TRAINED_ARGS run's workdir; read it, or copy it with _copy before changing it."""
+  return trained_run.workdir
 
 
 def _copy(trained, tmp_path):
@@ -206,6 +206,7 @@ def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path)
     while not os.path.exists(first) and child.poll() is None and time.time() < deadline:
       time.sleep(0.05)
     assert child.poll() is None, "the first run ended early"
+    os.kill(child.pid, signal.SIGSTOP)   # alive and holding the lock, but off the CPU
     for second in (args, ["--mode=evaluate", f"--workdir={workdir}"]):
       proc = _cli(second)
       assert proc.returncode == 1
@@ -216,8 +217,9 @@ def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path)
     child.wait()
   with open(os.path.join(workdir, ".lock")) as f:
     assert f.read().strip() == str(child.pid)  # left behind by the killed process
-  proc = _cli(TRAINED_ARGS + [f"--workdir={workdir}", "--overwrite"])
+  proc = _cli(["--mode=evaluate", f"--workdir={workdir}", "--eval_delays=5", "--eval_trials=10"])
   assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "report accuracy by delay" in proc.stdout
 
 
 def test_an_internal_value_error_is_reported_as_a_bug_not_as_bad_input(tmp_path):
@@ -419,6 +421,14 @@ def test_evaluate_keeps_stored_accuracies_of_more_trials_and_adds_new_delays(tra
 
 def test_memory_mode_follows_delays_and_stores_half_lives(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
+  # Past the training delays the memory mode picks its own delays: drop the run's delay 100.
+  path = os.path.join(workdir, "results.json")
+  stored = json.load(open(path))
+  for by_delay in stored.values():
+    if isinstance(by_delay, dict):
+      by_delay.pop("100", None)
+  with open(path, "w") as f:
+    json.dump(stored, f)
   proc = _cli(["--mode=memory", f"--workdir={workdir}", "--max_delay=200"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "memory half-life" in proc.stdout

@@ -81,7 +81,7 @@ class CellTest(tf.test.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(seed + 10)
     x = rng.standard_normal((4, d)).astype(np.float32)
     state = rng.standard_normal((4, cell.state_size)).astype(np.float32)
-    got = cell.step(cell.project(tf.constant(x)), tf.constant(state))
+    got = cell.step(tf.constant(state), cell.project(tf.constant(x)))
     expected = _NP_STEPS[arch](x.astype(np.float64), state.astype(np.float64), kernel,
                                recurrent_kernel, bias)
     self.assertEqual(got.shape, (4, cell.state_size))

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from haviv_tf.base import config as config_lib
 from haviv_tf.task import datasets
+from haviv_tf.task import losses
 from haviv_tf.probes import evaluation
 from haviv_tf.models import network
 from haviv_tf.training import checkpoints
@@ -96,7 +97,7 @@ class DedupTest(tf.test.TestCase, parameterized.TestCase):
     gen = trials.TrialGenerator(src.train, src.mean, src.std, noise_bank=4)
     b = gen.sample(tf.constant([0, 1], tf.int64), 8, 9)
     model = _model(arch)
-    model.compile(loss_norm="weights", mask="hard")
+    model.compile(loss=losses.MaskedNullLabel("weights", 0.0, "hard"))
 
     def loss_and_grads(dedup):
       model.dedup_frames = dedup

@@ -11,11 +11,10 @@ import sys
 import pytest
 
 from haviv_tf.base import artifacts
+import shared_run  # pylint: disable=g-bad-import-order
+from shared_run import trained_run  # pylint: disable=unused-import,g-bad-import-order
 
-TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
-        "--eval_trials=40", "--eval_delays=5,10,19,100", "--sp_max_iters=300",
-        "--jit_compile=false"]
-TRAIN = TINY + ["--steps=20", "--checkpoint_every=10"]
+TRAIN = shared_run.ARGS   # the shared run's training command (tests/shared_run.py)
 
 
 def _cli(args, timeout=600):
@@ -35,12 +34,10 @@ def _bytes(*paths):
   return [open(p, "rb").read() for p in paths]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("rerun") / "run")
-  proc = _cli(TRAIN + [f"--workdir={workdir}"])
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, proc
+@pytest.fixture
+def trained(trained_run):  # pylint: disable=redefined-outer-name
+  """(workdir, the training's output (.stdout, .stderr)) of the shared run; copy before changing."""
+  return trained_run.workdir, trained_run
 
 
 def _copy(trained, tmp_path, name="run"):

@@ -2,8 +2,6 @@
 
 import glob
 import os
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
@@ -11,10 +9,8 @@ import tensorflow as tf
 from haviv_tf.base import artifacts
 from haviv_tf.study import hparams
 from haviv_tf.base import summaries
-
-TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
-        "--eval_trials=40", "--eval_delays=5,10,19", "--sp_max_iters=300",
-        "--jit_compile=false", "--steps=20", "--checkpoint_every=10", "--log_every=5"]
+import shared_run  # pylint: disable=g-bad-import-order
+from shared_run import trained_run  # pylint: disable=unused-import,g-bad-import-order
 
 
 def _descriptions(folder):
@@ -29,13 +25,10 @@ def _descriptions(folder):
   return tags
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("summaries") / "run")
-  proc = subprocess.run([sys.executable, "-m", "haviv_tf.main", *TINY, f"--workdir={workdir}"],
-                        capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  return workdir
+@pytest.fixture
+def run(trained_run):  # pylint: disable=redefined-outer-name
+  """The shared tiny run (tests/shared_run.py; logs every 5 steps), read only."""
+  return trained_run.workdir
 
 
 def test_every_tag_of_a_run_has_a_description(run):
@@ -50,7 +43,8 @@ def test_every_tag_of_a_run_has_a_description(run):
     assert described == {summaries.describe(tag)}, tag
 
 
-def test_the_hparams_metrics_of_a_report_have_descriptions(run):
+def test_the_hparams_metrics_of_a_report_have_descriptions(trained_run, tmp_path):  # pylint: disable=redefined-outer-name
+  run = shared_run.copy_run(trained_run, tmp_path)   # the report writes into the run
   results = artifacts.read_json(os.path.join(run, artifacts.RESULTS_FILE))
   root = os.path.dirname(run)
   hparams.write_hparams(root, [dict(workdir=run, results=results, compare=None)])

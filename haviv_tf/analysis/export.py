@@ -12,7 +12,10 @@ Signatures (batch and time dynamic; float32; S = state_size, I = input_size = fr
     encoder, state_layout ("h" or "h,c": the state is h, or h and c concatenated),
     speed_coordinates ("h" or "h,tanh(c)"), metadata_json (the caller's metadata as JSON).
 The same constants are tf.Variable attributes of the loaded object (e.g. `loaded.state_size`), and
-the functions are attributes too (`loaded.step(inputs, state)`).
+the functions are attributes too. Call them by keyword (`loaded.step(state=s, inputs=x)`;
+signatures take keywords only): `step`'s positional order is (inputs, state), fixed by the
+SavedModels written since the first export, while every other step in haviv_tf takes the state
+first.
 """
 
 import json
@@ -45,7 +48,7 @@ class _Exported(tf.Module):
 
     def run(inputs, initial_state):
       xp = cell.project(model.encode(inputs))
-      states = tf.scan(lambda st, x: cell.step(x, st), tf.transpose(xp, [1, 0, 2]),
+      states = tf.scan(cell.step, tf.transpose(xp, [1, 0, 2]),
                        initializer=initial_state)
       states = tf.transpose(states, [1, 0, 2])
       return {"logits": model.logits(states), "states": states}

@@ -39,7 +39,8 @@ class Dynamics:
   """A recurrent step s <- F(s, x) on flat float32 states.
 
   Args:
-    step: fn(xp [N, G], s [N, S]) -> new s [N, S] (tensors; traceable and differentiable in s).
+    step: fn(s [N, S], xp [N, G]) -> new s [N, S] (tensors; traceable and differentiable in s).
+      The state comes first, as everywhere in haviv_tf (and in the exported `speed` signature).
     state_size: S.
     input_size: entries of one input x.
     project: fn(x [N, input_size]) -> xp, the part of the step that depends on the input
@@ -61,7 +62,7 @@ class Dynamics:
 
   def transition(self, states, inputs):
     """F(s, x): [N, S], [N, input_size] -> [N, S]."""
-    return self.step(self.project(inputs), states)
+    return self.step(states, self.project(inputs))
 
   def speed_squared(self, states, new_states):
     """||F(s) - s||² in speed coordinates, [N]."""
@@ -159,7 +160,7 @@ def from_cell(cell, input_size=None, bounds="default", c_bounds=None, speed_coor
                      f"entries, not {input_size}")
   is_layer = isinstance(cell, keras.layers.Layer)
 
-  def step(x, s):
+  def step(s, x):
     states = tf.split(s, sizes, axis=-1) if len(sizes) > 1 else [s]   # a list, as keras.RNN
     out = cell(x, states, training=False) if is_layer else cell(x, states)
     if not isinstance(out, (list, tuple)) or len(out) != 2:
@@ -222,7 +223,7 @@ def from_saved_model(saved_model, signature="step", state_arg="state", input_arg
     raise ValueError(f"signature {signature!r} returns {sorted(fn.structured_outputs)}, not "
                      f"{output_key!r}")
 
-  def step(x, s):
+  def step(s, x):
     return fn(**{state_arg: s, input_arg: x})[output_key]
 
   meta = {}
@@ -289,7 +290,7 @@ def trajectories(dynamics, inputs, initial_state=None, batch_size=256) -> np.nda
   @tf.function
   def run(x, s):
     xp = tf.map_fn(dyn.project, tf.transpose(x, [1, 0, 2]))
-    return tf.transpose(tf.scan(lambda st, xt: dyn.step(xt, st), xp, initializer=s), [1, 0, 2])
+    return tf.transpose(tf.scan(lambda st, xt: dyn.step(st, xt), xp, initializer=s), [1, 0, 2])
 
   out = [run(tf.constant(inputs[lo:lo + batch_size]), tf.constant(s0[lo:lo + batch_size])).numpy()
          for lo in range(0, b, batch_size)]

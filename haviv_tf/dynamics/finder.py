@@ -255,7 +255,7 @@ class SlowPointFinder:
 
 def _q(dynamics, s, xp):
   """q = ½ ||F(s, x) - s||² per point (speed coordinates)."""
-  return 0.5 * dynamics.speed_squared(s, dynamics.step(xp, s))
+  return 0.5 * dynamics.speed_squared(s, dynamics.step(s, xp))
 
 
 def _run_chunk(dynamics, carry, xp, lo, hi, num_steps, hyper):

@@ -88,8 +88,8 @@ class GRUCell(keras.layers.Layer):
     in bfloat16 if `low_precision`)."""
     return _dense(x, self.kernel, self.bias, low_precision)
 
-  def step(self, xp, h):
-    """One step from projected input xp [batch, 3u] and state h [batch, u]."""
+  def step(self, h, xp):
+    """One step from state h [batch, u] and projected input xp [batch, 3u]."""
     u = self.units
     zr = tf.sigmoid(xp[:, :2 * u] + tf.matmul(h, self.recurrent_kernel[:, :2 * u]))
     z, r = zr[:, :u], zr[:, u:]
@@ -139,7 +139,8 @@ class LSTMCell(keras.layers.Layer):
     in bfloat16 if `low_precision`)."""
     return _dense(x, self.kernel, self.bias, low_precision)
 
-  def step(self, xp, state):
+  def step(self, state, xp):
+    """One step from state [h, c] [batch, 2u] and projected input xp [batch, 4u]."""
     u = self.units
     h, c = state[:, :u], state[:, u:]
     a = xp + tf.matmul(h, self.recurrent_kernel)

@@ -91,7 +91,7 @@ class DelayedClassifier(train_steps.TrainSteps, keras.Model):
 
   def transition(self, state, features):
     """F(s, x): next state [batch, state_size] from state and encoded features [batch, feat]."""
-    return self.cell.step(self.cell.project(features), state)
+    return self.cell.step(state, self.cell.project(features))
 
   def step(self, state, inputs):
     """One time step from raw inputs [batch, frame_size + 1] -> (next state, logits)."""
@@ -132,10 +132,10 @@ class DelayedClassifier(train_steps.TrainSteps, keras.Model):
     if length is not None and length <= _UNROLL_MAX:
       states = []
       for t in range(length):
-        state = self.cell.step(xp[:, t], state)
+        state = self.cell.step(state, xp[:, t])
         states.append(state)
       return tf.stack(states, axis=1)
-    states = tf.scan(lambda s, x: self.cell.step(x, s), tf.transpose(xp, [1, 0, 2]),
+    states = tf.scan(self.cell.step, tf.transpose(xp, [1, 0, 2]),
                      initializer=state)
     return tf.transpose(states, [1, 0, 2])
 

@@ -22,7 +22,7 @@ class TrainSteps:
   def init_training_state(self):
     """Creates the training settings and metric trackers (called by the model's __init__)."""
     self.speed_weight = 0.0
-    self.loss_norm, self.log_eps, self.mask = "weights", 0.0, "hard"  # see compile
+    self.loss = losses.MaskedNullLabel()   # see compile
     self.speed_targets = None          # see enable_speed_penalty
     self.speed_target_weights = None
     self.speed_tracker = keras.metrics.Mean(name="speed_sq")
@@ -32,13 +32,25 @@ class TrainSteps:
     self.class_acc = [keras.metrics.Mean(name=f"class_{c}_acc")
                       for c in range(config_lib.NUM_CLASSES)]
 
-  def compile(self, speed_weight=0.0, loss_norm="weights", log_eps=0.0, mask="hard", **kwargs):
-    """`speed_weight` (a Python float, traced once) is used by the regularised train_step;
-    `loss_norm`, `log_eps` and `mask` (Config's fields) define the task loss
-    (losses.masked_null_label)."""
-    super().compile(**kwargs)
+  def compile(self, optimizer="rmsprop", loss=None, speed_weight=0.0, **kwargs):
+    """Keras' compile with the task loss and the speed penalty's weight.
+
+    Args:
+      optimizer: as Keras'.
+      loss: the task loss, a `losses.MaskedNullLabel` (default: its defaults;
+        `MaskedNullLabel.from_settings(cfg)` is a Config's). train_step and test_step call it
+        themselves: Keras' compiled loss, which would expect one target per output, is not
+        built.
+      speed_weight: μ of the speed penalty (a Python float, traced once).
+      **kwargs: Keras' (jit_compile, steps_per_execution, ...); no `metrics`, the model keeps
+        its own trackers.
+    """
+    loss = losses.MaskedNullLabel() if loss is None else loss
+    if not isinstance(loss, losses.MaskedNullLabel):
+      raise TypeError(f"loss must be a haviv_tf MaskedNullLabel, got {type(loss).__name__}")
+    super().compile(optimizer=optimizer, **kwargs)
+    self.loss = loss
     self.speed_weight = float(speed_weight)
-    self.loss_norm, self.log_eps, self.mask = loss_norm, float(log_eps), mask
 
   def enable_speed_penalty(self, num_targets: int):
     """Creates the penalty's target variables (before any checkpoint is built or restored).
@@ -103,7 +115,7 @@ class TrainSteps:
     return trackers + ([self.speed_tracker] if self.speed_targets is not None else [])
 
   def _update_metrics(self, loss, labels, logits, weights, class_mask):
-    pred = tf.argmax(losses.mask_logits(logits, class_mask, self.mask), axis=-1,
+    pred = tf.argmax(losses.mask_logits(logits, class_mask, self.loss.mask), axis=-1,
                      output_type=tf.int32)
     labels = tf.cast(labels, tf.int32)
     live = tf.cast(weights, tf.float32) > 0
@@ -144,8 +156,7 @@ class TrainSteps:
 
   def task_loss(self, inputs, targets, training):
     logits, states = self(inputs, training=training)
-    loss = losses.masked_null_label(targets["labels"], logits, targets["weights"],
-                                    targets["class_mask"], self.loss_norm, self.log_eps, self.mask)
+    loss = self.loss(targets, logits)
     return loss, logits, states
 
   def extra_loss(self, inputs, targets, states):
@@ -184,9 +195,7 @@ class TrainSteps:
     weights = tf.cast(targets["weights"], tf.float32)
     with tf.GradientTape() as tape:
       logits, states = self(inputs, training=True)
-      weighted_ce, norm = losses.masked_null_label_sums(
-          targets["labels"], logits, weights, targets["class_mask"], self.loss_norm, self.log_eps,
-          self.mask)
+      weighted_ce, norm = self.loss.sums(targets, logits)
       share = tf.math.divide_no_nan(weighted_ce, reduce_sum(tf.stop_gradient(norm)))
       share = share + self.extra_loss(inputs, targets, states)
     grads = tape.gradient(share, self.trainable_variables)

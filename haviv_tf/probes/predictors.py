@@ -163,8 +163,8 @@ def expected_flow_speed(model: network.DelayedClassifier, generator: trials.Tria
 
   @tf.function(reduce_retracing=True)
   def moments(s, xp):
-    new = cell.speed_coordinates(cell.step(xp, tf.broadcast_to(s[None], [tf.shape(xp)[0],
-                                                                         tf.shape(s)[0]])))
+    states = tf.broadcast_to(s[None], [tf.shape(xp)[0], tf.shape(s)[0]])
+    new = cell.speed_coordinates(cell.step(states, xp))
     new = tf.cast(new, tf.float64)
     return tf.reduce_sum(new, 0), tf.matmul(new, new, transpose_a=True)
 

@@ -1,5 +1,6 @@
 """Masked null-label cross-entropy, its trivial-solution bound, and hidden-state speed."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -75,6 +76,60 @@ def masked_null_label_sums(labels, logits, weights, class_mask, loss_norm="weigh
   else:
     norm = tf.reduce_sum(weights)
   return tf.reduce_sum(ce * weights), norm
+
+
+TARGET_KEYS = ("labels", "weights", "class_mask")
+
+
+@keras.saving.register_keras_serializable(package="haviv_tf")
+class MaskedNullLabel(keras.losses.Loss):
+  """The task loss as a Keras loss, handed to `DelayedClassifier.compile(loss=...)`.
+
+  `y_true` is the trial batch's targets, a dict with "labels" [batch, time] (0 = null),
+  "weights" [batch, time] and "class_mask" [batch, classes] (other keys are ignored); `y_pred`
+  the logits [batch, time, classes]. The value is `masked_null_label`'s, already reduced over
+  the batch (reduction None): sum w CE / N. `sums` gives its numerator and denominator, which
+  a replica of a distributed train step needs separately.
+
+  Args:
+    loss_norm: "weights" (N = sum w) or "authors" (N = batch x time x classes, TMC L298).
+    log_eps: 0 (CE = -log p) or the authors' TINY = 1e-4 (CE = -log(p + log_eps)).
+    mask: "hard" or "authors" (see `mask_logits`); the metrics' predictions use it too.
+  """
+
+  def __init__(self, loss_norm="weights", log_eps=0.0, mask="hard", name="masked_null_label",
+               **kwargs):
+    if loss_norm not in config_lib.LOSS_NORMS:
+      raise ValueError(f"loss_norm must be one of {config_lib.LOSS_NORMS}, got {loss_norm!r}")
+    if mask not in config_lib.MASKS:
+      raise ValueError(f"mask must be one of {config_lib.MASKS}, got {mask!r}")
+    if not (isinstance(log_eps, (int, float)) and 0.0 <= log_eps < 1.0):
+      raise ValueError(f"log_eps must be a number in [0, 1), got {log_eps!r}")
+    kwargs.pop("reduction", None)
+    super().__init__(name=name, reduction=None, **kwargs)
+    self.loss_norm, self.log_eps, self.mask = loss_norm, float(log_eps), mask
+
+  def sums(self, y_true, y_pred):
+    """(sum w CE, N) of the batch: see `masked_null_label_sums`."""
+    return masked_null_label_sums(y_true["labels"], y_pred, y_true["weights"],
+                                  y_true["class_mask"], self.loss_norm, self.log_eps, self.mask)
+
+  def call(self, y_true, y_pred):
+    weighted_ce, norm = self.sums(y_true, y_pred)
+    return tf.math.divide_no_nan(weighted_ce, norm)
+
+  def __call__(self, y_true, y_pred, sample_weight=None):
+    if sample_weight is not None:
+      raise ValueError("MaskedNullLabel weighs each step by y_true['weights'], not sample_weight")
+    return super().__call__({k: y_true[k] for k in TARGET_KEYS}, y_pred)
+
+  def get_config(self):
+    return dict(loss_norm=self.loss_norm, log_eps=self.log_eps, mask=self.mask, name=self.name)
+
+  @classmethod
+  def from_settings(cls, cfg):
+    """The loss of a Config (or anything with loss_norm, log_eps and mask)."""
+    return cls(cfg.loss_norm, cfg.log_eps, cfg.mask)
 
 
 def trivial_loss(num_classes, t_max, seq_len, report_weight=20.0, null_weight=1.0,

@@ -13,6 +13,7 @@ from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tenso
 from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
 from haviv_tf.models import network
+from haviv_tf.task import losses
 from haviv_tf.training import distribute
 from haviv_tf.training import schedules
 
@@ -186,8 +187,8 @@ class Run:
       self.optimizer = schedules.make_optimizer(cfg)
       # jit_compile explicitly: Keras resolves "auto" to False on a CPU. Under a tf.distribute
       # strategy the step stays uncompiled: XLA cannot compile the replicas' all-reduces on CPU.
-      self.model.compile(optimizer=self.optimizer, speed_weight=cfg.speed_weight,
-                         loss_norm=cfg.loss_norm, log_eps=cfg.log_eps, mask=cfg.mask,
+      self.model.compile(optimizer=self.optimizer, loss=losses.MaskedNullLabel.from_settings(cfg),
+                         speed_weight=cfg.speed_weight,
                          jit_compile=cfg.jit_compile and default)
       self.optimizer.build(self.model.trainable_variables)
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
