@@ -93,6 +93,15 @@ def _wait(job, n, timeout, root):
   pytest.fail(f"job {job} not finished in {timeout} s: {_tasks(job)}\n" + _logs(root))
 
 
+def _wait_until_pending(job, task, timeout):
+  """Waits until array task `task` of `job` is PENDING (a requeued task between its runs)."""
+  deadline = time.time() + timeout
+  while _tasks(job).get(task) != "PENDING":
+    if time.time() > deadline:
+      pytest.fail(f"task {job}_{task} not pending {timeout} s after its requeue: {_tasks(job)}")
+    time.sleep(0.2)
+
+
 def _logs(root):
   logs = os.path.join(root, sweep.LOG_DIR)
   text = []
@@ -161,7 +170,11 @@ def test_job_array_runs_resumes_after_cancel_and_requeue_and_skips_when_done(
   # Task 0 is requeued (what preemption does) and task 1 cancelled, both mid-training.
   _wait_for_checkpoint(work[0], 300)
   subprocess.run(["scontrol", "requeue", f"{job}_0"], check=True)
-  # A requeued job waits ~2 min before it may start again; let it start now.
+  # A requeued job waits ~2 min before it may start again; let it start now, but only once its
+  # first run has ended and a second has passed: started within the second of the requeue,
+  # slurmctld kills it ("Job credential revoked") and the task ends FAILED.
+  _wait_until_pending(job, 0, 60)
+  time.sleep(2)
   subprocess.run(["scontrol", "update", f"jobid={job}_0", "starttime=now"], check=True)
   _wait_for_checkpoint(work[1], 300)
   subprocess.run(["scancel", f"{job}_1"], check=True)
