@@ -4,6 +4,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import warnings
 from unittest import mock
 
 from absl.testing import parameterized
@@ -14,6 +15,7 @@ import tensorflow as tf
 from haviv_tf.base import config
 from haviv_tf.task import curricula
 from haviv_tf.task import datasets
+from haviv_tf.task import losses
 from haviv_tf.models import cells
 from haviv_tf.models import cnn
 from haviv_tf.models import network
@@ -299,13 +301,24 @@ class SerialisationTest(tf.test.TestCase, parameterized.TestCase):
   def test_keras_save_and_load_round_trip(self, arch, readout, compiled):
     model = _model(arch, units=5, readout=readout, seed=12)
     if compiled:
-      model.compile(optimizer=keras.optimizers.Adam(1e-3), speed_weight=0.5)
+      model.compile(optimizer=keras.optimizers.Adam(1e-3), speed_weight=0.5,
+                    loss=losses.MaskedNullLabel("authors", 1e-4, "authors"))
     x = _inputs(model, length=6)
     expected = model(x)
     path = os.path.join(self._tmpdir(), "x.keras")
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      loaded = keras.saving.load_model(path)
+    self.assertFalse([w for w in caught if "compile" in str(w.message)])
     self.assertIsInstance(loaded, network.DelayedClassifier)
+    self.assertEqual(loaded.compiled, compiled)
+    if compiled:   # compiled as it was: the loss, its settings, μ and the optimizer
+      self.assertEqual((loaded.loss.loss_norm, loaded.loss.log_eps, loaded.loss.mask),
+                       ("authors", 1e-4, "authors"))
+      self.assertEqual(loaded.speed_weight, 0.5)
+      self.assertIsInstance(loaded.optimizer, keras.optimizers.Adam)
+      self.assertAllClose(loaded.optimizer.learning_rate, 1e-3)
     self.assertEqual(loaded.get_config(), model.get_config())
     for a, b in zip(expected, loaded(x)):
       self.assertAllEqual(a, b)

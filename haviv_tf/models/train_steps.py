@@ -52,6 +52,25 @@ class TrainSteps:
     self.loss = loss
     self.speed_weight = float(speed_weight)
 
+  def get_compile_config(self):
+    """Keras' compile config plus the task loss and the speed weight, so that a model saved
+    with `model.save` loads (`keras.saving.load_model`) compiled as it was."""
+    config = super().get_compile_config()
+    if config:
+      config = dict(config, loss=keras.losses.serialize(self.loss),
+                    speed_weight=self.speed_weight)
+    return config
+
+  def compile_from_config(self, config):
+    """Compiles a model that keras.saving loads with the settings `get_compile_config` saved
+    (a file written before the loss was recorded: the default loss)."""
+    config = dict(config)
+    speed_weight = float(config.pop("speed_weight", 0.0))
+    config = keras.saving.deserialize_keras_object(config)
+    self.compile(speed_weight=speed_weight, **config)
+    if self.built:
+      self.optimizer.build(self.trainable_variables)
+
   def enable_speed_penalty(self, num_targets: int):
     """Creates the penalty's target variables (before any checkpoint is built or restored).
 
