@@ -232,7 +232,15 @@ def check_same_step(strategy, step: int) -> None:
   """
   if not is_multi_worker(strategy):
     return
-  steps = gather_ints(strategy, step)
+  try:
+    steps = gather_ints(strategy, step)
+  except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError):
+    # A worker that has the others' steps may stop (below) before the last of them has read
+    # its own: that one's collective is then cut off.
+    raise config_lib.InputError(
+        "another worker stopped during the check that every worker restored the same step "
+        "(its error says why; most likely the workers restored different steps: the workdir "
+        "must be on a filesystem every worker shares)") from None
   if len(set(steps)) > 1:
     raise config_lib.InputError(f"the workers restored different steps {sorted(set(steps))}: the workdir "
                      "must be on a filesystem every worker shares")
