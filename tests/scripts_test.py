@@ -35,7 +35,7 @@ def _haviv_aliases(tree):
     elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("haviv_tf"):
       for a in node.names:
         full = f"{node.module}.{a.name}"
-        if importlib.util.find_spec(full.split(".")[0]) and _is_module(full):
+        if _is_module(full):   # `from haviv_tf.x import module`, not a name in it
           aliases[a.asname or a.name] = full
   return aliases
 

@@ -133,45 +133,11 @@ class TrainSteps:
     trackers = [self.loss_tracker, self.report_acc, self.null_acc] + self.class_acc
     return trackers + ([self.speed_tracker] if self.speed_targets is not None else [])
 
-  def _update_metrics(self, loss, labels, logits, weights, class_mask):
-    pred = tf.argmax(losses.mask_logits(logits, class_mask, self.loss.mask), axis=-1,
-                     output_type=tf.int32)
-    labels = tf.cast(labels, tf.int32)
-    live = tf.cast(weights, tf.float32) > 0
-    correct = tf.cast(tf.equal(pred, labels), tf.float32)
-    report = tf.logical_and(live, labels > 0)
-    null = tf.logical_and(live, labels == 0)
-    self.loss_tracker.update_state(loss)
-    self.report_acc.update_state(correct, sample_weight=tf.cast(report, tf.float32))
-    self.null_acc.update_state(correct, sample_weight=tf.cast(null, tf.float32))
-    for c, tracker in enumerate(self.class_acc):
-      tracker.update_state(correct, sample_weight=tf.cast(
-          tf.logical_and(report, tf.equal(labels, c + 1)), tf.float32))
-
   def _logs(self):
     logs = {m.name: m.result() for m in self.metrics[:3]}
     if self.speed_targets is not None:
       logs["speed_sq"] = self.speed_tracker.result()
     return logs
-
-  def _global_logs(self, ctx):
-    """`_logs` over every replica's metric state, from inside a replica (ctx its context).
-
-    The metrics' variables are sync-on-read sums, so read from outside the replicas (callbacks,
-    fit's epoch logs) they already cover the global batch; within a replica they hold its own
-    shard only, so the running totals and counts are all-reduced here.
-    """
-    trackers = self.metrics[:3] + ([self.speed_tracker] if self.speed_targets is not None else [])
-    sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                          [tf.stack([tf.convert_to_tensor(m.total), tf.convert_to_tensor(m.count)])
-                           for m in trackers])
-    return {m.name: tf.math.divide_no_nan(s[0], s[1]) for m, s in zip(trackers, sums)}
-
-  @staticmethod
-  def _replica_context():
-    """The replica context when training runs on more than one replica, else None."""
-    ctx = tf.distribute.get_replica_context()
-    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
 
   def task_loss(self, inputs, targets, training):
     logits, states = self(inputs, training=training)
@@ -189,7 +155,7 @@ class TrainSteps:
     del inputs, states
     if self.speed_targets is None or "speed_noise" not in targets:
       return 0.0
-    ctx = self._replica_context()
+    ctx = _replica_context()
     if ctx is not None:
       return self.speed_weight * _replica_penalty_share(self, ctx, targets["speed_noise"])
     penalty, mean_sq = self.speed_penalty(tf.cast(targets["speed_noise"], tf.float32))
@@ -207,7 +173,7 @@ class TrainSteps:
     Metrics update with the global loss and the local predictions; on several replicas the logs
     are all-reduced (see `_global_logs`). On one device every all-reduce is the identity.
     """
-    ctx = self._replica_context()
+    ctx = _replica_context()
     reduce_sum = ((lambda v: ctx.all_reduce(tf.distribute.ReduceOp.SUM, v)) if ctx is not None
                   else (lambda v: v))
     inputs, targets = data[0], data[1]
@@ -220,15 +186,15 @@ class TrainSteps:
     grads = tape.gradient(share, self.trainable_variables)
     self.optimizer.apply(grads, self.trainable_variables)
     total = reduce_sum(tf.stop_gradient(share))
-    self._update_metrics(total, targets["labels"], logits, weights, targets["class_mask"])
+    _update_metrics(self, total, targets["labels"], logits, weights, targets["class_mask"])
     if ctx is None:
       return self._logs()
-    return keras_private.multi_worker_logs(self._global_logs(ctx))
+    return keras_private.multi_worker_logs(_global_logs(self, ctx))
 
   def test_step(self, data):
     inputs, targets = data[0], data[1]
     loss, logits, _ = self.task_loss(inputs, targets, training=False)
-    self._update_metrics(loss, targets["labels"], logits, targets["weights"],
+    _update_metrics(self, loss, targets["labels"], logits, targets["weights"],
                          targets["class_mask"])
     return self._logs()
 
@@ -262,3 +228,40 @@ def _replica_penalty_share(model, ctx, speed_noise):
                                        [tf.stop_gradient(share), weight])
   model.speed_tracker.update_state(tf.math.divide_no_nan(total, total_weight))
   return share
+
+
+def _global_logs(model, ctx):
+  """`_logs` over every replica's metric state, from inside a replica (ctx its context).
+
+  The metrics' variables are sync-on-read sums, so read from outside the replicas (callbacks,
+  fit's epoch logs) they already cover the global batch; within a replica they hold its own
+  shard only, so the running totals and counts are all-reduced here.
+  """
+  trackers = model.metrics[:3] + ([model.speed_tracker] if model.speed_targets is not None else [])
+  sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                        [tf.stack([tf.convert_to_tensor(m.total), tf.convert_to_tensor(m.count)])
+                         for m in trackers])
+  return {m.name: tf.math.divide_no_nan(s[0], s[1]) for m, s in zip(trackers, sums)}
+
+
+def _replica_context():
+  """The replica context when training runs on more than one replica, else None."""
+  ctx = tf.distribute.get_replica_context()
+  return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+def _update_metrics(model, loss, labels, logits, weights, class_mask):
+  """Updates `model`'s loss and accuracy trackers with a batch's loss and predictions."""
+  pred = tf.argmax(losses.mask_logits(logits, class_mask, model.loss.mask), axis=-1,
+                   output_type=tf.int32)
+  labels = tf.cast(labels, tf.int32)
+  live = tf.cast(weights, tf.float32) > 0
+  correct = tf.cast(tf.equal(pred, labels), tf.float32)
+  report = tf.logical_and(live, labels > 0)
+  null = tf.logical_and(live, labels == 0)
+  model.loss_tracker.update_state(loss)
+  model.report_acc.update_state(correct, sample_weight=tf.cast(report, tf.float32))
+  model.null_acc.update_state(correct, sample_weight=tf.cast(null, tf.float32))
+  for c, tracker in enumerate(model.class_acc):
+    tracker.update_state(correct, sample_weight=tf.cast(
+        tf.logical_and(report, tf.equal(labels, c + 1)), tf.float32))
