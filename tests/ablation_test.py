@@ -77,3 +77,4 @@ def test_the_compressed_paper_preset_is_the_paper_schedule_ten_times_shorter():
     assert (cfg.lr_decay_step + 2) * 10 == paper.lr_decay_step + 2
     assert paper.train_steps // paper.history_every == cfg.train_steps // cfg.history_every
     assert spec.sp_recipes == ("paper", "default") and spec.memory_max_delay == 10_000
+    assert spec.finetunes == () and not spec.backtrack

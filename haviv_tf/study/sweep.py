@@ -109,10 +109,13 @@ GRIDS = {
     "memory_ablation": tuple(Grid("memory_ablation", overrides=ov, **_ABLATION)
                              for ov in ABLATION_SWITCHES.values()),
     "memory_ablation_lr": Grid("memory_ablation_lr", overrides=ABLATION_LR, **_ABLATION),
-    # The paper preset compressed tenfold, on the paper_mnist grid's seeds and cells.
+    # The paper preset compressed tenfold, on the paper_mnist grid's seeds and cells. The
+    # question is whether it trains the same networks (accuracy by delay, slow-point speeds,
+    # half-lives; experiments/memory_length.md), so no fine-tuning or back-tracking.
     "paper_compressed": tuple(Grid("paper_compressed", seeds=(s,), preset="paper",
                                    overrides=PAPER_COMPRESSED, sp_recipes=("paper", "default"),
-                                   memory_max_delay=10_000) for s in (0, 1)),
+                                   memory_max_delay=10_000, finetunes=(), backtrack=False)
+                              for s in (0, 1)),
 }
 
 
