@@ -28,6 +28,7 @@ from haviv_tf.base import artifacts
 from haviv_tf.models import network
 from haviv_tf.probes import slow_points
 from haviv_tf.training import checkpoints
+import main_runner  # pylint: disable=g-bad-import-order
 
 recorded_config = artifacts.recorded_config  # workdir -> its Config (config.json)
 build_model = network.build                  # (Config, frame_shape) -> the network
@@ -76,8 +77,7 @@ def _read_json(path):
 def _cli(args, cwd):
   """`python -m haviv_tf.main ARGS` in `cwd`; the CompletedProcess (it must succeed)."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run([sys.executable, "-m", "haviv_tf.main", *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=900)
+  proc = main_runner.run(args, cwd=cwd, env=env, timeout=900)
   assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-4000:])
   return proc
 

@@ -21,6 +21,7 @@ from haviv_tf.base import config as config_lib
 from haviv_tf.training import distribute
 from haviv_tf.training import checkpoints
 from haviv_tf.training import train
+import main_runner  # pylint: disable=g-bad-import-order
 
 # Tiny: units 8, batch 16, 20 steps; the analysis after training is shrunk to seconds. The
 # learning rate is pinned: the tolerance below is for rounding differences amplified by 20 Adam
@@ -45,8 +46,7 @@ TIMEOUT = 900  # a safety net against a hung collective, not a timing assertion
 
 
 def _cli(args, env=None, timeout=TIMEOUT):
-  return subprocess.run([sys.executable, "-m", "haviv_tf.main", *args], capture_output=True,
-                        text=True, timeout=timeout, env=env)
+  return main_runner.run(args, timeout=timeout, env=env)
 
 
 def _env(**extra):
@@ -260,19 +260,16 @@ def _two_workers(tmp_path, workdirs, args):
     scratch.mkdir()
     env = _env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
                TMPDIR=str(scratch))
-    log = open(tmp_path / f"worker{i}.log", "w")
-    procs.append((subprocess.Popen(
-        [sys.executable, "-m", "haviv_tf.main", *args, "--strategy=multi_worker",
-         f"--workdir={workdirs[i]}"], stdout=log, stderr=subprocess.STDOUT, text=True, env=env),
-                  log))
+    procs.append(main_runner.start(
+        [*args, "--strategy=multi_worker", f"--workdir={workdirs[i]}"], env=env,
+        stdout=str(tmp_path / f"worker{i}.log")))
   try:
-    codes = [p.wait(timeout=TIMEOUT) for p, _ in procs]
+    codes = [p.wait(timeout=TIMEOUT) for p in procs]
   finally:
-    for p, log in procs:
+    for p in procs:
       if p.poll() is None:
         p.kill()
         p.wait()
-      log.close()
   return codes, [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
 
 

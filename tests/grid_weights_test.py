@@ -8,7 +8,6 @@ variable, and a re-evaluation with the same trials gives the recorded accuracy.
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -22,6 +21,7 @@ import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.training import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
+import main_runner  # pylint: disable=g-bad-import-order
 
 ARGS = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
         "--eval_trials=40", "--eval_delays=5,10", "--sp_max_iters=200", "--jit_compile=false",
@@ -29,8 +29,7 @@ ARGS = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=
 
 
 def _cli(args):
-  return subprocess.run([sys.executable, "-m", "haviv_tf.main", *args], capture_output=True,
-                        text=True, timeout=300)
+  return main_runner.run(args, timeout=300)
 
 
 def _model_values(prefix):

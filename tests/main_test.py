@@ -17,6 +17,7 @@ from haviv_tf.base import artifacts
 import shared_run  # pylint: disable=g-bad-import-order
 from shared_run import trained_run  # pylint: disable=unused-import,g-bad-import-order
 from haviv_tf.base import config as config_lib
+import main_runner  # pylint: disable=g-bad-import-order
 
 # Tiny but real: the quick preset on the shipped sample, shrunk to seconds.
 TINY = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
@@ -31,8 +32,7 @@ TRAINED_ARGS = shared_run.ARGS
 
 
 def _cli(args, timeout=300, **kwargs):
-  return subprocess.run([sys.executable, "-m", "haviv_tf.main", *args], capture_output=True,
-                        text=True, timeout=timeout, **kwargs)
+  return main_runner.run(args, timeout=timeout, **kwargs)
 
 
 def _weights(workdir):
@@ -65,7 +65,11 @@ def test_quick_run_writes_config_checkpoints_events_and_results(tmp_path):
   workdir = str(tmp_path / "run")
   flagfile = tmp_path / "run.flags"
   flagfile.write_text("# a comment\n--steps=30\n--checkpoint_every=10\n--seed=3\n")
-  proc = _cli(TINY + [f"--flagfile={flagfile}", "--log_every=5", f"--workdir={workdir}"])
+  # A real `python3 -m haviv_tf.main` process (the other tests' runs are forked from one that
+  # has imported TensorFlow: main_runner.py), so the whole start-up is tested once end to end.
+  proc = subprocess.run([sys.executable, "-m", "haviv_tf.main", *TINY, f"--flagfile={flagfile}",
+                         "--log_every=5", f"--workdir={workdir}"], capture_output=True,
+                        text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(workdir, "config.json")) as f:
     written = json.load(f)
@@ -98,15 +102,14 @@ def test_quick_run_writes_config_checkpoints_events_and_results(tmp_path):
 
 
 def test_sigkill_and_resume_ends_with_the_same_weights(tmp_path):
-  args = PLAIN + ["--units=48", "--batch_size=64", "--steps=300", "--checkpoint_every=50",
+  args = PLAIN + ["--units=48", "--batch_size=64", "--steps=150", "--checkpoint_every=25",
                  "--protocol=decu", "--seed=7", "--eval_delays=5", "--eval_trials=10"]
   straight = str(tmp_path / "straight")
   proc = _cli(args + [f"--workdir={straight}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
 
   killed = str(tmp_path / "killed")
-  child = subprocess.Popen([sys.executable, "-m", "haviv_tf.main", *args, f"--workdir={killed}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  child = main_runner.start(args + [f"--workdir={killed}"])
   first = os.path.join(killed, "checkpoints", "checkpoint")  # written after the shards
   deadline = time.time() + 240
   while not os.path.exists(first) and child.poll() is None and time.time() < deadline:
@@ -116,7 +119,7 @@ def test_sigkill_and_resume_ends_with_the_same_weights(tmp_path):
   state = tf.train.get_checkpoint_state(os.path.join(killed, "checkpoints"))
   assert state is not None, "killed before the first checkpoint"
   interrupted_at = int(state.model_checkpoint_path.rsplit("-", 1)[1])
-  assert interrupted_at < 300, "the run finished before it could be killed"
+  assert interrupted_at < 150, "the run finished before it could be killed"
   assert not os.path.exists(os.path.join(killed, "results.json"))
 
   proc = _cli(args + [f"--workdir={killed}"])
@@ -198,8 +201,7 @@ def test_analysis_modes_without_a_readable_checkpoint_end_with_one_error_line(
 def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path):
   workdir = str(tmp_path / "run")
   args = PLAIN + ["--steps=100000", "--checkpoint_every=50", f"--workdir={workdir}"]
-  child = subprocess.Popen([sys.executable, "-m", "haviv_tf.main", *args],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  child = main_runner.start(args)
   try:
     first = os.path.join(workdir, "checkpoints", "checkpoint")
     deadline = time.time() + 240

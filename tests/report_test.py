@@ -18,6 +18,7 @@ from haviv_tf.study import evidence as evd
 from haviv_tf.study import report
 from haviv_tf.probes import slow_points
 from haviv_tf.study import sweep
+import main_runner  # pylint: disable=g-bad-import-order
 from run_records import rec as _rec  # pylint: disable=g-bad-import-order
 
 # No XLA (what is tested here is the report, not the compiled steps; tests/jit_test.py covers
@@ -114,7 +115,7 @@ def test_study_mode_runs_the_grid_and_writes_the_report(tmp_path):
   sweep.write_grid(specs, root, "tiny")
   cmd = [sys.executable, "-m", "haviv_tf.main", "--mode=study", f"--workdir={root}",
          "--workers=1", "--threads=1"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  proc = main_runner.run(cmd[3:], timeout=600)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   assert "REPORT.md: 1 of 1 networks" in proc.stdout
   assert sweep.is_done(specs[0], root)
@@ -124,7 +125,7 @@ def test_study_mode_runs_the_grid_and_writes_the_report(tmp_path):
   with open(os.path.join(root, "REPORT.md")) as f:
     assert "wall time of the sweep" in f.read()  # measured by the launcher
   # A second study finds everything done and only rebuilds the report.
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  proc = main_runner.run(cmd[3:], timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(root, specs[0].name, sweep.DONE_FILE)) as f:
     assert json.load(f) == done

@@ -5,21 +5,19 @@ command after training (item 3)."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from haviv_tf.base import artifacts
 import shared_run  # pylint: disable=g-bad-import-order
 from shared_run import trained_run  # pylint: disable=unused-import,g-bad-import-order
+import main_runner  # pylint: disable=g-bad-import-order
 
 TRAIN = shared_run.ARGS   # the shared run's training command (tests/shared_run.py)
 
 
 def _cli(args, timeout=600):
-  return subprocess.run([sys.executable, "-m", "haviv_tf.main", *args], capture_output=True,
-                        text=True, timeout=timeout)
+  return main_runner.run(args, timeout=timeout)
 
 
 def _one_error(proc):

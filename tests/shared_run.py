@@ -14,10 +14,9 @@ import fcntl
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
+import main_runner  # pylint: disable=g-bad-import-order
 
 # The run: 20 steps of a 16-unit GRU on the packaged MNIST sample, no XLA (compiling a tiny
 # network's steps costs more than running them; the default, XLA, is tested end to end in
@@ -49,9 +48,7 @@ def build(folder) -> Run:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not os.path.exists(record):
       shutil.rmtree(workdir, ignore_errors=True)   # a build another worker did not finish
-      proc = subprocess.run([sys.executable, "-m", "haviv_tf.main", *ARGS,
-                             f"--workdir={workdir}"], capture_output=True, text=True,
-                            timeout=900)
+      proc = main_runner.run([*ARGS, f"--workdir={workdir}"], timeout=900)
       if proc.returncode != 0:
         return Run(workdir, proc.returncode, proc.stdout, proc.stderr)
       with open(record + ".tmp", "w") as f:
