@@ -90,6 +90,7 @@ class TrialOps:
       min_delay, report_weight, noise_bank: as TrialGenerator's.
     """
     self.noise_bank = int(noise_bank)
+    self._noise_sequence_graph = None   # noise_sequence's graph, built on its first eager call
     self.frame_size = int(images.shape[1])
     self.min_delay = int(min_delay)
     self.report_weight = float(report_weight)
@@ -157,7 +158,21 @@ class TrialOps:
                         tf.fill([batch_size], size))
 
   def noise_sequence(self, seed, length: int, batch_size: int):
-    """Noise frames [batch, length, frame_size]; frame t equals `noise(seed, t, batch)`."""
+    """Noise frames [batch, length, frame_size]; frame t equals `noise(seed, t, batch)`.
+
+    Called eagerly (the analyses' trials), it runs as one graph: an eager tf.map_fn over time
+    costs about 30 ms a frame here. The values are the same (stateless random ops,
+    tests/trials_test.py compares each frame with an eager `noise`).
+    """
+    if tf.executing_eagerly():
+      if self._noise_sequence_graph is None:
+        self._noise_sequence_graph = tf.function(self._noise_sequence)
+      return self._noise_sequence_graph(tf.convert_to_tensor(seed),
+                                        tf.constant(length, tf.int32),
+                                        tf.constant(batch_size, tf.int32))
+    return self._noise_sequence(seed, length, batch_size)
+
+  def _noise_sequence(self, seed, length, batch_size):
     if self.noise_bank:  # the bank once, then every (trial, t)'s pick
       idx = tf.map_fn(lambda t: self.noise_bank_index(seed, t, batch_size), tf.range(length),
                       fn_output_signature=tf.int32)
