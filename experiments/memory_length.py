@@ -1,0 +1,203 @@
+"""How training sets memory length: each variant's networks against a reference's, seed by seed.
+
+  python3 experiments/memory_length.py RUNS_paper_mnist RUNS_paper_compressed --reference=paper \
+      --out memory_length.md --json memory_length.json
+
+Each folder is a sweep root (launch/sweep.py --root) or a committed grid folder
+(experiments/grid_files.py save: `runs/` with grid.json). Its finished networks (results.json
+with slow points) are read; nothing is trained or evaluated here.
+
+A network's *variant* is its preset and the training overrides of its grid spec, named after
+haviv_tf.study.sweep's ABLATION_SWITCHES, ABLATION_LR or PAPER_COMPRESSED where they match
+(`quick:readout_sigmoid`, `paper:compressed`), else listed (`quick:train_steps=9000`);
+evaluation-only overrides (EVAL_ONLY) are left out. A variant's networks are paired with the
+reference's by data set, protocol, cell and seed. Per network: the report accuracy pooled over
+the evaluated training delays (<= seq_len - 1), the memory half-life (haviv_tf.probes.memory;
+`>=` where censored at the longest delay evaluated), the median of the per-class half-lives,
+and the median slow-point speed over the classes (the run's own recipe, named). Per variant and
+network type: each pair's difference from the reference (accuracy: variant - reference;
+half-life and speed: log2 and log10 ratios), their mean and range over the seeds, and whether
+that mean lies within the reference's own spread over its seeds (max - min of the same
+measure): the rule by which a variant "gives the same networks".
+"""
+
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import correlations  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+EVAL_ONLY = ("eval_delays", "eval_trials")
+NAMED = dict(compressed=sweep.PAPER_COMPRESSED, lr_tenth_x10=sweep.ABLATION_LR,
+             **{k: v for k, v in sweep.ABLATION_SWITCHES.items() if v})
+# (key, what it is, how a pair's difference is taken)
+MEASURES = (("train_accuracy", "accuracy at the training delays", "difference"),
+            ("half_life", "memory half-life", "log2 ratio"),
+            ("class_half_life", "median class half-life", "log2 ratio"),
+            ("speed", "median slow-point speed", "log10 ratio"))
+
+
+def variant_name(spec) -> str:
+  """The preset and the training overrides of a RunSpec, named where a grid names them."""
+  train = {k: v for k, v in spec.overrides if k not in EVAL_ONLY}
+  for name, switch in NAMED.items():
+    if train == dict(switch):
+      return f"{spec.preset}:{name}"
+  if not train:
+    return spec.preset
+  return spec.preset + ":" + ",".join(f"{k}={v}" for k, v in sorted(train.items()))
+
+
+def _runs_root(folder):
+  committed = os.path.join(folder, "runs")
+  return committed if os.path.exists(os.path.join(committed, sweep.GRID_FILE)) else folder
+
+
+def network(workdir, spec) -> dict:
+  """One finished network's measures (see the module docstring)."""
+  cfg, res = correlations._load_run(workdir)  # pylint: disable=protected-access
+  train_delays = [d for d in res["accuracy_by_delay"] if int(d) <= cfg.seq_len - 1]
+  halves = correlations.run_half_lives(cfg, res) or {}
+  overall = halves.get("overall") or {}
+  per_class = [h for h in (halves.get("per_class") or {}).values()
+               if h and h.get("half_life") is not None]
+  speeds = [v for v in res["slow_point_speed"].values() if v is not None]
+  return dict(
+      name=spec.name, variant=variant_name(spec), dataset=spec.dataset, protocol=spec.protocol,
+      arch=spec.arch, seed=spec.seed, recipe=res.get("slow_points_recipe"),
+      train_accuracy=(float(np.mean([res["accuracy_by_delay"][d] for d in train_delays]))
+                      if train_delays else None),
+      half_life=overall.get("half_life"), half_life_censored=bool(overall.get("censored")),
+      class_half_life=(float(np.median([h["half_life"] for h in per_class]))
+                       if per_class else None),
+      censored_classes=sum(bool(h["censored"]) for h in per_class),
+      speed=float(np.median(speeds)) if speeds else None)
+
+
+def collect(folders) -> list:
+  """Every finished network of the folders' grids (unfinished ones are left out)."""
+  nets = []
+  for folder in folders:
+    root = _runs_root(folder)
+    try:
+      _, specs = sweep.load_grid(root)
+    except artifacts.RunError as e:
+      raise SystemExit(f"error: {e}") from None
+    for spec in specs:
+      workdir = os.path.join(root, spec.name)
+      try:
+        nets.append(network(workdir, spec))
+      except artifacts.RunError:
+        continue
+  return nets
+
+
+def _diff(key, v, r):
+  if v is None or r is None:
+    return None
+  if key == "train_accuracy":
+    return v - r
+  if v <= 0 or r <= 0:
+    return None
+  return math.log2(v / r) if key != "speed" else math.log10(v / r)
+
+
+def compare(nets, reference: str) -> list:
+  """Per variant and network type: the pairs' differences from the reference (see docstring)."""
+  kind = lambda n: (n["dataset"], n["protocol"], n["arch"])  # pylint: disable=unnecessary-lambda-assignment
+  ref = {kind(n) + (n["seed"],): n for n in nets if n["variant"] == reference}
+  if not ref:
+    raise SystemExit(f"error: no finished network of the reference variant {reference!r}; "
+                     f"variants found: {', '.join(sorted({n['variant'] for n in nets})) or 'none'}")
+  rows = []
+  for variant in sorted({n["variant"] for n in nets} - {reference}):
+    for k in sorted({kind(n) for n in nets if n["variant"] == variant}):
+      pairs = [(n, ref[k + (n["seed"],)]) for n in nets
+               if n["variant"] == variant and kind(n) == k and k + (n["seed"],) in ref]
+      row = dict(variant=variant, dataset=k[0], protocol=k[1], arch=k[2],
+                 seeds=[n["seed"] for n, _ in pairs],
+                 censored_pairs=sum(n["half_life_censored"] or r["half_life_censored"]
+                                    for n, r in pairs),
+                 same_recipe=all(n["recipe"] == r["recipe"] for n, r in pairs))
+      ref_vals = {key: [r[key] for r in ref.values() if kind(r) == k and r[key] is not None]
+                  for key, _, _ in MEASURES}
+      for key, _, _ in MEASURES:
+        d = [x for x in (_diff(key, n[key], r[key]) for n, r in pairs) if x is not None]
+        vals = ref_vals[key]
+        spread = (_diff(key, max(vals), min(vals)) if len(vals) >= 2 else None)
+        mean = float(np.mean(d)) if d else None
+        row[key] = dict(mean=mean, min=min(d) if d else None, max=max(d) if d else None,
+                        n=len(d), reference_spread=spread,
+                        within_spread=(None if mean is None or spread is None
+                                       else abs(mean) <= spread))
+      rows.append(row)
+  return rows
+
+
+def _f(v, fmt):
+  return "–" if v is None else format(v, fmt)
+
+
+def markdown(nets, rows, reference) -> str:
+  out = ["## Networks", "",
+         "| variant | network | seed | accuracy at training delays | half-life | median class "
+         "half-life (censored classes) | median slow-point speed (recipe) |",
+         "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+  for n in sorted(nets, key=lambda n: (n["variant"], n["protocol"], n["arch"], n["seed"])):
+    hl = ("≥ " if n["half_life_censored"] else "") + _f(n["half_life"], ".0f")
+    out.append(f"| {n['variant']} | {n['dataset']} {n['protocol']} {n['arch']} | {n['seed']} | "
+               f"{_f(n['train_accuracy'], '.3f')} | {hl} | {_f(n['class_half_life'], '.0f')} "
+               f"({n['censored_classes']}) | {_f(n['speed'], '.2e')} ({n['recipe']}) |")
+  out += ["", f"## Against {reference}", "",
+          "Each cell: mean over the seed pairs [min, max]; `=` where the mean lies within the "
+          f"reference's own spread over its seeds, `≠` where it does not (the rule for the same "
+          "networks). Half-lives and speeds as log2 and log10 ratios variant / reference.", "",
+          "| variant | network | seeds | " + " | ".join(f"{t} ({how})" for _, t, how in MEASURES)
+          + " | pairs with a censored half-life |",
+          "| --- | --- | --- | " + " | ".join("---:" for _ in MEASURES) + " | ---: |"]
+  for r in rows:
+    cells = []
+    for key, _, _ in MEASURES:
+      m = r[key]
+      mark = {True: " =", False: " ≠", None: ""}[m["within_spread"]]
+      cells.append("–" if m["mean"] is None else
+                   f"{m['mean']:+.3f} [{m['min']:+.3f}, {m['max']:+.3f}]{mark}")
+    recipe = "" if r["same_recipe"] else " (slow-point recipes differ)"
+    out.append(f"| {r['variant']} | {r['dataset']} {r['protocol']} {r['arch']}{recipe} | "
+               f"{', '.join(map(str, r['seeds']))} | " + " | ".join(cells)
+               + f" | {r['censored_pairs']} |")
+  return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("folders", nargs="+", help="sweep roots or committed grid folders")
+  p.add_argument("--reference", required=True, help="the variant the others are compared with "
+                 "(e.g. paper, quick)")
+  p.add_argument("--out", default=None, help="write the Markdown tables here")
+  p.add_argument("--json", default=None, help="write the networks and the comparison here")
+  args = p.parse_args(argv)
+  for folder in args.folders:
+    if not os.path.isdir(folder):
+      raise SystemExit(f"error: {folder} is not a folder")
+  nets = collect(args.folders)
+  rows = compare(nets, args.reference)
+  text = markdown(nets, rows, args.reference)
+  print(text, end="")
+  if args.out:
+    artifacts.write_text(args.out, text)
+  if args.json:
+    artifacts.write_json(args.json, dict(reference=args.reference, networks=nets,
+                                         comparison=rows, folders=args.folders))
+
+
+if __name__ == "__main__":
+  main()

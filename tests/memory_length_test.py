@@ -1,0 +1,101 @@
+"""experiments/memory_length.py: variants against a reference, network by network."""
+
+import dataclasses
+import math
+import os
+import sys
+
+import pytest
+
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
+from haviv_tf.probes import memory
+from haviv_tf.study import correlations
+from haviv_tf.study import sweep
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+import memory_length  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+DELAYS = (5, 10, 19, 100, 1000, 10_000)
+
+
+def _results(level, fall, speed):
+  """Accuracy `level` at the training delays, then halving towards chance every `fall` steps."""
+  chance = memory.CHANCE
+  accs = {d: (level if d <= 19 else chance + (level - chance) * 0.5 ** (d / fall))
+          for d in DELAYS}
+  return dict(accuracy_by_delay={str(d): a for d, a in accs.items()},
+              trials_per_delay={str(d): 1000 for d in DELAYS},
+              per_class_accuracy_by_delay={str(d): [a] * 10 for d, a in accs.items()},
+              slow_point_speed={str(c): speed * (1 + c / 10) for c in range(10)},
+              slow_points_format=correlations.FORMAT_VERSION, slow_points_recipe="paper")
+
+
+def _write(root, grid, finished):
+  """A sweep root of `grid` whose networks named in `finished` {(protocol, arch, seed): results}
+  have their files; the others are unfinished."""
+  specs = sweep.expand(sweep.get_grid(grid))
+  sweep.write_grid(specs, root, grid)
+  for spec in specs:
+    res = finished.get((spec.protocol, spec.arch, spec.seed))
+    if res is not None:
+      workdir = os.path.join(root, spec.name)
+      os.makedirs(workdir)
+      artifacts.write_json(os.path.join(workdir, "config.json"),
+                           dict(config=dataclasses.asdict(spec.config())))
+      artifacts.write_json(os.path.join(workdir, "results.json"), res)
+
+
+def test_variant_names_follow_the_grids():
+  names = {memory_length.variant_name(s) for g in ("paper_mnist", "paper_compressed",
+                                                   "memory_ablation", "medium")
+           for s in sweep.expand(sweep.get_grid(g))}
+  assert {"paper", "paper:compressed", "quick", "quick:readout_sigmoid",
+          "quick:readout_sigmoid_mask_authors", "quick:train_steps=9000"} <= names
+  assert len(names) == 2 + len(sweep.ABLATION_SWITCHES) + 1
+
+
+def test_pairs_by_seed_and_measures_each_difference(tmp_path):
+  full, short = str(tmp_path / "full"), str(tmp_path / "short")
+  # Full: seeds 0 and 1 of the VoCu GRU; compressed: the same seeds, faster decay, faster points.
+  ref = {0: _results(0.95, 200, 1e-4), 1: _results(0.93, 300, 2e-4)}
+  var = {0: _results(0.97, 2000, 1e-6), 1: _results(0.96, 1500, 4e-6)}
+  _write(full, "paper_mnist", {("vocu", "gru", s): r for s, r in ref.items()})
+  _write(short, "paper_compressed", {("vocu", "gru", s): r for s, r in var.items()})
+  out, js = str(tmp_path / "m.md"), str(tmp_path / "m.json")
+  memory_length.main([full, short, "--reference=paper", f"--out={out}", f"--json={js}"])
+  data = artifacts.read_json(js)
+  assert len(data["networks"]) == 4   # the 12 unfinished networks are left out
+  (row,) = data["comparison"]
+  assert row["variant"] == "paper:compressed" and row["seeds"] == [0, 1]
+  assert (row["protocol"], row["arch"]) == ("vocu", "gru") and row["same_recipe"]
+
+  def half(res):
+    return memory.half_lives(res, config_lib.preset("paper", "mnist").seq_len - 1)["overall"]
+
+  hl = [math.log2(half(var[s])["half_life"] / half(ref[s])["half_life"]) for s in (0, 1)]
+  assert row["half_life"]["mean"] == pytest.approx(sum(hl) / 2)
+  assert row["half_life"]["min"] == pytest.approx(min(hl)) and row["half_life"]["n"] == 2
+  acc = [(0.97 - 0.95), (0.96 - 0.93)]
+  assert row["train_accuracy"]["mean"] == pytest.approx(sum(acc) / 2)
+  assert row["train_accuracy"]["reference_spread"] == pytest.approx(0.02)
+  assert row["train_accuracy"]["within_spread"] is False      # +0.025 beyond 0.02
+  # Median speed over the classes (the 10 speeds are s * (1 + c / 10)): ratio 1e-6/1e-4 etc.
+  assert row["speed"]["mean"] == pytest.approx((math.log10(1e-2) + math.log10(2e-2)) / 2)
+  ref_spread = math.log2(half(ref[1])["half_life"] / half(ref[0])["half_life"])
+  assert row["half_life"]["reference_spread"] == pytest.approx(ref_spread)
+  assert row["half_life"]["within_spread"] is False
+  with open(out) as f:
+    md = f.read()
+  assert "## Against paper" in md and "| paper:compressed | mnist vocu gru | 0, 1 |" in md
+
+
+def test_a_missing_reference_is_one_error(tmp_path):
+  root = str(tmp_path / "short")
+  _write(root, "paper_compressed", {("vocu", "gru", 0): _results(0.9, 100, 1e-4)})
+  with pytest.raises(SystemExit, match="error: no finished network of the reference variant "
+                     "'paper'; variants found: paper:compressed"):
+    memory_length.main([root, "--reference=paper"])
+  with pytest.raises(SystemExit, match="holds no sweep"):
+    memory_length.main([str(tmp_path), "--reference=paper"])
