@@ -87,7 +87,10 @@ class Process:
   def __init__(self, request_id, args, stdin_path):
     self.args, self._id, self._stdin = args, request_id, stdin_path
     self.returncode = None
-    self.pid = _until(lambda: _codes.pop(("pid", request_id), None), 60)
+    # The first request waits for the server's imports (about 10 s, more on a busy machine).
+    self.pid = _until(lambda: _codes.pop(("pid", request_id), None), 600)
+    if self.pid is None:
+      raise RuntimeError("the main_runner server started no process within 600 s")
 
   def poll(self):
     while _read_report(0):   # what the server has reported so far
