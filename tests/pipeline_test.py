@@ -18,10 +18,12 @@ from haviv_tf.task import trials
 
 def test_train_and_analyze_writes_every_artifact(tmp_path, monkeypatch):
   workdir = str(tmp_path / "run")
+  # No XLA: what is tested is the artifacts; compiling a tiny network's steps and search costs
+  # more than running them (main_test's first run goes through the XLA default end to end).
   cfg = config_lib.resolve("quick", "mnist_sample", dict(
       units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
-      eval_delays=(5, 40), eval_trials=20, protocol="nacu"))
-  sp = slow_points.SlowPointConfig(max_iters=400, chunk=100, q_tol=1e-8)
+      eval_delays=(5, 40), eval_trials=20, protocol="nacu", jit_compile=False))
+  sp = slow_points.SlowPointConfig(max_iters=400, chunk=100, q_tol=1e-8, jit_compile=False)
   results = pipeline.train_and_analyze(cfg, workdir, verbose=0, sp_config=sp)
 
   assert results["step"] == 20

@@ -114,12 +114,14 @@ class _CrashAt(keras.callbacks.Callback):
       raise _Crash()
 
 
+# No XLA in the two classes below: they test what is logged, and compiling a tiny network's
+# steps costs more than running them (tests/jit_test.py compares XLA with plain steps).
 class TensorBoardResumeTest(tf.test.TestCase):
 
   def test_a_resumed_run_does_not_log_the_killed_runs_steps_again(self):
     cfg = config.resolve("quick", "mnist_sample", dict(
         units=6, batch_size=8, train_steps=30, checkpoint_every=10, log_every=2,
-        protocol="nacu", history_every=0))
+        protocol="nacu", history_every=0, jit_compile=False))
     source = _tiny_source()
     straight = _tempdir(self)
     train.prepare_workdir(cfg, straight, source=source)
@@ -148,7 +150,7 @@ class NullWarningTest(tf.test.TestCase):
   def test_a_run_stuck_at_the_trivial_solution_is_warned_once(self):
     cfg = config.resolve("paper", "mnist_sample", dict(
         units=6, batch_size=16, train_steps=40, checkpoint_every=40, log_every=2,
-        protocol="nacu", history_every=0, learning_rate=1e-7))
+        protocol="nacu", history_every=0, learning_rate=1e-7, jit_compile=False))
     source = _tiny_source()
     workdir = _tempdir(self)
     train.prepare_workdir(cfg, workdir, source=source)
@@ -176,7 +178,7 @@ class NullWarningTest(tf.test.TestCase):
   def test_a_learning_run_is_not_warned(self):
     cfg = config.resolve("quick", "mnist_sample", dict(
         units=6, batch_size=16, train_steps=20, checkpoint_every=20, log_every=2,
-        protocol="nacu", history_every=0))
+        protocol="nacu", history_every=0, jit_compile=False))
     source = _tiny_source()
     workdir = _tempdir(self)
     train.prepare_workdir(cfg, workdir, source=source)
