@@ -49,7 +49,6 @@ SLOW = (
     "tests/grid_weights_test.py::test_weights_restore_the_network_and_its_recorded_accuracy",
     "tests/jit_test.py::test_bfloat16_training_runs_and_gradients_are_float32",
     "tests/jit_test.py::test_jit_and_plain_training_agree_to_float_tolerance",
-    "tests/jit_test.py::test_jit_training_is_deterministic",
     "tests/main_test.py::test_a_second_writer_is_refused_and_a_killed_holder_does_not_block",
     "tests/main_test.py::test_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before",
     "tests/main_test.py::test_different_config_in_workdir_is_refused_unless_overwrite",

@@ -48,13 +48,13 @@ def test_jit_and_plain_training_agree_to_float_tolerance(tmp_path, arch, speed):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-4, atol=2e-5, err_msg=a.name)
     assert not np.array_equal(a.numpy(), a.numpy() * 0)  # trained, not zero
   assert runs[True].step == runs[False].step == 20
-
-
-def test_jit_training_is_deterministic(tmp_path):
-  a = _train(tmp_path, "a").model.trainable_variables   # maybe test_jit_and_plain's XLA GRU
-  b = _train(tmp_path, "b", fresh=True).model.trainable_variables
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x.numpy(), y.numpy())
+  if arch == "gru" and not speed:
+    # XLA training is deterministic: a fresh run of the same config ends with the same weights.
+    # (Here rather than in a test of its own, which pytest-xdist may send to the other worker,
+    # where the first XLA run would be trained again.)
+    fresh = _train(tmp_path, "fresh", fresh=True, arch=arch, jit_compile=True)
+    for x, y in zip(runs[True].model.trainable_variables, fresh.model.trainable_variables):
+      np.testing.assert_array_equal(x.numpy(), y.numpy())
 
 
 def _batch(cfg, seed=0):
