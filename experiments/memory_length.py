@@ -1,7 +1,7 @@
 """How training sets memory length: each variant's networks against a reference's, seed by seed.
 
   python3 experiments/memory_length.py RUNS_paper_mnist RUNS_paper_compressed --reference=paper \
-      --out memory_length.md --json memory_length.json
+      --out memory_length.md --json memory_length.json --png memory_length.png
 
 Each folder is a sweep root (launch/sweep.py --root) or a committed grid folder
 (experiments/grid_files.py save: `runs/` with grid.json). Its finished networks (results.json
@@ -31,6 +31,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from haviv_tf.analysis import plotting  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import correlations  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -135,7 +136,7 @@ def compare(nets, reference: str) -> list:
         spread = (_diff(key, max(vals), min(vals)) if len(vals) >= 2 else None)
         mean = float(np.mean(d)) if d else None
         row[key] = dict(mean=mean, min=min(d) if d else None, max=max(d) if d else None,
-                        n=len(d), reference_spread=spread,
+                        n=len(d), pairs=d, reference_spread=spread,
                         within_spread=(None if mean is None or spread is None
                                        else abs(mean) <= spread))
       rows.append(row)
@@ -177,6 +178,34 @@ def markdown(nets, rows, reference) -> str:
   return "\n".join(out) + "\n"
 
 
+def figure(rows, reference):
+  """One panel per measure: each variant-and-network row's seed pairs (dots), their mean (bar)
+  and the reference's own spread over its seeds (grey band around 0)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(3.2 * len(MEASURES), 0.45 * len(rows) + 1.6), dpi=100)
+  FigureCanvasAgg(fig)
+  labels = [f"{r['variant']} {r['protocol']} {r['arch']}" for r in rows]
+  for i, (key, title, how) in enumerate(MEASURES):
+    ax = fig.add_subplot(1, len(MEASURES), i + 1)
+    for y, r in enumerate(rows):
+      pairs, spread = r[key]["pairs"], r[key]["reference_spread"]
+      if spread is not None:   # the reference's own spread over its seeds, around 0
+        ax.fill_betweenx([y - 0.35, y + 0.35], -spread, spread, color="grey", alpha=0.2, lw=0)
+      ax.scatter(pairs, [y] * len(pairs), s=16, color="#1f77b4", alpha=0.7)
+      if r[key]["mean"] is not None:
+        ax.plot([r[key]["mean"]] * 2, [y - 0.3, y + 0.3], color="#d62728")
+    ax.axvline(0.0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels if i == 0 else [""] * len(rows), fontsize=7)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_title(f"{title}\n({how} vs {reference})", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(True, axis="x", alpha=0.3)
+  fig.tight_layout()
+  return fig
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("folders", nargs="+", help="sweep roots or committed grid folders")
@@ -184,6 +213,7 @@ def main(argv=None):
                  "(e.g. paper, quick)")
   p.add_argument("--out", default=None, help="write the Markdown tables here")
   p.add_argument("--json", default=None, help="write the networks and the comparison here")
+  p.add_argument("--png", default=None, help="draw the comparison here (a panel per measure)")
   args = p.parse_args(argv)
   for folder in args.folders:
     if not os.path.isdir(folder):
@@ -194,6 +224,8 @@ def main(argv=None):
   print(text, end="")
   if args.out:
     artifacts.write_text(args.out, text)
+  if args.png and rows:
+    plotting.save_png(figure(rows, args.reference), args.png)
   if args.json:
     artifacts.write_json(args.json, dict(reference=args.reference, networks=nets,
                                          comparison=rows, folders=args.folders))

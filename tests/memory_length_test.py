@@ -63,8 +63,11 @@ def test_pairs_by_seed_and_measures_each_difference(tmp_path):
   var = {0: _results(0.97, 2000, 1e-6), 1: _results(0.96, 1500, 4e-6)}
   _write(full, "paper_mnist", {("vocu", "gru", s): r for s, r in ref.items()})
   _write(short, "paper_compressed", {("vocu", "gru", s): r for s, r in var.items()})
-  out, js = str(tmp_path / "m.md"), str(tmp_path / "m.json")
-  memory_length.main([full, short, "--reference=paper", f"--out={out}", f"--json={js}"])
+  out, js, png = str(tmp_path / "m.md"), str(tmp_path / "m.json"), str(tmp_path / "m.png")
+  memory_length.main([full, short, "--reference=paper", f"--out={out}", f"--json={js}",
+                      f"--png={png}"])
+  with open(png, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   data = artifacts.read_json(js)
   assert len(data["networks"]) == 4   # the 12 unfinished networks are left out
   (row,) = data["comparison"]
@@ -77,6 +80,7 @@ def test_pairs_by_seed_and_measures_each_difference(tmp_path):
   hl = [math.log2(half(var[s])["half_life"] / half(ref[s])["half_life"]) for s in (0, 1)]
   assert row["half_life"]["mean"] == pytest.approx(sum(hl) / 2)
   assert row["half_life"]["min"] == pytest.approx(min(hl)) and row["half_life"]["n"] == 2
+  assert row["half_life"]["pairs"] == pytest.approx(hl)
   acc = [(0.97 - 0.95), (0.96 - 0.93)]
   assert row["train_accuracy"]["mean"] == pytest.approx(sum(acc) / 2)
   assert row["train_accuracy"]["reference_spread"] == pytest.approx(0.02)
