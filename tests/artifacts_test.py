@@ -155,3 +155,26 @@ def test_atomic_path_fsyncs_the_file_and_then_the_directory(tmp_path, monkeypatc
   path = str(tmp_path / "x.npz")
   artifacts.save_npz(path, a=np.zeros(2))
   assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(tmp_path), synced
+
+
+def test_a_lock_that_fails_before_anything_is_written_leaves_no_folder_it_made(tmp_path):
+  (tmp_path / "kept").mkdir()
+  for workdir, gone, stays in ((tmp_path / "a" / "b" / "c", tmp_path / "a", tmp_path),
+                               (tmp_path / "kept" / "x" / "y", tmp_path / "kept" / "x",
+                                tmp_path / "kept")):
+    with pytest.raises(RuntimeError):
+      with artifacts.workdir_lock(str(workdir)):
+        assert os.path.isdir(workdir)
+        raise RuntimeError("bad input found after taking the lock")
+    assert not gone.exists() and stays.is_dir()
+  # A folder that was there, or one that something was written into, stays.
+  (tmp_path / "there").mkdir()
+  with pytest.raises(RuntimeError):
+    with artifacts.workdir_lock(str(tmp_path / "there")):
+      raise RuntimeError("x")
+  assert (tmp_path / "there").is_dir()
+  with pytest.raises(RuntimeError):
+    with artifacts.workdir_lock(str(tmp_path / "new" / "run")):
+      (tmp_path / "new" / "run" / "config.json").write_text("{}")
+      raise RuntimeError("x")
+  assert (tmp_path / "new" / "run" / "config.json").exists()

@@ -143,6 +143,37 @@ def test_rerun_of_a_finished_run_resumes_without_training(trained, tmp_path):
     np.testing.assert_array_equal(before[k], after[k])
 
 
+def test_finetuning_an_unfinished_training_is_one_error_and_writes_nothing(trained, tmp_path):
+  parent = _copy(trained, tmp_path)
+  ckpts = os.path.join(parent, "checkpoints")
+  last = tf.train.latest_checkpoint(ckpts)            # step 20 of 20: back to step 10
+  for name in os.listdir(ckpts):
+    if name.startswith(os.path.basename(last) + "."):
+      os.remove(os.path.join(ckpts, name))
+  with open(os.path.join(ckpts, "checkpoint"), "w") as f:   # the index TensorFlow reads
+    f.write('model_checkpoint_path: "ckpt-10"\nall_model_checkpoint_paths: "ckpt-10"\n')
+  before = _tree(tmp_path)
+  for mode in (["--mode=finetune", "--finetune=control"], ["--mode=compare"]):
+    proc = _cli(mode + [f"--parent={parent}"])
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = _error_line(proc)
+    assert lines[-1] == (f"error: {parent} is trained to step 10 of 20; finish its training "
+                         "first"), lines
+    assert "Traceback" not in proc.stderr
+    assert _tree(tmp_path) == before   # no fine-tuning folder, nothing in the parent changed
+
+
+def _tree(folder):
+  """{path: (size, mtime)} of every file and folder under `folder` but the workdir locks (each
+  process that takes a workdir's lock writes its PID there)."""
+  out = {}
+  for dirpath, dirnames, filenames in os.walk(folder):
+    for name in dirnames + [f for f in filenames if f != ".lock"]:
+      st = os.stat(os.path.join(dirpath, name))
+      out[os.path.join(dirpath, name)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
 def test_different_config_in_workdir_is_refused_unless_overwrite(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   proc = _cli(TRAINED_ARGS + ["--units=8", f"--workdir={workdir}"])
@@ -150,6 +181,15 @@ def test_different_config_in_workdir_is_refused_unless_overwrite(trained, tmp_pa
   lines = _error_line(proc)
   assert len(lines) == 1 and "different config" in lines[0] and "units: 16 -> 8" in lines[0]
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-10.index"))
+  # The paper preset's command on this quick-preset run: the same refusal, naming the fields.
+  before = _tree(workdir)
+  paper = [a for a in TRAINED_ARGS if not a.startswith("--preset=")] + ["--preset=paper"]
+  proc = _cli(paper + [f"--workdir={workdir}"])
+  assert proc.returncode == 1
+  lines = _error_line(proc)
+  assert len(lines) == 1 and "different config" in lines[0] and "--overwrite" in lines[0], lines
+  assert "'quick' -> 'paper'" in lines[0] and "readout: 'linear' -> 'sigmoid'" in lines[0], lines
+  assert _tree(workdir) == before
   proc = _cli(TRAINED_ARGS + ["--units=8", "--overwrite", f"--workdir={workdir}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(workdir, "config.json")) as f:

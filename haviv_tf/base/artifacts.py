@@ -35,7 +35,7 @@ def workdir_lock(workdir: str) -> Iterator[None]:
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise RunError(f"--workdir {workdir} exists and is not a directory")
-  created = not os.path.exists(workdir)
+  created = _outermost_missing(workdir)   # the folders made here: created and those inside it
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -53,10 +53,32 @@ def workdir_lock(workdir: str) -> Iterator[None]:
     except BaseException:
       if created and os.listdir(workdir) == [LOCK_FILE]:  # failed before writing anything
         os.remove(path)
-        os.rmdir(workdir)
+        _remove_empty(workdir, created)
       raise
   finally:
     os.close(fd)  # releases the lock
+
+
+def _outermost_missing(path: str):
+  """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
+  path = os.path.abspath(path)
+  if os.path.exists(path):
+    return None
+  while not os.path.exists(os.path.dirname(path)):
+    path = os.path.dirname(path)
+  return path
+
+
+def _remove_empty(path: str, outermost: str) -> None:
+  """Removes `path` and its parents up to `outermost` (included) while they are empty."""
+  path, outermost = os.path.abspath(path), os.path.abspath(outermost)
+  while True:
+    if os.listdir(path):
+      return
+    os.rmdir(path)
+    if path == outermost:
+      return
+    path = os.path.dirname(path)
 
 
 def fsync_directory(directory: str) -> None:
