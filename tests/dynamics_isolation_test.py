@@ -13,16 +13,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LIBRARY = "haviv_tf.dynamics"
 
 
-def _loaded_after(statement, block_matplotlib=False):
-  """(modules loaded by tensorflow + keras, modules the statement added) in a fresh process."""
+def _loaded_after(statements, block_matplotlib=False):
+  """(modules loaded by tensorflow + keras, [modules each statement added]) in one fresh process.
+
+  After each statement the haviv_tf modules it loaded are dropped from sys.modules, so the next
+  one imports them afresh; other modules it loaded stay (a statement that loads
+  tensorflow-datasets or matplotlib fails the test on its own, before the next one runs).
+  """
   code = textwrap.dedent(f"""
       import json, sys
       if {block_matplotlib!r}:
         sys.modules["matplotlib"] = None  # unimportable: Keras then goes without it
       import numpy, absl.logging, tensorflow, keras
       before = set(sys.modules)
-      {statement}
-      print(json.dumps([sorted(before), sorted(set(sys.modules) - before)]))
+      added = []
+      for statement in {list(statements)!r}:
+        start = set(sys.modules)
+        exec(statement)
+        added.append(sorted(set(sys.modules) - start))
+        for name in [m for m in sys.modules if m == "haviv_tf" or m.startswith("haviv_tf.")]:
+          del sys.modules[name]
+      print(json.dumps([sorted(before), added]))
   """)
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
              CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
@@ -39,17 +50,21 @@ def _foreign(modules):
                 and not (m == _LIBRARY or m.startswith(_LIBRARY + ".")))
 
 
-@pytest.mark.parametrize("statement", ["import haviv_tf.dynamics",
-                                       "import haviv_tf; haviv_tf.SlowPoints",
-                                       "from haviv_tf import find_slow_points",
-                                       "from haviv_tf import follow_back, SnapshotCallback",
-                                       "from haviv_tf.dynamics import tracking"])
-def test_the_library_loads_no_application_module(statement):
-  before, added = _loaded_after(statement)
-  assert _foreign(added) == [], statement
-  assert any(m.startswith(_LIBRARY + ".") for m in added)
-  for m in ("tensorflow_datasets", "matplotlib"):
-    assert not any(a == m or a.startswith(m + ".") for a in added), (statement, m)
+# One process for all (each would otherwise import TensorFlow again, ~7 s).
+STATEMENTS = ("import haviv_tf.dynamics", "import haviv_tf; haviv_tf.SlowPoints",
+              "from haviv_tf import find_slow_points",
+              "from haviv_tf import follow_back, SnapshotCallback",
+              "from haviv_tf.dynamics import tracking")
+
+
+def test_the_library_loads_no_application_module():
+  before, added_by = _loaded_after(STATEMENTS)
+  assert len(added_by) == len(STATEMENTS)
+  for statement, added in zip(STATEMENTS, added_by):
+    assert _foreign(added) == [], statement
+    assert any(m.startswith(_LIBRARY + ".") for m in added), statement
+    for m in ("tensorflow_datasets", "matplotlib"):
+      assert not any(a == m or a.startswith(m + ".") for a in added), (statement, m)
   assert "tensorflow_datasets" not in before
 
 
@@ -63,16 +78,16 @@ def test_the_library_works_without_matplotlib():
           cell, np.zeros([4, 3], np.float32), np.zeros(2, np.float32),
           haviv_tf.SlowPointConfig(max_iters=20, chunk=10, jit_compile=False))
       assert len(unique) >= 1
-  """).replace("\n", "\n      ")
-  _, added = _loaded_after(statement, block_matplotlib=True)
+  """)
+  _, (added,) = _loaded_after([statement], block_matplotlib=True)
   assert _foreign(added) == []
   assert not any(m == "matplotlib" or m.startswith("matplotlib.") for m in added)
 
 
 def test_the_package_exports_the_library_names():
-  _, added = _loaded_after("import haviv_tf; assert set(haviv_tf.__all__) >= {"
-                           "'find_slow_points', 'SlowPointConfig', 'SlowPointFinder', "
-                           "'SlowPoints', 'Dynamics', 'as_dynamics'}")
+  _, (added,) = _loaded_after(["import haviv_tf; assert set(haviv_tf.__all__) >= {"
+                               "'find_slow_points', 'SlowPointConfig', 'SlowPointFinder', "
+                               "'SlowPoints', 'Dynamics', 'as_dynamics'}"])
   assert _foreign(added) == []
 
 
