@@ -59,10 +59,10 @@ def start(args, env=None, cwd=None, input=None, stdout=os.devnull, stderr=None):
   stdout and stderr are file paths (appended to; stderr None: into stdout's file).
   """
   if not _forking():
-    out = open(stdout, "a")
-    proc = subprocess.Popen(_argv(args), env=env, cwd=cwd, stdout=out,
-                            stderr=subprocess.STDOUT if stderr is None else open(stderr, "a"),
-                            stdin=subprocess.PIPE if input else subprocess.DEVNULL, text=True)
+    with open(stdout, "a") as out, open(stderr or os.devnull, "a") as err:
+      proc = subprocess.Popen(_argv(args), env=env, cwd=cwd, stdout=out,
+                              stderr=subprocess.STDOUT if stderr is None else err,
+                              stdin=subprocess.PIPE if input else subprocess.DEVNULL, text=True)
     if input:
       proc.stdin.write(input)
       proc.stdin.close()
