@@ -64,7 +64,7 @@ def _runs_root(folder):
 
 def network(workdir, spec) -> dict:
   """One finished network's measures (see the module docstring)."""
-  cfg, res = correlations._load_run(workdir)  # pylint: disable=protected-access
+  cfg, res = correlations.load_run(workdir)
   train_delays = [d for d in res["accuracy_by_delay"] if int(d) <= cfg.seq_len - 1]
   halves = correlations.run_half_lives(cfg, res) or {}
   overall = halves.get("overall") or {}

@@ -20,7 +20,7 @@ ANALYSIS_MD = "analysis.md"
 SCATTER_PNG = "speed_vs_accuracy.png"
 
 
-def _load_run(workdir):
+def load_run(workdir):
   """(config, results) of a finished run with slow points; RunError otherwise."""
   cfg_path = os.path.join(workdir, artifacts.CONFIG_FILE)
   res_path = os.path.join(workdir, artifacts.RESULTS_FILE)
@@ -59,7 +59,7 @@ def table(workdirs) -> list[dict]:
   the class's memory half-life (None where the class starts at chance) and the network's."""
   rows = []
   for w in workdirs:
-    cfg, res = _load_run(w)
+    cfg, res = load_run(w)
     per_class = res.get("per_class_accuracy_by_delay", {})
     halves = run_half_lives(cfg, res) or {}
     overall = halves.get("overall") or {}
