@@ -27,14 +27,8 @@ from haviv_tf.study import claims_finetune  # pylint: disable=g-import-not-at-to
 from haviv_tf.study import evidence as evd  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import significance as sig  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-
-def _grid_json(folder):
-  for path in (os.path.join(folder, "runs", sweep.GRID_FILE), os.path.join(folder, sweep.GRID_FILE)):
-    if os.path.exists(path):
-      return path
-  raise SystemExit(f"error: {folder} has no {sweep.GRID_FILE} (in runs/ or beside it)")
 
 
 def claims(folder):
@@ -43,9 +37,10 @@ def claims(folder):
   try:
     root = os.path.join(tmp, "root")
     os.makedirs(root)
-    shutil.copyfile(_grid_json(folder), os.path.join(root, sweep.GRID_FILE))
-    if os.path.exists(os.path.join(folder, "runs", sweep.GRID_FILE)):
-      grid_files.transfer(os.path.join(folder, "runs"), root, overwrite=False)
+    runs = common.grid_root(folder)
+    shutil.copyfile(os.path.join(runs, sweep.GRID_FILE), os.path.join(root, sweep.GRID_FILE))
+    if runs != folder:
+      grid_files.transfer(runs, root, overwrite=False)
     else:
       _copy_runs(folder, root)
     _, specs = sweep.load_grid(root)

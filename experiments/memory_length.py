@@ -35,6 +35,7 @@ from haviv_tf.analysis import plotting  # pylint: disable=g-import-not-at-top,wr
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import correlations  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 EVAL_ONLY = ("eval_delays", "eval_trials")
 NAMED = dict(compressed=sweep.PAPER_COMPRESSED, lr_tenth_x10=sweep.ABLATION_LR,
@@ -55,11 +56,6 @@ def variant_name(spec) -> str:
   if not train:
     return spec.preset
   return spec.preset + ":" + ",".join(f"{k}={v}" for k, v in sorted(train.items()))
-
-
-def _runs_root(folder):
-  committed = os.path.join(folder, "runs")
-  return committed if os.path.exists(os.path.join(committed, sweep.GRID_FILE)) else folder
 
 
 def network(workdir, spec) -> dict:
@@ -87,7 +83,7 @@ def collect(folders) -> list:
   """Every finished network of the folders' grids (unfinished ones are left out)."""
   nets = []
   for folder in folders:
-    root = _runs_root(folder)
+    root = common.grid_root(folder)
     try:
       _, specs = sweep.load_grid(root)
     except artifacts.RunError as e:

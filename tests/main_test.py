@@ -17,6 +17,7 @@ from haviv_tf.base import artifacts
 import shared_run  # pylint: disable=g-bad-import-order
 from shared_run import trained_run  # pylint: disable=unused-import,g-bad-import-order
 from haviv_tf.base import config as config_lib
+import file_tree  # pylint: disable=g-bad-import-order
 import main_runner  # pylint: disable=g-bad-import-order
 
 # Tiny but real: the quick preset on the shipped sample, shrunk to seconds.
@@ -152,7 +153,7 @@ def test_finetuning_an_unfinished_training_is_one_error_and_writes_nothing(train
       os.remove(os.path.join(ckpts, name))
   with open(os.path.join(ckpts, "checkpoint"), "w") as f:   # the index TensorFlow reads
     f.write('model_checkpoint_path: "ckpt-10"\nall_model_checkpoint_paths: "ckpt-10"\n')
-  before = _tree(tmp_path)
+  before = file_tree.tree(tmp_path)
   for mode in (["--mode=finetune", "--finetune=control"], ["--mode=compare"]):
     proc = _cli(mode + [f"--parent={parent}"])
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -160,18 +161,7 @@ def test_finetuning_an_unfinished_training_is_one_error_and_writes_nothing(train
     assert lines[-1] == (f"error: {parent} is trained to step 10 of 20; finish its training "
                          "first"), lines
     assert "Traceback" not in proc.stderr
-    assert _tree(tmp_path) == before   # no fine-tuning folder, nothing in the parent changed
-
-
-def _tree(folder):
-  """{path: (size, mtime)} of every file and folder under `folder` but the workdir locks (each
-  process that takes a workdir's lock writes its PID there)."""
-  out = {}
-  for dirpath, dirnames, filenames in os.walk(folder):
-    for name in dirnames + [f for f in filenames if f != ".lock"]:
-      st = os.stat(os.path.join(dirpath, name))
-      out[os.path.join(dirpath, name)] = (st.st_size, st.st_mtime_ns)
-  return out
+    assert file_tree.tree(tmp_path) == before   # no fine-tuning folder, nothing in the parent changed
 
 
 def test_different_config_in_workdir_is_refused_unless_overwrite(trained, tmp_path):
@@ -182,14 +172,14 @@ def test_different_config_in_workdir_is_refused_unless_overwrite(trained, tmp_pa
   assert len(lines) == 1 and "different config" in lines[0] and "units: 16 -> 8" in lines[0]
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-10.index"))
   # The paper preset's command on this quick-preset run: the same refusal, naming the fields.
-  before = _tree(workdir)
+  before = file_tree.tree(workdir)
   paper = [a for a in TRAINED_ARGS if not a.startswith("--preset=")] + ["--preset=paper"]
   proc = _cli(paper + [f"--workdir={workdir}"])
   assert proc.returncode == 1
   lines = _error_line(proc)
   assert len(lines) == 1 and "different config" in lines[0] and "--overwrite" in lines[0], lines
   assert "'quick' -> 'paper'" in lines[0] and "readout: 'linear' -> 'sigmoid'" in lines[0], lines
-  assert _tree(workdir) == before
+  assert file_tree.tree(workdir) == before
   proc = _cli(TRAINED_ARGS + ["--units=8", "--overwrite", f"--workdir={workdir}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(os.path.join(workdir, "config.json")) as f:

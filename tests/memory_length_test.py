@@ -101,5 +101,5 @@ def test_a_missing_reference_is_one_error(tmp_path):
   with pytest.raises(SystemExit, match="error: no finished network of the reference variant "
                      "'paper'; variants found: paper:compressed"):
     memory_length.main([root, "--reference=paper"])
-  with pytest.raises(SystemExit, match="holds no sweep"):
+  with pytest.raises(SystemExit, match="has no grid.json"):
     memory_length.main([str(tmp_path), "--reference=paper"])

@@ -18,6 +18,7 @@ import pytest
 
 from haviv_tf.study import report
 from haviv_tf.study import sweep
+import file_tree  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "sweep.py")
@@ -139,18 +140,6 @@ def _runs(log_path):
   return out
 
 
-def _snapshot(root):
-  """mtime and size of every file a run wrote (the task logs and locks aside)."""
-  snap = {}
-  for dirpath, _, files in os.walk(root):
-    if os.path.relpath(dirpath, root).split(os.sep)[0] in (sweep.LOG_DIR, sweep.LOCK_DIR):
-      continue
-    for f in files:
-      st = os.stat(os.path.join(dirpath, f))
-      snap[os.path.join(dirpath, f)] = (st.st_mtime_ns, st.st_size)
-  return snap
-
-
 def test_job_array_runs_resumes_after_cancel_and_requeue_and_skips_when_done(
     slurm_cluster, tmp_path):
   del slurm_cluster
@@ -209,7 +198,7 @@ def test_job_array_runs_resumes_after_cancel_and_requeue_and_skips_when_done(
   assert os.path.exists(os.path.join(root, report.REPORT_MD))
 
   # Resubmitting a finished sweep finishes at once and runs nothing again.
-  before = _snapshot(root)
+  before = file_tree.tree(root, ignore_top=(sweep.LOG_DIR, sweep.LOCK_DIR))
   t0 = time.time()
   job3 = _submit(script)
   assert _wait(job3, 2, 120, root) == {0: "COMPLETED", 1: "COMPLETED"}, _logs(root)
@@ -217,7 +206,7 @@ def test_job_array_runs_resumes_after_cancel_and_requeue_and_skips_when_done(
   for i in (0, 1):
     with open(os.path.join(root, sweep.LOG_DIR, f"slurm-{job3}_{i}.out")) as f:
       assert ": skipped" in f.read()
-  assert _snapshot(root) == before
+  assert file_tree.tree(root, ignore_top=(sweep.LOG_DIR, sweep.LOCK_DIR)) == before
 
 
 def test_submit_without_sbatch_is_one_error_line(tmp_path):
