@@ -14,11 +14,14 @@ def write_tables(out: str, lines) -> str:
   return text
 
 
-def grid_root(folder: str) -> str:
-  """The folder holding a grid's grid.json and runs: `folder`/runs for a committed grid
-  (experiments/<name>/runs, written by `grid_files.py save`), else `folder` itself (a sweep's
-  --root). Neither: SystemExit with one error line."""
-  for root in (os.path.join(folder, "runs"), folder):
-    if os.path.exists(os.path.join(root, sweep.GRID_FILE)):
-      return root
+def grid_folders(folder: str) -> tuple:
+  """(the folder holding a grid's grid.json, the folder holding its runs) for the three layouts:
+  a sweep's --root (both `folder`), a grid committed by `grid_files.py save` (both
+  `folder`/runs) and the older committed grids (grid.json in `folder`, the runs in
+  `folder`/runs). Neither holding a grid.json: SystemExit with one error line."""
+  runs = os.path.join(folder, "runs")
+  if os.path.exists(os.path.join(runs, sweep.GRID_FILE)):
+    return runs, runs
+  if os.path.exists(os.path.join(folder, sweep.GRID_FILE)):
+    return folder, runs if os.path.isdir(runs) else folder
   raise SystemExit(f"error: {folder} has no {sweep.GRID_FILE} (in runs/ or beside it)")

@@ -37,10 +37,10 @@ def claims(folder):
   try:
     root = os.path.join(tmp, "root")
     os.makedirs(root)
-    runs = common.grid_root(folder)
-    shutil.copyfile(os.path.join(runs, sweep.GRID_FILE), os.path.join(root, sweep.GRID_FILE))
-    if runs != folder:
-      grid_files.transfer(runs, root, overwrite=False)
+    grid_dir, _ = common.grid_folders(folder)
+    shutil.copyfile(os.path.join(grid_dir, sweep.GRID_FILE), os.path.join(root, sweep.GRID_FILE))
+    if grid_dir != folder:
+      grid_files.transfer(grid_dir, root, overwrite=False)
     else:
       _copy_runs(folder, root)
     _, specs = sweep.load_grid(root)

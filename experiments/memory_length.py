@@ -19,6 +19,15 @@ network type: each pair's difference from the reference (accuracy: variant - ref
 half-life and speed: log2 and log10 ratios), their mean and range over the seeds, and whether
 that mean lies within the reference's own spread over its seeds (max - min of the same
 measure): the rule by which a variant "gives the same networks".
+
+Across every network read, whatever its variant: memory against the *summed learning rate*,
+the sum of the learning rate over the run's optimizer updates (haviv_tf.training.schedules'
+schedule of its config; Adam moves each weight by about the learning rate per update, so the
+sum bounds how far training can move a weight). Per variant and network type its value and
+the half-lives; over the networks whose half-life is not censored, Spearman's rho between the
+two with a bootstrap interval over networks (a censored half-life is only a lower bound set by
+the longest delay evaluated, so ranking it would measure the evaluation, not the network). An observation across grids
+that differ in more than their schedules, not an ablation: the section says so.
 """
 
 import argparse
@@ -35,6 +44,7 @@ from haviv_tf.analysis import plotting  # pylint: disable=g-import-not-at-top,wr
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import correlations  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.training import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 EVAL_ONLY = ("eval_delays", "eval_trials")
@@ -76,20 +86,26 @@ def network(workdir, spec) -> dict:
       class_half_life=(float(np.median([h["half_life"] for h in per_class]))
                        if per_class else None),
       censored_classes=sum(bool(h["censored"]) for h in per_class),
-      speed=float(np.median(speeds)) if speeds else None)
+      speed=float(np.median(speeds)) if speeds else None, lr_sum=summed_learning_rate(cfg))
+
+
+def summed_learning_rate(cfg) -> float:
+  """The sum of the learning rate over the run's train_steps optimizer updates."""
+  rates = schedules.lr_schedule(cfg)(np.arange(cfg.train_steps, dtype=np.int64))
+  return float(np.sum(np.asarray(rates, np.float64)))
 
 
 def collect(folders) -> list:
   """Every finished network of the folders' grids (unfinished ones are left out)."""
   nets = []
   for folder in folders:
-    root = common.grid_root(folder)
+    grid_dir, runs = common.grid_folders(folder)
     try:
-      _, specs = sweep.load_grid(root)
+      _, specs = sweep.load_grid(grid_dir)
     except artifacts.RunError as e:
       raise SystemExit(f"error: {e}") from None
     for spec in specs:
-      workdir = os.path.join(root, spec.name)
+      workdir = os.path.join(runs, spec.name)
       try:
         nets.append(network(workdir, spec))
       except artifacts.RunError:
@@ -119,6 +135,8 @@ def compare(nets, reference: str) -> list:
     for k in sorted({kind(n) for n in nets if n["variant"] == variant}):
       pairs = [(n, ref[k + (n["seed"],)]) for n in nets
                if n["variant"] == variant and kind(n) == k and k + (n["seed"],) in ref]
+      if not pairs:   # no network of this type and seed in the reference
+        continue
       row = dict(variant=variant, dataset=k[0], protocol=k[1], arch=k[2],
                  seeds=[n["seed"] for n, _ in pairs],
                  censored_pairs=sum(n["half_life_censored"] or r["half_life_censored"]
@@ -174,6 +192,81 @@ def markdown(nets, rows, reference) -> str:
   return "\n".join(out) + "\n"
 
 
+def lr_section(nets, resamples=2000, seed=0) -> tuple:
+  """(numbers, Markdown lines): memory against the summed learning rate (module docstring)."""
+  lines = ["## Memory against the summed learning rate", "",
+           "The sum of the learning rate over each run's updates (its schedule), against its "
+           "memory half-life. Across grids this compares recipes that differ in more than their "
+           "schedules; only pairs of variants that differ in the schedule alone (e.g. "
+           "paper:compressed against paper, quick:lr_tenth_x10 against quick) isolate it.", "",
+           "| variant | network | networks | summed learning rate | half-lives (≥: censored) |",
+           "| --- | --- | ---: | ---: | --- |"]
+  groups = {}
+  for n in nets:
+    groups.setdefault((n["variant"], n["dataset"], n["protocol"], n["arch"]), []).append(n)
+  for (variant, dataset, protocol, arch), group in sorted(groups.items()):
+    sums = sorted({round(n["lr_sum"], 4) for n in group})
+    halves = ", ".join(("≥ " if n["half_life_censored"] else "") + _f(n["half_life"], ".0f")
+                       for n in sorted(group, key=lambda n: n["seed"]))
+    lines.append(f"| {variant} | {dataset} {protocol} {arch} | {len(group)} | "
+                 f"{', '.join(f'{v:g}' for v in sums)} | {halves} |")
+  have = [n for n in nets if n["half_life"] and n["lr_sum"] > 0 and not n["half_life_censored"]]
+  numbers = dict(networks=len(have),
+                 censored=sum(bool(n["half_life"]) and n["half_life_censored"] for n in nets))
+  if len(have) >= 3 and len({n["lr_sum"] for n in have}) >= 2:
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+    x = np.log([n["lr_sum"] for n in have])
+    y = np.log([n["half_life"] for n in have])
+    rho = float(stats.spearmanr(x, y)[0])
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(resamples):
+      i = rng.integers(0, len(have), len(have))
+      if len(set(x[i])) > 1 and len(set(y[i])) > 1:
+        boot.append(stats.spearmanr(x[i], y[i])[0])
+    lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot else (None, None))
+    numbers.update(rho=rho, ci95=[None if lo is None else float(lo),
+                                  None if hi is None else float(hi)])
+    lines += ["", f"Spearman's rho between the summed learning rate and the half-life over the "
+              f"{len(have)} networks whose half-life is measured (the "
+              f"{numbers['censored']} censored ones left out): **{rho:+.2f}** (95% bootstrap "
+              f"interval over networks "
+              f"[{_f(numbers['ci95'][0], '+.2f')}, {_f(numbers['ci95'][1], '+.2f')}], "
+              f"{resamples} resamples)."]
+  else:
+    lines += ["", f"No rank correlation: {len(have)} networks with a measured (uncensored) "
+              f"half-life, {numbers['censored']} censored; it needs 3 with two summed learning "
+              "rates or more."]
+  return numbers, lines + [""]
+
+
+def lr_figure(nets):
+  """Half-life against the summed learning rate, one marker colour per variant (open: a
+  censored half-life, a lower bound)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(5.5, 4), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for i, variant in enumerate(sorted({n["variant"] for n in nets})):
+    group = [n for n in nets if n["variant"] == variant and n["half_life"]]
+    color = f"C{i % 10}"
+    for censored in (False, True):
+      sub = [n for n in group if n["half_life_censored"] == censored]
+      if sub:
+        ax.scatter([n["lr_sum"] for n in sub], [n["half_life"] for n in sub], s=24,
+                   facecolors="none" if censored else color, edgecolors=color,
+                   label=variant + (" (censored)" if censored else ""))
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("summed learning rate over training")
+  ax.set_ylabel("memory half-life (steps of delay)")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  return fig
+
+
 def figure(rows, reference):
   """One panel per measure: each variant-and-network row's seed pairs (dots), their mean (bar)
   and the reference's own spread over its seeds (grey band around 0)."""
@@ -210,21 +303,27 @@ def main(argv=None):
   p.add_argument("--out", default=None, help="write the Markdown tables here")
   p.add_argument("--json", default=None, help="write the networks and the comparison here")
   p.add_argument("--png", default=None, help="draw the comparison here (a panel per measure)")
+  p.add_argument("--lr_png", default=None,
+                 help="draw the half-lives against the summed learning rate here")
   args = p.parse_args(argv)
   for folder in args.folders:
     if not os.path.isdir(folder):
       raise SystemExit(f"error: {folder} is not a folder")
   nets = collect(args.folders)
   rows = compare(nets, args.reference)
-  text = markdown(nets, rows, args.reference)
+  lr_numbers, lr_lines = lr_section(nets)
+  text = markdown(nets, rows, args.reference) + "\n" + "\n".join(lr_lines)
   print(text, end="")
   if args.out:
     artifacts.write_text(args.out, text)
   if args.png and rows:
     plotting.save_png(figure(rows, args.reference), args.png)
+  if args.lr_png:
+    plotting.save_png(lr_figure(nets), args.lr_png)
   if args.json:
     artifacts.write_json(args.json, dict(reference=args.reference, networks=nets,
-                                         comparison=rows, folders=args.folders))
+                                         comparison=rows, lr=lr_numbers,
+                                         folders=args.folders))
 
 
 if __name__ == "__main__":

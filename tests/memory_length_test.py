@@ -65,9 +65,10 @@ def test_pairs_by_seed_and_measures_each_difference(tmp_path):
   _write(short, "paper_compressed", {("vocu", "gru", s): r for s, r in var.items()})
   out, js, png = str(tmp_path / "m.md"), str(tmp_path / "m.json"), str(tmp_path / "m.png")
   memory_length.main([full, short, "--reference=paper", f"--out={out}", f"--json={js}",
-                      f"--png={png}"])
-  with open(png, "rb") as f:
-    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+                      f"--png={png}", f"--lr_png={png}.lr.png"])
+  for path in (png, png + ".lr.png"):
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   data = artifacts.read_json(js)
   assert len(data["networks"]) == 4   # the 12 unfinished networks are left out
   (row,) = data["comparison"]
@@ -93,6 +94,8 @@ def test_pairs_by_seed_and_measures_each_difference(tmp_path):
   with open(out) as f:
     md = f.read()
   assert "## Against paper" in md and "| paper:compressed | mnist vocu gru | 0, 1 |" in md
+  assert "## Memory against the summed learning rate" in md
+  assert data["lr"]["networks"] == 4 and data["lr"]["rho"] is not None
 
 
 def test_a_missing_reference_is_one_error(tmp_path):
@@ -103,3 +106,37 @@ def test_a_missing_reference_is_one_error(tmp_path):
     memory_length.main([root, "--reference=paper"])
   with pytest.raises(SystemExit, match="has no grid.json"):
     memory_length.main([str(tmp_path), "--reference=paper"])
+
+
+def test_summed_learning_rate_follows_the_schedule():
+  paper = config_lib.preset("paper", "mnist")
+  # The step schedule: the rate for updates 0 .. lr_decay_step, then x lr_decay_factor.
+  k = min(paper.lr_decay_step + 1, paper.train_steps)
+  expected = paper.learning_rate * (k + paper.lr_decay_factor * (paper.train_steps - k))
+  assert memory_length.summed_learning_rate(paper) == pytest.approx(expected, rel=1e-5)
+  compressed = dataclasses.replace(paper, **dict(sweep.PAPER_COMPRESSED))
+  # Compressed tenfold: a tenth of the steps at ten times the rate, the same sum.
+  assert memory_length.summed_learning_rate(compressed) == pytest.approx(expected, rel=1e-3)
+  cosine = dataclasses.replace(paper, lr_schedule="cosine", warmup_steps=0, train_steps=1000,
+                               lr_decay_factor=0.0)
+  # A half cosine from the rate to 0 sums to half the flat rate's sum.
+  assert memory_length.summed_learning_rate(cosine) == pytest.approx(
+      0.5 * paper.learning_rate * 1000, rel=1e-2)
+
+
+def test_half_lives_against_the_summed_rate_leave_the_censored_out():
+  def net(variant, seed, lr_sum, half_life, censored=False):
+    return dict(variant=variant, dataset="mnist", protocol="vocu", arch="gru", seed=seed,
+                lr_sum=lr_sum, half_life=half_life, half_life_censored=censored)
+  nets = [net("a", 0, 1.0, 50), net("a", 1, 1.0, 80), net("b", 0, 8.0, 400),
+          net("b", 1, 8.0, 300), net("c", 0, 24.0, 2000, censored=True)]
+  numbers, lines = memory_length.lr_section(nets, resamples=200)
+  assert numbers["networks"] == 4 and numbers["censored"] == 1
+  # Measured half-lives rise with the sum: ranks (1.5, 1.5, 3.5, 3.5) against (1, 2, 4, 3).
+  assert numbers["rho"] == pytest.approx(0.894, abs=1e-3)
+  assert numbers["ci95"][0] <= numbers["rho"] <= numbers["ci95"][1]
+  text = "\n".join(lines)
+  assert "| c | mnist vocu gru | 1 | 24 | ≥ 2000 |" in text and "the 1 censored" in text
+  # Only censored ones beyond two networks: no rho, and it says why.
+  numbers, lines = memory_length.lr_section(nets[:2] + nets[4:], resamples=10)
+  assert "rho" not in numbers and "No rank correlation" in "\n".join(lines)
