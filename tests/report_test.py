@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import tensorflow as tf
@@ -144,7 +143,7 @@ def test_study_mode_runs_the_grid_and_writes_the_report(tmp_path):
   assert ("1 of 1 runs recorded only the sweep invocation that finished them, so time spent "
           "before a resume is not in this sum") in text
   assert "wall time" not in text
-  bad = subprocess.run(cmd[:-2] + ["--grid=paper"], capture_output=True, text=True)
+  bad = main_runner.run(cmd[3:-2] + ["--grid=paper"], timeout=600)
   assert bad.returncode == 1 and "holds the 'tiny' grid" in bad.stderr
 
 def test_the_half_life_delay_is_chosen_among_delays_every_network_was_evaluated_at(tmp_path):
