@@ -66,6 +66,11 @@ WRITEUPS = (
     ("cifar10_quick/learning_curve/tables.md", CURRENT,
      "python3 experiments/learning_curve.py report --out=experiments/cifar10_quick/learning_curve"),
     ("paper_preset.md", CURRENT, None, "experiments/paper_preset.py"),
+    ("paper_compressed/learning_curve/tables.md", CURRENT,
+     "python3 experiments/learning_curve.py run "
+     "--runs=runs/paper_compressed/mnist-vocu-gru-paper-s0-60cc580e "
+     "--delays=19,50,100,200,500 --trials=300 --out=experiments/paper_compressed/learning_curve; "
+     "python3 experiments/learning_curve.py report --out=experiments/paper_compressed/learning_curve"),
     ("slow_points_reachable.md", CURRENT, _SP, "and the commands in the file"),
     ("slow_points_reachable/grid/report_paper/REPORT.md", CURRENT, _SP_REPORT),
     ("slow_points_reachable/grid/report_paper/study/analysis.md", CURRENT, _SP_REPORT, _C),
