@@ -66,6 +66,15 @@ WRITEUPS = (
     ("cifar10_quick/learning_curve/tables.md", CURRENT,
      "python3 experiments/learning_curve.py report --out=experiments/cifar10_quick/learning_curve"),
     ("paper_preset.md", CURRENT, None, "experiments/paper_preset.py"),
+    ("memory_length.md",
+     "current (interim: one compressed paper-preset network; the ablation grids are queued)",
+     None, "experiments/memory_length.py and experiments/learning_curve.py, as in the write-up"),
+    ("memory_length/tables.md", CURRENT,
+     "python3 experiments/memory_length.py experiments/study_small experiments/study_medium "
+     "experiments/paper_compressed --reference=quick --out experiments/memory_length/tables.md "
+     "--json experiments/memory_length/memory_length.json "
+     "--png experiments/memory_length/against_quick.png "
+     "--lr_png experiments/memory_length/summed_lr.png"),
     ("paper_compressed/learning_curve/tables.md", CURRENT,
      "python3 experiments/learning_curve.py run "
      "--runs=runs/paper_compressed/mnist-vocu-gru-paper-s0-60cc580e "

@@ -14,7 +14,9 @@ evaluation-only overrides (EVAL_ONLY) are left out. A variant's networks are pai
 reference's by data set, protocol, cell and seed. Per network: the report accuracy pooled over
 the evaluated training delays (<= seq_len - 1), the memory half-life (haviv_tf.probes.memory;
 `>=` where censored at the longest delay evaluated), the median of the per-class half-lives,
-and the median slow-point speed over the classes (the run's own recipe, named). Per variant and
+and the median slow-point speed over the classes (the run's own recipe, named; a pair's speeds
+are compared in a recipe both networks were searched with, the reference's own first, a
+further recipe read from slow_points_<recipe>/results.json). Per variant and
 network type: each pair's difference from the reference (accuracy: variant - reference;
 half-life and speed: log2 and log10 ratios), their mean and range over the seeds, and whether
 that mean lies within the reference's own spread over its seeds (max - min of the same
@@ -76,7 +78,12 @@ def network(workdir, spec) -> dict:
   overall = halves.get("overall") or {}
   per_class = [h for h in (halves.get("per_class") or {}).values()
                if h and h.get("half_life") is not None]
-  speeds = [v for v in res["slow_point_speed"].values() if v is not None]
+  speeds = _median_speed(res)
+  by_recipe = {res.get("slow_points_recipe"): speeds}
+  for d in sorted(os.listdir(workdir)):   # further recipes: slow_points_<recipe>/results.json
+    path = os.path.join(workdir, d, "results.json")
+    if d.startswith(sweep.SLOW_POINTS_DIR_PREFIX) and os.path.exists(path):
+      by_recipe[d[len(sweep.SLOW_POINTS_DIR_PREFIX):]] = _median_speed(artifacts.read_json(path))
   return dict(
       name=spec.name, variant=variant_name(spec), dataset=spec.dataset, protocol=spec.protocol,
       arch=spec.arch, seed=spec.seed, recipe=res.get("slow_points_recipe"),
@@ -86,7 +93,13 @@ def network(workdir, spec) -> dict:
       class_half_life=(float(np.median([h["half_life"] for h in per_class]))
                        if per_class else None),
       censored_classes=sum(bool(h["censored"]) for h in per_class),
-      speed=float(np.median(speeds)) if speeds else None, lr_sum=summed_learning_rate(cfg))
+      classes=len(per_class),
+      speed=speeds, speed_by_recipe=by_recipe, lr_sum=summed_learning_rate(cfg))
+
+
+def _median_speed(res):
+  speeds = [v for v in res.get("slow_point_speed", {}).values() if v is not None]
+  return float(np.median(speeds)) if speeds else None
 
 
 def summed_learning_rate(cfg) -> float:
@@ -113,6 +126,16 @@ def collect(folders) -> list:
   return nets
 
 
+def _common_recipe(n, r):
+  """The slow-point recipe both networks were searched with: the reference's own if the
+  variant has it too, else the variant's own if the reference has it; None if none."""
+  nb, rb = n.get("speed_by_recipe") or {}, r.get("speed_by_recipe") or {}
+  for c in (r["recipe"], n["recipe"]):
+    if nb.get(c) is not None and rb.get(c) is not None:
+      return c
+  return None
+
+
 def _diff(key, v, r):
   if v is None or r is None:
     return None
@@ -137,15 +160,26 @@ def compare(nets, reference: str) -> list:
                if n["variant"] == variant and kind(n) == k and k + (n["seed"],) in ref]
       if not pairs:   # no network of this type and seed in the reference
         continue
+      recipes = [_common_recipe(n, r) for n, r in pairs]
       row = dict(variant=variant, dataset=k[0], protocol=k[1], arch=k[2],
                  seeds=[n["seed"] for n, _ in pairs],
                  censored_pairs=sum(n["half_life_censored"] or r["half_life_censored"]
                                     for n, r in pairs),
-                 same_recipe=all(n["recipe"] == r["recipe"] for n, r in pairs))
+                 same_recipe=all(c is not None for c in recipes),
+                 speed_recipes=sorted({c for c in recipes if c is not None}))
       ref_vals = {key: [r[key] for r in ref.values() if kind(r) == k and r[key] is not None]
                   for key, _, _ in MEASURES}
+      if len(row["speed_recipes"]) == 1:   # the reference's spread in that recipe
+        c = row["speed_recipes"][0]
+        ref_vals["speed"] = [r["speed_by_recipe"][c] for r in ref.values()
+                             if kind(r) == k and r["speed_by_recipe"].get(c) is not None]
       for key, _, _ in MEASURES:
-        d = [x for x in (_diff(key, n[key], r[key]) for n, r in pairs) if x is not None]
+        if key == "speed":   # each pair in a recipe both networks were searched with
+          values = [(n["speed_by_recipe"][c], r["speed_by_recipe"][c]) if c is not None
+                    else (n[key], r[key]) for (n, r), c in zip(pairs, recipes)]
+        else:
+          values = [(n[key], r[key]) for n, r in pairs]
+        d = [x for x in (_diff(key, v, w) for v, w in values) if x is not None]
         vals = ref_vals[key]
         spread = (_diff(key, max(vals), min(vals)) if len(vals) >= 2 else None)
         mean = float(np.mean(d)) if d else None
@@ -168,8 +202,11 @@ def markdown(nets, rows, reference) -> str:
          "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
   for n in sorted(nets, key=lambda n: (n["variant"], n["protocol"], n["arch"], n["seed"])):
     hl = ("≥ " if n["half_life_censored"] else "") + _f(n["half_life"], ".0f")
+    # The median of the class half-lives is a lower bound once half of them are.
+    chl = ("≥ " if 2 * n["censored_classes"] >= n.get("classes", 0) > 0 else "") + _f(
+        n["class_half_life"], ".0f")
     out.append(f"| {n['variant']} | {n['dataset']} {n['protocol']} {n['arch']} | {n['seed']} | "
-               f"{_f(n['train_accuracy'], '.3f')} | {hl} | {_f(n['class_half_life'], '.0f')} "
+               f"{_f(n['train_accuracy'], '.3f')} | {hl} | {chl} "
                f"({n['censored_classes']}) | {_f(n['speed'], '.2e')} ({n['recipe']}) |")
   out += ["", f"## Against {reference}", "",
           "Each cell: mean over the seed pairs [min, max]; `=` where the mean lies within the "
@@ -185,7 +222,8 @@ def markdown(nets, rows, reference) -> str:
       mark = {True: " =", False: " ≠", None: ""}[m["within_spread"]]
       cells.append("–" if m["mean"] is None else
                    f"{m['mean']:+.3f} [{m['min']:+.3f}, {m['max']:+.3f}]{mark}")
-    recipe = "" if r["same_recipe"] else " (slow-point recipes differ)"
+    recipe = (f" (speeds: {', '.join(r['speed_recipes'])} recipe)" if r["same_recipe"]
+              else " (slow-point recipes differ)")
     out.append(f"| {r['variant']} | {r['dataset']} {r['protocol']} {r['arch']}{recipe} | "
                f"{', '.join(map(str, r['seeds']))} | " + " | ".join(cells)
                + f" | {r['censored_pairs']} |")

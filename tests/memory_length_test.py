@@ -93,7 +93,7 @@ def test_pairs_by_seed_and_measures_each_difference(tmp_path):
   assert row["half_life"]["within_spread"] is False
   with open(out) as f:
     md = f.read()
-  assert "## Against paper" in md and "| paper:compressed | mnist vocu gru | 0, 1 |" in md
+  assert "## Against paper" in md and "| paper:compressed | mnist vocu gru (speeds: paper recipe) | 0, 1 |" in md
   assert "## Memory against the summed learning rate" in md
   assert data["lr"]["networks"] == 4 and data["lr"]["rho"] is not None
 
@@ -140,3 +140,25 @@ def test_half_lives_against_the_summed_rate_leave_the_censored_out():
   # Only censored ones beyond two networks: no rho, and it says why.
   numbers, lines = memory_length.lr_section(nets[:2] + nets[4:], resamples=10)
   assert "rho" not in numbers and "No rank correlation" in "\n".join(lines)
+
+
+def test_speeds_are_compared_in_a_recipe_both_networks_have(tmp_path):
+  quick, paper = str(tmp_path / "quick"), str(tmp_path / "paper")
+  ref = dict(_results(0.98, 2000, 1e-3), slow_points_recipe="default")
+  _write(quick, "small", {("vocu", "gru", 0): ref})
+  var = _results(0.9, 100, 1e-2)    # its own recipe: the authors'
+  _write(paper, "paper_compressed", {("vocu", "gru", 0): var})
+  run = [os.path.join(paper, d) for d in os.listdir(paper) if d.startswith("mnist-vocu-gru")][0]
+  # ... and searched again with the default recipe: 4e-3 (median of 4e-3 * (1 + c / 10)).
+  artifacts.write_json(os.path.join(run, sweep.SLOW_POINTS_DIR_PREFIX + "default",
+                                    "results.json"),
+                       dict(slow_point_speed={str(c): 4e-3 * (1 + c / 10) for c in range(10)}))
+  rows = memory_length.compare(memory_length.collect([quick, paper]), "quick")
+  (row,) = rows
+  assert row["same_recipe"] and row["speed_recipes"] == ["default"]
+  assert row["speed"]["pairs"] == pytest.approx([math.log10(4e-3 / 1e-3)])
+  # Without the second search the recipes differ and it says so.
+  os.remove(os.path.join(run, sweep.SLOW_POINTS_DIR_PREFIX + "default", "results.json"))
+  (row,) = memory_length.compare(memory_length.collect([quick, paper]), "quick")
+  assert not row["same_recipe"]
+  assert "(slow-point recipes differ)" in memory_length.markdown([], [row], "quick")
