@@ -66,9 +66,9 @@ WRITEUPS = (
     ("cifar10_quick/learning_curve/tables.md", CURRENT,
      "python3 experiments/learning_curve.py report --out=experiments/cifar10_quick/learning_curve"),
     ("paper_preset.md", CURRENT, None, "experiments/paper_preset.py"),
-    ("memory_length.md",
-     "current (interim: one compressed paper-preset network; the ablation grids are queued)",
-     None, "experiments/memory_length.py and experiments/learning_curve.py, as in the write-up"),
+    ("memory_length.md", CURRENT, None,
+     "experiments/memory_length.py and experiments/learning_curve.py, as in the write-up "
+     "(interim: one compressed paper-preset network; the ablation grids are queued)"),
     ("memory_length/tables.md", CURRENT,
      "python3 experiments/memory_length.py experiments/study_small experiments/study_medium "
      "experiments/paper_compressed --reference=quick --out experiments/memory_length/tables.md "
