@@ -16,6 +16,8 @@ import shutil
 import sys
 import tempfile
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
@@ -58,9 +60,46 @@ def claims(folder):
     out["e"] = claims_backtrack.claim_e(ev, bt)[0] if bt else None
     sp = [r for r in recs if "slow_point_speed" in r["results"]]
     out["c"] = claims_lib.claim_c(ev, sp)[0] if sp else None
+    out["speeds"] = speeds_by_recipe(root, recs)
     return out, len(recs), len(specs), ev
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def speeds_by_recipe(root, recs) -> dict:
+  """{slow-point recipe: [each network's median speed over its classes]}: the run's own recipe
+  (results.json) and every further one (slow_points_<recipe>/results.json)."""
+  out = {}
+  for r in recs:
+    found = [(r["results"].get("slow_points_recipe") or "default", r["results"])]
+    workdir = os.path.join(root, r["name"])
+    for d in sorted(os.listdir(workdir)):
+      path = os.path.join(workdir, d, "results.json")
+      if d.startswith(sweep.SLOW_POINTS_DIR_PREFIX) and os.path.exists(path):
+        found.append((d[len(sweep.SLOW_POINTS_DIR_PREFIX):], artifacts.read_json(path)))
+    for recipe, res in found:
+      speeds = [v for v in res.get("slow_point_speed", {}).values() if v is not None]
+      if speeds:
+        out.setdefault(recipe, []).append(float(np.median(speeds)))
+  return out
+
+
+def _accuracy_by_delay(r):
+  """Mean report accuracy at each delay over the networks evaluated there (min-max, and how
+  many networks where not all were)."""
+  have = r["ev"].have
+  cells = []
+  for d in sorted({int(k) for x in have for k in x["results"]["accuracy_by_delay"]}):
+    v = [x["results"]["accuracy_by_delay"][str(d)] for x in have
+         if str(d) in x["results"]["accuracy_by_delay"]]
+    n = "" if len(v) == len(have) else f", {len(v)} nets"
+    cells.append(f"{d}: {np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f}{n})")
+  return "; ".join(cells)
+
+
+def _speeds(r):
+  return "; ".join(f"{recipe}: {np.median(v):.2e} ({min(v):.2e}-{max(v):.2e}, {len(v)} nets)"
+                   for recipe, v in sorted(r["claims"]["speeds"].items()))
 
 
 def _copy_runs(folder, root):
@@ -95,6 +134,9 @@ def rows(results):
   row("networks (finished / grid)", lambda r: f"{r['n']} / {r['of']}")
   row("train steps", lambda r: ", ".join(sorted({str(x["config"].train_steps)
                                                  for x in r["ev"].have})))
+  row("report accuracy by delay: mean over the networks (min-max)", _accuracy_by_delay)
+  row("slow-point speed by recipe: median over the networks of each network's median over its "
+      "classes (min-max)", _speeds)
   row("(a) verdict (every network ≥ the solved level at the training delays)", lambda r: (
       verdict("a")(r) + " (level {:.3g}{})".format(
           r["claims"]["a"]["threshold"],

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import pytest
+
 from haviv_tf.study import claims
 from haviv_tf.study import evidence as evd
 from run_records import rec as _rec  # pylint: disable=g-bad-import-order
@@ -72,6 +74,18 @@ def test_claim_b_when_it_does_not_hold_names_the_least_accurate_network(tmp_path
   recs[0]["results"]["accuracy_by_delay"]["2000"] = 0.5
   numbers, lines = claims.claim_b(ev, recs)
   assert numbers["held"] is True and "why" not in numbers
+
+def test_claim_b_compares_protocols_and_cells_where_both_were_evaluated(tmp_path):
+  # Networks followed until their memory faded stop at delays of their own: a GRU evaluated to
+  # 500, an LSTM to 2000. The cells are compared at 500 only, each mean over its own networks.
+  ev = evd.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500, 2000],
+                    seq_len=20)
+  gru = dict(_rec("g", {5: 0.98, 500: 0.30}, 1000), arch="gru")
+  lstm = dict(_rec("l", {5: 0.97, 500: 0.60, 2000: 0.20}, 1000), arch="lstm")
+  numbers, _ = claims.claim_b(ev, [gru, lstm])
+  assert set(numbers["effects"]) == {"arch@500"}
+  assert numbers["effects"]["arch@500"]["means"] == [0.30, 0.60]
+  assert numbers["spans"] == {"500": pytest.approx(0.30), "2000": 0.0}
 
 def test_claim_c_when_it_does_not_hold_gives_the_spread_of_both_quantities():
   rows = [dict(speed=10.0 ** -k, acc_500=0.95 + 0.001 * k) for k in range(1, 9)]

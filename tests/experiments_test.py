@@ -43,6 +43,15 @@ def test_compare_grids_recomputes_the_committed_report_from_the_run_files():
   lines = compare_grids.rows({"small": dict(claims=numbers, n=n, of=of, ev=_)})
   assert lines[0] == "| | small |"
   assert "| (d) slow_points − control at the test delay | 500: +0.037 (6/8 > 0, p 0.15) |" in lines
+  # Accuracy by delay and slow-point speeds, from the run files.
+  acc5 = [x["results"]["accuracy_by_delay"]["5"] for x in _.have]
+  (acc_row,) = [x for x in lines if x.startswith("| report accuracy by delay")]
+  assert f"5: {np.mean(acc5):.3f} ({min(acc5):.3f}-{max(acc5):.3f})" in acc_row
+  med = [float(np.median([v for v in x["results"]["slow_point_speed"].values() if v is not None]))
+         for x in _.have]
+  assert numbers["speeds"] == {"default": pytest.approx(med)}
+  (speed_row,) = [x for x in lines if x.startswith("| slow-point speed by recipe")]
+  assert f"default: {np.median(med):.2e} " in speed_row and "8 nets" in speed_row
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(MEDIUM, "runs", sweep.GRID_FILE)),

@@ -110,6 +110,25 @@ def _ceiling_lines(ceiling, pooled, numbers, high=evd.HIGH) -> list:
 
 
 
+def _factor_effects(have, delays) -> dict:
+  """{"protocol@d" / "arch@d": the two levels' mean accuracies and Mann-Whitney p} at each
+  delay where both levels have networks evaluated (networks followed until their memory faded
+  were evaluated at delays of their own)."""
+  effects = {}
+  for factor in ("protocol", "arch"):
+    levels = sorted({r[factor] for r in have})
+    if len(levels) != 2:
+      continue
+    for d in delays:
+      a = [x for x in (evd.acc(r, d) for r in have if r[factor] == levels[0]) if x is not None]
+      b = [x for x in (evd.acc(r, d) for r in have if r[factor] == levels[1]) if x is not None]
+      if a and b:
+        effects[f"{factor}@{d}"] = dict(levels=levels,
+                                        means=[float(np.mean(a)), float(np.mean(b))],
+                                        p=sig.mann_whitney(a, b))
+  return effects
+
+
 def claim_b(ev: evd.Evidence, have):
   """(b) networks differ widely at long delays, by protocol and architecture."""
   delays, long_delays = ev.delays, ev.long_delays
@@ -125,16 +144,7 @@ def claim_b(ev: evd.Evidence, have):
   for d in long_delays:
     v = [evd.acc(r, d) for r in have if evd.acc(r, d) is not None]
     spans[d] = (max(v) - min(v)) if v else 0.0
-  effects = {}
-  for factor in ("protocol", "arch"):
-    levels = sorted({r[factor] for r in have})
-    for d in long_delays:
-      if len(levels) != 2:
-        continue
-      a = [evd.acc(r, d) for r in have if r[factor] == levels[0]]
-      b = [evd.acc(r, d) for r in have if r[factor] == levels[1]]
-      effects[f"{factor}@{d}"] = dict(levels=levels, means=[float(np.mean(a)), float(np.mean(b))],
-                                      p=sig.mann_whitney(a, b))
+  effects = _factor_effects(have, long_delays)
   best = max(spans, key=spans.get) if spans else None
   held = bool(spans) and max(spans.values()) >= evd.WIDE
   numbers = dict(held=held, spans={str(k): v for k, v in spans.items()}, effects=effects)
