@@ -58,8 +58,9 @@ def _git(repo, *args):
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs the git program")
 def test_code_revision_names_the_commit_and_whether_tracked_files_changed(tmp_path):
   repo = tmp_path / "repo"
-  (repo / "haviv_tf").mkdir(parents=True)
-  (repo / "haviv_tf" / "config.py").write_text("x = 1\n")
+  code = repo.joinpath(*artifacts.PACKAGE_MARKER)
+  code.parent.mkdir(parents=True)
+  code.write_text("x = 1\n")
   _git(repo, "init", "-q")
   _git(repo, "add", "-A")
   _git(repo, "commit", "-qm", "one")
@@ -69,7 +70,7 @@ def test_code_revision_names_the_commit_and_whether_tracked_files_changed(tmp_pa
   (repo / "runs").mkdir()
   (repo / "runs" / "new.txt").write_text("untracked output")  # not code: still clean
   assert artifacts.code_revision(str(repo))["dirty"] is False
-  (repo / "haviv_tf" / "config.py").write_text("x = 2\n")
+  code.write_text("x = 2\n")
   assert artifacts.code_revision(str(repo)) == {"commit": head, "dirty": True}
   assert artifacts.revision_text(artifacts.code_revision(str(repo))) == head[:12] + " (dirty)"
 
@@ -95,6 +96,12 @@ def test_code_revision_is_unknown_outside_a_checkout_or_without_git(tmp_path):
 def test_environment_records_the_code_revision_beside_the_versions():
   env = artifacts.environment()
   assert env["numpy"] and set(env["code_revision"]) == {"commit", "dirty"}
+  # Run from a git checkout of haviv_tf (as the tests are), it is that checkout's commit.
+  here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(artifacts.__file__))))
+  head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True)
+  if shutil.which("git") is None or head.returncode != 0:
+    pytest.skip("haviv_tf is not imported from a git checkout")
+  assert env["code_revision"]["commit"] == head.stdout.strip()
 
 
 def _save_png(path, fail):

@@ -201,6 +201,8 @@ def jsonable(obj):
 
 
 UNKNOWN_REVISION = "unknown"
+# A file only a haviv_tf checkout holds (this module), relative to the checkout's top.
+PACKAGE_MARKER = ("haviv_tf", "base", "artifacts.py")
 
 
 def code_revision(directory: str = None) -> dict:
@@ -216,7 +218,7 @@ def code_revision(directory: str = None) -> dict:
                           timeout=30, check=True, stdin=subprocess.DEVNULL).stdout.strip()
   try:
     top = git("rev-parse", "--show-toplevel")
-    if not os.path.exists(os.path.join(top, "haviv_tf", "config.py")):
+    if not os.path.exists(os.path.join(top, *PACKAGE_MARKER)):
       return unknown  # some other repository around an installed copy
     commit = git("rev-parse", "HEAD")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
