@@ -77,7 +77,8 @@ WRITEUPS = (
      "--lr_png experiments/memory_length/summed_lr.png"),
     ("paper_compressed/learning_curve/tables.md", CURRENT,
      "python3 experiments/learning_curve.py run "
-     "--runs=runs/paper_compressed/mnist-vocu-gru-paper-s0-60cc580e "
+     "--runs=runs/paper_compressed/mnist-vocu-gru-paper-s0-60cc580e,"
+     "runs/paper_compressed/mnist-vocu-lstm-paper-s0-60cc580e "
      "--delays=19,50,100,200,500 --trials=300 --out=experiments/paper_compressed/learning_curve; "
      "python3 experiments/learning_curve.py report --out=experiments/paper_compressed/learning_curve"),
     ("slow_points_reachable.md", CURRENT, _SP, "and the commands in the file"),
