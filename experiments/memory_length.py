@@ -104,8 +104,7 @@ def _median_speed(res):
 
 def summed_learning_rate(cfg) -> float:
   """The sum of the learning rate over the run's train_steps optimizer updates."""
-  rates = schedules.lr_schedule(cfg)(np.arange(cfg.train_steps, dtype=np.int64))
-  return float(np.sum(np.asarray(rates, np.float64)))
+  return schedules.summed_rate(cfg)
 
 
 def collect(folders) -> list:

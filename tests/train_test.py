@@ -33,6 +33,15 @@ class LrScheduleTest(tf.test.TestCase, parameterized.TestCase):
     rates = _rates(cfg, [0, 2000, 2001, 2999])
     self.assertAllClose(rates, [1e-3, 1e-3, 1e-4, 1e-4])
 
+  def test_summed_rate_adds_the_rate_of_each_update(self):
+    cfg = config.resolve("quick", "mnist", {"learning_rate": 1e-3, "lr_decay_step": 2000,
+                                            "lr_decay_factor": 0.1, "train_steps": 3000})
+    # Updates 0..2000 at 1e-3 (2001 of them), 2001..2999 at 1e-4 (999).
+    self.assertAllClose(schedules.summed_rate(cfg), 2001 * 1e-3 + 999 * 1e-4, rtol=1e-6)
+    self.assertAllClose(schedules.summed_rate(cfg, 10), 10 * 1e-3, rtol=1e-6)
+    self.assertAllClose(schedules.summed_rate(cfg, 2500), 2001 * 1e-3 + 499 * 1e-4, rtol=1e-6)
+    self.assertEqual(schedules.summed_rate(cfg, 0), 0.0)
+
   def test_cosine_warms_up_linearly_then_follows_the_half_cosine(self):
     cfg = config.resolve("quick", "mnist", {"lr_schedule": "cosine", "learning_rate": 2e-3,
                                             "warmup_steps": 100, "lr_decay_factor": 0.01})

@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from haviv_tf.base import config as config_lib
@@ -52,6 +53,20 @@ def lr_schedule(cfg: config_lib.Config):
                         cfg.warmup_steps)
   return keras.optimizers.schedules.PiecewiseConstantDecay(
       [cfg.lr_decay_step], [cfg.learning_rate, cfg.learning_rate * cfg.lr_decay_factor])
+
+
+# The Config fields that fix a run's learning-rate schedule (lr_schedule).
+SCHEDULE_FIELDS = ("learning_rate", "lr_schedule", "lr_decay_step", "lr_decay_factor",
+                   "warmup_steps", "train_steps")
+
+
+def summed_rate(cfg: config_lib.Config, updates: int = None) -> float:
+  """The learning rate summed over the first `updates` optimizer updates (default: all
+  train_steps): Adam moves a weight by about the rate per update, so this bounds how far
+  training can move it."""
+  updates = cfg.train_steps if updates is None else int(updates)
+  rates = lr_schedule(cfg)(np.arange(updates, dtype=np.int64))
+  return float(np.sum(np.asarray(rates, np.float64)))
 
 
 def make_optimizer(cfg: config_lib.Config) -> keras.optimizers.Optimizer:
