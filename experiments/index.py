@@ -80,7 +80,8 @@ WRITEUPS = (
      "--runs=runs/paper_compressed/mnist-vocu-gru-paper-s0-60cc580e,"
      "runs/paper_compressed/mnist-vocu-lstm-paper-s0-60cc580e "
      "--delays=19,50,100,200,500 --trials=300 --out=experiments/paper_compressed/learning_curve; "
-     "python3 experiments/learning_curve.py report --out=experiments/paper_compressed/learning_curve"),
+     "python3 experiments/learning_curve.py report [--x=lr_sum] "
+     "--out=experiments/paper_compressed/learning_curve"),
     ("slow_points_reachable.md", CURRENT, _SP, "and the commands in the file"),
     ("slow_points_reachable/grid/report_paper/REPORT.md", CURRENT, _SP_REPORT),
     ("slow_points_reachable/grid/report_paper/study/analysis.md", CURRENT, _SP_REPORT, _C),

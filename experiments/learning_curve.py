@@ -8,6 +8,9 @@
       [--trials=500] [--out=experiments/learning_curve]
   # table and figure from the JSON
   python3 experiments/learning_curve.py report [--out=experiments/learning_curve]
+  # the runs side by side against the learning rate summed up to each snapshot, a panel per
+  # delay (runs whose schedule the JSON holds: re-running `run` on a run adds it)
+  python3 experiments/learning_curve.py report --x=lr_sum [--out=...]
 
 A run keeps model snapshots at step 0, on a cadence (250 steps, doubling when more than 32
 accumulate), at every curriculum stage change and at the end (checkpoints.History). Each is read
@@ -17,6 +20,7 @@ a vocabulary curriculum has shown only some of them.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -29,6 +33,12 @@ import common  # pylint: disable=g-import-not-at-top  (experiments/common.py)
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "learning_curve")
 JSON = "curves.json"
+LR_SUM_PNG = "learning_curve_lr_sum.png"
+# The config fields kept per run: what the tables name, and the learning-rate schedule
+# (haviv_tf.training.schedules.SCHEDULE_FIELDS) for --x=lr_sum.
+RECORDED = ("dataset", "protocol", "arch", "seed", "batch_size", "units", "preset",
+            "learning_rate", "lr_schedule", "lr_decay_step", "lr_decay_factor", "warmup_steps",
+            "train_steps")
 
 
 def cmd_run(args):
@@ -44,12 +54,12 @@ def cmd_run(args):
     cfg, source, run = pipeline.restore(workdir)
     name = os.path.basename(workdir)
     entry = store.setdefault(name, dict(
-        config={k: getattr(cfg, k) for k in ("dataset", "protocol", "arch", "seed", "train_steps",
-                                             "learning_rate", "lr_decay_step", "lr_schedule",
-                                             "batch_size", "units", "preset")},
+        config={k: getattr(cfg, k) for k in RECORDED},
         stages=[dict(step=int(s), **{k: v for k, v in st.items() if k != "step"})
                 for s, st in _stages(curricula, cfg)],
         trials=args.trials, points={}))
+    for k in RECORDED:   # entries written before a field was recorded
+      entry["config"].setdefault(k, getattr(cfg, k))
     if entry["trials"] != args.trials:
       raise SystemExit(f"error: {name} was evaluated with --trials={entry['trials']}; "
                        "use the same count or another --out")
@@ -81,6 +91,49 @@ def _stages(curricula, cfg):
           for s, n, t in zip(starts, cur.num_classes, cur.t_max)]
 
 
+def summed_rates(entry, steps) -> list:
+  """The learning rate summed over the updates before each snapshot step of a run, from the
+  schedule fields its entry holds; None when it holds them not (an entry written before they
+  were recorded)."""
+  from haviv_tf.base import config as config_lib  # pylint: disable=g-import-not-at-top
+  from haviv_tf.training import schedules  # pylint: disable=g-import-not-at-top
+  c = entry["config"]
+  if any(k not in c for k in schedules.SCHEDULE_FIELDS):
+    return None
+  cfg = dataclasses.replace(config_lib.preset(c["preset"], c["dataset"]),
+                            **{k: c[k] for k in schedules.SCHEDULE_FIELDS})
+  return [schedules.summed_rate(cfg, int(s)) for s in steps]
+
+
+def _lr_sum_figure(plt, runs):
+  """One panel per delay every run has: report accuracy against the summed learning rate,
+  a line per run. Returns (figure, names of the runs left out)."""
+  have = {name: entry for name, entry in runs.items()
+          if summed_rates(entry, [0]) is not None}
+  left_out = sorted(set(runs) - set(have))
+  delays = sorted(set.intersection(*[{int(d) for p in e["points"].values() for d in p}
+                                     for e in have.values()])) if have else []
+  fig, axes = plt.subplots(1, max(len(delays), 1), figsize=(4.2 * max(len(delays), 1), 3.5),
+                           squeeze=False)
+  for ax, d in zip(axes[0], delays):
+    for name, entry in sorted(have.items()):
+      steps = sorted((s for s in entry["points"] if str(d) in entry["points"][s]), key=int)
+      xs = summed_rates(entry, steps)
+      keep = [i for i, x in enumerate(xs) if x > 0]   # log axis: step 0 has summed nothing
+      ax.plot([xs[i] for i in keep], [entry["points"][steps[i]][str(d)] for i in keep],
+              marker=".", label=name)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.0)
+    ax.set_title(f"delay {d}", fontsize=9)
+    ax.set_xlabel("learning rate summed over the updates so far")
+    ax.set_ylabel("report accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+  if have:
+    axes[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  return fig, left_out
+
+
 def cmd_report(args):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -108,6 +161,15 @@ def cmd_report(args):
       lines.append(f"| {step} | " + " | ".join(
           f"{p[str(d)]:.3f}" if str(d) in p else "" for d in delays) + " |")
     lines.append("")
+  if args.x == "lr_sum":
+    fig, left_out = _lr_sum_figure(plt, runs)
+    os.makedirs(args.out, exist_ok=True)
+    plotting.save_png(fig, os.path.join(args.out, LR_SUM_PNG))
+    plt.close(fig)
+    print(f"wrote: {os.path.join(args.out, LR_SUM_PNG)}"
+          + (f" (left out, no schedule recorded: {', '.join(left_out)}; re-run `run` on them)"
+             if left_out else ""))
+    return 0
   n = len(runs)
   fig, axes = plt.subplots(1, max(n, 1), figsize=(5 * max(n, 1), 3.5), squeeze=False)
   for ax, (name, entry) in zip(axes[0], sorted(runs.items())):
@@ -142,6 +204,10 @@ def main(argv=None):
   r.add_argument("--out", default=OUT)
   s = sub.add_parser("report")
   s.add_argument("--out", default=OUT)
+  s.add_argument("--x", choices=("step", "lr_sum"), default="step",
+                 help="step: a panel per run against the training step (tables.md and "
+                      "learning_curve.png); lr_sum: a panel per delay, the runs against the "
+                      f"summed learning rate ({LR_SUM_PNG})")
   args = p.parse_args(argv)
   if args.cmd == "report":
     return cmd_report(args)
