@@ -49,6 +49,7 @@ SLOW = (
     "tests/grid_weights_test.py::test_weights_restore_the_network_and_its_recorded_accuracy",
     "tests/jit_test.py::test_bfloat16_training_runs_and_gradients_are_float32",
     "tests/jit_test.py::test_jit_and_plain_training_agree_to_float_tolerance",
+    "tests/learning_curve_test.py::test_every_snapshot_is_evaluated_and_drawn_against_step_and_summed_rate",
     "tests/main_test.py::test_a_second_writer_is_refused_and_a_killed_holder_does_not_block",
     "tests/main_test.py::test_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before",
     "tests/main_test.py::test_different_config_in_workdir_is_refused_unless_overwrite",
