@@ -38,11 +38,19 @@ def test_every_switch_changes_exactly_the_fields_it_names_to_the_paper_presets_v
         assert new == getattr(paper, field), (name, field)  # the paper's own value
 
 
+def _variant(spec):
+  return tuple(sorted(spec.overrides))
+
+
 def test_the_ablation_grid_is_those_variants_on_vocu_and_decu_gru_three_seeds():
   specs = sweep.expand(sweep.get_grid("memory_ablation"))
   assert len(specs) == len(sweep.ABLATION_SWITCHES) * 2 * 3
   assert {(s.protocol, s.arch) for s in specs} == {("vocu", "gru"), ("decu", "gru")}
   assert {s.seed for s in specs} == {0, 1, 2}
+  # Every variant's seed 0 comes before any seed 1, and seed 1's before seed 2.
+  assert [s.seed for s in specs] == sorted(s.seed for s in specs)
+  n = len(sweep.ABLATION_SWITCHES) * 2
+  assert len({_variant(s) for s in specs[:n]}) == len(sweep.ABLATION_SWITCHES)
   assert {tuple(s.overrides) for s in specs} == set(sweep.ABLATION_SWITCHES.values())
   assert all(s.memory_max_delay == 10_000 and not s.finetunes and not s.backtrack for s in specs)
   assert len({s.name for s in specs}) == len(specs)

@@ -107,10 +107,13 @@ GRIDS = {
     "paper_mnist": tuple(Grid("paper_mnist", seeds=(s,), preset="paper",
                               sp_recipes=("paper", "default"), memory_max_delay=10_000)
                          for s in (0, 1)),
-    # One ingredient at a time (ABLATION_SWITCHES): 7 variants x VoCu, DeCu GRU x seeds 0-2.
-    "memory_ablation": tuple(Grid("memory_ablation", overrides=ov, **_ABLATION)
-                             for ov in ABLATION_SWITCHES.values()),
-    "memory_ablation_lr": Grid("memory_ablation_lr", overrides=ABLATION_LR, **_ABLATION),
+    # One ingredient at a time (ABLATION_SWITCHES): 7 variants x VoCu, DeCu GRU x seeds 0-2,
+    # every variant's seed 0 before any seed 1 (a partial sweep compares all the variants).
+    "memory_ablation": tuple(Grid("memory_ablation", overrides=ov, **dict(_ABLATION, seeds=(s,)))
+                             for s in _ABLATION["seeds"] for ov in ABLATION_SWITCHES.values()),
+    "memory_ablation_lr": tuple(Grid("memory_ablation_lr", overrides=ABLATION_LR,
+                                     **dict(_ABLATION, seeds=(s,)))
+                                for s in _ABLATION["seeds"]),
     # The paper preset compressed tenfold, on the paper_mnist grid's seeds and cells. The
     # question is whether it trains the same networks (accuracy by delay, slow-point speeds,
     # half-lives; experiments/memory_length.md), so no fine-tuning or back-tracking.
