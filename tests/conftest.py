@@ -27,6 +27,7 @@ SLOW = (
     "tests/compat_test.py::CompatTest::test_finished_run_searches_its_slow_points_again",
     "tests/compat_test.py::CompatTest::test_half_run_resumes_from_its_checkpoint_to_the_uninterrupted_end",
     "tests/compat_test.py::CompatTest::test_saved_model_loads_with_tensorflow_alone_and_gives_the_recorded_outputs",
+    "tests/confusion_test.py::test_the_counts_are_the_runs_own_accuracy_and_name_where_each_class_goes",
     "tests/control_test.py::test_compare_writes_the_table_and_plots",
     "tests/control_test.py::test_control_equals_plain_continued_training",
     "tests/control_test.py::test_finetune_never_writes_into_the_parent_and_records_it",

@@ -32,7 +32,8 @@ class EvaluatorTest(tf.test.TestCase, parameterized.TestCase):
     cfg, model = self._model(arch)
     gen = trials.generator_for(self.source, "test", cfg)
     n, seed = 40, 3
-    result = evaluation.Evaluator(model, gen, cfg.seq_len).evaluate([delay], n, seed)
+    result = evaluation.Evaluator(model, gen, cfg.seq_len).evaluate([delay], n, seed,
+                                                                    confusion=True)
 
     s = tf.constant([seed, evaluation._EVAL_STREAM + delay], tf.int64)  # pylint: disable=protected-access
     classes = tf.range(n) % 10
@@ -57,12 +58,17 @@ class EvaluatorTest(tf.test.TestCase, parameterized.TestCase):
     per_class = [want_report[classes.numpy() == c].mean() for c in range(10)]
     np.testing.assert_allclose(result["per_class_accuracy_by_delay"][key], per_class, atol=1e-6)
     self.assertEqual(result["trials_per_delay"], {key: n})
+    # The confusion counts each trial once, at (class shown, class reported).
+    want_confusion = np.zeros([10, 10], np.int64)
+    np.add.at(want_confusion, (classes.numpy(), np.argmax(report[:, 1:], -1)), 1)
+    np.testing.assert_array_equal(result["report_confusion_by_delay"][key], want_confusion)
 
   def test_same_seed_same_result_and_classes_balanced(self):
     cfg, model = self._model("gru")
     ev = evaluation.Evaluator(model, trials.generator_for(self.source, "test", cfg), cfg.seq_len)
     a = ev.evaluate([7, 30], 30, seed=5)
     b = ev.evaluate([7, 30], 30, seed=5)
+    self.assertNotIn("report_confusion_by_delay", a)   # only when asked for
     self.assertEqual(a, b)
     self.assertEqual(set(a["accuracy_by_delay"]), {"7", "30"})
 

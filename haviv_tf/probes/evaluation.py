@@ -82,7 +82,8 @@ class Evaluator:
     _, (report_pred, report_full, null_ok) = rollouts.loop(
         model, frame_fn, model.initial_state(n), tf.constant(0), tf.reduce_max(t_a) + 1, t_s,
         stimuli, trigger_at=t_a, on_step=on_step, carry=carry, encoded=bool(self.noise_bank))
-    return classes, tf.equal(report_pred, classes), tf.logical_and(report_full, null_ok)
+    return (classes, tf.equal(report_pred, classes), tf.logical_and(report_full, null_ok),
+            report_pred)
 
   def _encode(self, frames):
     """CNN features [n, feature_size - 1] of frames [n, frame_size], _ENCODE_CHUNK at a time."""
@@ -94,13 +95,16 @@ class Evaluator:
                       fn_output_signature=tf.float32)
     return tf.reshape(feats, [-1, self.model.encoder.output_size])[:n]
 
-  def evaluate(self, delays, num_trials: int, seed: int) -> dict:
+  def evaluate(self, delays, num_trials: int, seed: int, confusion: bool = False) -> dict:
     """Report-step and full-trial accuracy per delay, overall and per class.
 
     Args:
       delays: iterable of int delays (t_a - t_s).
       num_trials: trials per delay.
       seed: evaluation seed; the same seed gives the same trials.
+      confusion: also return "report_confusion_by_delay": {delay: [10][10] trial counts, row
+        the class shown, column the class reported at t_a (argmax over the 10 classes)}: where
+        a forgotten class goes.
 
     Returns:
       {"accuracy_by_delay": {delay: acc}, "full_trial_accuracy_by_delay": {...},
@@ -115,9 +119,13 @@ class Evaluator:
       s = tf.constant([seed, _EVAL_STREAM + int(delay)], tf.int64)
       # XLA needs the trial count (the batch) as a compile-time constant.
       n = int(num_trials) if self.jit_compile else tf.constant(int(num_trials))
-      classes, report_ok, full_ok = (v.numpy() for v in self._run(
+      classes, report_ok, full_ok, report_pred = (v.numpy() for v in self._run(
           s, tf.constant(int(delay)), n))
       key = str(int(delay))
+      if confusion:
+        counts = np.zeros([config_lib.NUM_CLASSES] * 2, np.int64)
+        np.add.at(counts, (classes, report_pred), 1)
+        out.setdefault("report_confusion_by_delay", {})[key] = counts.tolist()
       out["accuracy_by_delay"][key] = float(report_ok.mean())
       out["full_trial_accuracy_by_delay"][key] = float(full_ok.mean())
       out["per_class_accuracy_by_delay"][key] = _per_class(classes, report_ok)
