@@ -75,6 +75,11 @@ WRITEUPS = (
      "--json experiments/memory_length/memory_length.json "
      "--png experiments/memory_length/against_quick.png "
      "--lr_png experiments/memory_length/summed_lr.png"),
+    ("paper_compressed/confusion/vocu_lstm_s0.md", CURRENT,
+     "python3 experiments/confusion.py runs/paper_compressed/mnist-vocu-lstm-paper-s0-60cc580e "
+     "--delays=19,500,2000 --trials=1000 "
+     "--out=experiments/paper_compressed/confusion/vocu_lstm_s0.md "
+     "--json=experiments/paper_compressed/confusion/vocu_lstm_s0.json"),
     ("paper_compressed/learning_curve/tables.md", CURRENT,
      "python3 experiments/learning_curve.py run "
      "--runs=runs/paper_compressed/mnist-vocu-gru-paper-s0-60cc580e,"
