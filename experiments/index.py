@@ -80,6 +80,11 @@ WRITEUPS = (
      "--delays=19,500,2000 --trials=1000 "
      "--out=experiments/paper_compressed/confusion/vocu_lstm_s0.md "
      "--json=experiments/paper_compressed/confusion/vocu_lstm_s0.json"),
+    ("paper_compressed/confusion/vocu_gru_s0.md", CURRENT,
+     "python3 experiments/confusion.py runs/paper_compressed/mnist-vocu-gru-paper-s0-60cc580e "
+     "--delays=19,500,2000 --trials=1000 "
+     "--out=experiments/paper_compressed/confusion/vocu_gru_s0.md "
+     "--json=experiments/paper_compressed/confusion/vocu_gru_s0.json"),
     ("paper_compressed/learning_curve/tables.md", CURRENT,
      "python3 experiments/learning_curve.py run "
      "--runs=runs/paper_compressed/mnist-vocu-gru-paper-s0-60cc580e,"
