@@ -475,6 +475,12 @@ def test_memory_mode_follows_delays_and_stores_half_lives(trained, tmp_path):
   accs = [results["accuracy_by_delay"][str(d)] for d in beyond]
   bound = 0.1 + 2 * (0.09 / 40) ** 0.5
   assert all(a > bound for a in accs[:-1]) and (accs[-1] <= bound or beyond[-1] == 200)
+  # Every evaluated delay keeps where each class went: its diagonal is the report accuracy.
+  for d in evaluated:
+    counts = results["report_confusion_by_delay"][str(d)]
+    assert sum(map(sum, counts)) == results["trials_per_delay"][str(d)]
+    assert sum(counts[c][c] for c in range(10)) / sum(map(sum, counts)) == pytest.approx(
+        results["accuracy_by_delay"][str(d)])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -78,7 +78,8 @@ def _tb_scalar(tag, value):
 
 
 EVAL_TABLES = ("accuracy_by_delay", "full_trial_accuracy_by_delay", "per_class_accuracy_by_delay",
-               "per_class_full_trial_accuracy_by_delay", "trials_per_delay")
+               "per_class_full_trial_accuracy_by_delay", "trials_per_delay",
+               "report_confusion_by_delay")   # shown x reported counts (where a memory goes)
 
 
 def evaluate(cfg, run, source, workdir, delays=None, num_trials=None, overwrite=False,
@@ -107,7 +108,7 @@ def evaluate(cfg, run, source, workdir, delays=None, num_trials=None, overwrite=
         log(f"delay {key}: kept the stored {old}-trial accuracy (this evaluation has "
             f"{num_trials} trials; --overwrite replaces it)")
     else:
-      measured = evaluator.evaluate((delay,), num_trials, cfg.seed)
+      measured = evaluator.evaluate((delay,), num_trials, cfg.seed, confusion=True)
       for k in EVAL_TABLES:
         stored[k][key] = measured[k][key]
       if old is not None:
