@@ -7,9 +7,10 @@ Run by the `<target>_deps` tests and before every test file (bazel/defs.bzl):
 Every haviv_tf module a source imports (at any depth, lazily inside a function too) must be a
 direct dep, the target named after the module (`haviv_tf.task.trials` -> `:trials`; the library
 `haviv_tf.dynamics` and its modules -> `:dynamics`); every import of an installed pip package (bazel/pip_packages.bzl) must list
-`@pypi//:<pkg>` (or its alias `:expect_<pkg>_installed`); anything else must be the standard
-library. At run time the other half holds: a test's runfiles hold only what its deps declare
-(and bazel/sitecustomize.py hides an editable install of haviv_tf), so a module missing from
+`@pypi//:<pkg>` (or its alias `:expect_<pkg>_installed`); a module outside the package must be
+the standard library or a dep named after it (the tests' helpers, `:shared_run`). At run time
+the other half holds: a test's runfiles hold only what its deps declare (and
+bazel/sitecustomize.py hides an editable install of haviv_tf), so a module missing from
 the transitive deps fails to import (tests/bazel_test.py shows both with a mutation).
 
 `check_deps.py --suggest SRC...` prints the deps the sources need, for a new target.
@@ -85,7 +86,8 @@ def problems(target, srcs, deps, pip):
         if by_import[parts[0]] not in pip_deps:
           out.append(f"{src}:{line}: imports {parts[0]} but {target} does not list "
                      f"'@pypi//:{by_import[parts[0]]}' in its deps")
-      elif parts[0] not in sys.stdlib_module_names and parts[0] not in own_top:
+      elif (parts[0] not in sys.stdlib_module_names and parts[0] not in own_top
+            and parts[0] not in local):   # a helper py_library named after its module
         out.append(f"{src}:{line}: imports {parts[0]}, which is neither the standard library "
                    "nor a package of bazel/pip_packages.bzl")
   return out
