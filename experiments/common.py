@@ -2,6 +2,8 @@
 
 import os
 
+import numpy as np
+
 from haviv_tf.base import artifacts
 from haviv_tf.study import sweep
 
@@ -25,3 +27,19 @@ def grid_folders(folder: str) -> tuple:
   if os.path.exists(os.path.join(folder, sweep.GRID_FILE)):
     return folder, runs if os.path.isdir(runs) else folder
   raise SystemExit(f"error: {folder} has no {sweep.GRID_FILE} (in runs/ or beside it)")
+
+
+def median_speeds(workdir: str, results: dict) -> dict:
+  """{slow-point recipe: the median over the classes of a run's slow-point speeds (None: no
+  speed)}: the run's own recipe (`results`, its results.json; "default" where it records none)
+  and every further one (`workdir`/slow_points_<recipe>/results.json)."""
+  found = {results.get("slow_points_recipe") or "default": results}
+  for d in sorted(os.listdir(workdir)):
+    path = os.path.join(workdir, d, "results.json")
+    if d.startswith(sweep.SLOW_POINTS_DIR_PREFIX) and os.path.exists(path):
+      found[d[len(sweep.SLOW_POINTS_DIR_PREFIX):]] = artifacts.read_json(path)
+  out = {}
+  for recipe, res in found.items():
+    speeds = [v for v in res.get("slow_point_speed", {}).values() if v is not None]
+    out[recipe] = float(np.median(speeds)) if speeds else None
+  return out

@@ -67,20 +67,12 @@ def claims(folder):
 
 
 def speeds_by_recipe(root, recs) -> dict:
-  """{slow-point recipe: [each network's median speed over its classes]}: the run's own recipe
-  (results.json) and every further one (slow_points_<recipe>/results.json)."""
+  """{slow-point recipe: [each network's median speed over its classes]} (common.median_speeds)."""
   out = {}
   for r in recs:
-    found = [(r["results"].get("slow_points_recipe") or "default", r["results"])]
-    workdir = os.path.join(root, r["name"])
-    for d in sorted(os.listdir(workdir)):
-      path = os.path.join(workdir, d, "results.json")
-      if d.startswith(sweep.SLOW_POINTS_DIR_PREFIX) and os.path.exists(path):
-        found.append((d[len(sweep.SLOW_POINTS_DIR_PREFIX):], artifacts.read_json(path)))
-    for recipe, res in found:
-      speeds = [v for v in res.get("slow_point_speed", {}).values() if v is not None]
-      if speeds:
-        out.setdefault(recipe, []).append(float(np.median(speeds)))
+    for recipe, speed in common.median_speeds(os.path.join(root, r["name"]), r["results"]).items():
+      if speed is not None:
+        out.setdefault(recipe, []).append(speed)
   return out
 
 

@@ -78,15 +78,11 @@ def network(workdir, spec) -> dict:
   overall = halves.get("overall") or {}
   per_class = [h for h in (halves.get("per_class") or {}).values()
                if h and h.get("half_life") is not None]
-  speeds = _median_speed(res)
-  by_recipe = {res.get("slow_points_recipe"): speeds}
-  for d in sorted(os.listdir(workdir)):   # further recipes: slow_points_<recipe>/results.json
-    path = os.path.join(workdir, d, "results.json")
-    if d.startswith(sweep.SLOW_POINTS_DIR_PREFIX) and os.path.exists(path):
-      by_recipe[d[len(sweep.SLOW_POINTS_DIR_PREFIX):]] = _median_speed(artifacts.read_json(path))
+  recipe = res.get("slow_points_recipe") or "default"
+  by_recipe = common.median_speeds(workdir, res)
   return dict(
       name=spec.name, variant=variant_name(spec), dataset=spec.dataset, protocol=spec.protocol,
-      arch=spec.arch, seed=spec.seed, recipe=res.get("slow_points_recipe"),
+      arch=spec.arch, seed=spec.seed, recipe=recipe,
       train_accuracy=(float(np.mean([res["accuracy_by_delay"][d] for d in train_delays]))
                       if train_delays else None),
       half_life=overall.get("half_life"), half_life_censored=bool(overall.get("censored")),
@@ -94,17 +90,7 @@ def network(workdir, spec) -> dict:
                        if per_class else None),
       censored_classes=sum(bool(h["censored"]) for h in per_class),
       classes=len(per_class),
-      speed=speeds, speed_by_recipe=by_recipe, lr_sum=summed_learning_rate(cfg))
-
-
-def _median_speed(res):
-  speeds = [v for v in res.get("slow_point_speed", {}).values() if v is not None]
-  return float(np.median(speeds)) if speeds else None
-
-
-def summed_learning_rate(cfg) -> float:
-  """The sum of the learning rate over the run's train_steps optimizer updates."""
-  return schedules.summed_rate(cfg)
+      speed=by_recipe[recipe], speed_by_recipe=by_recipe, lr_sum=schedules.summed_rate(cfg))
 
 
 def collect(folders) -> list:
@@ -209,7 +195,7 @@ def markdown(nets, rows, reference) -> str:
                f"({n['censored_classes']}) | {_f(n['speed'], '.2e')} ({n['recipe']}) |")
   out += ["", f"## Against {reference}", "",
           "Each cell: mean over the seed pairs [min, max]; `=` where the mean lies within the "
-          f"reference's own spread over its seeds, `≠` where it does not (the rule for the same "
+          "reference's own spread over its seeds, `≠` where it does not (the rule for the same "
           "networks). Half-lives and speeds as log2 and log10 ratios variant / reference.", "",
           "| variant | network | seeds | " + " | ".join(f"{t} ({how})" for _, t, how in MEASURES)
           + " | pairs with a censored half-life |",

@@ -12,6 +12,7 @@ from haviv_tf.base import config as config_lib
 from haviv_tf.probes import memory
 from haviv_tf.study import correlations
 from haviv_tf.study import sweep
+from haviv_tf.training import schedules
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "experiments"))
@@ -113,14 +114,14 @@ def test_summed_learning_rate_follows_the_schedule():
   # The step schedule: the rate for updates 0 .. lr_decay_step, then x lr_decay_factor.
   k = min(paper.lr_decay_step + 1, paper.train_steps)
   expected = paper.learning_rate * (k + paper.lr_decay_factor * (paper.train_steps - k))
-  assert memory_length.summed_learning_rate(paper) == pytest.approx(expected, rel=1e-5)
+  assert schedules.summed_rate(paper) == pytest.approx(expected, rel=1e-5)
   compressed = dataclasses.replace(paper, **dict(sweep.PAPER_COMPRESSED))
   # Compressed tenfold: a tenth of the steps at ten times the rate, the same sum.
-  assert memory_length.summed_learning_rate(compressed) == pytest.approx(expected, rel=1e-3)
+  assert schedules.summed_rate(compressed) == pytest.approx(expected, rel=1e-3)
   cosine = dataclasses.replace(paper, lr_schedule="cosine", warmup_steps=0, train_steps=1000,
                                lr_decay_factor=0.0)
   # A half cosine from the rate to 0 sums to half the flat rate's sum.
-  assert memory_length.summed_learning_rate(cosine) == pytest.approx(
+  assert schedules.summed_rate(cosine) == pytest.approx(
       0.5 * paper.learning_rate * 1000, rel=1e-2)
 
 
