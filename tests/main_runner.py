@@ -19,6 +19,7 @@ import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,6 +226,7 @@ def _import_everything():
   import keras  # pylint: disable=g-import-not-at-top,unused-import
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
+  _keep_matplotlib_folder()
   import haviv_tf  # pylint: disable=g-import-not-at-top
   for mod in pkgutil.walk_packages(haviv_tf.__path__, "haviv_tf."):
     if mod.name != "haviv_tf.main":
@@ -234,6 +236,23 @@ def _import_everything():
   # the stderr of a child that ends before any TensorFlow use (a flag error: one line).
   while app._init_callbacks:  # pylint: disable=protected-access
     app._init_callbacks.popleft()()  # pylint: disable=protected-access
+
+
+def _keep_matplotlib_folder():
+  """Matplotlib's temporary folder, when the home folder is not writable (Bazel's sandbox), is
+  removed by the server alone.
+
+  Matplotlib then makes a temporary folder on import and registers its removal at exit: an
+  atexit handler every forked child would inherit and run, so the first child to end would take
+  the folder from all later ones (a traceback on their stderr).
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  folder = matplotlib.get_configdir()
+  if not os.path.basename(folder).startswith("matplotlib-"):
+    return
+  atexit.unregister(shutil.rmtree)
+  server = os.getpid()
+  atexit.register(lambda: os.getpid() == server and shutil.rmtree(folder, ignore_errors=True))
 
 
 def _child(request):
