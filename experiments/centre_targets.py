@@ -167,7 +167,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="cmd", required=True)
   r = sub.add_parser("run")
-  r.add_argument("--root", required=True, help="a study root (--mode=study's --workdir)")
+  r.add_argument("--root", required=True, help="a study root (--mode=sweep's --workdir)")
   r.add_argument("--delay", type=int, default=500)
   r.add_argument("--trials", type=int, default=200)
   r.add_argument("--out", default=os.path.join(HERE, "study_medium"))

@@ -188,7 +188,7 @@ def transfer(src_root, dst_root, overwrite, weights=False, data_dir=""):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("cmd", choices=("save", "restore"))
-  p.add_argument("--root", required=True, help="the sweep root (--workdir of --mode=study)")
+  p.add_argument("--root", required=True, help="the sweep root (--workdir of --mode=sweep)")
   p.add_argument("--dest", required=True, help="the folder in the repository")
   p.add_argument("--weights", action="store_true", help="also the final network: its weights "
                  "(no optimizer state) and SavedModel; restore makes them the run's checkpoint")

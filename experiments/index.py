@@ -25,17 +25,17 @@ BEGIN = "<!-- write-up index: python3 experiments/index.py -->"
 END = "<!-- end of write-up index -->"
 CURRENT = "current"
 
-_SMALL = ("python3 -m haviv_tf.main --mode=study --grid=small --workdir=runs/small --workers=2 "
+_SMALL = ("python3 -m haviv_tf.main --mode=sweep --grid=small --workdir=runs/small --workers=2 "
           "--data_dir=../shared/data")
-_MEDIUM = ("python3 -m haviv_tf.main --mode=study --grid=medium --workdir=runs/medium "
+_MEDIUM = ("python3 -m haviv_tf.main --mode=sweep --grid=medium --workdir=runs/medium "
            "--workers=2 --data_dir=../shared/data")
-_CIFAR = ("python3 -m haviv_tf.main --mode=study --grid=cifar_quick --workdir=runs/cifar_quick "
+_CIFAR = ("python3 -m haviv_tf.main --mode=sweep --grid=cifar_quick --workdir=runs/cifar_quick "
           "--workers=2 --threads=1 --data_dir=../shared/data")
 _SP = "bash experiments/slow_points_reachable/grid.sh runs/small runs/sp"
 _SP_REPORT = ("python3 -c \"from haviv_tf.study import report; "
               "report.build('runs/sp/paper', out='runs/sp/report_paper')\"")
 _SP_FIRST = "the first round's commands in slow_points_reachable.md"
-_C = "claim (c)'s --mode=analyze, written by the report"
+_C = "claim (c)'s --mode=correlate, written by the report"
 
 # (write-up under experiments/, status, command or None (the commands are in the write-up),
 #  optional note)

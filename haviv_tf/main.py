@@ -1,18 +1,19 @@
-"""Command line: flags -> Config -> one library call per --mode.
+"""haviv_tf: train, evaluate and analyse the paper's RNNs; one --mode per task.
 
-  python -m haviv_tf.main --protocol=vocu --dataset=mnist --arch=gru --preset=paper \
-      --workdir=runs/vocu_gru --seed=0
+  python3 -m haviv_tf.main --workdir=runs/first      (offline: the quick preset on the MNIST
+                                                     sample shipped with the package)
+  python3 -m haviv_tf.main --protocol=vocu --dataset=mnist --arch=gru --preset=paper
+      --seed=0 --workdir=runs/vocu_gru --data_dir=DIR   (the paper's network: 140,000 steps)
 
-Every Config field is also a flag (e.g. --learning_rate, --batch_size, --eval_delays=5,10,19)
-whose --help is the field's documentation in config.py with the presets' defaults; --steps is
---train_steps. --dry_run validates the flags and config as the mode would, prints the resolved
-config as JSON and writes nothing. Bad input (config_lib.InputError) ends with one
-`error: ...` line on stderr and exit status 1; anything else is a bug and ends with its
-traceback, BUG_MESSAGE and exit status BUG_EXIT_STATUS.
-
-The flags are defined here; each mode is a function of the parsed flags in haviv_tf/cli/
-(train_modes, analysis_modes, study_modes; cli/common.py what they share).
+Every config field is also a flag (e.g. --learning_rate, --batch_size, --eval_delays=5,10,19);
+its help says what it is, its unit and range, and each preset's default. --steps is
+--train_steps. --dry_run checks a command and prints the resolved config without running it.
+Bad input ends with one `error: ...` line and exit status 1; an internal error (a bug) prints
+its traceback and ends with exit status 2. The flags of every mode, grouped, with examples:
+docs/command_line.md.
 """
+# (For developers: the flags are defined here; each mode is a function of the parsed flags in
+# haviv_tf/cli/: train_modes, analysis_modes, study_modes; cli/common.py what they share.)
 
 import dataclasses
 import os
@@ -30,6 +31,7 @@ from haviv_tf.cli import analysis_modes
 from haviv_tf.cli import common
 from haviv_tf.cli import study_modes
 from haviv_tf.cli import train_modes
+from haviv_tf.study import sweep
 
 _TRAINING_MODES = ("train", "finetune", "compare")  # the modes that train in this process
 BUG_MESSAGE = ("internal error: the traceback above is a bug in haviv_tf or a library it uses, "
@@ -60,7 +62,8 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default runs/<protocol>_<arch>_<dataset>_<preset>_s<seed>).")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps (alias of --train_steps).")
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Runs to compare (--mode=correlate).")
-_OUT = flags.DEFINE_string("out", None, "Output directory of --mode=correlate.")
+_OUT = flags.DEFINE_string("out", None, "Output directory of --mode=correlate and "
+                            "--mode=compare.")
 _SP_MAX_ITERS = flags.DEFINE_integer(
     "sp_max_iters", None, "Slow-point search: iteration cap (positive integer; default: the "
     "--sp_recipe's).")
@@ -74,9 +77,11 @@ _SP_RECIPE = flags.DEFINE_string(
     "100,000 steps as its training). Both write the same files.")
 _SP_WINDOW = flags.DEFINE_integer(
     "sp_window", None, "Slow-point search: a point stops once its best speed improved by less "
-    "than --sp_rel_tol (relative) over this many of its updates (positive integer).")
+    "than --sp_rel_tol (relative) over this many of its updates (positive integer; default "
+    "500 with --sp_recipe=default; the paper recipe runs its iterations without this stop).")
 _SP_REL_TOL = flags.DEFINE_float("sp_rel_tol", None,
-                                 "Slow-point search: see --sp_window (positive).")
+                                 "Slow-point search: see --sp_window (positive; default 1e-3 "
+                                 "with --sp_recipe=default).")
 _MAX_DELAY = flags.DEFINE_integer(
     "max_delay", 10_000, "--mode=memory: the longest delay evaluated (delays grow 5, 10, 20, "
     "50, ... up to it, and stop early once report accuracy is within noise of chance); at most "
@@ -90,9 +95,9 @@ _PARENT = flags.DEFINE_string("parent", None,
 _MERGE_FRAC = flags.DEFINE_float(
     "merge_frac", 0.05, "Back-tracking: two points merge within this fraction of the median "
     "distance between the final slow points (0 < f <= 1).")
-_GRID = flags.DEFINE_string("grid", None, "--mode=sweep: the sweep grid, small, medium, "
-                            "cifar_quick or paper (default: the grid already in --workdir, "
-                            "else small).")
+_GRID = flags.DEFINE_string(
+    "grid", None, f"--mode=sweep: the grid of networks, one of {', '.join(sweep.GRIDS)} "
+    "(docs/study.md; default: the grid already in --workdir, else small).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "--mode=sweep: parallel worker processes "
                                 f"(1 to {common.MAX_WORKERS}).")
 _THREADS = flags.DEFINE_integer("threads", 0, "--mode=sweep: TensorFlow threads per worker "

@@ -73,6 +73,24 @@ def test_named_flags_explain_unit_range_and_preset_defaults(helps, name, fragmen
     assert fragment in helps[name], (name, fragment, helps[name])
 
 
+def test_defaults_named_in_flag_help_are_the_code_defaults(helps):
+  from haviv_tf.dynamics import finder  # pylint: disable=g-import-not-at-top
+  from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top
+  default = finder.SlowPointConfig()
+  assert f"default {default.window} with --sp_recipe=default" in helps["sp_window"]
+  assert f"default {_sci(default.rel_tol)} with --sp_recipe=default" in helps["sp_rel_tol"]
+  assert ", ".join(sweep.GRIDS) in helps["grid"]
+  mu = config_lib.FINETUNE_SPEED_WEIGHT
+  quick_mu = {m for _, m in config_lib.QUICK_FINETUNE.values()}
+  assert quick_mu == {1e-2}, quick_mu
+  assert (f"paper preset {_sci(mu['mnist'])} (MNIST) or {_sci(mu['cifar10'])} (CIFAR-10), "
+          f"quick preset {_sci(quick_mu.pop())}") in helps["speed_weight"]
+
+
+def _sci(x):
+  return f"{x:.0e}".replace("e-0", "e-")  # 0.001 -> 1e-3, as the help writes it
+
+
 def test_help_output_shows_the_field_docs():
   proc = _cli(["--help"])
   assert proc.returncode == 0, proc.stderr

@@ -104,7 +104,9 @@ class Config:
   speed_weight: float = _field(
       0.0, "mu of the speed penalty mu * sum_k ||F(s_k, x_k) - s_k||^2 over speed_copies copies "
       "of each class's target s_k, each with a fresh noise frame x_k (trigger off) every step "
-      "(non-negative, finite; 0 = off; the control fine-tuning logs the speed at mu = 0)")
+      "(non-negative, finite; 0 = off; the control fine-tuning logs the speed at mu = 0). "
+      "Fine-tuning (--mode=finetune / compare) sets it unless given: paper preset 1e-3 "
+      "(MNIST) or 1e-2 (CIFAR-10), quick preset 1e-2")
   speed_targets: str = _field(
       "none", 'targets s_k of the speed penalty: "none" | "center_mass" | "slow_points" '
       "(slow_points: fine-tuning only)")
@@ -121,7 +123,8 @@ class Config:
   precision: str = _field(
       "float32", '"float32" or "mixed_bfloat16" (bfloat16 input projection / CNN in training)')
   jit_compile: bool = _field(
-      True, "XLA-compile the train, test and evaluation steps (speed only; true | false)")
+      True, "XLA-compile the train and test steps and the slow-point search (speed only; "
+      "evaluation's loop over time is never compiled; true | false)")
   noise_bank: int = _field(
       0, "0: every noise frame its own image (the paper's); K > 0: a training batch draws its "
       "noise frames from K images and the CNN encodes each distinct frame once (images; "
@@ -187,7 +190,7 @@ _RECORD_DEFAULTS = {"trial_backend": "tf", "init": "tf1", "cnn": "keras", "loss_
 # 1 .. lr_decay_step + 1, so the paper's lr_decay_step is 119,998 (CIFAR-10: 279,998).
 PAPER = Config()
 # The quick preset compresses every curriculum in proportion (curricula.py scales boundaries with
-# train_steps) and trains MNIST networks at lr 3e-3 (CIFAR-10: 1e-3, below); the rates tried are
+# train_steps) and trains MNIST networks at lr 3e-3 (CIFAR-10: 3e-4, below); the rates tried are
 # in benchmarks/RESULTS.md. The linear readout is used because the authors' sigmoid readout caps
 # every logit in (0, 1), which slows learning so much that 3k steps do not suffice.
 QUICK = dataclasses.replace(

@@ -83,7 +83,8 @@ _ABLATION = dict(archs=("gru",), seeds=(0, 1, 2), finetunes=(), backtrack=False,
                  memory_max_delay=10_000)
 
 GRIDS = {
-    # About an hour on 2 CPU cores: 8 quick MNIST networks, each fine-tuned three ways.
+    # About 40 minutes on 2 CPU cores (experiments/README.md): 8 quick MNIST networks, each
+    # fine-tuned three ways.
     "small": Grid("small", seeds=(0, 1)),
     # About 3 hours on 2 CPU cores: 12 MNIST networks trained 3x longer than quick (9000 steps
     # at the quick rate, x0.1 for the last 13%), evaluated also at delay 2000, fine-tuned 300
