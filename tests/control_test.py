@@ -181,10 +181,12 @@ def test_finetune_config_follows_the_paper_and_the_quick_scaling():
     config_lib.validate(dataclasses.replace(ctrl, speed_weight=1.0))
 
 
-def test_control_equals_plain_continued_training(parent, tmp_path):
+@pytest.mark.parametrize("rate", [None, 6e-3])   # the parent's rate (the paper's rule), or given
+def test_control_equals_plain_continued_training(parent, tmp_path, rate):
   steps = 6
   workdir = str(tmp_path / "control")
-  control.finetune(parent, "control", workdir, steps=steps, analyze=False, verbose=0)
+  control.finetune(parent, "control", workdir, steps=steps, analyze=False, verbose=0,
+                   learning_rate=rate)
   cfg, source, ft = pipeline.restore(workdir)
   assert ft.step == steps
 
@@ -196,15 +198,19 @@ def test_control_equals_plain_continued_training(parent, tmp_path):
   checkpoints.load_weights(model, parent)
   # Compiled as the fine-tuning compiles its step (as the parent's config says): the comparison
   # is exact.
-  model.compile(optimizer=keras.optimizers.Adam(pcfg.learning_rate, epsilon=1e-8),
+  assert cfg.learning_rate == (pcfg.learning_rate if rate is None else rate)
+  model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, epsilon=1e-8),
                 jit_compile=pcfg.jit_compile)
   gen = trials.generator_for(source, "train", pcfg)
   ds = gen.training_dataset(pcfg.seed, pcfg.batch_size, pcfg.seq_len,
                             curricula.Curriculum((), (10,), (pcfg.seq_len,)),
                             data_offset=pcfg.train_steps, backend=pcfg.trial_backend)
   model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+  # Float32 rounding (the schedule's tensor rate against the plain float): 2e-8 at the parent's
+  # rate, 2e-7 at twice it, measured; a wrong rate would be off by about 1e-2.
+  atol = 1e-7 if rate is None else 1e-6
   for a, b in zip(ft.model.trainable_variables, model.trainable_variables):
-    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=atol)
   # ... and training did move away from the parent.
   p = network.build(pcfg, source.frame_shape)
   checkpoints.load_weights(p, parent)

@@ -77,10 +77,11 @@ def default_out(parent_workdir: str) -> str:
 
 def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_weight=None,
              overwrite=False, verbose=None, sp_config=None, analyze=True,
-             recipe="default", targets=None, extra_callbacks=()) -> dict:
+             recipe="default", targets=None, extra_callbacks=(), learning_rate=None) -> dict:
   """Fine-tunes the trained run in `parent_workdir` into `workdir` (resumable); then, unless
   `analyze` is False, evaluates it, finds its slow points and exports it like any run.
 
+  `learning_rate`: the fine-tuning's rate (default: the parent's, the paper's rule).
   `targets` ([10, S], NaN rows: no target) replaces the estimated speed targets, e.g. to give
   several fine-tunings of one parent the same slow points without searching again; a
   `control` fine-tuning ignores it. `extra_callbacks` are added to training's (train.train).
@@ -97,7 +98,7 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
   if parent_run.step < parent_cfg.train_steps:
     raise artifacts.RunError(f"{parent_workdir} is trained to step {parent_run.step} of "
                              f"{parent_cfg.train_steps}; finish its training first")
-  cfg = finetune_config(parent_cfg, mode, steps, speed_weight)
+  cfg = finetune_config(parent_cfg, mode, steps, speed_weight, learning_rate)
   source = train.prepare_workdir(cfg, workdir, overwrite, source=source, extra=dict(parent=dict(
       workdir=os.path.abspath(parent_workdir), step=parent_run.step,
       config=parent_cfg.to_dict())))

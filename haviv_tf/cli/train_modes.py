@@ -64,12 +64,13 @@ def dry_strategy(args, cfg):
     distribute.tf_config()
 
 
-def finetune_flags(args, mode):
-  """(steps, speed weight) of --mode=finetune / compare, whose config comes from --parent."""
+def finetune_flags(args, mode, takes=("finetune", "speed_weight", "train_steps")):
+  """(steps, speed weight) of --mode=finetune / compare, whose config comes from --parent.
+
+  `takes`: the config flags the mode accepts; any other is refused by name."""
   if not args.parent:
     raise common.UsageError(f"--mode={mode} needs --parent=DIR, a trained run")
-  ignored = [n for n, v in args.overrides.items()
-             if v is not None and n not in ("finetune", "speed_weight", "train_steps")]
+  ignored = [n for n, v in args.overrides.items() if v is not None and n not in takes]
   ignored += [n for n in common.EXPLICIT if (n in args.present)]
   if ignored:
     raise common.UsageError(
@@ -84,7 +85,11 @@ def finetune_flags(args, mode):
 
 
 def finetune(args):
-  steps, mu = finetune_flags(args, "finetune")
+  steps, mu = finetune_flags(args, "finetune",
+                             ("finetune", "speed_weight", "train_steps", "learning_rate"))
+  rate = args.overrides["learning_rate"]  # None: the parent's
+  if rate is not None and not 0 < rate < float("inf"):
+    raise common.UsageError(f"--learning_rate must be a positive finite number, got {rate}")
   which = args.overrides["finetune"]
   if which not in config_lib.FINETUNE_MODES:
     raise common.UsageError(f"--mode=finetune needs --finetune, one of "
@@ -92,7 +97,7 @@ def finetune(args):
   if args.dry_run:
     common.dry_run(args, "finetune", common.dry_trained(args, "finetune", args.parent, "--parent"),
              parent=args.parent, finetune=which, workdir=args.workdir, steps=steps,
-             speed_weight=mu, **common.sp_settings(args))
+             speed_weight=mu, learning_rate=rate, **common.sp_settings(args))
   pipeline = common.import_quietly(args)
   from haviv_tf.analysis import control  # pylint: disable=g-import-not-at-top
   from haviv_tf.probes import slow_points  # pylint: disable=g-import-not-at-top
@@ -102,7 +107,7 @@ def finetune(args):
   common.lock(workdir)
   common.watch(workdir, tensorboard=True)
   results = control.finetune(args.parent, which, workdir, steps, mu, args.overwrite,
-                             sp_config=sp_config, recipe=args.sp_recipe)
+                             sp_config=sp_config, recipe=args.sp_recipe, learning_rate=rate)
   accs = ", ".join(f"{d}: {a:.3f}" for d, a in
                    sorted(results["accuracy_by_delay"].items(), key=lambda kv: int(kv[0])))
   print(f"{workdir}: fine-tuned ({which}), report accuracy by delay {{{accs}}}")
