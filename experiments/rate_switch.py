@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.base import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.probes import memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.training import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -53,19 +54,33 @@ def _main(args, *flags):
 
 def _has_half_lives(workdir):
   path = os.path.join(workdir, artifacts.RESULTS_FILE)
-  return os.path.exists(path) and "memory_half_life" in artifacts.read_json(path)
+  return os.path.exists(path) and bool(artifacts.read_json(path).get("memory_half_life"))
+
+
+def _followed(workdir, max_delay):
+  """Whether --mode=memory would add nothing: the run is evaluated to `max_delay`, or to a
+  delay beyond a training trial where it is within noise of chance (where that mode stops)."""
+  if not _has_half_lives(workdir):
+    return False
+  results = artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))
+  seq_len = artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE))["config"]["seq_len"]
+  acc, trials = results["accuracy_by_delay"], results["trials_per_delay"]
+  delays = sorted(int(d) for d in acc)
+  return delays[-1] >= max_delay or any(
+      d >= seq_len and memory.at_chance(acc[str(d)], trials[str(d)]) for d in delays)
 
 
 def run(args):
   extra = [f"--data_dir={args.data_dir}"] if args.data_dir else []
   for parent in args.parents:
-    if not _has_half_lives(parent):
+    if not _followed(parent, args.max_delay):
       _main(args, "--mode=memory", f"--workdir={parent}", f"--max_delay={args.max_delay}", *extra)
     for rate, n, workdir in run_dirs(args.out, parent, args.runs):
       if not os.path.exists(os.path.join(workdir, artifacts.RESULTS_FILE)):
+        # (the fine-tuning reads its data as the parent's config.json records it)
         _main(args, "--mode=finetune", f"--parent={parent}", "--finetune=control",
-              f"--learning_rate={rate:g}", f"--steps={n}", f"--workdir={workdir}", *extra)
-      if not _has_half_lives(workdir):
+              f"--learning_rate={rate:g}", f"--steps={n}", f"--workdir={workdir}")
+      if not _followed(workdir, args.max_delay):
         _main(args, "--mode=memory", f"--workdir={workdir}", f"--max_delay={args.max_delay}",
               *extra)
 

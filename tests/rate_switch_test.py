@@ -1,0 +1,118 @@
+"""experiments/rate_switch.py: continued training at other rates, its commands and its table."""
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from haviv_tf.base import artifacts
+from haviv_tf.base import config as config_lib
+from haviv_tf.training import schedules
+from shared_run import trained_run  # pylint: disable=unused-import,g-bad-import-order
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+import rate_switch  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _with_half_lives(workdir, overall, per_class):
+  """Adds a memory record to a run's results.json, as --mode=memory stores it."""
+  path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  results = artifacts.read_json(path)
+  results["memory_half_life"] = dict(
+      overall=overall, per_class={str(c): v for c, v in enumerate(per_class)})
+  artifacts.write_json(path, results)
+
+
+def _still_remembering(workdir, accuracy=0.9):
+  """Sets a run's accuracy at its longest delay (100): 0.9, well above chance (--mode=memory
+  would evaluate it further), or 0.1, within noise of chance (it would stop there)."""
+  path = os.path.join(workdir, artifacts.RESULTS_FILE)
+  results = artifacts.read_json(path)
+  results["accuracy_by_delay"]["100"] = accuracy
+  artifacts.write_json(path, results)
+
+
+def _life(value, status="decayed"):
+  return dict(half_life=value, censored=status == "censored", status=status, longest_delay=100)
+
+
+def test_run_issues_the_documented_commands_and_skips_what_is_done(trained_run, tmp_path,
+                                                                   monkeypatch):
+  parent = str(tmp_path / "parent")
+  shutil.copytree(trained_run.workdir, parent)
+  _still_remembering(parent)
+  issued = []
+  monkeypatch.setattr(rate_switch, "_main", lambda args, *flags: issued.append(flags))
+  out = str(tmp_path / "out")
+  rate_switch.main(["run", f"--parents={parent}", "--runs=1e-3:7,3e-3:5", f"--out={out}",
+                    "--max_delay=300"])
+  cont = os.path.join(out, "parent", "lr0.001_n7")
+  assert issued[0] == ("--mode=memory", f"--workdir={parent}", "--max_delay=300")
+  assert issued[1] == ("--mode=finetune", f"--parent={parent}", "--finetune=control",
+                       "--learning_rate=0.001", "--steps=7", f"--workdir={cont}")
+  assert issued[2] == ("--mode=memory", f"--workdir={cont}", "--max_delay=300")
+  assert len(issued) == 5 and issued[3][3:5] == ("--learning_rate=0.003", "--steps=5")
+  # A second run issues only what is not done yet. The parent is followed to --max_delay, the
+  # second continuation to chance; the first continuation is trained but still remembers at its
+  # longest delay.
+  results = artifacts.read_json(os.path.join(parent, artifacts.RESULTS_FILE))
+  results["accuracy_by_delay"]["300"] = 0.5
+  results["trials_per_delay"]["300"] = 40
+  artifacts.write_json(os.path.join(parent, artifacts.RESULTS_FILE), results)
+  shutil.copytree(trained_run.workdir, cont)
+  _still_remembering(cont)
+  shutil.copytree(trained_run.workdir, os.path.join(out, "parent", "lr0.003_n5"))
+  _still_remembering(os.path.join(out, "parent", "lr0.003_n5"), accuracy=0.1)
+  issued.clear()
+  rate_switch.main(["run", f"--parents={parent}", "--runs=1e-3:7,3e-3:5", f"--out={out}",
+                    "--max_delay=300"])
+  assert issued == [("--mode=memory", f"--workdir={cont}", "--max_delay=300")]
+
+
+def test_report_tabulates_the_parent_and_each_continuation(trained_run, tmp_path):
+  parent = str(tmp_path / "parent")
+  shutil.copytree(trained_run.workdir, parent)
+  _with_half_lives(parent, _life(50.0), [_life(40.0)] * 9 + [_life(100, "censored")])
+  cont = os.path.join(str(tmp_path / "out"), "parent", "lr0.003_n5")
+  shutil.copytree(trained_run.workdir, cont)
+  record = artifacts.read_json(os.path.join(cont, artifacts.CONFIG_FILE))
+  record["config"].update(learning_rate=3e-3, train_steps=5, lr_decay_step=5)
+  artifacts.write_json(os.path.join(cont, artifacts.CONFIG_FILE), record)
+  _with_half_lives(cont, _life(100, "censored"), [_life(100, "censored")] * 10)
+  out = str(tmp_path / "out")
+  rate_switch.main(["report", f"--parents={parent}", "--runs=3e-3:5,1e-3:9", f"--out={out}"])
+  rows = json.load(open(os.path.join(out, "rate_switch.json")))["parent"]
+  assert [r["run"] for r in rows] == ["parent (as trained)", "+ 5 steps at 0.003"]  # 1e-3: not run
+  parent_cfg = config_lib.Config.from_record(
+      artifacts.read_json(os.path.join(parent, artifacts.CONFIG_FILE))["config"])
+  assert rows[0]["summed_rate"] == pytest.approx(schedules.summed_rate(parent_cfg))
+  assert rows[1]["summed_rate"] == pytest.approx(5 * 3e-3)
+  assert (rows[0]["half_life"], rows[0]["censored"], rows[0]["classes_kept"]) == (50.0, False, 1)
+  assert (rows[1]["half_life"], rows[1]["censored"], rows[1]["classes_kept"]) == (100, True, 10)
+  results = artifacts.read_json(os.path.join(parent, artifacts.RESULTS_FILE))
+  acc = results["accuracy_by_delay"]
+  assert rows[0]["training_delay_accuracy"] == pytest.approx(
+      (acc["5"] + acc["10"] + acc["19"]) / 3)
+  assert rows[0]["accuracy"]["100"] == acc["100"] and rows[0]["accuracy"]["1000"] is None
+  table = open(os.path.join(out, "tables.md")).read()
+  assert "| + 5 steps at 0.003 | 0.015 |" in table and "| 100 (≥, censored) |" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--parents=/nonexistent", "--out=x"], "is not a finished run"),
+    (["run", "--parents=PARENT", "--runs=3e-3:0", "--out=x"], "steps be positive"),
+    (["report", "--parents=PARENT", "--runs=2:10", "--out=x"], "must lie in (0, 1)"),
+])
+def test_bad_input_is_one_error_line(trained_run, argv, message):
+  argv = [a.replace("PARENT", trained_run.workdir) for a in argv]
+  with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace(")", r"\)")):
+    rate_switch.main(argv)
+
+
+def test_a_run_list_that_is_not_rate_steps_is_refused(capsys):
+  with pytest.raises(SystemExit) as e:
+    rate_switch.main(["run", "--parents=x", "--runs=3e-3", "--out=x"])
+  assert e.value.code == 2 and "is not RATE:STEPS" in capsys.readouterr().err
