@@ -85,6 +85,22 @@ def run(args):
               *extra)
 
 
+def leading_modes(workdir, results, k=10):
+  """The median over a run's default-recipe slow points of the k-th largest |eigenvalue| of
+  the Jacobian there (the search stores the leading 10 per point; None: no such file). Near 1:
+  k directions around the point decay slowly, if at all."""
+  path = os.path.join(workdir, "slow_points_default", "slow_points.npz")
+  if not os.path.exists(path) and (results.get("slow_points_recipe") or "default") == "default":
+    path = os.path.join(workdir, "slow_points.npz")
+  if not os.path.exists(path):
+    return None
+  with np.load(path, allow_pickle=False) as points:
+    mags = np.abs(points["eigenvalues"])
+  if mags.shape[1] < k:
+    return None
+  return float(np.nanmedian(np.sort(mags, axis=1)[:, -k]))
+
+
 def row(workdir, label):
   """One table row of a finished, memory-measured run (None where it has no such record)."""
   results = artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))
@@ -104,7 +120,8 @@ def row(workdir, label):
       half_life=overall.get("half_life"), censored=bool(overall.get("censored")),
       median_class_half_life=float(np.median(lives)) if lives else None,
       classes_kept=kept, longest_delay=overall.get("longest_delay"),
-      median_speed=common.median_speeds(workdir, results).get("default"))
+      median_speed=common.median_speeds(workdir, results).get("default"),
+      tenth_eigenvalue=leading_modes(workdir, results))
 
 
 def _fmt(v, spec):
@@ -122,15 +139,16 @@ def report(args):
     table[name] = rows
     lines += [f"## {name}", "",
               "| run | summed rate | acc. 5-19 | " + " | ".join(f"acc. {d}" for d in LONG_DELAYS)
-              + " | half-life | median class half-life | classes kept | median speed |",
-              "|---" * (7 + len(LONG_DELAYS)) + "|"]
+              + " | half-life | median class half-life | classes kept | median speed | λ₁₀ magnitude |",
+              "|---" * (8 + len(LONG_DELAYS)) + "|"]
     for r in rows:
       life = _fmt(r["half_life"], ".0f") + (" (≥, censored)" if r["censored"] else "")
       lines.append(
           f"| {r['run']} | {r['summed_rate']:.3g} | {r['training_delay_accuracy']:.3f} | "
           + " | ".join(_fmt(r["accuracy"][str(d)], ".3f") for d in LONG_DELAYS)
           + f" | {life} | {_fmt(r['median_class_half_life'], '.0f')} | {r['classes_kept']} of "
-          f"{config_lib.NUM_CLASSES} | {_fmt(r['median_speed'], '.2e')} |")
+          f"{config_lib.NUM_CLASSES} | {_fmt(r['median_speed'], '.2e')} | "
+          f"{_fmt(r['tenth_eigenvalue'], '.4f')} |")
     lines.append("")
   lines += ["Summed rate: the learning rate summed over the run's own updates (the parent's "
             "whole training; a continuation's own steps). Accuracy: report accuracy on 1000 "
@@ -138,7 +156,9 @@ def report(args):
             "Half-life: the delay at which report accuracy falls halfway from its training-"
             "delay level to chance (--mode=memory; censored: not reached by the longest delay "
             "evaluated). Classes kept: classes whose own half-life is censored. Median speed: "
-            "the median over the classes of the slow-point speed by the default recipe."]
+            "the median over the classes of the slow-point speed by the default recipe. λ₁₀ magnitude: the "
+            "median over the default recipe's slow points (class centres and sampled starts) "
+            "of the 10th largest eigenvalue magnitude of the Jacobian of h ← F(h, x̄) there."]
   os.makedirs(args.out, exist_ok=True)
   artifacts.write_json(os.path.join(args.out, "rate_switch.json"), table)
   common.write_tables(args.out, lines)

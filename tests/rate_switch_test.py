@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from haviv_tf.base import artifacts
@@ -97,6 +98,9 @@ def test_report_tabulates_the_parent_and_each_continuation(trained_run, tmp_path
   assert rows[0]["training_delay_accuracy"] == pytest.approx(
       (acc["5"] + acc["10"] + acc["19"]) / 3)
   assert rows[0]["accuracy"]["100"] == acc["100"] and rows[0]["accuracy"]["1000"] is None
+  with np.load(os.path.join(parent, "slow_points.npz"), allow_pickle=False) as points:
+    tenth = np.sort(np.abs(points["eigenvalues"]), axis=1)[:, -10]
+  assert rows[0]["tenth_eigenvalue"] == pytest.approx(float(np.median(tenth)))
   table = open(os.path.join(out, "tables.md")).read()
   assert "| + 5 steps at 0.003 | 0.015 |" in table and "| 100 (≥, censored) |" in table
 
