@@ -43,3 +43,19 @@ def median_speeds(workdir: str, results: dict) -> dict:
     speeds = [v for v in res.get("slow_point_speed", {}).values() if v is not None]
     out[recipe] = float(np.median(speeds)) if speeds else None
   return out
+
+
+def leading_modes(workdir, results, k=10):
+  """The median over a run's default-recipe slow points of the k-th largest |eigenvalue| of
+  the Jacobian there (the search stores the leading 10 per point; None: no such file). Near 1:
+  k directions around the point decay slowly, if at all."""
+  path = os.path.join(workdir, sweep.SLOW_POINTS_DIR_PREFIX + "default", "slow_points.npz")
+  if not os.path.exists(path) and (results.get("slow_points_recipe") or "default") == "default":
+    path = os.path.join(workdir, "slow_points.npz")
+  if not os.path.exists(path):
+    return None
+  with np.load(path, allow_pickle=False) as points:
+    mags = np.abs(points["eigenvalues"])
+  if mags.shape[1] < k:
+    return None
+  return float(np.nanmedian(np.sort(mags, axis=1)[:, -k]))

@@ -16,7 +16,9 @@ the evaluated training delays (<= seq_len - 1), the memory half-life (haviv_tf.p
 `>=` where censored at the longest delay evaluated), the median of the per-class half-lives,
 and the median slow-point speed over the classes (the run's own recipe, named; a pair's speeds
 are compared in a recipe both networks were searched with, the reference's own first, a
-further recipe read from slow_points_<recipe>/results.json). Per variant and
+further recipe read from slow_points_<recipe>/results.json), and the median over the default
+recipe's slow points of the 10th largest Jacobian eigenvalue magnitude (λ₁₀: how many
+directions around them are nearly marginal; common.leading_modes). Per variant and
 network type: each pair's difference from the reference (accuracy: variant - reference;
 half-life and speed: log2 and log10 ratios), their mean and range over the seeds, and whether
 that mean lies within the reference's own spread over its seeds (max - min of the same
@@ -90,7 +92,8 @@ def network(workdir, spec) -> dict:
                        if per_class else None),
       censored_classes=sum(bool(h["censored"]) for h in per_class),
       classes=len(per_class),
-      speed=by_recipe[recipe], speed_by_recipe=by_recipe, lr_sum=schedules.summed_rate(cfg))
+      speed=by_recipe[recipe], speed_by_recipe=by_recipe, lr_sum=schedules.summed_rate(cfg),
+      tenth_eigenvalue=common.leading_modes(workdir, res))
 
 
 def collect(folders) -> list:
@@ -183,8 +186,8 @@ def _f(v, fmt):
 def markdown(nets, rows, reference) -> str:
   out = ["## Networks", "",
          "| variant | network | seed | accuracy at training delays | half-life | median class "
-         "half-life (censored classes) | median slow-point speed (recipe) |",
-         "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+         "half-life (censored classes) | median slow-point speed (recipe) | λ₁₀ magnitude |",
+         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for n in sorted(nets, key=lambda n: (n["variant"], n["protocol"], n["arch"], n["seed"])):
     hl = ("≥ " if n["half_life_censored"] else "") + _f(n["half_life"], ".0f")
     # The median of the class half-lives is a lower bound once half of them are.
@@ -192,7 +195,8 @@ def markdown(nets, rows, reference) -> str:
         n["class_half_life"], ".0f")
     out.append(f"| {n['variant']} | {n['dataset']} {n['protocol']} {n['arch']} | {n['seed']} | "
                f"{_f(n['train_accuracy'], '.3f')} | {hl} | {chl} "
-               f"({n['censored_classes']}) | {_f(n['speed'], '.2e')} ({n['recipe']}) |")
+               f"({n['censored_classes']}) | {_f(n['speed'], '.2e')} ({n['recipe']}) | "
+               f"{_f(n.get('tenth_eigenvalue'), '.4f')} |")
   out += ["", f"## Against {reference}", "",
           "Each cell: mean over the seed pairs [min, max]; `=` where the mean lies within the "
           "reference's own spread over its seeds, `≠` where it does not (the rule for the same "

@@ -85,22 +85,6 @@ def run(args):
               *extra)
 
 
-def leading_modes(workdir, results, k=10):
-  """The median over a run's default-recipe slow points of the k-th largest |eigenvalue| of
-  the Jacobian there (the search stores the leading 10 per point; None: no such file). Near 1:
-  k directions around the point decay slowly, if at all."""
-  path = os.path.join(workdir, "slow_points_default", "slow_points.npz")
-  if not os.path.exists(path) and (results.get("slow_points_recipe") or "default") == "default":
-    path = os.path.join(workdir, "slow_points.npz")
-  if not os.path.exists(path):
-    return None
-  with np.load(path, allow_pickle=False) as points:
-    mags = np.abs(points["eigenvalues"])
-  if mags.shape[1] < k:
-    return None
-  return float(np.nanmedian(np.sort(mags, axis=1)[:, -k]))
-
-
 def row(workdir, label):
   """One table row of a finished, memory-measured run (None where it has no such record)."""
   results = artifacts.read_json(os.path.join(workdir, artifacts.RESULTS_FILE))
@@ -121,7 +105,7 @@ def row(workdir, label):
       median_class_half_life=float(np.median(lives)) if lives else None,
       classes_kept=kept, longest_delay=overall.get("longest_delay"),
       median_speed=common.median_speeds(workdir, results).get("default"),
-      tenth_eigenvalue=leading_modes(workdir, results))
+      tenth_eigenvalue=common.leading_modes(workdir, results))
 
 
 def _fmt(v, spec):
