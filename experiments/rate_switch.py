@@ -18,6 +18,9 @@ rate per update from the distance the weights may travel.
           (and --mode=memory on the parent, if it has no half-lives yet)
   report: one table per parent from the runs' results.json, into OUT/tables.md and
           OUT/rate_switch.json
+  save:   each continued run's config.json, results.json and slow points copied to
+          DEST/<parent name>/lrR_nN, the machine's paths taken out (experiments/
+          relative_paths.py), so that `report --out=DEST` re-makes the tables from them
 """
 
 import argparse
@@ -35,6 +38,9 @@ from haviv_tf.base import config as config_lib  # pylint: disable=g-import-not-a
 from haviv_tf.probes import memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.training import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import relative_paths  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SAVED = ("config.json", "results.json", "slow_points.npz", "slow_points_unique.npz")
 
 TRAINING_DELAYS = (5, 10, 19)
 LONG_DELAYS = (50, 100, 200, 500, 1000)
@@ -148,6 +154,27 @@ def report(args):
   common.write_tables(args.out, lines)
 
 
+def save(args):
+  for parent in args.parents:
+    for _, _, workdir in run_dirs(args.out, parent, args.runs):
+      if not _has_half_lives(workdir):
+        continue
+      dest = os.path.join(args.dest, os.path.relpath(workdir, args.out))
+      os.makedirs(dest, exist_ok=True)
+      for name in SAVED:
+        src = os.path.join(workdir, name)
+        if not os.path.exists(src):
+          continue
+        if name.endswith(".json"):
+          obj = relative_paths.portable(artifacts.read_json(src), args.out)
+          obj = relative_paths.rewrite(obj, roots=[(os.path.dirname(os.path.abspath(parent)), "")])
+          artifacts.write_json(os.path.join(dest, name), obj)
+        else:
+          with open(src, "rb") as f:
+            artifacts.write_bytes(os.path.join(dest, name), f.read())
+      print(f"saved {workdir} -> {dest}")
+
+
 def _runs(text):
   """"R:N,R:N" -> [(rate, steps)]."""
   out = []
@@ -162,7 +189,7 @@ def _runs(text):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("mode", choices=("run", "report"))
+  p.add_argument("mode", choices=("run", "report", "save"))
   p.add_argument("--parents", type=lambda s: s.split(","), required=True,
                  help="finished runs (workdirs), comma-separated")
   p.add_argument("--runs", type=_runs, default=_runs("1e-4:1000,1e-3:1000,3e-3:300,3e-3:1000"),
@@ -170,13 +197,16 @@ def main(argv=None):
   p.add_argument("--out", required=True, help="folder of the continued runs and the tables")
   p.add_argument("--max_delay", type=int, default=10_000, help="--mode=memory's longest delay")
   p.add_argument("--data_dir", default="", help="the parents' data (full MNIST / CIFAR-10)")
+  p.add_argument("--dest", help="save: where the runs' files go (e.g. experiments/rate_switch)")
   args = p.parse_args(argv)
   for parent in args.parents:
     if not os.path.exists(os.path.join(parent, artifacts.RESULTS_FILE)):
       raise SystemExit(f"error: {parent} is not a finished run (no {artifacts.RESULTS_FILE})")
   if any(not 0 < r < 1 or n <= 0 for r, n in args.runs):
     raise SystemExit("error: every --runs rate must lie in (0, 1) and its steps be positive")
-  run(args) if args.mode == "run" else report(args)  # pylint: disable=expression-not-assigned
+  if args.mode == "save" and not args.dest:
+    raise SystemExit("error: save needs --dest")
+  {"run": run, "report": report, "save": save}[args.mode](args)
 
 
 if __name__ == "__main__":

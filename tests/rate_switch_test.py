@@ -120,3 +120,28 @@ def test_a_run_list_that_is_not_rate_steps_is_refused(capsys):
   with pytest.raises(SystemExit) as e:
     rate_switch.main(["run", "--parents=x", "--runs=3e-3", "--out=x"])
   assert e.value.code == 2 and "is not RATE:STEPS" in capsys.readouterr().err
+
+
+def test_saved_files_remake_the_same_table_without_the_machines_paths(trained_run, tmp_path):
+  parent = str(tmp_path / "parent")
+  shutil.copytree(trained_run.workdir, parent)
+  _with_half_lives(parent, _life(50.0), [_life(40.0)] * 10)
+  out = str(tmp_path / "out")
+  cont = os.path.join(out, "parent", "lr0.003_n5")
+  shutil.copytree(trained_run.workdir, cont)
+  record = artifacts.read_json(os.path.join(cont, artifacts.CONFIG_FILE))
+  record["parent"] = dict(workdir=parent, step=20)
+  artifacts.write_json(os.path.join(cont, artifacts.CONFIG_FILE), record)
+  _with_half_lives(cont, _life(80.0), [_life(60.0)] * 10)
+  argv = [f"--parents={parent}", "--runs=3e-3:5"]
+  rate_switch.main(["report", *argv, f"--out={out}"])
+  dest = str(tmp_path / "committed")
+  rate_switch.main(["save", *argv, f"--out={out}", f"--dest={dest}"])
+  saved = os.path.join(dest, "parent", "lr0.003_n5")
+  assert sorted(os.listdir(saved)) == sorted(rate_switch.SAVED)
+  for name in ("config.json", "results.json"):
+    assert str(tmp_path) not in open(os.path.join(saved, name)).read(), name
+  assert artifacts.read_json(os.path.join(saved, "config.json"))["parent"]["workdir"] == "parent"
+  rate_switch.main(["report", *argv, f"--out={dest}"])
+  assert (json.load(open(os.path.join(dest, "rate_switch.json")))
+          == json.load(open(os.path.join(out, "rate_switch.json"))))
