@@ -18,7 +18,7 @@ rate per update from the distance the weights may travel.
           (and --mode=memory on the parent, if it has no half-lives yet)
   report: one table per parent from the runs' results.json, into OUT/tables.md and
           OUT/rate_switch.json
-  save:   each continued run's config.json, results.json and slow points copied to
+  save:   each continued run's config.json, results.json and slow_points.npz copied to
           DEST/<parent name>/lrR_nN, the machine's paths taken out (experiments/
           relative_paths.py), so that `report --out=DEST` re-makes the tables from them
 """
@@ -40,7 +40,7 @@ from haviv_tf.training import schedules  # pylint: disable=g-import-not-at-top,w
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import relative_paths  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-SAVED = ("config.json", "results.json", "slow_points.npz", "slow_points_unique.npz")
+SAVED = ("config.json", "results.json", "slow_points.npz")
 
 TRAINING_DELAYS = (5, 10, 19)
 LONG_DELAYS = (50, 100, 200, 500, 1000)
