@@ -36,6 +36,12 @@ _SP_REPORT = ("python3 -c \"from haviv_tf.study import report; "
               "report.build('runs/sp/paper', out='runs/sp/report_paper')\"")
 _SP_FIRST = "the first round's commands in slow_points_reachable.md"
 _C = "claim (c)'s --mode=correlate, written by the report"
+_PAPER = ("python3 launch/sweep.py --grid=paper_mnist --root=runs/paper_mnist --workers=2 "
+          "--threads=1 --data_dir=../shared/data; python3 experiments/grid_files.py save "
+          "--weights --root=runs/paper_mnist --dest=experiments/study_paper/runs; python3 -c "
+          "\"from haviv_tf.study import report; report.build('experiments/study_paper/runs', "
+          "out='experiments/study_paper')\"")
+_PARTIAL = "partial: the networks finished so far (its header lists the missing ones)"
 
 # (write-up under experiments/, status, command or None (the commands are in the write-up),
 #  optional note)
@@ -44,6 +50,8 @@ WRITEUPS = (
     ("study_small/study/analysis.md", CURRENT, _SMALL, _C),
     ("study_medium/REPORT.md", CURRENT, _MEDIUM),
     ("study_medium/study/analysis.md", CURRENT, _MEDIUM, _C),
+    ("study_paper/REPORT.md", CURRENT, _PAPER, _PARTIAL),
+    ("study_paper/study/analysis.md", CURRENT, _PAPER, _C),
     ("study_medium/COMPARISON.md", CURRENT,
      "python3 experiments/compare_grids.py small=experiments/study_small "
      "medium=experiments/study_medium --out experiments/study_medium/COMPARISON.md"),
