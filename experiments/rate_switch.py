@@ -97,9 +97,9 @@ def row(workdir, label):
   cfg = config_lib.Config.from_record(
       artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE))["config"])
   acc = results.get("accuracy_by_delay", {})
-  memory = results.get("memory_half_life") or {}
-  overall = memory.get("overall") or {}
-  per_class = memory.get("per_class") or {}
+  lived = results.get("memory_half_life") or {}
+  overall = lived.get("overall") or {}
+  per_class = lived.get("per_class") or {}
   kept = sum(1 for v in per_class.values() if v.get("status") == "censored")
   lives = [v["half_life"] for v in per_class.values() if v.get("half_life") is not None]
   return dict(
