@@ -85,7 +85,6 @@ def finetune(parent_workdir: str, mode: str, workdir=None, steps=None, speed_wei
   `targets` ([10, S], NaN rows: no target) replaces the estimated speed targets, e.g. to give
   several fine-tunings of one parent the same slow points without searching again; a
   `control` fine-tuning ignores it. `extra_callbacks` are added to training's (train.train).
-
   Returns results.json of the fine-tuning run ({} with analyze=False).
 
   Raises:
