@@ -1,6 +1,7 @@
 """Training snapshots (bounded history) and back-tracking slow points through them."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +15,6 @@ from haviv_tf.base import config as config_lib
 from haviv_tf.models import network
 from haviv_tf.probes import slow_points
 from haviv_tf.training import checkpoints
-from haviv_tf.training import train
 from haviv_tf.task import trials
 
 # No XLA (tests/jit_test.py covers it): compiling a tiny network's steps and searches costs more
@@ -59,12 +59,23 @@ def test_find_merges_reports_where_two_points_meet_going_back():
   assert merges[0][3] == pytest.approx(0.01)
 
 
-def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(tmp_path):
-  workdir = str(tmp_path / "run")
-  cfg = config_lib.resolve("quick", "mnist_sample", dict(
-      units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
-      eval_delays=(5,), eval_trials=20, protocol="nacu", history_every=10, jit_compile=False))
+_CFG = dict(units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
+            eval_delays=(5,), eval_trials=20, protocol="nacu", history_every=10,
+            jit_compile=False)
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+  """A tiny run trained and analysed once for this file (tests copy it before changing it)."""
+  workdir = str(tmp_path_factory.mktemp("backtrack") / "run")
+  cfg = config_lib.resolve("quick", "mnist_sample", _CFG)
   pipeline.train_and_analyze(cfg, workdir, verbose=0, sp_config=SP)
+  return cfg, workdir
+
+
+def test_backtrack_on_a_tiny_vocu_run_with_two_snapshots(analysed, tmp_path):
+  cfg, workdir = analysed[0], str(tmp_path / "run")
+  shutil.copytree(analysed[1], workdir)
   entries = checkpoints.History.load(workdir)
   assert [e["step"] for e in entries] == [0, 10, 20]
   out = backtrack.backtrack(workdir, SP)
@@ -114,20 +125,18 @@ def test_nearest_centres_in_speed_coordinates():
   np.testing.assert_array_equal(backtrack.centre_labels(nearest, [0.2, 0.95, 0.9]), [7, -1, -1])
 
 
-def test_backtrack_needs_snapshots_and_slow_points(tmp_path):
+def test_backtrack_needs_snapshots_and_slow_points(analysed, tmp_path):
   workdir = str(tmp_path / "run")
-  cfg = config_lib.resolve("quick", "mnist_sample", dict(
-      units=8, batch_size=16, train_steps=10, checkpoint_every=10, log_every=5,
-      protocol="nacu", history_every=0, jit_compile=False))
-  src = train.prepare_workdir(cfg, workdir)
-  train.train(cfg, workdir, src, verbose=0)
+  shutil.copytree(analysed[1], workdir)
+  sp_path = os.path.join(workdir, pipeline.SLOW_POINTS_FILE)
+  os.rename(sp_path, sp_path + ".away")
   with pytest.raises(artifacts.RunError, match="no slow points"):
     backtrack.backtrack(workdir, SP)
+  os.rename(sp_path + ".away", sp_path)
   os.remove(os.path.join(workdir, "history", "history.json"))
-  _, _, run = pipeline.restore(workdir)
-  pipeline.find_slow_points(cfg, run, src, workdir, SP, num_sampled=0, trials_per_class=5)
   with pytest.raises(artifacts.RunError, match="no training snapshots"):
     backtrack.backtrack(workdir, SP)
+  assert not os.path.exists(os.path.join(workdir, backtrack.BACKTRACK_NPZ))
 
 
 def test_find_births_marks_classes_born_at_their_introduction():

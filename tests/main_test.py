@@ -103,8 +103,8 @@ def test_quick_run_writes_config_checkpoints_events_and_results(tmp_path):
 
 
 def test_sigkill_and_resume_ends_with_the_same_weights(tmp_path):
-  args = PLAIN + ["--units=48", "--batch_size=64", "--steps=150", "--checkpoint_every=25",
-                 "--protocol=decu", "--seed=7", "--eval_delays=5", "--eval_trials=10"]
+  args = PLAIN + ["--steps=150", "--checkpoint_every=25", "--protocol=decu", "--seed=7",
+                 "--eval_delays=5", "--eval_trials=10", "--sp_max_iters=20"]
   straight = str(tmp_path / "straight")
   proc = _cli(args + [f"--workdir={straight}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
