@@ -7,6 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from haviv_tf.analysis import export
 from haviv_tf.analysis import pipeline
 from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
@@ -22,7 +23,8 @@ def test_train_and_analyze_writes_every_artifact(tmp_path, monkeypatch):
   # more than running them (main_test's first run goes through the XLA default end to end).
   cfg = config_lib.resolve("quick", "mnist_sample", dict(
       units=8, batch_size=16, train_steps=20, checkpoint_every=10, log_every=5,
-      eval_delays=(5, 40), eval_trials=20, protocol="nacu", jit_compile=False))
+      eval_delays=(5, 40), eval_trials=20, protocol="nacu", jit_compile=False,
+      data_dir=str(tmp_path)))
   sp = slow_points.SlowPointConfig(max_iters=400, chunk=100, q_tol=1e-8, jit_compile=False)
   results = pipeline.train_and_analyze(cfg, workdir, verbose=0, sp_config=sp)
 
@@ -46,6 +48,9 @@ def test_train_and_analyze_writes_every_artifact(tmp_path, monkeypatch):
 
   loaded = tf.saved_model.load(os.path.join(workdir, pipeline.SAVED_MODEL_DIR))
   assert {"serving_default", "step", "speed", "metadata"} <= set(loaded.signatures)
+  # The exported config is the run's, but for this machine's data folder.
+  meta = export.load_metadata(os.path.join(workdir, pipeline.SAVED_MODEL_DIR))["metadata"]
+  assert meta["config"] == dict(cfg.to_dict(), data_dir="") and meta["step"] == 20
   for png in (pipeline.ACCURACY_PNG, pipeline.TRAJECTORIES_PNG):
     with open(os.path.join(workdir, png), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"

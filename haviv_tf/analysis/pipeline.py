@@ -404,10 +404,14 @@ def post_stimulus_trajectories(model, generator, seed, num=100,
 
 
 def export_model(cfg, run, source, workdir) -> str:
-  """SavedModel with serving_default / step / speed / metadata signatures in workdir."""
+  """SavedModel with serving_default / step / speed / metadata signatures in workdir.
+
+  The recorded config's data_dir is emptied: it names a folder of this machine, and the
+  SavedModel is made to be read elsewhere (the workdir's config.json keeps it)."""
   return export.export_saved_model(
       run.model, os.path.join(workdir, SAVED_MODEL_DIR),
-      dict(noise_mean=source.mean, noise_std=source.std, config=cfg.to_dict(), step=run.step,
+      dict(noise_mean=source.mean, noise_std=source.std, config=dict(cfg.to_dict(), data_dir=""),
+           step=run.step,
            dataset=cfg.dataset, min_delay=cfg.min_delay, seq_len=cfg.seq_len))
 
 
