@@ -91,4 +91,4 @@ def test_report_counts_the_code_revisions_the_networks_recorded(tmp_path):
     recs.append({"workdir": str(workdir)})
   recs.append({"workdir": str(tmp_path / "never_ran")})
   assert report._trained_revisions(recs) == {  # pylint: disable=protected-access
-      "a" * 12: 2, "b" * 12 + " (dirty)": 1, "unknown": 2}
+      "a" * 12: 2, "b" * 12 + " (dirty)": 1, "unknown": 1}  # never_ran: missing, not unknown

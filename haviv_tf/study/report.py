@@ -238,11 +238,14 @@ def build(root: str, out=None, wall_seconds=None) -> dict:
 
 def _trained_revisions(recs) -> dict:
   """{code revision text: number of networks} of the revisions the runs recorded in their
-  config.json ("unknown": recorded none, or outside git)."""
+  config.json ("unknown": recorded none, or outside git); a network not trained yet (no
+  config.json) is not counted: the report's header names it as missing."""
   counts = {}
   for r in recs:
     path = os.path.join(r["workdir"], artifacts.CONFIG_FILE)
-    record = artifacts.read_json(path) if os.path.exists(path) else {}
+    if not os.path.exists(path):
+      continue
+    record = artifacts.read_json(path)
     env = record.get("environment") if isinstance(record, dict) else None
     text = artifacts.revision_text((env or {}).get("code_revision"))
     counts[text] = counts.get(text, 0) + 1
