@@ -1,9 +1,10 @@
 """The README's results table: each of the paper's claims (a)-(e) × each committed grid.
 
-Reads only committed files: the study grids' `report.json` (written by `haviv_tf.study.report.build`)
-and the paper-preset network's `results.json` / `backtrack.json` (one network, so only the
-claims one network can test are tested, by the report's own thresholds). Prints the markdown
-table; `tests/readme_test.py` checks that README.md holds exactly this output.
+Reads only committed files: each study grid's `report.json` (written by
+`haviv_tf.study.report.build`). The paper grid's column heading says how many of its networks
+are in; a claim that needs two networks or more ((b): how widely networks differ) is "n/a"
+while it holds one. Prints the markdown table; `tests/readme_test.py` checks that README.md
+holds exactly this output.
 
   python3 experiments/results_table.py            # print the table
   python3 experiments/results_table.py --check    # exit 1 if README.md's table differs
@@ -11,7 +12,6 @@ table; `tests/readme_test.py` checks that README.md holds exactly this output.
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -20,13 +20,14 @@ REPO = os.path.dirname(HERE)
 BEGIN = "<!-- results table: python3 experiments/results_table.py -->"
 END = "<!-- end of results table -->"
 
-# (column heading, folder under experiments/, the write-up it links)
+# (column heading, folder under experiments/, the write-up it links); "{n}" in a heading is
+# the number of networks the grid's report holds so far.
 GRIDS = (("MNIST small (8 nets, 3k steps)", "study_small", "experiments/study_small/REPORT.md"),
          ("MNIST medium (12 nets, 9k steps)", "study_medium",
           "experiments/study_medium/REPORT.md"),
-         ("CIFAR-10 quick (4 nets)", "cifar10_quick", "experiments/cifar10_quick/REPORT.md"))
-PAPER = ("`paper` preset (1 net, 140k steps)", "paper_preset/vocu_gru_s0",
-         "experiments/paper_preset.md")
+         ("CIFAR-10 quick (4 nets)", "cifar10_quick", "experiments/cifar10_quick/REPORT.md"),
+         ("MNIST paper grid ({n} of 8 nets, 140k steps)", "study_paper",
+          "experiments/study_paper/REPORT.md"))
 CLAIMS = (("a", "every network solves the task at the training delays"),
           ("b", "networks differ widely at long delays"),
           ("c", "slow-point speed predicts long-delay accuracy"),
@@ -50,13 +51,14 @@ def _word(held):
 
 def _grid_cells(folder):
   """claim -> cell text, from a study grid's report.json."""
-  claims = _read(f"experiments/{folder}/report.json")["claims"]
-  a, b, c, d, e = (claims[k] for k in "abcde")
+  report = _read(f"experiments/{folder}/report.json")
+  a, b, c, d, e = (report["claims"][k] for k in "abcde")
   cells = {}
   cells["a"] = f"{_word(a['held'])}: worst {min(a['min_accuracy'].values()):.3f} " \
                f"(≥ {a['threshold']:.3g})"
   span = max(b["spans"].items(), key=lambda kv: (kv[1], int(kv[0])))
-  cells["b"] = f"{_word(b['held'])}: widest span {span[1]:.2f} (delay {span[0]})"
+  cells["b"] = (f"{_word(b['held'])}: widest span {span[1]:.2f} (delay {span[0]})"
+                if report["analysed"] > 1 else "n/a (one network)")
   cc = c["correlations"][c["key"]]
   cells["c"] = f"{_word(c['held'])}: ρ {_rho(cc['spearman'])} (delay {c['key']})"
   sp = d["table"][str(d["delay"])]["diffs"]["slow_points"]
@@ -66,37 +68,9 @@ def _grid_cells(folder):
   return cells
 
 
-def _paper_cells(folder):
-  """claim -> cell text for the one paper-preset network, by the study report's tests."""
-  sys.path.insert(0, REPO)
-  from haviv_tf.base import artifacts
-  from haviv_tf.study import claims_backtrack
-  from haviv_tf.study import evidence
-  from haviv_tf.study import significance
-  workdir = os.path.join(REPO, "experiments", folder)
-  res = _read(f"experiments/{folder}/results.json")
-  cfg = artifacts.recorded_config(workdir)
-  acc = res["accuracy_by_delay"]
-  worst = min(v for d, v in acc.items() if int(d) < cfg.seq_len)
-  cells = {"a": f"{_word(worst >= evidence.SOLVED)}: worst {worst:.3f} (≥ {evidence.SOLVED:.3g})",
-           "b": "n/a (one network)", "d": "not run"}
-  key = str(evidence.TEST_DELAY["mnist"])
-  per_class = res["per_class_accuracy_by_delay"][key]
-  pairs = [(math.log10(res["slow_point_speed"][str(k)]), per_class[k])
-           for k in range(len(per_class))]
-  cc = significance.correlate(pairs)
-  held = cc["spearman"] < 0 and cc["spearman_p"] < evidence.ALPHA
-  cells["c"] = f"{_word(held)} across its classes: ρ {_rho(cc['spearman'])} (delay {key})"
-  b = _read(f"experiments/{folder}/backtrack.json")
-  late = [x for x in claims_backtrack.find_births(b, cfg, "readout") if x["introduced_at"] > 0]
-  born = sum(x["at_introduction"] for x in late)
-  cells["e"] = f"{_word(born / len(late) >= claims_backtrack.BORN_AT_INTRODUCTION)}: {born} of {len(late)} born at introduction"
-  return cells
-
-
 def table() -> str:
-  cols = [(h, link, _grid_cells(f)) for h, f, link in GRIDS]
-  cols.append((PAPER[0], PAPER[2], _paper_cells(PAPER[1])))
+  cols = [(h.format(n=_read(f"experiments/{f}/report.json")["analysed"]), link, _grid_cells(f))
+          for h, f, link in GRIDS]
   lines = ["| claim | " + " | ".join(f"[{h}]({link})" for h, link, _ in cols) + " |",
            "|---" * (1 + len(cols)) + "|"]
   for k, text in CLAIMS:
