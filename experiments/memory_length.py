@@ -240,9 +240,12 @@ def lr_section(nets, resamples=2000, seed=0) -> tuple:
   have = [n for n in nets if n["half_life"] and n["lr_sum"] > 0 and not n["half_life_censored"]]
   numbers = dict(networks=len(have),
                  censored=sum(bool(n["half_life"]) and n["half_life_censored"] for n in nets))
-  if len(have) >= 3 and len({n["lr_sum"] for n in have}) >= 2:
+  # Sums that agree to 3 significant figures are one sum (a compressed schedule keeps the sum
+  # up to the rounding of its scaled decay steps): ranks are not drawn from rounding.
+  same = lambda v: float(f"{v:.3g}")  # pylint: disable=unnecessary-lambda-assignment
+  if len(have) >= 3 and len({same(n["lr_sum"]) for n in have}) >= 2:
     from scipy import stats  # pylint: disable=g-import-not-at-top
-    x = np.log([n["lr_sum"] for n in have])
+    x = np.log([same(n["lr_sum"]) for n in have])
     y = np.log([n["half_life"] for n in have])
     rho = float(stats.spearmanr(x, y)[0])
     rng = np.random.default_rng(seed)
@@ -263,7 +266,7 @@ def lr_section(nets, resamples=2000, seed=0) -> tuple:
   else:
     lines += ["", f"No rank correlation: {len(have)} networks with a measured (uncensored) "
               f"half-life, {numbers['censored']} censored; it needs 3 with two summed learning "
-              "rates or more."]
+              "rates or more (sums equal to 3 significant figures count as one)."]
   return numbers, lines + [""]
 
 
