@@ -52,6 +52,9 @@ WRITEUPS = (
     ("study_medium/study/analysis.md", CURRENT, _MEDIUM, _C),
     ("study_paper/REPORT.md", CURRENT, _PAPER, _PARTIAL),
     ("study_paper/study/analysis.md", CURRENT, _PAPER, _C),
+    ("study_paper/COMPARISON.md", CURRENT,
+     "python3 experiments/compare_grids.py paper=experiments/study_paper "
+     "medium=experiments/study_medium --out experiments/study_paper/COMPARISON.md", _PARTIAL),
     ("study_medium/COMPARISON.md", CURRENT,
      "python3 experiments/compare_grids.py small=experiments/study_small "
      "medium=experiments/study_medium --out experiments/study_medium/COMPARISON.md"),
@@ -83,6 +86,13 @@ WRITEUPS = (
      "--json experiments/memory_length/memory_length.json "
      "--png experiments/memory_length/against_quick.png "
      "--lr_png experiments/memory_length/summed_lr.png"),
+    ("memory_length/against_paper.md", CURRENT,
+     "python3 experiments/memory_length.py experiments/study_paper experiments/paper_compressed "
+     "--reference=paper --out experiments/memory_length/against_paper.md "
+     "--json experiments/memory_length/against_paper.json "
+     "--png experiments/memory_length/against_paper.png",
+     "the compressed schedule against the full-length paper networks, seed by seed, as the "
+     "paper grid fills in"),
     ("rate_switch.md", CURRENT, None,
      "experiments/rate_switch.py run, then report, as in the write-up"),
     ("rate_switch/tables.md", CURRENT,
