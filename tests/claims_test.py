@@ -68,9 +68,20 @@ def test_claim_b_when_it_does_not_hold_names_the_least_accurate_network(tmp_path
   recs = [dict(_rec(f"n{i}", {5: 0.98, 500: 0.97, 2000: 0.9 + 0.01 * i}, 1000),
                seed=i, arch=("gru", "lstm")[i % 2]) for i in range(4)]
   numbers, lines = claims.claim_b(ev, recs)
-  assert numbers["held"] is False and numbers["why"] == dict(delay=2000, lowest=0.9)
-  assert any(x.startswith("Why: even at delay 2000 the least accurate network is at 0.900")
-             for x in lines)
+  assert numbers["held"] is False
+  assert numbers["why"] == dict(delay=2000, lowest=0.9, highest=0.93)
+  assert any(x.startswith("Why: at delay 2000 the networks are at 0.900-0.930") and
+             "every network keeps its memories" in x for x in lines)
+  # All forgotten by the long delays, alike: said so, not that they keep their memories.
+  forgot = [dict(_rec(f"f{i}", {5: 0.95, 500: 0.2 + 0.01 * i, 2000: 0.1}, 1000), seed=i,
+                 arch="gru") for i in range(2)]
+  numbers, lines = claims.claim_b(ev, forgot)
+  assert numbers["held"] is False and numbers["why"]["delay"] == 500
+  assert any("every network has forgotten by then" in x for x in lines)
+  # One network: nothing to span, so not tested (not "did not hold").
+  numbers, lines = claims.claim_b(ev, recs[:1])
+  assert numbers["held"] is None and "at_claim_delay" not in numbers
+  assert any(x.startswith("**Not tested**: 1 network") for x in lines)
   recs[0]["results"]["accuracy_by_delay"]["2000"] = 0.5
   numbers, lines = claims.claim_b(ev, recs)
   assert numbers["held"] is True and "why" not in numbers
