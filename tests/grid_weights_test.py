@@ -22,10 +22,10 @@ import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.training import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
 import main_runner  # pylint: disable=g-bad-import-order
+from shared_run import copy_run  # pylint: disable=g-bad-import-order
+from shared_run import trained_run  # pylint: disable=g-bad-import-order,unused-import
 
-ARGS = ["--preset=quick", "--dataset=mnist_sample", "--units=16", "--batch_size=16",
-        "--eval_trials=40", "--eval_delays=5,10", "--sp_max_iters=200", "--jit_compile=false",
-        "--steps=20", "--checkpoint_every=10"]
+# The shared run (tests/shared_run.py): 20 steps, evaluated with 40 trials at 5, 10, 19, 100.
 
 
 def _cli(args):
@@ -39,10 +39,8 @@ def _model_values(prefix):
           if k.startswith("model/") and not k.startswith("model/optimizer")}
 
 
-def test_weights_restore_the_network_and_its_recorded_accuracy(tmp_path):
-  trained = str(tmp_path / "trained")
-  proc = _cli(ARGS + [f"--workdir={trained}"])
-  assert proc.returncode == 0, proc.stderr[-2000:]
+def test_weights_restore_the_network_and_its_recorded_accuracy(trained_run, tmp_path):  # pylint: disable=redefined-outer-name
+  trained = copy_run(trained_run, tmp_path, "trained")
 
   prefix = grid_files.write_final_weights(trained)
   reader = tf.train.load_checkpoint(prefix)
@@ -80,10 +78,8 @@ def test_weights_restore_the_network_and_its_recorded_accuracy(tmp_path):
   assert again["per_class_accuracy"] == check["per_class_accuracy"]
 
 
-def test_weights_never_replace_a_checkpoint(tmp_path):
-  trained = str(tmp_path / "trained")
-  proc = _cli(ARGS + ["--steps=10", f"--workdir={trained}"])
-  assert proc.returncode == 0, proc.stderr[-2000:]
+def test_weights_never_replace_a_checkpoint(trained_run, tmp_path):  # pylint: disable=redefined-outer-name
+  trained = copy_run(trained_run, tmp_path, "trained")
   prefix = grid_files.write_final_weights(trained)
   cfg = artifacts.recorded_config(trained)
   with pytest.raises(artifacts.RunError, match="already has a checkpoint"):
