@@ -27,6 +27,7 @@ from haviv_tf.study import claims as claims_lib  # pylint: disable=g-import-not-
 from haviv_tf.study import claims_backtrack  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import claims_finetune  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import evidence as evd  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import significance as sig  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -119,18 +120,45 @@ def rows(results):
         cells.append("–")
     table.append(f"| {label} | " + " | ".join(cells) + " |")
 
-  def verdict(key):
-    return lambda r: {True: "**held**", False: "**did not hold**", None: "n/a"}[
-        r["claims"][key]["held"] if r["claims"][key] else None]
+  _rows_overview(row)
+  _rows_a(row)
+  _rows_b_c(row)
+  _rows_d(row, results)
+  _rows_e(row)
+  return ["| | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"] + table
 
+
+def _verdict(key):
+  return lambda r: {True: "**held**", False: "**did not hold**", None: "n/a"}[
+      r["claims"][key]["held"] if r["claims"][key] else None]
+
+
+def _half_lives(r):
+  """Median network half-life over the grid's networks (min-max; how many censored)."""
+  halves = [h for h in report.network_half_lives(r["ev"].have, r["ev"].seq_len).values() if h]
+  if not halves:
+    return "–"
+  v = [h["half_life"] for h in halves]
+  censored = sum(bool(h["censored"]) for h in halves)
+  if censored == len(v):   # none fell halfway by its longest delay: lower bounds only
+    return f"≥ {min(v):.0f} (all {len(v)} nets censored at the longest delay evaluated)"
+  return (f"{np.median(v):.0f} ({min(v):.0f}-{max(v):.0f}, {len(v)} nets"
+          + (f"; {censored} censored, entered as lower bounds" if censored else "") + ")")
+
+
+def _rows_overview(row):
   row("networks (finished / grid)", lambda r: f"{r['n']} / {r['of']}")
   row("train steps", lambda r: ", ".join(sorted({str(x["config"].train_steps)
                                                  for x in r["ev"].have})))
   row("report accuracy by delay: mean over the networks (min-max)", _accuracy_by_delay)
+  row("memory half-life: median over the networks (min-max)", _half_lives)
   row("slow-point speed by recipe: median over the networks of each network's median over its "
       "classes (min-max)", _speeds)
+
+
+def _rows_a(row):
   row("(a) verdict (every network ≥ the solved level at the training delays)", lambda r: (
-      verdict("a")(r) + " (level {:.3g}{})".format(
+      _verdict("a")(r) + " (level {:.3g}{})".format(
           r["claims"]["a"]["threshold"],
           ", relative to the ceiling" if r["claims"]["a"].get("relative") else "")))
   row("(a) worst training-delay accuracy", lambda r: f"{min(r['claims']['a']['min_accuracy'].values()):.3f}")
@@ -146,20 +174,26 @@ def rows(results):
   row("(a) measured ceiling (the same read-in as a plain classifier, same image budget)",
       lambda r: "{:.4f} ({} runs)".format(r["claims"]["a"]["ceiling"]["mean"],
                                          r["claims"]["a"]["ceiling"]["runs"]))
-  row("(b) verdict (a long delay's accuracies span ≥ 0.2)", verdict("b"))
+
+
+def _rows_b_c(row):
+  row("(b) verdict (a long delay's accuracies span ≥ 0.2)", _verdict("b"))
   row("(b) span at each long delay", lambda r: ", ".join(
       f"{d}: {v:.3f}" for d, v in sorted(r["claims"]["b"]["spans"].items(), key=lambda kv: int(kv[0]))))
   row("(b) GRU vs LSTM at the longest delay (Mann-Whitney p)", lambda r: _effect(r, "arch"))
   row("(b) DeCu vs VoCu at the longest delay (Mann-Whitney p)", lambda r: _effect(r, "protocol"))
-  row("(c) verdict (log speed vs per-class accuracy, Spearman p < 0.05)", verdict("c"))
+  row("(c) verdict (log speed vs per-class accuracy, Spearman p < 0.05)", _verdict("c"))
   row("(c) ρ at its test delay (n, p)", lambda r: "{} at {} (n {}, p {})".format(
       sig.fmt(r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["spearman"]),
       r["claims"]["c"]["key"], r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["n"],
       sig.fmt_p(r["claims"]["c"]["correlations"][r["claims"]["c"]["key"]]["spearman_p"])))
   row("(c) best predictor at its test delay", lambda r: "{} at {}".format(
       r["claims"]["c"]["predictors"]["best"].get(r["claims"]["c"]["key"]), r["claims"]["c"]["key"]))
+
+
+def _rows_d(row, results):
   row("(d) verdict (both penalties > control at the test delay, Wilcoxon p < 0.05)",
-      lambda r: verdict("d")(r) + " at {}".format(r["claims"]["d"]["delay"]))
+      lambda r: _verdict("d")(r) + " at {}".format(r["claims"]["d"]["delay"]))
   for which in ("test", "longest"):
     for m in ("slow_points", "center_mass"):
       row(f"(d) {m} − control at the {which} delay",
@@ -179,12 +213,14 @@ def rows(results):
       "{:.3f} ({:.3f} to {:.3f})".format(*[r["claims"]["d"]["control_headroom"][k]
                                           for k in ("mean", "min", "max")])
       if "control_headroom" in r["claims"]["d"] else _room(r)))
-  row("(e) verdict (≥ 75% of later VoCu classes born at their introduction)", verdict("e"))
+
+
+def _rows_e(row):
+  row("(e) verdict (≥ 75% of later VoCu classes born at their introduction)", _verdict("e"))
   row("(e) born at introduction, by the read-out", lambda r: "{} of {}".format(
       r["claims"]["e"]["born_at_introduction"], r["claims"]["e"]["later_classes"]))
   row("(e) born at introduction, by the nearest class centre", lambda r: "{} of {}".format(
       r["claims"]["e"]["born_at_introduction_by_centre"], r["claims"]["e"]["later_classes"]))
-  return ["| | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"] + table
 
 
 def _high(r):

@@ -17,6 +17,7 @@ import grid_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from haviv_tf.models import network  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SMALL = os.path.join(REPO, "experiments", "study_small")
@@ -50,6 +51,12 @@ def test_compare_grids_recomputes_the_committed_report_from_the_run_files():
   med = [float(np.median([v for v in x["results"]["slow_point_speed"].values() if v is not None]))
          for x in _.have]
   assert numbers["speeds"] == {"default": pytest.approx(med)}
+  # Memory half-lives, by the report's own rule: the small grid's networks were evaluated to
+  # delay 1000 only, and none fell halfway by then, so the row gives a lower bound.
+  (hl_row,) = [x for x in lines if x.startswith("| memory half-life")]
+  halves = [h for h in report.network_half_lives(_.have, _.seq_len).values() if h]
+  assert len(halves) == 8 and all(h["censored"] for h in halves)
+  assert f"| ≥ {min(h['half_life'] for h in halves):.0f} (all 8 nets censored" in hl_row
   (speed_row,) = [x for x in lines if x.startswith("| slow-point speed by recipe")]
   assert f"default: {np.median(med):.2e} " in speed_row and "8 nets" in speed_row
 
