@@ -52,11 +52,16 @@ def test_report_on_a_tiny_grid_states_every_claim(tmp_path):
   root = str(tmp_path / "sweep")
   specs = sweep.expand(_grid())
   sweep.write_grid(specs, root, "tiny")
-  for spec in specs:  # what the launcher's subprocesses do, in-process
+  # What the launcher's subprocesses do, in-process; the DeCu network is left unfinished after
+  # its analysis (no fine-tunings, no back-tracking: the report takes what there is), which also
+  # keeps this test's cost to one network's fine-tunings.
+  for spec in specs:
     workdir = os.path.join(root, spec.name)
     pipeline.train_and_analyze(spec.config(), workdir, verbose=0, sp_config=SP)
-    control.compare(workdir, steps=2, sp_config=SP, verbose=0)
-    backtrack.backtrack(workdir, SP)
+    if spec.protocol == "vocu":
+      control.compare(workdir, steps=2, sp_config=SP, verbose=0)
+      backtrack.backtrack(workdir, SP)
+  compared = [spec for spec in specs if spec.protocol == "vocu"]
   summary = report.build(root)
   assert summary["analysed"] == 2 and not summary["missing"]
   assert set(summary["claims"]) == {"a", "b", "c", "d", "e"}
@@ -82,9 +87,9 @@ def test_report_on_a_tiny_grid_states_every_claim(tmp_path):
   assert "95% (Wilson) interval" in md
   # (d) states the cost at the training delays: mode - control, from the runs' own files.
   cost = summary["claims"]["d"]["training_delay_cost"]["slow_points"]
-  assert cost["n"] == len(specs)
+  assert cost["n"] == len(compared) == 1
   per = []
-  for spec in specs:
+  for spec in compared:
     rows = artifacts.read_json(os.path.join(control.default_out(os.path.join(root, spec.name)),
                                             control.COMPARE_JSON))["rows"]
     per.append(rows["slow_points"]["accuracy_by_delay"]["5"]
@@ -94,7 +99,8 @@ def test_report_on_a_tiny_grid_states_every_claim(tmp_path):
   # HParams sessions: one per network and per fine-tuning, with final metrics.
   for spec in specs:
     for path in [os.path.join(root, spec.name)] + [
-        os.path.join(root, spec.name + "_finetune", m) for m in control.MODES]:
+        os.path.join(root, spec.name + "_finetune", m) for m in control.MODES
+        if spec in compared]:
       tags = _tags(os.path.join(path, "tensorboard", "hparams"))
       assert "_hparams_/session_start_info" in tags
       assert "hparams/accuracy_delay_30" in tags
