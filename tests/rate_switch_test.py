@@ -145,3 +145,27 @@ def test_saved_files_remake_the_same_table_without_the_machines_paths(trained_ru
   rate_switch.main(["report", *argv, f"--out={dest}"])
   assert (json.load(open(os.path.join(dest, "rate_switch.json")))
           == json.load(open(os.path.join(out, "rate_switch.json"))))
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMITTED = os.path.join(REPO, "experiments", "rate_switch")
+PARENTS = ("experiments/paper_compressed/runs/mnist-vocu-gru-paper-s0-60cc580e",
+           "experiments/paper_compressed/runs/mnist-vocu-lstm-paper-s0-60cc580e",
+           "experiments/study_paper/runs/mnist-vocu-gru-paper-s0")
+
+
+@pytest.mark.skipif(not all(os.path.isdir(os.path.join(REPO, p)) for p in PARENTS)
+                    or not os.path.isdir(COMMITTED),
+                    reason="the committed rate-switch runs are not in this tree")
+def test_the_committed_tables_are_made_from_the_committed_runs(tmp_path):
+  out = str(tmp_path / "rate_switch")
+  shutil.copytree(COMMITTED, out)
+  os.remove(os.path.join(out, "tables.md"))
+  rate_switch.main(["report", "--parents=" + ",".join(os.path.join(REPO, p) for p in PARENTS),
+                    "--runs=1e-5:1000,1e-4:1000,1e-3:1000,3e-3:300,3e-3:1000,3e-3:3000",
+                    f"--out={out}"])
+  with open(os.path.join(out, "tables.md")) as f, \
+      open(os.path.join(COMMITTED, "tables.md")) as g:
+    assert f.read() == g.read(), "experiments/rate_switch/tables.md is stale: re-run its report"
+  made = artifacts.read_json(os.path.join(out, "rate_switch.json"))
+  assert [r["half_life"] for r in made["mnist-vocu-gru-paper-s0"]][-1] > 1000
