@@ -4,6 +4,7 @@ command after training (item 3)."""
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -95,6 +96,8 @@ def test_backtracking_shows_progress_and_keeps_a_result_of_other_settings(traine
   workdir = _copy(trained, tmp_path)
   proc = _cli(["--mode=backtrack", f"--workdir={workdir}", "--sp_max_iters=30"])
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert re.search(r"\d+ slow points followed back through \d+ snapshots", proc.stdout)
+  assert "retracing" not in proc.stderr   # one compiled search serves every snapshot
   assert "back-tracking: snapshot 1 of " in proc.stderr and " left" in proc.stderr
   assert f"wrote: {os.path.join(workdir, 'backtrack.json')}" in proc.stdout
   path = os.path.join(workdir, "backtrack.json")
