@@ -175,8 +175,12 @@ def test_finetune_config_follows_the_paper_and_the_quick_scaling():
   assert ctrl.speed_weight == 0 and ctrl.speed_targets == "center_mass"
   with pytest.raises(ValueError, match="unknown fine-tuning 'foo'"):
     control.finetune_config(quick, "foo")
-  with pytest.raises(ValueError, match="itself a fine-tuning"):
+  # A fine-tuning as the parent: only with its length given, on the data after its own steps.
+  with pytest.raises(ValueError, match="itself a fine-tuning .*give --steps"):
     control.finetune_config(cfg, "control")
+  again = control.finetune_config(cfg, "control", steps=50, learning_rate=1e-4)
+  assert again.finetune == "control" and again.train_steps == 50 and again.speed_weight == 0
+  assert again.data_offset == cfg.data_offset + cfg.train_steps and again.learning_rate == 1e-4
   with pytest.raises(ValueError, match="speed_weight` 0"):
     config_lib.validate(dataclasses.replace(ctrl, speed_weight=1.0))
 
@@ -215,6 +219,17 @@ def test_control_equals_plain_continued_training(parent, tmp_path, rate):
   p = network.build(pcfg, source.frame_shape)
   checkpoints.load_weights(p, parent)
   assert not np.allclose(p.trainable_variables[0].numpy(), model.trainable_variables[0].numpy())
+  if rate is not None:
+    # The continued network continued again (at another rate): the fine-tuning is the parent.
+    again = str(tmp_path / "again")
+    control.finetune(workdir, "control", again, steps=3, analyze=False, verbose=0,
+                     learning_rate=1e-4)
+    cfg2, _, ft2 = pipeline.restore(again)
+    rec = artifacts.read_json(os.path.join(again, "config.json"))
+    assert ft2.step == 3 and rec["parent"]["workdir"] == os.path.abspath(workdir)
+    assert cfg2.learning_rate == 1e-4 and cfg2.data_offset == cfg.data_offset + steps
+    assert not np.allclose(ft2.model.trainable_variables[0].numpy(),
+                           ft.model.trainable_variables[0].numpy())
 
 
 def test_finetune_never_writes_into_the_parent_and_records_it(parent, tmp_path):

@@ -42,13 +42,16 @@ def finetune_config(parent: config_lib.Config, mode: str, steps=None, speed_weig
 
   Paper: mu 1e-3 (MNIST) / 1e-2 (CIFAR-10), 5000 steps at the training learning rate, no decay.
   Quick: a tenth of the training steps at mu 1e-2 (config.QUICK_FINETUNE; chosen from the
-  MNIST dose-response, and taken over for CIFAR-10). Always at the parent's learning rate.
+  MNIST dose-response, and taken over for CIFAR-10). At the parent's learning rate unless
+  `learning_rate` is given. A fine-tuning may itself be the parent when `steps` is given; the
+  data stream continues after the parent's own steps.
   """
   if mode not in MODES:
     raise config_lib.InputError(f"unknown fine-tuning {mode!r}; valid: {', '.join(MODES)}")
-  if parent.finetune:
-    raise config_lib.InputError(f"the parent run is itself a fine-tuning ({parent.finetune}); fine-tune a "
-                     "run trained from scratch")
+  if parent.finetune and steps is None:  # the default length is a share of a trained run's
+    raise config_lib.InputError(
+        f"the parent run is itself a fine-tuning ({parent.finetune}): give --steps to fine-tune "
+        "it again (the default length is set from a run trained from scratch)")
   quick = config_lib.QUICK_FINETUNE.get(parent.dataset) if parent.preset == "quick" else None
   if steps is None:
     if quick:
