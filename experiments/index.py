@@ -101,6 +101,10 @@ WRITEUPS = (
      "mnist-vocu-lstm-paper-s0-60cc580e,experiments/study_paper/runs/mnist-vocu-gru-paper-s0 "
      "--runs=1e-5:1000,1e-4:1000,1e-3:1000,3e-3:300,3e-3:1000,3e-3:3000 "
      "--out=experiments/rate_switch"),
+    ("rate_switch/back/tables.md", CURRENT,
+     "python3 experiments/rate_switch.py report --parents=experiments/rate_switch/"
+     "mnist-vocu-gru-paper-s0-60cc580e/lr0.003_n3000 --runs=1e-4:1000,1e-4:3000 "
+     "--out=experiments/rate_switch/back"),
     ("paper_compressed/confusion/vocu_lstm_s0.md", CURRENT,
      "python3 experiments/confusion.py runs/paper_compressed/mnist-vocu-lstm-paper-s0-60cc580e "
      "--delays=19,500,2000 --trials=1000 "
