@@ -35,6 +35,21 @@ def test_step_decay_half_life_is_the_log_midpoint_of_the_step():
   assert h["target"] == pytest.approx((0.9 + CHANCE) / 2)
 
 
+def test_a_curve_that_falls_and_comes_back_keeps_its_first_crossing_and_says_when_it_returned():
+  # The full-length paper VoCu LSTM's class 9: forgotten by delay 200, reported again from
+  # delay 500 on, when the other classes' memories have drained into its state.
+  delays = [5, 10, 19, 50, 100, 200, 500, 1000, 2000]
+  acc = [0.88, 0.88, 0.89, 0.77, 0.25, 0.22, 0.70, 0.81, 0.90]
+  h = memory.half_life(delays, acc, 19, 100)
+  assert h["status"] == "decayed" and 50 < h["half_life"] < 100
+  assert h["recovers_at"] == 500
+  # A wobble within noise of the halfway mark is not a return, and a monotone decay has none.
+  target = h["target"]
+  wobble = acc[:6] + [target + 0.05, target - 0.1, 0.15]
+  assert memory.half_life(delays, wobble, 19, 100)["recovers_at"] is None
+  assert memory.half_life(delays, acc[:6] + [0.1] * 3, 19, 100)["recovers_at"] is None
+
+
 def test_a_curve_that_never_decays_is_censored_at_the_longest_delay():
   h = memory.half_life([5, 10, 19, 1000, 5000], [0.97, 0.97, 0.96, 0.9, 0.7], 19, 1000)
   assert h["censored"] and h["status"] == "censored" and h["half_life"] == 5000

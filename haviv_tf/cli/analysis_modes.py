@@ -104,7 +104,8 @@ def check_half_life_possible(args, delays, cfg, step):
 def half_text(h):
   if not h or h.get("half_life") is None:
     return "none (at chance)" if h else "n/a"
-  return f"{'>= ' if h['censored'] else ''}{h['half_life']:.0f}"
+  back = f" (back above halfway by {h['recovers_at']})" if h.get("recovers_at") else ""
+  return f"{'>= ' if h['censored'] else ''}{h['half_life']:.0f}{back}"
 
 
 def slow_points(args):

@@ -4,7 +4,10 @@ The memory half-life of a network (or of one class) is the delay at which its re
 has fallen halfway from its level at the training delays to chance, interpolated linearly in
 log delay between the two evaluated delays around the crossing. A curve that never falls that
 far is *censored* at the longest delay evaluated (the half-life is at least that); one that
-starts within noise of chance has no half-life. Pure numpy: no TensorFlow here.
+starts within noise of chance has no half-life. A curve that falls below halfway and later
+rises clearly above it again (a class whose state is where other memories end up, reached again
+after a detour) keeps its first crossing as its half-life and records the delay it came back
+at (`recovers_at`). Pure numpy: no TensorFlow here.
 """
 
 import math
@@ -82,7 +85,9 @@ def half_life(delays, accuracies, training_max_delay: int, num_trials: int,
 
   Returns:
     {"half_life": delay or None, "censored": bool, "status": "decayed" | "censored" |
-     "at_chance", "level", "target" (the accuracy halfway to chance), "longest_delay"}.
+     "at_chance", "level", "target" (the accuracy halfway to chance), "longest_delay",
+     "recovers_at": for a decayed curve, the first later delay whose accuracy is above the
+     target by more than noise (None if none)}.
 
   Raises:
     ValueError: fewer than two delays, or none within a training trial.
@@ -108,6 +113,9 @@ def half_life(delays, accuracies, training_max_delay: int, num_trials: int,
   if not len(below):
     return dict(out, half_life=int(d[-1]), censored=True, status="censored")
   i = int(below[0])
+  margin = NOISE_Z * math.sqrt(target * (1 - target) / max(1, num_trials))
+  back = np.flatnonzero(a[i + 1:] > target + margin)
+  out["recovers_at"] = int(d[i + 1 + back[0]]) if len(back) else None
   if i == 0:  # already below at the shortest delay (a level from later training delays)
     return dict(out, half_life=float(d[0]), censored=False, status="decayed")
   d0, d1, a0, a1 = d[i - 1], d[i], a[i - 1], a[i]
