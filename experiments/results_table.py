@@ -49,9 +49,8 @@ def _word(held):
   return "n/a" if held is None else ("**held**" if held else "not held")
 
 
-def _grid_cells(folder):
-  """claim -> cell text, from a study grid's report.json."""
-  report = _read(f"experiments/{folder}/report.json")
+def _grid_cells(report):
+  """claim -> cell text, from a study grid's report.json (as read)."""
   a, b, c, d, e = (report["claims"][k] for k in "abcde")
   cells = {}
   cells["a"] = f"{_word(a['held'])}: worst {min(a['min_accuracy'].values()):.3f} " \
@@ -69,8 +68,8 @@ def _grid_cells(folder):
 
 
 def table() -> str:
-  cols = [(h.format(n=_read(f"experiments/{f}/report.json")["analysed"]), link, _grid_cells(f))
-          for h, f, link in GRIDS]
+  reports = [(h, link, _read(f"experiments/{f}/report.json")) for h, f, link in GRIDS]
+  cols = [(h.format(n=r["analysed"]), link, _grid_cells(r)) for h, link, r in reports]
   lines = ["| claim | " + " | ".join(f"[{h}]({link})" for h, link, _ in cols) + " |",
            "|---" * (1 + len(cols)) + "|"]
   for k, text in CLAIMS:

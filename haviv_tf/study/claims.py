@@ -185,17 +185,16 @@ def _why_narrow(ev: evd.Evidence, have, delay):
   all still near their training-delay level, all fallen to about chance, or alike between."""
   acc = [evd.acc(r, delay) for r in have if evd.acc(r, delay) is not None]
   train = [evd.pooled_training_accuracy(r, ev.train_delays)[0] for r in have]
-  chance = evd.CHANCE
   lo, hi = min(acc), max(acc)
   numbers = dict(delay=delay, lowest=lo, highest=hi)
   head = (f"Why: at delay {delay} the networks are at {lo:.3f}-{hi:.3f} (at the training delays "
-          f"{min(train):.3f}-{max(train):.3f} pooled; chance {chance:.2f}): ")
+          f"{min(train):.3f}-{max(train):.3f} pooled; chance {evd.CHANCE:.2f}): ")
   if lo >= min(train) - evd.WIDE:
     return numbers, head + (
         "every network keeps its memories over the delays evaluated, so they cannot span "
         f"{evd.WIDE}. A longer delay (`--mode=evaluate --eval_delays=...` on the finished runs) "
         "is where they would differ, if they do.")
-  if hi <= chance + evd.WIDE:
+  if hi <= evd.CHANCE + evd.WIDE:
     return numbers, head + (
         "every network has forgotten by then, and at the shorter delays they forget alike.")
   return numbers, head + "the networks forget, and at much the same rate."
