@@ -79,7 +79,8 @@ WRITEUPS = (
     ("paper_preset.md", CURRENT, None, "experiments/paper_preset.py"),
     ("memory_length.md", CURRENT, None,
      "experiments/memory_length.py and experiments/learning_curve.py, as in the write-up "
-     "(interim: two compressed/full-length paper-preset pairs and the rate switch; the ablation grids are queued)"),
+     "(interim: two compressed/full-length paper-preset pairs and the rate switch; the "
+     "ablation grids are queued)"),
     ("memory_length/tables.md", CURRENT,
      "python3 experiments/memory_length.py experiments/study_small experiments/study_medium "
      "experiments/paper_compressed --reference=quick --out experiments/memory_length/tables.md "
