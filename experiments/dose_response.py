@@ -269,67 +269,77 @@ def pooled_lines(summary):
   return lines
 
 
-def cmd_report(args):
+def _cell_lines(cells, arch, protocol, entry):
+  """One network type's section of tables.md: its parents as trained, then every (μ, steps)."""
+  parents = sorted(entry["parents"])
+  lines = [f"### {protocol.upper()} {arch.upper()} ({', '.join(parents)})\n"]
+  for parent in parents:
+    trained = next((c for c in cells if c["parent"] == parent and c["steps"] == 0), None)
+    if trained:
+      acc = trained["accuracy_by_delay"]
+      lines.append(f"- {parent} as trained (no fine-tuning): " + ", ".join(
+          f"{acc[d]:.3f} at {d}" for d in TRAIN_DELAYS + LONG_DELAYS if d in acc)
+                   + f"; target speed {_mean(trained['target_speed']):.2e}")
+  lines.append("")
+  lines.append("| μ | steps | acc 19 | acc 500 | gain 200 | gain 500 | gain 1000 | cost at 5-19 "
+               "| target speed after (before) | n |")
+  lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+  for (mu, k), stats in sorted(entry["rows"].items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    g = [_avg(stats, ("gain", d)) for d in LONG_DELAYS]
+    lines.append(
+        f"| {'control' if mu == 0 else f'{mu:g}'} | {k} | {_avg(stats, ('acc', '19'))[0]:.3f} | "
+        f"{_avg(stats, ('acc', '500'))[0]:.3f} | "
+        + " | ".join(f"{m:+.3f}" + (f" ± {s:.3f}" if n > 1 else "") for m, s, n in g)
+        + f" | {_avg(stats, ('cost',))[0]:+.3f} | {_avg(stats, ('speed_after',))[0]:.2e} "
+        f"({_avg(stats, ('speed_before',))[0]:.2e}) | {len(stats)} |")
+  lines.append("")
+  return lines
+
+
+def _gain_figure(summary, arch, path):
+  """gain_<arch>.png: accuracy − control against fine-tuning steps, per μ, protocol and delay."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from haviv_tf.analysis import plotting  # pylint: disable=g-import-not-at-top
+  protocols = sorted({p for a, p in summary if a == arch})
+  fig, axes = plt.subplots(len(protocols), len(LONG_DELAYS), squeeze=False,
+                           figsize=(4 * len(LONG_DELAYS), 3.2 * len(protocols)), sharex=True)
+  for i, protocol in enumerate(protocols):
+    rows = summary[(arch, protocol)]["rows"]
+    mus = sorted({mu for mu, _ in rows if mu != 0})
+    for j, d in enumerate(LONG_DELAYS):
+      ax = axes[i][j]
+      ax.axhline(0, color="k", lw=0.8)
+      for mu in mus:
+        ks = sorted(k for m, k in rows if m == mu)
+        means = [_avg(rows[(mu, k)], ("gain", d)) for k in ks]
+        ax.errorbar(ks, [m for m, _, _ in means], yerr=[s for _, s, _ in means],
+                    marker="o", capsize=2, label=f"μ = {mu:g}")
+      ax.set_xscale("log")
+      ax.set_title(f"{protocol} {arch}: delay {d}")
+      ax.set_xlabel("fine-tuning steps")
+      ax.set_ylabel("accuracy − control")
+      if i == 0 and j == 0:
+        ax.legend(fontsize=8)
+  fig.tight_layout()
+  plotting.save_png(fig, path)
+  plt.close(fig)
+
+
+def cmd_report(args):
   cells = _load_cells(args.results)
   if not cells:
     print(f"error: no results in {args.results}", file=sys.stderr)
     return 1
   summary = summarise(cells)
   lines = []
-  archs = sorted({a for a, _ in summary})
   for (arch, protocol), entry in sorted(summary.items()):
-    parents = sorted(entry["parents"])
-    lines.append(f"### {protocol.upper()} {arch.upper()} ({', '.join(parents)})\n")
-    for parent in parents:
-      trained = next((c for c in cells if c["parent"] == parent and c["steps"] == 0), None)
-      if trained:
-        acc = trained["accuracy_by_delay"]
-        lines.append(f"- {parent} as trained (no fine-tuning): " + ", ".join(
-            f"{acc[d]:.3f} at {d}" for d in TRAIN_DELAYS + LONG_DELAYS if d in acc)
-                     + f"; target speed {_mean(trained['target_speed']):.2e}")
-    lines.append("")
-    lines.append("| μ | steps | acc 19 | acc 500 | gain 200 | gain 500 | gain 1000 | cost at 5-19 "
-                 "| target speed after (before) | n |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for (mu, k), stats in sorted(entry["rows"].items(), key=lambda kv: (kv[0][0], kv[0][1])):
-      g = [_avg(stats, ("gain", d)) for d in LONG_DELAYS]
-      lines.append(
-          f"| {'control' if mu == 0 else f'{mu:g}'} | {k} | {_avg(stats, ('acc', '19'))[0]:.3f} | "
-          f"{_avg(stats, ('acc', '500'))[0]:.3f} | "
-          + " | ".join(f"{m:+.3f}" + (f" ± {s:.3f}" if n > 1 else "") for m, s, n in g)
-          + f" | {_avg(stats, ('cost',))[0]:+.3f} | {_avg(stats, ('speed_after',))[0]:.2e} "
-          f"({_avg(stats, ('speed_before',))[0]:.2e}) | {len(stats)} |")
-    lines.append("")
+    lines += _cell_lines(cells, arch, protocol, entry)
   lines += pooled_lines(summary)
   os.makedirs(args.out, exist_ok=True)
-  for arch in archs:
-    protocols = sorted({p for a, p in summary if a == arch})
-    fig, axes = plt.subplots(len(protocols), len(LONG_DELAYS), squeeze=False,
-                             figsize=(4 * len(LONG_DELAYS), 3.2 * len(protocols)), sharex=True)
-    for i, protocol in enumerate(protocols):
-      rows = summary[(arch, protocol)]["rows"]
-      mus = sorted({mu for mu, _ in rows if mu != 0})
-      for j, d in enumerate(LONG_DELAYS):
-        ax = axes[i][j]
-        ax.axhline(0, color="k", lw=0.8)
-        for mu in mus:
-          ks = sorted(k for m, k in rows if m == mu)
-          means = [_avg(rows[(mu, k)], ("gain", d)) for k in ks]
-          ax.errorbar(ks, [m for m, _, _ in means], yerr=[s for _, s, _ in means],
-                      marker="o", capsize=2, label=f"μ = {mu:g}")
-        ax.set_xscale("log")
-        ax.set_title(f"{protocol} {arch}: delay {d}")
-        ax.set_xlabel("fine-tuning steps")
-        ax.set_ylabel("accuracy − control")
-        if i == 0 and j == 0:
-          ax.legend(fontsize=8)
-    fig.tight_layout()
-    plotting.save_png(fig, os.path.join(args.out, f"gain_{arch}.png"))
-    plt.close(fig)
+  for arch in sorted({a for a, _ in summary}):
+    _gain_figure(summary, arch, os.path.join(args.out, f"gain_{arch}.png"))
   common.write_tables(args.out, lines)
   return 0
 
