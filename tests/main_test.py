@@ -480,6 +480,18 @@ def test_memory_mode_follows_delays_and_stores_half_lives(trained, tmp_path):
     assert sum(map(sum, counts)) == results["trials_per_delay"][str(d)]
     assert sum(counts[c][c] for c in range(10)) / sum(map(sum, counts)) == pytest.approx(
         results["accuracy_by_delay"][str(d)])
+  # Run again on the finished curve: nothing is measured again (a stored value stays as it
+  # was written), and the half-lives are recomputed from the stored curve.
+  results["accuracy_by_delay"]["10"] = 0.5
+  del results["memory_half_life"]
+  with open(path, "w") as f:
+    json.dump(results, f)
+  proc = _cli(["--mode=memory", f"--workdir={workdir}", "--max_delay=200"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  again = json.load(open(path))
+  assert again["accuracy_by_delay"] == results["accuracy_by_delay"]
+  assert again["memory_half_life"]["overall"]["level"] == pytest.approx(np.mean(
+      [results["accuracy_by_delay"][k] for k in ("5", "10", "19")]))
 
 
 @pytest.mark.parametrize("args, message", [
