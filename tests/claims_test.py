@@ -109,3 +109,28 @@ def test_claim_c_when_it_does_not_hold_gives_the_spread_of_both_quantities():
   assert "ranges 0.951-0.958" in line and "log10 speed -8.00 to -1.00" in line
   assert "little accuracy left for speed to explain" in line
   assert "1 of 9 network × class pairs have no slow point" in line
+
+
+def _class_rows(network, speeds, accs, halves):
+  return [dict(network=network, cls=c, speed=s, acc_500=a, half_life=h)
+          for c, (s, a, h) in enumerate(zip(speeds, accs, halves))]
+
+
+def test_claim_c_within_each_network_counts_the_networks_whose_own_classes_follow_speed():
+  speeds = [10.0 ** -(2 + c / 3) for c in range(10)]          # class 9 slowest
+  ordered = _class_rows("ordered", speeds, [0.1 + 0.08 * c for c in range(10)],
+                        [20 * (c + 1) for c in range(10)])
+  shuffled = _class_rows("shuffled", speeds, [0.5, 0.2, 0.9, 0.1, 0.6, 0.3, 0.8, 0.4, 0.7, 0.2],
+                         [None] * 10)
+  numbers = {}
+  lines = claims._c_within(ordered + shuffled, "500", numbers)
+  within = numbers["within_networks"]
+  assert within["ordered"]["accuracy"]["spearman"] == pytest.approx(-1.0)
+  assert within["ordered"]["half_life"]["spearman"] == pytest.approx(-1.0)
+  assert within["shuffled"]["accuracy"]["spearman_p"] > 0.05
+  assert within["shuffled"]["half_life"]["spearman"] is None    # no class has a half-life
+  text = "\n".join(lines)
+  assert "| shuffled |" in text and "| – |" in text
+  assert "within 1 of 2 networks, their half-lives within 1." in text
+  # One network: its ρ is the pooled one, so no table.
+  assert claims._c_within(ordered, "500", {}) == []

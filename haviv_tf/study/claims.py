@@ -6,6 +6,7 @@ delays; (c) each class has a slow point whose speed predicts its memory. Each cl
 in claims_finetune.py and claims_backtrack.py.
 """
 
+import math
 import os
 
 import numpy as np
@@ -262,10 +263,48 @@ def claim_c(ev: evd.Evidence, with_sp):
       lines += [f"At the half-life delay {cd}: ρ = {sig.fmt(cc['spearman'])} "
                 f"(p = {sig.fmt_p(cc['spearman_p'])}, n = {cc['n']}), "
                 f"**{evd.verdict(ok).lower()}**.", ""]
+  lines += _c_within(found, key, numbers)
   if not held:
     lines += _why_not_c(rows, found, key, numbers)
   pred_lines, numbers["predictors"] = section_c_predictors(res, with_sp)
   return numbers, lines + pred_lines + _c_half_life(res.get("half_life"), numbers)
+
+
+def _c_within(found, key, numbers) -> list:
+  """(c) within each network: its classes' log speed against their accuracy at `key` and
+  against their half-lives (Spearman), a row per network, and how many networks it holds in."""
+  nets = {}
+  for r in found:
+    nets.setdefault(r["network"], []).append(r)
+  within = {}
+  for name, rs in sorted(nets.items()):
+    acc = [(math.log10(r["speed"]), r[f"acc_{key}"]) for r in rs
+           if r["speed"] > 0 and r.get(f"acc_{key}") is not None]
+    half = [(math.log10(r["speed"]), r["half_life"]) for r in rs
+            if r["speed"] > 0 and r.get("half_life") is not None]
+    within[name] = dict(accuracy=sig.correlate(acc), half_life=sig.correlate(half))
+  numbers["within_networks"] = within
+  if len(within) < 2:
+    return []
+
+  def cell(c):
+    return "–" if c["spearman"] is None else (
+        f"{sig.fmt(c['spearman'], '+.2f')} (p {sig.fmt_p(c['spearman_p'])}, n {c['n']})")
+
+  def count(kind):
+    return sum(1 for w in within.values() if w[kind]["spearman"] is not None
+               and w[kind]["spearman"] < 0 and w[kind]["spearman_p"] < evd.ALPHA)
+
+  lines = [f"Within each network (its own classes; with 10 classes p < {evd.ALPHA} needs "
+           "ρ ≤ −0.65):", "",
+           f"| network | ρ(log speed, accuracy at {key}) | ρ(log speed, half-life) |",
+           "|---|---|---|"]
+  lines += [f"| {n} | {cell(w['accuracy'])} | {cell(w['half_life'])} |"
+            for n, w in within.items()]
+  lines += ["", f"Speed predicts its classes' accuracy at delay {key} (ρ < 0, p < {evd.ALPHA}) "
+            f"within {count('accuracy')} of {len(within)} networks, their half-lives within "
+            f"{count('half_life')}.", ""]
+  return lines
 
 
 def _speed_plot(rows, delay, path):
