@@ -169,3 +169,32 @@ def test_the_committed_tables_are_made_from_the_committed_runs(tmp_path):
     assert f.read() == g.read(), "experiments/rate_switch/tables.md is stale: re-run its report"
   made = artifacts.read_json(os.path.join(out, "rate_switch.json"))
   assert [r["half_life"] for r in made["mnist-vocu-gru-paper-s0"]][-1] > 1000
+
+
+def _md_rows(text, first_cell):
+  """The body rows (lists of cells) of every Markdown table whose header starts `first_cell`."""
+  rows, inside = [], False
+  for line in text.splitlines():
+    if line.startswith(f"| {first_cell} |"):
+      inside = True
+    elif inside and line.startswith("|") and not line.startswith("| ---") \
+        and not line.startswith("|---"):
+      rows.append([c.strip() for c in line.strip("|").split("|")])
+    elif not line.startswith("|"):
+      inside = False
+  return rows
+
+
+def test_the_write_ups_tables_quote_the_generated_ones():
+  """Every number in rate_switch.md's tables is in one generated row (tables.md), the same row
+  for all the numbers of a write-up row: the write-up selects columns, it does not type them."""
+  with open(os.path.join(REPO, "experiments", "rate_switch.md")) as f:
+    quoted = _md_rows(f.read(), "continuation")
+  generated = []
+  for path in (os.path.join(COMMITTED, "tables.md"), os.path.join(COMMITTED, "back", "tables.md")):
+    with open(path) as f:
+      generated += [{c.replace(" of 10", "") for c in row} for row in _md_rows(f.read(), "run")]
+  assert len(quoted) >= 18
+  for row in quoted:
+    numbers = {c for c in row[1:] if c and c[0].isdigit()}
+    assert any(numbers <= g for g in generated), f"rate_switch.md row not generated: {row}"
