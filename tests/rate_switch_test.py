@@ -151,7 +151,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED = os.path.join(REPO, "experiments", "rate_switch")
 PARENTS = ("experiments/paper_compressed/runs/mnist-vocu-gru-paper-s0-60cc580e",
            "experiments/paper_compressed/runs/mnist-vocu-lstm-paper-s0-60cc580e",
-           "experiments/study_paper/runs/mnist-vocu-gru-paper-s0")
+           "experiments/study_paper/runs/mnist-vocu-gru-paper-s0",
+           "experiments/study_paper/runs/mnist-vocu-lstm-paper-s0")
 
 
 @pytest.mark.skipif(not all(os.path.isdir(os.path.join(REPO, p)) for p in PARENTS)
