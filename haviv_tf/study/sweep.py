@@ -96,8 +96,8 @@ _MEDIUM = Grid("medium", seeds=(10, 11, 12), finetune_steps=300, finetune_speed_
 def remeasure(grid: Grid) -> Grid:
   """The same networks (names) trained again from their seeds, with every step of the grid,
   and followed to delay 10,000. experiments/remeasure.py compares each with the committed one:
-  the first small-grid network checked (trained at a revision of 2026-12-02) is not reproduced
-  by today's code (experiments/memory_length.md), so a re-run is a grid of its own."""
+  the first small-grid network checked is not reproduced by today's code, nor by the code of
+  the commit that added it (experiments/memory_length.md), so a re-run is a grid of its own."""
   return dataclasses.replace(grid, name=grid.name + "_10k", memory_max_delay=10_000)
 
 
