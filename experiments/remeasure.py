@@ -2,8 +2,8 @@
 
 The small and medium grids were evaluated to delays 1000 and 2000, where most of their memories
 had not faded. The grids `small_10k` and `medium_10k` (haviv_tf.study.sweep.remeasure) train the
-same networks again from their seeds, without the fine-tunings and back-tracking already
-committed for them, and follow each until its memory fades (delay 10,000 at most). This script
+same networks again from their seeds, with every step of their grids, and follow each until
+its memory fades (delay 10,000 at most). This script
 sets each re-trained network beside the committed one: at every committed delay the two must
 agree exactly (the same seed gives the same network, and the evaluation's trials are fixed by
 the seed and the delay). Only then does `merge` add the new delays and the memory half-lives to
