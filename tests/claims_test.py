@@ -132,5 +132,25 @@ def test_claim_c_within_each_network_counts_the_networks_whose_own_classes_follo
   text = "\n".join(lines)
   assert "| shuffled |" in text and "| – |" in text
   assert "within 1 of 2 networks, their half-lives within 1." in text
+  assert "informedness" not in text                       # no confusion tables recorded
   # One network: its ρ is the pooled one, so no table.
   assert claims._c_within(ordered, "500", {}) == []
+
+
+def test_claim_c_within_each_network_adds_informedness_where_confusion_was_recorded():
+  speeds = [10.0 ** -(2 + c / 3) for c in range(10)]          # class 9 slowest
+  # The fastest class is a sink: high accuracy, no information. Accuracy then misses the
+  # order speed predicts; informedness keeps it.
+  accs = [0.95] + [0.1 + 0.08 * c for c in range(1, 10)]
+  sink = _class_rows("sink", speeds, accs, [None] * 10)
+  for r in sink:
+    r["inf_500"] = 0.02 if r["cls"] == 0 else r["acc_500"] - 0.05
+  plain = _class_rows("plain", speeds, accs, [None] * 10)      # an older run: no confusion
+  numbers = {}
+  text = "\n".join(claims._c_within(sink + plain, "500", numbers))
+  within = numbers["within_networks"]
+  assert within["sink"]["informedness"]["spearman"] == pytest.approx(-1.0)
+  assert within["sink"]["accuracy"]["spearman"] > -1.0
+  assert within["plain"]["informedness"]["spearman"] is None
+  assert "ρ(log speed, informedness at 500) |" in text
+  assert "their informedness within 1 (" in text

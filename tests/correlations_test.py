@@ -58,6 +58,22 @@ def test_analyze_table_correlations_and_plot(tmp_path):
     assert f.read(4) == b"\x89PNG"
 
 
+def test_table_rows_carry_informedness_where_the_run_recorded_its_confusion(tmp_path):
+  _fake_run(str(tmp_path / "old"), "vocu", "gru", [1e-3] * 10, [0.5] * 10)
+  path = str(tmp_path / "new")
+  _fake_run(path, "vocu", "gru", [1e-3] * 10, [0.5] * 10)
+  res = artifacts.read_json(os.path.join(path, "results.json"))
+  conf = np.eye(10, dtype=int) * 50
+  conf[1:, 0] += 50                                  # every class half drained into class 0
+  res["report_confusion_by_delay"] = {"500": conf.tolist()}
+  artifacts.write_json(os.path.join(path, "results.json"), res)
+  rows = correlations.table([str(tmp_path / "old"), path])
+  assert all("inf_500" not in r for r in rows[:10])
+  new = rows[10:]
+  assert new[0]["inf_500"] == pytest.approx(1.0 - 0.5)     # the sink: accuracy 1, half informed
+  assert new[3]["inf_500"] == pytest.approx(0.5)
+
+
 def test_analyze_refuses_runs_without_slow_points(tmp_path):
   path = tmp_path / "run"
   path.mkdir()

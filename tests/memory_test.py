@@ -122,3 +122,28 @@ def test_claim_delay_is_the_evaluated_delay_nearest_the_median_half_life():
   assert out["networks"] == 3 and out["censored"] == 1
   with pytest.raises(ValueError, match="no network has a half-life"):
     memory.claim_delay([None], [5])
+
+
+def test_informedness_scores_a_sink_class_near_zero_and_a_kept_class_near_one():
+  n = 10
+  conf = np.zeros((n, n), int)
+  conf[0, 0] = 100                      # kept: reported as itself, nobody else reported as 0
+  conf[9, 9] = 90                       # the sink: its own trials mostly right...
+  conf[9, 1] = 10
+  for c in range(1, 9):                 # ...and most other classes drain into it
+    conf[c, 9] = 80
+    conf[c, c] = 20
+  inf = memory.informedness(conf)
+  assert inf[0] == pytest.approx(1.0)
+  assert inf[9] == pytest.approx(0.9 - (0 + 8 * 0.8) / 9)     # 0.19: accuracy 0.9, little memory
+  assert inf[1] == pytest.approx(0.2 - 0.1 / 9)
+  uniform = memory.informedness(np.full((n, n), 7))
+  assert uniform == pytest.approx([0.0] * n)                    # guessing tells nothing
+
+
+def test_informedness_of_a_class_without_trials_is_none_and_a_non_square_table_an_error():
+  conf = np.eye(3, dtype=int) * 5
+  conf[1] = 0
+  assert memory.informedness(conf) == [1.0, None, 1.0]
+  with pytest.raises(ValueError, match="square"):
+    memory.informedness(np.zeros((2, 3)))

@@ -179,3 +179,26 @@ def claim_delay(half_life_values, evaluated_delays) -> dict:
   return dict(delay=best, median_half_life=median, networks=len(vals),
               censored=sum(c for _, c in vals),
               rule="the evaluated delay nearest in log delay to the median network half-life")
+
+
+def informedness(confusion) -> list:
+  """Per class, how much a report of it tells about what was shown, from a confusion table
+  (row the class shown, column the class reported; evaluation's "report_confusion_by_delay"):
+  the rate at which its trials are reported as it, minus the mean rate at which the other
+  classes' trials are (Youden's J, Peirce's skill score). A class every forgotten memory
+  drains into (a sink) keeps a high accuracy but an informedness near 0; guessing gives 0 and
+  a perfect memory 1. None for a class that has no trials, or that every other class lacks.
+  """
+  counts = np.asarray(confusion, dtype=np.float64)
+  if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+    raise ValueError(f"a confusion table is square; got shape {counts.shape}")
+  shown = counts.sum(axis=1)
+  rates = np.divide(counts, shown[:, None], out=np.full_like(counts, np.nan),
+                    where=shown[:, None] > 0)
+  out = []
+  for c in range(counts.shape[0]):
+    others = np.delete(rates[:, c], c)
+    others = others[np.isfinite(others)]
+    out.append(None if shown[c] == 0 or others.size == 0
+               else float(rates[c, c] - others.mean()))
+  return out

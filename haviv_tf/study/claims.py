@@ -271,21 +271,22 @@ def claim_c(ev: evd.Evidence, with_sp):
 
 
 def _c_within(found, key, numbers) -> list:
-  """(c) within each network: its classes' log speed against their accuracy at `key` and
-  against their half-lives (Spearman), a row per network, and how many networks it holds in."""
+  """(c) within each network: its classes' log speed against their accuracy at `key`, against
+  their half-lives and, where the runs recorded confusion tables, against their informedness at
+  `key` (memory.informedness: a sink class's accuracy is not memory) (Spearman), a row per
+  network, and how many networks it holds in."""
   nets = {}
   for r in found:
     nets.setdefault(r["network"], []).append(r)
-  within = {}
-  for name, rs in sorted(nets.items()):
-    acc = [(math.log10(r["speed"]), r[f"acc_{key}"]) for r in rs
-           if r["speed"] > 0 and r.get(f"acc_{key}") is not None]
-    half = [(math.log10(r["speed"]), r["half_life"]) for r in rs
-            if r["speed"] > 0 and r.get("half_life") is not None]
-    within[name] = dict(accuracy=sig.correlate(acc), half_life=sig.correlate(half))
+  kinds = {"accuracy": f"acc_{key}", "half_life": "half_life", "informedness": f"inf_{key}"}
+  within = {name: {kind: sig.correlate([(math.log10(r["speed"]), r[col]) for r in rs
+                                        if r["speed"] > 0 and r.get(col) is not None])
+                   for kind, col in kinds.items()}
+            for name, rs in sorted(nets.items())}
   numbers["within_networks"] = within
   if len(within) < 2:
     return []
+  informed = any(w["informedness"]["n"] for w in within.values())
 
   def cell(c):
     return "–" if c["spearman"] is None else (
@@ -295,15 +296,20 @@ def _c_within(found, key, numbers) -> list:
     return sum(1 for w in within.values() if w[kind]["spearman"] is not None
                and w[kind]["spearman"] < 0 and w[kind]["spearman_p"] < evd.ALPHA)
 
+  head = f"| network | ρ(log speed, accuracy at {key}) | ρ(log speed, half-life) |"
   lines = [f"Within each network (its own classes; with 10 classes p < {evd.ALPHA} needs "
-           "ρ ≤ −0.65):", "",
-           f"| network | ρ(log speed, accuracy at {key}) | ρ(log speed, half-life) |",
-           "|---|---|---|"]
+           "ρ ≤ −0.65):", "", head + (f" ρ(log speed, informedness at {key}) |" if informed
+                                      else ""), "|---|---|---|" + ("---|" if informed else "")]
   lines += [f"| {n} | {cell(w['accuracy'])} | {cell(w['half_life'])} |"
-            for n, w in within.items()]
+            + (f" {cell(w['informedness'])} |" if informed else "") for n, w in within.items()]
   lines += ["", f"Speed predicts its classes' accuracy at delay {key} (ρ < 0, p < {evd.ALPHA}) "
             f"within {count('accuracy')} of {len(within)} networks, their half-lives within "
-            f"{count('half_life')}.", ""]
+            f"{count('half_life')}" + (
+                f", their informedness within {count('informedness')} (a class's accuracy "
+                "less the rate at which the other classes are reported as it: a class the "
+                "forgotten memories drain into keeps its accuracy, not its informedness; "
+                "networks without recorded confusion tables show –)" if informed else "") + ".",
+            ""]
   return lines
 
 

@@ -55,13 +55,17 @@ def run_half_lives(cfg, results):
 
 
 def table(workdirs) -> list[dict]:
-  """One row per (network, class): protocol, arch, slow-point speed, accuracy at every delay,
-  the class's memory half-life (None where the class starts at chance) and the network's."""
+  """One row per (network, class): protocol, arch, slow-point speed, accuracy at every delay
+  ("acc_<delay>"; "inf_<delay>" its informedness where the run recorded its confusion table,
+  memory.informedness), the class's memory half-life (None where the class starts at chance)
+  and the network's."""
   rows = []
   for w in workdirs:
     cfg, res = load_run(w)
     per_class = res.get("per_class_accuracy_by_delay", {})
     halves = run_half_lives(cfg, res) or {}
+    informed = {d: memory.informedness(t)
+                for d, t in res.get("report_confusion_by_delay", {}).items()}
     overall = halves.get("overall") or {}
     for c in range(config_lib.NUM_CLASSES):
       speed = res["slow_point_speed"].get(str(c))
@@ -80,6 +84,8 @@ def table(workdirs) -> list[dict]:
         row[f"pred_{name}"] = v
       for d, accs in per_class.items():
         row[f"acc_{d}"] = accs[c]
+      for d, table in informed.items():
+        row[f"inf_{d}"] = table[c]
       rows.append(row)
   return rows
 
