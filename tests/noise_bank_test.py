@@ -13,6 +13,8 @@ from haviv_tf.base import config as config_lib
 from haviv_tf.task import datasets
 from haviv_tf.task import losses
 from haviv_tf.probes import evaluation
+from haviv_tf.probes import predictors
+from haviv_tf.probes import rollouts
 from haviv_tf.models import network
 from haviv_tf.training import checkpoints
 from haviv_tf.training import train
@@ -161,6 +163,39 @@ class EvaluatorBankTest(tf.test.TestCase, parameterized.TestCase):
                      evaluation.EVAL_NOISE_BANK)
     plain = dataclasses.replace(cfg, noise_bank=0)
     self.assertEqual(evaluation.for_config(_model(), src, plain).noise_bank, 0)
+
+
+class CloudBankTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters("gru", "lstm")
+  def test_encoded_bank_cloud_matches_frame_by_frame_trials(self, arch):
+    """The cloud's encoded bank of K gives the states a generator with a bank of K makes when
+    every frame goes through the CNN."""
+    src = _source()
+    model = _model(arch, seed=3)
+    plain = trials.TrialGenerator(src.test, src.mean, src.std)
+    banked = trials.TrialGenerator(src.test, src.mean, src.std, noise_bank=6)
+    want = predictors.trajectory_cloud(model, banked, (2, 9), per_class=3, seed=4, batch_size=20)
+    got = predictors.trajectory_cloud(model, plain, (2, 9), per_class=3, seed=4, batch_size=20,
+                                      noise_bank=6)
+    fresh = predictors.trajectory_cloud(model, plain, (2, 9), per_class=3, seed=4,
+                                        batch_size=20)
+    self.assertAllClose(got.states, want.states, atol=1e-5)
+    self.assertAllClose(got.lo, want.lo, atol=1e-5)
+    self.assertAllClose(got.hi, want.hi, atol=1e-5)
+    self.assertNotAllClose(fresh.states[1], got.states[1])     # the bank is not fresh noise
+    self.assertEqual(got.correct.shape, (2, 30))
+
+  def test_pipeline_uses_a_bank_for_a_cnn_trained_with_one(self):
+    cfg = config_lib.preset("quick", "cifar10")
+    self.assertEqual(rollouts.noise_bank_for(cfg, _model()), rollouts.EVAL_NOISE_BANK)
+    self.assertEqual(rollouts.noise_bank_for(dataclasses.replace(cfg, noise_bank=0), _model()), 0)
+    with self.assertRaisesRegex(ValueError, "non-negative"):
+      predictors.DiagnosticsConfig(noise_bank=-1)
+    keras.utils.set_random_seed(0)
+    mlp = network.DelayedClassifier("gru", units=4, frame_shape=_SHAPE)
+    with self.assertRaisesRegex(ValueError, "no CNN"):
+      rollouts.Rollout(mlp, trials.TrialGenerator(_source().test, np.zeros(3), np.ones(3)), 4)
 
 
 class ConfigTest(parameterized.TestCase):

@@ -183,7 +183,8 @@ def find_slow_points(cfg, run, source, workdir, sp_config=None, num_sampled=40,
   # The trajectory cloud scales with the run's evaluation size (50 trials per class at the
   # presets' 1000 evaluation trials; at least 5).
   diag = diag_config or predictors.DiagnosticsConfig(
-      trials_per_class=min(50, max(5, cfg.eval_trials // 20)))
+      trials_per_class=min(50, max(5, cfg.eval_trials // 20)),
+      noise_bank=rollouts.noise_bank_for(cfg, run.model))
   gen = trials.generator_for(source, "test", cfg)
   found = _search_from_centres(cfg, run.model, gen, source, sp_config, diag, recipe,
                                num_sampled, trials_per_class)
@@ -225,7 +226,8 @@ def _search_from_centres(cfg, model, gen, source, sp_config, diag, recipe, num_s
     num_sampled = 0  # the authors search from the centres only
   times = (t_com,) + tuple(diag.long_times)
   cloud = predictors.trajectory_cloud(model, gen, times + (diag.drift_time,),
-                                      diag.trials_per_class, cfg.seed, diag.batch_size)
+                                      diag.trials_per_class, cfg.seed, diag.batch_size,
+                                      diag.noise_bank)
   bounds = None
   if model.arch == "lstm" and sp_config.lstm_c == "reached":
     u = model.units
@@ -306,7 +308,8 @@ def _slow_point_summary(run, sp_config, diag, recipe, found: _Found, per_class: 
               memory_predictor_settings=dict(
                   drift_span=[found.t_com, diag.drift_time],
                   cloud_trials_per_class=diag.trials_per_class,
-                  expected_speed_rel_se=diag.rel_se, lstm_c_bounds=found.bounds is not None))
+                  expected_speed_rel_se=diag.rel_se, lstm_c_bounds=found.bounds is not None,
+                  **({"cloud_noise_bank": diag.noise_bank} if diag.noise_bank else {})))
 
 
 def _slow_point_figures(cfg, run, gen, recipe, found: _Found, speed, target):

@@ -9,19 +9,15 @@ from haviv_tf.probes import rollouts
 from haviv_tf.task import trials
 
 _EVAL_STREAM = 7_919  # separates evaluation seeds from the training stream (seed, step >= 0)
-# Noise images per evaluated delay of a CNN model trained with a noise bank (Config.noise_bank):
-# each is encoded once, and every (trial, t) picks one uniformly (see Evaluator).
-EVAL_NOISE_BANK = 4096
-_ENCODE_CHUNK = 512   # frames per CNN call (bounds the convolutions' activations)
+EVAL_NOISE_BANK = rollouts.EVAL_NOISE_BANK   # per evaluated delay (see Evaluator)
 
 
 def for_config(model: network.DelayedClassifier, source, cfg: config_lib.Config) -> "Evaluator":
   """The evaluator of `cfg`'s runs on `source`'s test split: a CNN model trained with a noise
   bank is evaluated with a bank of EVAL_NOISE_BANK encoded noise images per delay, any other
   frame by frame."""
-  bank = EVAL_NOISE_BANK if cfg.noise_bank and model.encoder is not None else 0
   return Evaluator(model, trials.generator_for(source, "test", cfg), cfg.seq_len,
-                   noise_bank=bank)
+                   noise_bank=rollouts.noise_bank_for(cfg, model))
 
 
 class Evaluator:
@@ -58,10 +54,9 @@ class Evaluator:
     images, classes = gen.stimuli(stream.stimulus, n, classes=classes)
     t_s, t_a = gen.stimulus_times(stream.times, n, self.t_max, delay)
     if self.noise_bank:  # features, then the trigger (as model.encode places it)
-      bank = self._encode(gen.noise_bank_frames(stream.noise, self.noise_bank))
-      stimuli = self._encode(images)
-      frame_fn = lambda t: tf.gather(
-          bank, gen.noise_bank_index(stream.noise, t, n, self.noise_bank))
+      bank = rollouts.encode_frames(model, gen.noise_bank_frames(stream.noise, self.noise_bank))
+      stimuli = rollouts.encode_frames(model, images)
+      frame_fn = rollouts.bank_frames(gen, stream.noise, n, bank, self.noise_bank)
     else:
       stimuli, frame_fn = images, lambda t: gen.noise(stream.noise, t, n)
 
@@ -84,16 +79,6 @@ class Evaluator:
         stimuli, trigger_at=t_a, on_step=on_step, carry=carry, encoded=bool(self.noise_bank))
     return (classes, tf.equal(report_pred, classes), tf.logical_and(report_full, null_ok),
             report_pred)
-
-  def _encode(self, frames):
-    """CNN features [n, feature_size - 1] of frames [n, frame_size], _ENCODE_CHUNK at a time."""
-    n = tf.shape(frames)[0]
-    chunks = (n + _ENCODE_CHUNK - 1) // _ENCODE_CHUNK
-    padded = tf.pad(frames, [[0, chunks * _ENCODE_CHUNK - n], [0, 0]])
-    feats = tf.map_fn(lambda x: self.model.encoder(x),
-                      tf.reshape(padded, [chunks, _ENCODE_CHUNK, -1]),
-                      fn_output_signature=tf.float32)
-    return tf.reshape(feats, [-1, self.model.encoder.output_size])[:n]
 
   def evaluate(self, delays, num_trials: int, seed: int, confusion: bool = False) -> dict:
     """Report-step and full-trial accuracy per delay, overall and per class.

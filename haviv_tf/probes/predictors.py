@@ -55,6 +55,9 @@ class DiagnosticsConfig:
   min_frames: int = 1024              # expected_speed: first number of frames ...
   max_frames: int = 65_536            # ... doubled up to this
   batch_size: int = 250
+  # The cloud's noise from K images encoded once per batch (rollouts.Rollout), for a CNN model
+  # whose frames otherwise cost a CNN pass each (rollouts.noise_bank_for); 0: frame by frame.
+  noise_bank: int = 0
 
   def __post_init__(self):
     if len(self.long_times) != slow_points_lib.NUM_DIST_TRAJ - 1:
@@ -63,6 +66,9 @@ class DiagnosticsConfig:
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
+    if isinstance(self.noise_bank, bool) or not isinstance(self.noise_bank, int) or (
+        self.noise_bank < 0):
+      raise ValueError(f"`noise_bank` must be a non-negative integer, got {self.noise_bank!r}")
     if not 0 < self.rel_se < 1:
       raise ValueError(f"`rel_se` must be in (0, 1), got {self.rel_se!r}")
 
@@ -95,10 +101,12 @@ class Cloud:
 
 
 def trajectory_cloud(model: network.DelayedClassifier, generator: trials.TrialGenerator, times,
-                     per_class: int = 50, seed: int = 0, batch_size: int = 250) -> Cloud:
+                     per_class: int = 50, seed: int = 0, batch_size: int = 250,
+                     noise_bank: int = 0) -> Cloud:
   """Runs `per_class` trials of every class (image at step 0, then fresh training noise,
   trigger off) and keeps their states at `times` (steps after the stimulus; the state after
-  frame t).
+  frame t). `noise_bank` K > 0: each batch's noise frames come from K images encoded once
+  (rollouts.Rollout), as the evaluation of such a model draws them.
 
   Returns:
     Cloud.
@@ -106,7 +114,7 @@ def trajectory_cloud(model: network.DelayedClassifier, generator: trials.TrialGe
   times = np.unique(np.asarray(times, np.int64))
   if not len(times) or times[0] < 0:
     raise ValueError(f"`times` must be non-negative, got {times.tolist()}")
-  run = rollouts.rollout(model, generator)
+  run = rollouts.rollout(model, generator, noise_bank)
   classes = (np.arange(config_lib.NUM_CLASSES * per_class) % config_lib.NUM_CLASSES).astype(
       np.int32)
   states = np.zeros([len(times), len(classes), model.state_size], np.float32)

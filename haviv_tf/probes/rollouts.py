@@ -25,6 +25,10 @@ from haviv_tf.base import config as config_lib
 # The time of the class centres of the default recipe and of back-tracking: the state 15 steps
 # after the stimulus (the authors' centres take the state after frame 14, PAPER_CENTRE_FRAMES).
 STEPS_AFTER_STIMULUS = 15
+# Noise images per run of trials of a CNN model trained with a noise bank (Config.noise_bank):
+# each is encoded once, and every (trial, t) picks one uniformly (Evaluator, Rollout).
+EVAL_NOISE_BANK = 4096
+_ENCODE_CHUNK = 512   # frames per CNN call (bounds the convolutions' activations)
 PAPER_CENTRE_FRAMES = 15  # the authors' centre trials: image + 14 noise frames (BBM L50-51)
 
 
@@ -99,6 +103,30 @@ def loop(model, frame_fn, state, t0, t1, t_s, stimulus, trigger_at=None, on_step
   return state, carry
 
 
+def noise_bank_for(cfg, model) -> int:
+  """The encoded noise bank a run's analysis trials use: EVAL_NOISE_BANK for a CNN model
+  trained with a bank (its frames otherwise cost a CNN pass each), else 0 (frame by frame)."""
+  return EVAL_NOISE_BANK if cfg.noise_bank and model.encoder is not None else 0
+
+
+def encode_frames(model, frames):
+  """CNN features [n, feature_size - 1] of raw frames [n, frame_size], _ENCODE_CHUNK at a time
+  (traced: call it inside a tf.function)."""
+  n = tf.shape(frames)[0]
+  chunks = (n + _ENCODE_CHUNK - 1) // _ENCODE_CHUNK
+  padded = tf.pad(frames, [[0, chunks * _ENCODE_CHUNK - n], [0, 0]])
+  feats = tf.map_fn(model.encoder, tf.reshape(padded, [chunks, _ENCODE_CHUNK, -1]),
+                    fn_output_signature=tf.float32)
+  return tf.reshape(feats, [-1, model.encoder.output_size])[:n]
+
+
+def bank_frames(generator, seed, n: int, bank, size: int):
+  """frame_fn of trials whose noise comes from an encoded bank [size, features] (`loop` with
+  encoded=True): trial i at step t sees bank[generator.noise_bank_index(seed, t)[i]], the
+  frame a generator with a bank of `size` gives it."""
+  return lambda t: tf.gather(bank, generator.noise_bank_index(seed, t, n, size))
+
+
 def readout(model, generator, seed, t, state):
   """Class (0..9, argmax of the 10 class logits) read out by one step from `state` [n, S] with
   the noise frame generator.noise(seed, t) and the trigger on: [n] int32."""
@@ -112,11 +140,19 @@ class Rollout:
   """Trials of one model and generator, image at t = 0 then noise, trigger off; compiled once.
 
   `states_at` keeps the states at requested times (and the reached range), `trajectories` every
-  state up to a time.
+  state up to a time. With `noise_bank` K > 0 (a CNN model) `states_at`'s noise frames come from
+  K images encoded once per call (bank_frames: what a generator with a bank of K gives), not a
+  CNN pass per trial and step; the one read-out step keeps a fresh frame.
   """
 
-  def __init__(self, model, generator):
-    self.model, self.generator = model, generator
+  def __init__(self, model, generator, noise_bank: int = 0):
+    if noise_bank and model.encoder is None:
+      raise ValueError("a noise bank saves CNN passes: the model has no CNN")
+    self.model, self.generator, self.noise_bank = model, generator, int(noise_bank)
+    self._bank = tf.function(
+        lambda seed: encode_frames(model, generator.noise_bank_frames(seed, self.noise_bank)))
+    self._encode = tf.function(lambda frames: encode_frames(model, frames),
+                               reduce_retracing=True)
     self._advance = tf.function(self._advance_py, reduce_retracing=True)
     self._trajectory = tf.function(self._trajectory_py, reduce_retracing=True)
     # Traced: grappler's rewrite of the division by 255 is part of the images' rounding.
@@ -129,16 +165,18 @@ class Rollout:
   def _noise_fn(self, seed, n):
     return lambda t: self.generator.noise(seed, t, n)
 
-  def _advance_py(self, noise_seed, images, state, lo, hi, t0, t1):
+  def _advance_py(self, noise_seed, images, state, lo, hi, t0, t1, bank=None):
     n = tf.shape(state)[0]
+    frames = (self._noise_fn(noise_seed, n) if bank is None else
+              bank_frames(self.generator, noise_seed, n, bank, self.noise_bank))
 
     def track(t, state, logits, carry):
       del t, logits
       return tf.minimum(carry[0], tf.reduce_min(state, 0)), tf.maximum(
           carry[1], tf.reduce_max(state, 0))
 
-    state, (lo, hi) = loop(self.model, self._noise_fn(noise_seed, n), state, t0, t1,
-                           tf.zeros([n], tf.int32), images, on_step=track, carry=(lo, hi))
+    state, (lo, hi) = loop(self.model, frames, state, t0, t1, tf.zeros([n], tf.int32), images,
+                           on_step=track, carry=(lo, hi), encoded=bank is not None)
     return state, lo, hi
 
   def _trajectory_py(self, stimulus_seed, noise_seed, classes, length):
@@ -170,6 +208,9 @@ class Rollout:
     """
     n = len(classes)
     images = self._stimuli(stream.stimulus, tf.constant(classes, tf.int32))
+    bank = None
+    if self.noise_bank:  # features, as `loop` takes them with encoded=True
+      bank, images = self._bank(stream.noise), self._encode(images)
     state = self.model.initial_state(n)
     s = self.model.state_size
     lo, hi = tf.fill([s], np.inf), tf.fill([s], -np.inf)
@@ -179,7 +220,7 @@ class Rollout:
     for i, target in enumerate(times):
       if target > t:
         state, lo, hi = self._advance(stream.noise, images, state, lo, hi, tf.constant(t + 1),
-                                      tf.constant(int(target) + 1))
+                                      tf.constant(int(target) + 1), bank)
         t = int(target)
       states[i] = state.numpy()
       read[i] = self._readout(stream.readout_seed, tf.constant(t + stream.readout_shift),
@@ -212,12 +253,13 @@ def run_sequences(model, inputs, max_frames: int = 2048) -> np.ndarray:
 _ROLLOUTS = weakref.WeakKeyDictionary()  # model -> {id(generator): (generator, Rollout)}
 
 
-def rollout(model, generator) -> Rollout:
-  """The Rollout of (model, generator), traced once and reused."""
+def rollout(model, generator, noise_bank: int = 0) -> Rollout:
+  """The Rollout of (model, generator, noise_bank), traced once and reused."""
   runs = _ROLLOUTS.setdefault(model, {})
-  entry = runs.get(id(generator))
+  key = (id(generator), int(noise_bank))
+  entry = runs.get(key)
   if entry is None or entry[0] is not generator:
-    entry = runs[id(generator)] = (generator, Rollout(model, generator))
+    entry = runs[key] = (generator, Rollout(model, generator, noise_bank))
   return entry[1]
 
 
