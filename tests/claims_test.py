@@ -145,6 +145,7 @@ def test_claim_c_within_each_network_adds_informedness_where_confusion_was_recor
   sink = _class_rows("sink", speeds, accs, [None] * 10)
   for r in sink:
     r["inf_500"] = 0.02 if r["cls"] == 0 else r["acc_500"] - 0.05
+    r["inf_half_life"] = 10.0 * (r["cls"] + 1)
   plain = _class_rows("plain", speeds, accs, [None] * 10)      # an older run: no confusion
   numbers = {}
   text = "\n".join(claims._c_within(sink + plain, "500", numbers))
@@ -152,5 +153,8 @@ def test_claim_c_within_each_network_adds_informedness_where_confusion_was_recor
   assert within["sink"]["informedness"]["spearman"] == pytest.approx(-1.0)
   assert within["sink"]["accuracy"]["spearman"] > -1.0
   assert within["plain"]["informedness"]["spearman"] is None
-  assert "ρ(log speed, informedness at 500) |" in text
-  assert "their informedness within 1 (" in text
+  assert within["sink"]["informedness_half_life"]["spearman"] == pytest.approx(-1.0)
+  assert "ρ(log speed, informedness at 500) | ρ(log speed, informedness half-life) |" in text
+  assert "their informedness within 1 and its half-lives within 1 (" in text
+  plain_row = next(line for line in text.splitlines() if line.startswith("| plain | "))
+  assert plain_row.endswith("| – | – | – |")     # no half-life, nor either informedness

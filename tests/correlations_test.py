@@ -9,6 +9,7 @@ from scipy import stats
 
 from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
+from haviv_tf.probes import memory
 from haviv_tf.study import correlations
 
 
@@ -204,6 +205,22 @@ def test_half_lives_are_computed_from_the_tables_of_runs_that_did_not_store_them
   assert all(r["half_life_censored"] is False for r in rows[:5])
   assert [r["half_life"] for r in rows[5:]] == [10_000] * 5
   assert all(r["half_life_censored"] for r in rows[5:])
+
+
+def test_stored_half_lives_gain_informedness_half_lives_from_the_confusion_tables(tmp_path):
+  path = str(tmp_path / "run")
+  _half_life_run(path, [1e-3] * 10, [100] * 10)
+  res = artifacts.read_json(os.path.join(path, "results.json"))
+  cfg = artifacts.recorded_config(path)
+  res["memory_half_life"] = memory.half_lives(res, cfg.seq_len - 1)     # stored without them
+  assert "per_class_informedness" not in res["memory_half_life"]
+  res["report_confusion_by_delay"] = {
+      d: (np.eye(10, dtype=int) * 100 if accs[0] > 0.5 else np.full((10, 10), 10)).tolist()
+      for d, accs in res["per_class_accuracy_by_delay"].items()}
+  artifacts.write_json(os.path.join(path, "results.json"), res)
+  rows = correlations.table([path])
+  assert [r["inf_half_life"] for r in rows] == pytest.approx([np.sqrt(50 * 100)] * 10)
+  assert [r["half_life"] for r in rows] == pytest.approx([np.sqrt(50 * 100)] * 10)
 
 
 def test_slower_points_with_longer_half_lives_give_a_negative_speed_rho(tmp_path):

@@ -466,6 +466,7 @@ def test_memory_mode_follows_delays_and_stores_half_lives(trained, tmp_path):
   results = json.load(open(os.path.join(workdir, "results.json")))
   half = results["memory_half_life"]
   assert set(half["per_class"]) == {str(c) for c in range(10)}
+  assert set(half["per_class_informedness"]) == set(half["per_class"])  # confusion at each delay
   assert half["overall"]["status"] in ("decayed", "censored", "at_chance")
   evaluated = sorted(int(d) for d in results["accuracy_by_delay"])
   assert evaluated[:3] == [5, 10, 19] and evaluated[-1] <= 200
@@ -492,6 +493,16 @@ def test_memory_mode_follows_delays_and_stores_half_lives(trained, tmp_path):
   assert again["accuracy_by_delay"] == results["accuracy_by_delay"]
   assert again["memory_half_life"]["overall"]["level"] == pytest.approx(np.mean(
       [results["accuracy_by_delay"][k] for k in ("5", "10", "19")]))
+
+
+def test_memory_mode_names_the_classes_others_drain_into():
+  from haviv_tf.cli import analysis_modes  # pylint: disable=g-import-not-at-top
+  decayed = lambda h: dict(half_life=h, censored=False, status="decayed", recovers_at=None)
+  half = dict(per_class={"0": decayed(50.0), "9": dict(decayed(40.0), recovers_at=500)},
+              per_class_informedness={"0": decayed(45.0), "9": decayed(42.0)})
+  assert analysis_modes.sink_lines(half) == [
+      "  class 9: accuracy half-life 40 (back above halfway by 500), informedness half-life "
+      "42: other classes' trials are reported as 9"]
 
 
 @pytest.mark.parametrize("args, message", [

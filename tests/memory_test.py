@@ -85,6 +85,39 @@ def test_half_lives_reads_results_tables_overall_and_per_class():
   assert out["delays"] == [5, 10, 19, 100, 1000] and out["trials"] == 1000
 
 
+def _drain_confusion(kept):
+  """100 trials per class: each class reported as itself with probability `kept`, the rest of
+  its trials reported as class 9 (the sink), whose own trials are all reported as 9."""
+  conf = np.zeros((10, 10), int)
+  for c in range(9):
+    conf[c, c] = round(100 * kept)
+    conf[c, 9] = 100 - conf[c, c]
+  conf[9, 9] = 100
+  return conf.tolist()
+
+
+def test_half_lives_of_informedness_unmask_a_sink_class():
+  delays = ["5", "10", "19", "100", "1000"]
+  kept = {"5": 0.9, "10": 0.9, "19": 0.9, "100": 0.5, "1000": 0.1}
+  conf = {d: _drain_confusion(kept[d]) for d in delays}
+  per_class = {d: [kept[d]] * 9 + [1.0] for d in delays}
+  results = dict(accuracy_by_delay={d: (9 * kept[d] + 1) / 10 for d in delays},
+                 per_class_accuracy_by_delay=per_class,
+                 trials_per_delay={d: 1000 for d in delays}, report_confusion_by_delay=conf)
+  out = memory.half_lives(results, 19)
+  assert out["per_class"]["9"]["censored"]                   # by accuracy, class 9 is kept...
+  inf9 = out["per_class_informedness"]["9"]                   # ...by informedness it decays
+  assert inf9["status"] == "decayed" and inf9["chance"] == 0.0
+  assert inf9["level"] == pytest.approx(1.0 - 0.1)
+  # Informedness of class 0: 0.9, 0.9, 0.9, 0.5, 0.1 (nobody else is reported as 0), halfway
+  # to 0 at 0.45, between delays 100 (0.5) and 1000 (0.1).
+  assert out["per_class_informedness"]["0"]["half_life"] == pytest.approx(
+      math.exp(math.log(100) + (0.5 - 0.45) / (0.5 - 0.1) * math.log(10)))
+  assert memory.sinks(out) == ["9"]
+  del results["report_confusion_by_delay"]["1000"]            # not at every delay: none
+  assert "per_class_informedness" not in memory.half_lives(results, 19)
+
+
 def test_geometric_delays_follow_the_1_2_5_series_and_include_both_ends():
   assert memory.geometric_delays(5, 1000) == (5, 10, 20, 50, 100, 200, 500, 1000)
   assert memory.geometric_delays(4, 300) == (4, 5, 10, 20, 50, 100, 200, 300)

@@ -84,6 +84,16 @@ def memory(args):
                             "results.json")
   print(f"{args.workdir}: memory half-life {half_text(half['overall'])}; per class "
         + ", ".join(f"{c}: {half_text(h)}" for c, h in half["per_class"].items()))
+  for line in sink_lines(half):
+    print(line)
+
+
+def sink_lines(half) -> list:
+  """A line per class memory.sinks finds: its accuracy is not memory of it."""
+  from haviv_tf.probes import memory  # pylint: disable=g-import-not-at-top
+  return [f"  class {c}: accuracy half-life {half_text(half['per_class'][c])}, informedness "
+          f"half-life {half_text(half['per_class_informedness'][c])}: other classes' trials "
+          f"are reported as {c}" for c in memory.sinks(half)]
 
 
 def check_half_life_possible(args, delays, cfg, step):

@@ -128,7 +128,8 @@ def half_lives(results: dict, training_max_delay: int) -> dict:
   """Half-lives of a results.json's accuracy tables: overall and per class.
 
   Returns {"overall": half_life(...), "per_class": {"0".."9": half_life(...) or None},
-  "delays": [...], "rule": "..."}.
+  "delays": [...], "rule": "..."}, and where the results hold a confusion table at every delay
+  "per_class_informedness": the same per class for its informedness (chance 0).
   """
   table = results.get("accuracy_by_delay") or {}
   trials = results.get("trials_per_delay") or {}
@@ -147,10 +148,47 @@ def half_lives(results: dict, training_max_delay: int) -> dict:
                                     max(1, n // config_lib.NUM_CLASSES))
     except ValueError:
       per_class[str(c)] = None
-  return dict(overall=overall, per_class=per_class, delays=delays, trials=n,
-              rule=(f"delay where report accuracy falls halfway from its mean over delays <= "
-                    f"{training_max_delay} to chance {CHANCE:g}, log-linear interpolation; "
-                    f"censored at the longest delay evaluated"))
+  out = dict(overall=overall, per_class=per_class, delays=delays, trials=n,
+             rule=(f"delay where report accuracy falls halfway from its mean over delays <= "
+                   f"{training_max_delay} to chance {CHANCE:g}, log-linear interpolation; "
+                   f"censored at the longest delay evaluated"))
+  informed = _informedness_half_lives(results, keys, delays, training_max_delay, n)
+  return dict(out, per_class_informedness=informed) if informed else out
+
+
+def _informedness_half_lives(results, keys, delays, training_max_delay, n):
+  """Per class, the half-life of its informedness (`informedness`, chance 0) where the results
+  hold a confusion table at every delay, else None: a class the others drain into keeps its
+  accuracy, not its informedness (its accuracy half-life is then censored or recovers)."""
+  tables = results.get("report_confusion_by_delay") or {}
+  if not keys or any(k not in tables for k in keys):
+    return None
+  curves = np.array([[np.nan if v is None else v for v in informedness(tables[k])]
+                     for k in keys], np.float64)
+  out = {}
+  for c in range(config_lib.NUM_CLASSES):
+    vals = [None if np.isnan(v) else float(v) for v in curves[:, c]]
+    try:
+      out[str(c)] = half_life(delays, vals, training_max_delay,
+                              max(1, n // config_lib.NUM_CLASSES), chance=0.0)
+    except ValueError:
+      out[str(c)] = None
+  return out
+
+
+def sinks(halves: dict) -> list:
+  """Classes ("0".."9") of half_lives' result whose accuracy outlasts their informedness by more
+  than twice (the later of the accuracy half-life and its recovers_at against the decayed
+  informedness half-life): the other classes' trials are reported as them, so their accuracy
+  at long delays is not memory of them. [] without informedness half-lives."""
+  out = []
+  for c, h in (halves.get("per_class_informedness") or {}).items():
+    acc = halves["per_class"].get(c)
+    if not h or h["status"] != "decayed" or not acc or acc.get("half_life") is None:
+      continue
+    if max(acc["half_life"], acc.get("recovers_at") or 0) > 2 * h["half_life"]:
+      out.append(c)
+  return out
 
 
 def stop_delay(accuracy: float, num_trials: int) -> bool:

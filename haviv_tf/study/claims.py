@@ -278,7 +278,8 @@ def _c_within(found, key, numbers) -> list:
   nets = {}
   for r in found:
     nets.setdefault(r["network"], []).append(r)
-  kinds = {"accuracy": f"acc_{key}", "half_life": "half_life", "informedness": f"inf_{key}"}
+  kinds = {"accuracy": f"acc_{key}", "half_life": "half_life", "informedness": f"inf_{key}",
+           "informedness_half_life": "inf_half_life"}
   within = {name: {kind: sig.correlate([(math.log10(r["speed"]), r[col]) for r in rs
                                         if r["speed"] > 0 and r.get(col) is not None])
                    for kind, col in kinds.items()}
@@ -297,16 +298,19 @@ def _c_within(found, key, numbers) -> list:
                and w[kind]["spearman"] < 0 and w[kind]["spearman_p"] < evd.ALPHA)
 
   head = f"| network | ρ(log speed, accuracy at {key}) | ρ(log speed, half-life) |"
+  if informed:
+    head += (f" ρ(log speed, informedness at {key}) | ρ(log speed, informedness half-life) |")
   lines = [f"Within each network (its own classes; with 10 classes p < {evd.ALPHA} needs "
-           "ρ ≤ −0.65):", "", head + (f" ρ(log speed, informedness at {key}) |" if informed
-                                      else ""), "|---|---|---|" + ("---|" if informed else "")]
-  lines += [f"| {n} | {cell(w['accuracy'])} | {cell(w['half_life'])} |"
-            + (f" {cell(w['informedness'])} |" if informed else "") for n, w in within.items()]
+           "ρ ≤ −0.65):", "", head, "|---|---|---|" + ("---|---|" if informed else "")]
+  lines += [f"| {n} | {cell(w['accuracy'])} | {cell(w['half_life'])} |" + (
+      f" {cell(w['informedness'])} | {cell(w['informedness_half_life'])} |" if informed else "")
+            for n, w in within.items()]
   lines += ["", f"Speed predicts its classes' accuracy at delay {key} (ρ < 0, p < {evd.ALPHA}) "
             f"within {count('accuracy')} of {len(within)} networks, their half-lives within "
             f"{count('half_life')}" + (
-                f", their informedness within {count('informedness')} (a class's accuracy "
-                "less the rate at which the other classes are reported as it: a class the "
+                f", their informedness within {count('informedness')} and its half-lives "
+                f"within {count('informedness_half_life')} (informedness: a class's accuracy "
+                "less the rate at which the other classes are reported as it, so a class the "
                 "forgotten memories drain into keeps its accuracy, not its informedness; "
                 "networks without recorded confusion tables show –)" if informed else "") + ".",
             ""]

@@ -46,12 +46,17 @@ def run_half_lives(cfg, results):
   from its accuracy tables (runs evaluated before half-lives were stored); None where its
   evaluation cannot give one (no trial counts, no training delay)."""
   stored = results.get("memory_half_life")
-  if stored:
+  if stored and ("per_class_informedness" in stored
+                 or "report_confusion_by_delay" not in results):
     return stored
   try:
-    return memory.half_lives(results, cfg.seq_len - 1)
+    computed = memory.half_lives(results, cfg.seq_len - 1)
   except ValueError:
-    return None
+    return stored or None
+  if stored:  # stored before informedness half-lives were: add them from the same tables
+    return dict(stored, **({"per_class_informedness": computed["per_class_informedness"]}
+                           if "per_class_informedness" in computed else {}))
+  return computed
 
 
 def table(workdirs) -> list[dict]:
@@ -74,7 +79,9 @@ def table(workdirs) -> list[dict]:
                  cls=c, speed=speed, readout=res.get("slow_point_readout", {}).get(str(c)),
                  recipe=res.get("slow_points_recipe"))
       h = (halves.get("per_class") or {}).get(str(c)) or {}
+      hi = (halves.get("per_class_informedness") or {}).get(str(c)) or {}
       row.update(half_life=h.get("half_life"), half_life_censored=h.get("censored"),
+                 inf_half_life=hi.get("half_life"),
                  network_half_life=overall.get("half_life"),
                  network_half_life_censored=overall.get("censored"))
       for name in PREDICTORS:
