@@ -52,7 +52,8 @@ def main():
   args = parser.parse_args()
   source = common.load_source("cifar10", args.data_dir)
   print(common.machine_context())
-  print(f"data: {source.origin}; TensorFlow threads: intra "
+  origin = source.origin.replace(os.path.abspath(args.data_dir), "<data_dir>")
+  print(f"data: {origin}; TensorFlow threads: intra "
         f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}\n")
   bank = rollouts.EVAL_NOISE_BANK
   full = PIPELINE_TRIALS // 10
