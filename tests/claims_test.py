@@ -156,5 +156,10 @@ def test_claim_c_within_each_network_adds_informedness_where_confusion_was_recor
   assert within["sink"]["informedness_half_life"]["spearman"] == pytest.approx(-1.0)
   assert "ρ(log speed, informedness at 500) | ρ(log speed, informedness half-life) |" in text
   assert "their informedness within 1 and its half-lives within 1 (" in text
+  informed = "\n".join(claims._c_informed(sink + plain, "500", numbers))
+  assert numbers["informedness"]["n"] == 10                     # the sink network's rows only
+  assert numbers["informedness"]["spearman"] == pytest.approx(-1.0)
+  assert "ρ = -1.000 (p = " in informed
+  assert claims._c_informed(plain, "500", {}) == []
   plain_row = next(line for line in text.splitlines() if line.startswith("| plain | "))
   assert plain_row.endswith("| – | – | – |")     # no half-life, nor either informedness

@@ -263,11 +263,29 @@ def claim_c(ev: evd.Evidence, with_sp):
       lines += [f"At the half-life delay {cd}: ρ = {sig.fmt(cc['spearman'])} "
                 f"(p = {sig.fmt_p(cc['spearman_p'])}, n = {cc['n']}), "
                 f"**{evd.verdict(ok).lower()}**.", ""]
+  lines += _c_informed(found, key, numbers)
   lines += _c_within(found, key, numbers)
   if not held:
     lines += _why_not_c(rows, found, key, numbers)
   pred_lines, numbers["predictors"] = section_c_predictors(res, with_sp)
   return numbers, lines + pred_lines + _c_half_life(res.get("half_life"), numbers)
+
+
+def _c_informed(found, key, numbers) -> list:
+  """(c) pooled with each class's informedness at `key` in place of its accuracy (rows of runs
+  that recorded confusion tables): a class the others drain into is not counted as remembered.
+  Stated beside the paper's test, not instead of it."""
+  pairs = [(math.log10(r["speed"]), r[f"inf_{key}"]) for r in found
+           if r["speed"] > 0 and r.get(f"inf_{key}") is not None]
+  if not pairs:
+    return []
+  c = sig.correlate(pairs)
+  numbers["informedness"] = dict(delay=int(key), spearman=c["spearman"], p=c["spearman_p"],
+                                 n=c["n"])
+  return [f"With informedness in place of accuracy (a class's accuracy less the rate at which "
+          f"the other classes are reported as it; {c['n']} network × class pairs whose runs "
+          f"recorded confusion tables): ρ = {sig.fmt(c['spearman'])} "
+          f"(p = {sig.fmt_p(c['spearman_p'])}) at delay {key}.", ""]
 
 
 def _c_within(found, key, numbers) -> list:
