@@ -250,7 +250,7 @@ def run_sequences(model, inputs, max_frames: int = 2048) -> np.ndarray:
                          for lo in range(0, int(inputs.shape[0]), rows)])
 
 
-_ROLLOUTS = weakref.WeakKeyDictionary()  # model -> {id(generator): (generator, Rollout)}
+_ROLLOUTS = weakref.WeakKeyDictionary()  # model -> {(id(generator), bank): (generator, Rollout)}
 
 
 def rollout(model, generator, noise_bank: int = 0) -> Rollout:
