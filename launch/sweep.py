@@ -65,7 +65,8 @@ def _args(argv):
   p.add_argument("--slurm_logs", default="", help="directory of the per-task log files "
                  "(default ROOT/logs)")
   p.add_argument("--grid_digest", default=None, help=argparse.SUPPRESS)  # set by job scripts
-  p.add_argument("--list", action="store_true", help="print the runs and whether they are done")
+  p.add_argument("--list", action="store_true", help="print the runs and where each stands "
+                 "(done, to do, or its step, whether it runs, training's last checkpoint)")
   return p.parse_args(argv)
 
 
@@ -145,7 +146,7 @@ def main(argv=None):
     name, specs = specs_for(a.root, a.grid, a.grid_file)
     if a.list:
       for s in specs:
-        print(f"{s.name}\t{'done' if sweep.is_done(s, a.root) else 'to do'}")
+        print(f"{s.name}\t{runner.describe(s, a.root)}")
       return 0
     if a.slurm:
       write_slurm(a, name, specs)

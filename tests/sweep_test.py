@@ -221,6 +221,37 @@ def test_slurm_script_is_valid_bash_and_maps_each_index_to_one_run(tmp_path):
   assert no_id.returncode == 2
 
 
+def test_describe_says_where_each_run_stands(tmp_path):
+  root = str(tmp_path)
+  a, b = sweep.expand(_tiny_grid())[:2]
+  steps = [step for step, _ in runner.commands(a, root)]
+  assert runner.describe(a, root) == "to do"
+  work = os.path.join(root, a.name)
+  os.makedirs(os.path.join(work, "checkpoints"))
+  start = 1796650000.0      # 2026-12-07 13:26:40 UTC
+  attempts = [dict(step="train", start=start, end=None, code=None, threads=1)]
+  runner._write_attempts(os.path.join(work, sweep.ATTEMPTS_FILE), attempts)  # pylint: disable=protected-access
+  with open(os.path.join(work, "checkpoints", "checkpoint"), "w") as f:
+    f.write('model_checkpoint_path: "x/checkpoints/ckpt-12"\n'
+            'all_model_checkpoint_paths: "x/checkpoints/ckpt-8"\n')
+  with open(os.path.join(work, "config.json"), "w") as f:
+    json.dump(dict(config=dict(train_steps=20)), f)
+  # No live claim: an unfinished step is stopped (killed or paused), not running.
+  assert runner.describe(a, root) == (f"stopped: step train (1 of {len(steps)}), started "
+                                      "2026-12-07 13:26 UTC, checkpoint 12 of 20 steps")
+  claim = runner.Claim(root, a.name)
+  assert claim.acquire()
+  try:
+    assert runner.describe(a, root).startswith("running: step train (1 of ")
+  finally:
+    claim.release()
+  attempts[0].update(end=start + 5, code=0)
+  attempts.append(dict(step=steps[1], start=start + 6, end=start + 9, code=3, threads=1))
+  runner._write_attempts(os.path.join(work, sweep.ATTEMPTS_FILE), attempts)  # pylint: disable=protected-access
+  assert runner.describe(a, root).startswith(f"failed: step {steps[1]} (2 of {len(steps)})")
+  assert runner.describe(b, root) == "to do"
+
+
 def test_launcher_cli_lists_writes_slurm_and_refuses_bad_input(tmp_path):
   root = str(tmp_path / "root")
   out = subprocess.run([sys.executable, LAUNCHER, "--grid=small", f"--root={root}", "--list"],

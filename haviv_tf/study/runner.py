@@ -10,6 +10,7 @@ as it works on a run, so two launchers on one grid never run the same run twice.
 import concurrent.futures
 import fcntl
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -146,6 +147,56 @@ def run_one(spec: sweep.RunSpec, root: str, data_dir: str = "", threads: int = 0
     return dict(name=spec.name, status="done", seconds=time.time() - t0, resumed=resumed)
   finally:
     claim.release()
+
+
+def describe(spec: sweep.RunSpec, root: str) -> str:
+  """Where one run of a sweep stands, for --list: "done", "to do", or its last step attempt
+  (step k of n, when it started; training: the last checkpoint of how many steps) and whether
+  it is running (its claim's process is alive on this host), stopped (killed or paused with
+  the step unfinished), failed, or between steps (another invocation resumes it)."""
+  if sweep.is_done(spec, root):
+    return "done"
+  attempts = read_attempts(os.path.join(root, spec.name, sweep.ATTEMPTS_FILE))
+  if not attempts:
+    return "to do"
+  steps = [step for step, _ in commands(spec, root)]
+  last = attempts[-1]
+  k = steps.index(last["step"]) + 1 if last["step"] in steps else "?"
+  if last["end"] is None:
+    state = "running" if _claim_alive(root, spec.name) else "stopped"
+  else:
+    state = "failed" if last["code"] else "between steps"
+  when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last["start"]))
+  text = f"{state}: step {last['step']} ({k} of {len(steps)}), started {when}"
+  if last["step"] == "train":
+    text += _checkpoint_progress(os.path.join(root, spec.name))
+  return text
+
+
+def _claim_alive(root: str, name: str) -> bool:
+  """Whether the process named in the run's claim file lives on this host (the file outlives
+  its process; the lock itself is not touched, so a worker is never kept from a run)."""
+  try:
+    with open(os.path.join(root, sweep.LOCK_DIR, f"{name}.lock")) as f:
+      host, _, pid = f.read().split()[:3]
+    if host != os.uname().nodename:
+      return False
+    os.kill(int(pid), 0)
+  except (OSError, ValueError):
+    return False
+  return True
+
+
+def _checkpoint_progress(workdir: str) -> str:
+  """", checkpoint S of N steps" from the run's checkpoint index and config ("" if unknown)."""
+  try:
+    with open(os.path.join(workdir, "checkpoints", "checkpoint")) as f:
+      steps = re.findall(r'^model_checkpoint_path: ".*?ckpt-(\d+)"', f.read(), re.M)
+    total = artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE))["config"][
+        "train_steps"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return ""
+  return f", checkpoint {steps[0]} of {total} steps" if steps else ""
 
 
 def read_attempts(path: str) -> list:
