@@ -230,7 +230,8 @@ def test_describe_says_where_each_run_stands(tmp_path):
   os.makedirs(os.path.join(work, "checkpoints"))
   start = 1796650000.0      # 2026-12-07 13:26:40 UTC
   attempts = [dict(step="train", start=start, end=None, code=None, threads=1)]
-  runner._write_attempts(os.path.join(work, sweep.ATTEMPTS_FILE), attempts)  # pylint: disable=protected-access
+  write = runner._write_attempts  # pylint: disable=protected-access
+  write(os.path.join(work, sweep.ATTEMPTS_FILE), attempts)
   with open(os.path.join(work, "checkpoints", "checkpoint"), "w") as f:
     f.write('model_checkpoint_path: "x/checkpoints/ckpt-12"\n'
             'all_model_checkpoint_paths: "x/checkpoints/ckpt-8"\n')
@@ -247,7 +248,7 @@ def test_describe_says_where_each_run_stands(tmp_path):
     claim.release()
   attempts[0].update(end=start + 5, code=0)
   attempts.append(dict(step=steps[1], start=start + 6, end=start + 9, code=3, threads=1))
-  runner._write_attempts(os.path.join(work, sweep.ATTEMPTS_FILE), attempts)  # pylint: disable=protected-access
+  write(os.path.join(work, sweep.ATTEMPTS_FILE), attempts)
   assert runner.describe(a, root).startswith(f"failed: step {steps[1]} (2 of {len(steps)})")
   assert runner.describe(b, root) == "to do"
 
