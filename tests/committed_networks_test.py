@@ -43,3 +43,12 @@ def test_every_committed_network_has_its_weights_and_saved_model():
     assert os.path.exists(os.path.join(workdir, grid_files.SAVED_MODEL,
                                        "saved_model.pb")), workdir
     assert os.path.exists(os.path.join(workdir, artifacts.RESULTS_FILE)), workdir
+
+
+@pytest.mark.skipif(not CHECKS, reason="no trained network is committed in this tree yet")
+def test_an_analysis_of_a_committed_network_says_how_to_restore_it():
+  from haviv_tf.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  workdir = os.path.dirname(os.path.dirname(CHECKS[0]))
+  with pytest.raises(artifacts.RunError, match=r"committed network \(weights/final\), not a "
+                     r"checkpoint; restore it .*grid_files.py restore --weights --dest="):
+    pipeline.trained_config(workdir)

@@ -43,6 +43,11 @@ def trained_config(workdir: str) -> config_lib.Config:
     raise artifacts.RunError(f"{workdir} holds no haviv_tf run (no {artifacts.CONFIG_FILE}); "
                              "train one first with --mode=train")
   if not checkpoints.checkpoint_paths(workdir):
+    if os.path.exists(os.path.join(workdir, "weights", "final.index")):  # a committed run
+      raise artifacts.RunError(
+          f"{workdir} holds a committed network (weights/final), not a checkpoint; restore it "
+          "into a workdir first: python3 experiments/grid_files.py restore --weights "
+          f"--dest={os.path.dirname(os.path.normpath(workdir))} --root=DIR")
     raise artifacts.RunError(f"{workdir} has no trained model (no checkpoint); train it first "
                              "with --mode=train")
   return cfg
