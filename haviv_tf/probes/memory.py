@@ -163,13 +163,11 @@ def _informedness_half_lives(results, keys, delays, training_max_delay, n):
   tables = results.get("report_confusion_by_delay") or {}
   if not keys or any(k not in tables for k in keys):
     return None
-  curves = np.array([[np.nan if v is None else v for v in informedness(tables[k])]
-                     for k in keys], np.float64)
+  curves = [informedness(tables[k]) for k in keys]
   out = {}
   for c in range(config_lib.NUM_CLASSES):
-    vals = [None if np.isnan(v) else float(v) for v in curves[:, c]]
     try:
-      out[str(c)] = half_life(delays, vals, training_max_delay,
+      out[str(c)] = half_life(delays, [row[c] for row in curves], training_max_delay,
                               max(1, n // config_lib.NUM_CLASSES), chance=0.0)
     except ValueError:
       out[str(c)] = None

@@ -129,7 +129,6 @@ def trajectory_cloud(model: network.DelayedClassifier, generator: trials.TrialGe
     states[:, b0:b0 + len(cls)], read, blo, bhi = run.states_at(stream, cls, times)
     correct[:, b0:b0 + len(cls)] = read == cls
     lo, hi = np.minimum(lo, blo), np.maximum(hi, bhi)
-    # With a CNN every noise frame is encoded: minutes to step 1000 on a CPU core.
     logging.info("trajectory cloud: %d of %d trials run to step %d (%.0f s)",
                  b0 + len(cls), len(classes), times[-1], time.monotonic() - start)
   return Cloud(times=times, states=states, correct=correct, classes=classes, lo=lo, hi=hi)

@@ -46,17 +46,15 @@ def run_half_lives(cfg, results):
   from its accuracy tables (runs evaluated before half-lives were stored); None where its
   evaluation cannot give one (no trial counts, no training delay)."""
   stored = results.get("memory_half_life")
-  if stored and ("per_class_informedness" in stored
-                 or "report_confusion_by_delay" not in results):
-    return stored
   try:
     computed = memory.half_lives(results, cfg.seq_len - 1)
   except ValueError:
     return stored or None
-  if stored:  # stored before informedness half-lives were: add them from the same tables
-    return dict(stored, **({"per_class_informedness": computed["per_class_informedness"]}
-                           if "per_class_informedness" in computed else {}))
-  return computed
+  if not stored:
+    return computed
+  # Stored before informedness half-lives were: add them, from the same tables.
+  informed = computed.get("per_class_informedness")
+  return dict(stored, per_class_informedness=informed) if informed else stored
 
 
 def table(workdirs) -> list[dict]:
