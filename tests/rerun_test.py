@@ -78,6 +78,31 @@ def test_training_again_with_another_recipe_keeps_the_slow_points(trained, tmp_p
   assert f"wrote: {os.path.join(workdir, 'slow_points.npz')}" not in proc.stdout
 
 
+def test_slow_points_of_an_older_trajectory_cloud_are_kept_and_named(trained, tmp_path):
+  # A run whose memory predictors came from a cloud of another noise bank (a CIFAR-10 run
+  # searched before the bank existed, here simulated on the shared MNIST run: its bank is 0):
+  # a re-run with the same search settings keeps the points and says what differs, so a
+  # sweep resumes past them; --overwrite searches again.
+  workdir = _copy(trained, tmp_path)
+  path = os.path.join(workdir, "results.json")
+  results = artifacts.read_json(path)
+  results["memory_predictor_settings"]["cloud_noise_bank"] = 4096
+  artifacts.write_json(path, results)
+  files = [os.path.join(workdir, n) for n in ("slow_points.npz", "results.json")]
+  before = _bytes(*files)
+  proc = _cli(["--mode=slow_points", f"--workdir={workdir}", "--sp_max_iters=300"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "trajectory cloud drawn with noise bank 4096 (today's: 0); kept them" in proc.stdout
+  assert "--overwrite" in proc.stdout and _bytes(*files) == before
+  # Other search settings are still refused.
+  line = _one_error(_cli(["--mode=slow_points", f"--workdir={workdir}", "--sp_max_iters=40"]))
+  assert "--overwrite" in line and _bytes(*files) == before
+  proc = _cli(["--mode=slow_points", f"--workdir={workdir}", "--sp_max_iters=300",
+               "--overwrite"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "cloud_noise_bank" not in artifacts.read_json(path)["memory_predictor_settings"]
+
+
 def test_export_of_an_exported_network_does_nothing_without_overwrite(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   model = os.path.join(workdir, "saved_model", "saved_model.pb")

@@ -368,7 +368,8 @@ def analysed(cfg, workdir, step, sp_config=None, recipe="default") -> bool:
     return False
   sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
   trials_by_delay = r.get("trials_per_delay") or {}
-  if not (r.get("step") == step and slow_points_current(r, step, sp_config, recipe)
+  if not (r.get("step") == step
+          and slow_points_current(r, step, sp_config, recipe, rollouts.noise_bank_for(cfg))
           and all(trials_by_delay.get(str(int(d))) == cfg.eval_trials
                   for d in cfg.eval_delays)):
     return False
@@ -386,10 +387,14 @@ def exported(workdir, step) -> bool:
     return False     # an unreadable export is redone
 
 
-def slow_points_current(results: dict, step: int, sp_config, recipe: str) -> bool:
+def slow_points_current(results: dict, step: int, sp_config, recipe: str,
+                        noise_bank: int = 0) -> bool:
   """Whether `results` (a results.json) holds slow points of the network at `step` found with
-  this recipe, these search settings and today's file format."""
-  return (results.get("slow_points_step") == step
+  this recipe, these search settings, today's file format and a trajectory cloud of this noise
+  bank (rollouts.noise_bank_for; the cloud bounds an LSTM's search and gives the memory
+  predictors, and runs searched before the CIFAR-10 cloud had a bank recorded none: 0)."""
+  cloud = (results.get("memory_predictor_settings") or {}).get("cloud_noise_bank", 0)
+  return (results.get("slow_points_step") == step and cloud == noise_bank
           and results.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
           and results.get("slow_points_recipe") == recipe
           and results.get("slow_point_config") == json.loads(json.dumps(
@@ -462,13 +467,15 @@ def after_training(cfg, run, source, workdir, sp_config=None, recipe="default",
   evaluate(cfg, run, source, workdir, overwrite=overwrite, log=log)
   stored = artifacts.read_json(path) if os.path.exists(path) else {}
   sp_config = sp_config or slow_points_lib.recipe_config(recipe, cfg)
+  bank = rollouts.noise_bank_for(cfg, run.model)
   if (not overwrite and stored.get("slow_points_step") == run.step
       and stored.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
-      and not slow_points_current(stored, run.step, sp_config, recipe)):
+      and not slow_points_current(stored, run.step, sp_config, recipe, bank)):
     log(f"{workdir}: kept the stored slow points of step {run.step} (found with the "
-        f"{stored.get('slow_points_recipe')} recipe or other search settings than these); "
-        "--overwrite replaces them, --mode=slow_points --sp_dir=NAME finds these beside them")
-  elif not slow_points_current(stored, run.step, sp_config, recipe):
+        f"{stored.get('slow_points_recipe')} recipe or other search or cloud settings than "
+        "these); --overwrite replaces them, --mode=slow_points --sp_dir=NAME finds these "
+        "beside them")
+  elif not slow_points_current(stored, run.step, sp_config, recipe, bank):
     find_slow_points(cfg, run, source, workdir, sp_config, recipe=recipe)
   if not exported(workdir, run.step):
     export_model(cfg, run, source, workdir)

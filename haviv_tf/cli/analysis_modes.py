@@ -137,14 +137,24 @@ def slow_points(args):
   # Points of an older file format are redone (nothing reads them); today's are kept.
   if (stored.get("slow_points_step") == run.step and not args.overwrite
       and stored.get("slow_points_format") == slow_points.FORMAT_VERSION):
-    if pipeline.slow_points_current(stored, run.step, sp_config, args.sp_recipe):
+    from haviv_tf.probes import rollouts  # pylint: disable=g-import-not-at-top
+    bank = rollouts.noise_bank_for(cfg, run.model)
+    if pipeline.slow_points_current(stored, run.step, sp_config, args.sp_recipe, bank):
       print(f"{where}: slow points of step {run.step} already found with the "
             f"{args.sp_recipe} recipe and these settings; nothing to do")
       return
+    old_bank = (stored.get("memory_predictor_settings") or {}).get("cloud_noise_bank", 0)
+    if pipeline.slow_points_current(stored, run.step, sp_config, args.sp_recipe, old_bank):
+      # Kept (a sweep resumes past them): only the trajectory cloud is older.
+      print(f"{where}: slow points of step {run.step} already found with the "
+            f"{args.sp_recipe} recipe and these search settings, their trajectory cloud "
+            f"drawn with noise bank {old_bank} (today's: {bank}); kept them; --overwrite "
+            "searches again with today's cloud")
+      return
     raise common.UsageError(
         f"{where} holds slow points of step {run.step} found with the "
-        f"{stored.get('slow_points_recipe')} recipe or other search settings; --overwrite "
-        "replaces them (or --sp_dir=NAME writes these beside them)")
+        f"{stored.get('slow_points_recipe')} recipe or other search or cloud settings; "
+        "--overwrite replaces them (or --sp_dir=NAME writes these beside them)")
   summary = pipeline.find_slow_points(cfg, run, source, args.workdir, sp_config,
                                       recipe=args.sp_recipe, out_dir=sp_dir or None)
   s = summary["slow_point_summary"]

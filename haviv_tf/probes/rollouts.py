@@ -103,10 +103,12 @@ def loop(model, frame_fn, state, t0, t1, t_s, stimulus, trigger_at=None, on_step
   return state, carry
 
 
-def noise_bank_for(cfg, model) -> int:
+def noise_bank_for(cfg, model=None) -> int:
   """The encoded noise bank a run's analysis trials use: EVAL_NOISE_BANK for a CNN model
-  trained with a bank (its frames otherwise cost a CNN pass each), else 0 (frame by frame)."""
-  return EVAL_NOISE_BANK if cfg.noise_bank and model.encoder is not None else 0
+  trained with a bank (its frames otherwise cost a CNN pass each), else 0 (frame by frame).
+  Without `model`, from the config alone (the CNN front end is CIFAR-10's: network.from_config)."""
+  cnn = model.encoder is not None if model is not None else cfg.dataset == "cifar10"
+  return EVAL_NOISE_BANK if cfg.noise_bank and cnn else 0
 
 
 def encode_frames(model, frames):
