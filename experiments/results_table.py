@@ -26,7 +26,7 @@ GRIDS = (("MNIST small (8 nets, 3k steps)", "study_small", "experiments/study_sm
          ("MNIST medium (12 nets, 9k steps)", "study_medium",
           "experiments/study_medium/REPORT.md"),
          ("CIFAR-10 quick (4 nets)", "cifar10_quick", "experiments/cifar10_quick/REPORT.md"),
-         ("MNIST paper grid ({n} of 8 nets, 140k steps)", "study_paper",
+         ("MNIST paper_mnist ({n} of 8 nets, 140k steps)", "study_paper",
           "experiments/study_paper/REPORT.md"))
 CLAIMS = (("a", "every network solves the task at the training delays"),
           ("b", "networks differ widely at long delays"),

@@ -9,8 +9,8 @@ Every config field is also a flag (e.g. --learning_rate, --batch_size, --eval_de
 its help says what it is, its unit and range, and each preset's default. --steps is
 --train_steps. --dry_run checks a command and prints the resolved config without running it.
 Bad input ends with one `error: ...` line and exit status 1; an internal error (a bug) prints
-its traceback and ends with exit status 2. The flags of every mode, grouped, with examples:
-docs/command_line.md.
+its traceback and ends with exit status 2. Every mode, what it needs and the page with its
+flags and examples: docs/command_line.md, "Modes".
 """
 # (For developers: the flags are defined here; each mode is a function of the parsed flags in
 # haviv_tf/cli/: train_modes, analysis_modes, study_modes; cli/common.py what they share.)

@@ -103,6 +103,8 @@ def _fill(arg, tmp):
   if not match:
     return arg
   name, value = match.groups()
+  if name == "flagfile" and not os.path.isabs(value):  # the repository's launch/*.flags
+    return f"--flagfile={os.path.join(ROOT, value)}"
   kind = FLAG_TYPES.get(name)
   if kind is not None and PLACEHOLDER.match(value):
     if kind == "int":

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -71,7 +72,7 @@ def test_docs_links_resolve():
     if not name.endswith(".md"):
       continue
     with open(os.path.join(docs, name), encoding="utf-8") as f:
-      text = f.read()
+      text = re.sub(r"```.*?```", "", f.read(), flags=re.S)  # links, not code
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
       if not target.startswith("http"):
         assert os.path.exists(os.path.join(docs, target)), f"docs/{name}: {target}"
@@ -87,6 +88,24 @@ def test_readme_snippet_runs(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
              CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
   out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_savedmodel_snippet_of_the_analysis_page_runs_without_haviv_tf(tmp_path):
+  with open(os.path.join(REPO, "docs", "analysis.md"), encoding="utf-8") as f:
+    blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+  code = textwrap.dedent(next(b for b in blocks if "tf.saved_model.load" in b))
+  assert "haviv_tf" not in code
+  # The snippet's committed SavedModel, loaded from the repository with no haviv_tf to import.
+  code = code.replace('"experiments/', '"' + REPO + os.sep + 'experiments/')
+  code += ("\nassert out['logits'].shape == (2, 30, 11) and nxt['state'].shape == (2, 200)"
+           "\nimport sys; assert 'haviv_tf' not in sys.modules\n")
+  script = tmp_path / "savedmodel_snippet.py"
+  script.write_text(code, encoding="utf-8")
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("PYTHONPATH", None)
+  out = subprocess.run([sys.executable, "-I", str(script)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
 
