@@ -181,6 +181,11 @@ def update_json(path: str, updates: dict) -> dict:
 
 
 def save_npz(path: str, **arrays: np.ndarray) -> None:
+  """An npz of numbers and strings, atomically; an object array is refused (np.savez would
+  pickle it, and load_npz never unpickles)."""
+  for name, value in arrays.items():
+    if np.asanyarray(value).dtype.hasobject:
+      raise ValueError(f"array {name!r} holds Python objects; not written (no pickle)")
   with atomic_path(path) as tmp:
     with open(tmp, "wb") as f:
       np.savez(f, **arrays)

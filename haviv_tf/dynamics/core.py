@@ -25,6 +25,7 @@ from trajectories. Other activations and a user's own cell: unbounded unless `bo
 LSTM speed coordinates are (h, tanh c), as the paper's.
 """
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -159,6 +160,13 @@ def from_cell(cell, input_size=None, bounds="default", c_bounds=None, speed_coor
     raise ValueError(f"{type(cell).__name__} takes inputs of {int(cell.kernel.shape[0])} "
                      f"entries, not {input_size}")
   is_layer = isinstance(cell, keras.layers.Layer)
+  compute = str(getattr(cell, "compute_dtype", "float32") or "float32")
+  if compute != "float32":
+    # Keras casts the state to the compute dtype: F is then piecewise constant in s at that
+    # precision, so q, its gradient and the Jacobians are those of the rounded map.
+    logging.warning("%s computes in %s: its slow points and Jacobians are those of the "
+                    "rounded map; for float32 ones, rebuild the cell with dtype='float32' and "
+                    "copy its weights", type(cell).__name__, compute)
 
   def step(s, x):
     states = tf.split(s, sizes, axis=-1) if len(sizes) > 1 else [s]   # a list, as keras.RNN

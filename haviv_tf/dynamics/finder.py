@@ -43,8 +43,10 @@ class SlowPointConfig:
     stalled    its best speed so far improved by less than rel_tol (relative) over the last
                `window` of its updates (a slow point that is not a fixed point);
     max_iters  the search reached max_iters iterations.
-  The search ends when every point has stopped. With early_stop False every point runs
-  max_iters iterations (the authors' recipe, `SlowPointConfig.authors()`).
+  Whatever early_stop, a point where q or its gradient is NaN or inf stops there ("nonfinite";
+  its eigenvalues are NaN, so it is not stable). The search ends when every point has
+  stopped. With early_stop False every other point runs max_iters iterations (the authors'
+  recipe, `SlowPointConfig.authors()`).
   SlowPoints.stop_reason records which rule ended each point.
 
   Raises:
@@ -60,8 +62,9 @@ class SlowPointConfig:
   jit_compile: bool = True      # XLA-compile the search loop
   batch_size: int = 256         # points per Jacobian batch
   constrain: bool = True        # project onto the box after every step (and c, see lstm_c)
-  lstm_c: str = "reached"       # LSTM c: "reached" (kept within the bounds the caller passes,
-                                # e.g. the range trajectories reach) or "free" (the authors')
+  lstm_c: str = "reached"       # LSTM c, for find_slow_points: "reached" (bounded by the range
+                                # trajectories reach) or "free" (the authors'); the finder
+                                # itself clips to the bounds it is given
   window: int = 500             # stalled: no relative improvement >= rel_tol over this many ...
   rel_tol: float = 1e-3         # ... updates of the point's best speed
   early_stop: bool = True       # False: no q_tol / stall stop, every point runs max_iters
@@ -120,7 +123,9 @@ class SlowPointFinder:
   Points on slow manifolds without a nearby fixed point keep drifting along them; the stall rule
   ends them once their speed stops improving. For an LSTM, q is flat in c where tanh(c)
   saturates, so a point with free c can drift to large |c| (slow by the paper's definition, far
-  from the trajectories); lstm_c="reached" keeps c within bounds passed to `minimize`.
+  from the trajectories). The finder itself clips to the box it is given (`bounds`, else the
+  dynamics' own, where c is unbounded): `lstm_c` is read by `find_slow_points`, which makes
+  the bounds (the range the trajectories reach for "reached", none for "free").
 
   A subclass may override `point_extras` to attach its own per-point arrays to every
   SlowPoints it describes.
@@ -289,21 +294,29 @@ def _run_chunk(dynamics, carry, xp, lo, hi, num_steps, hyper):
     running = reason < 0
     converged = tf.logical_and(running, tf.logical_and(early_stop > 0, q < q_tol))
     reason = tf.where(converged, STOP_REASONS.index("q_tol"), reason)
+    # A point whose q or gradient is not finite stops where it is (it cannot descend, and
+    # would otherwise keep the search running to max_iters).
+    finite = tf.logical_and(tf.math.is_finite(q), tf.reduce_all(tf.math.is_finite(g), axis=-1))
+    bad = tf.logical_and(tf.logical_and(running, tf.logical_not(converged)),
+                         tf.logical_not(finite))
+    reason = tf.where(bad, STOP_REASONS.index("nonfinite"), reason)
+    running = tf.logical_and(running, tf.logical_not(bad))   # active, or converged just now
     active = tf.logical_and(running, tf.logical_not(converged))
     tf_t = tf.cast(t, tf.float32)
     lr = lr0 * tf.pow(decay, tf_t) * tf.where(
         tf.logical_and(drop_step > 0, tf_t >= drop_step), drop_factor, 1.0)
-    live = tf.cast(active, tf.float32)[:, None]
-    m = m + live * (1.0 - b1) * (g - m)
-    v = v + live * (1.0 - b2) * (tf.square(g) - v)
+    # Stopped points keep their state and moments (tf.where, not a 0/1 mask: 0 x inf is NaN).
+    live = active[:, None]
+    m = tf.where(live, m + (1.0 - b1) * (g - m), m)
+    v = tf.where(live, v + (1.0 - b2) * (tf.square(g) - v), v)
     k = tf.cast(iters + 1, tf.float32)[:, None]
     c1, c2 = 1.0 - tf.pow(b1, k), 1.0 - tf.pow(b2, k)
     # TF1 AdamOptimizer (the authors'): lr sqrt(c2) / c1 * m / (sqrt(v) + eps).
     step = tf.where(tf1 > 0, lr * tf.sqrt(c2) / c1 * m / (tf.sqrt(v) + eps),
                     lr * (m / c1) / (tf.sqrt(v / c2) + eps))
-    s = tf.clip_by_value(s - live * step, lo, hi)
+    s = tf.where(live, tf.clip_by_value(s - step, lo, hi), s)
     iters = iters + tf.cast(active, tf.int32)
-    q_last = tf.where(active, q, q_last)
+    q_last = tf.where(running, q, q_last)  # a point stopping by q_tol now: q at its final state
     # Stall rule on the best speed seen, checked every `window` updates of a point.
     best = tf.where(active, tf.minimum(best, tf.sqrt(2.0 * q)), best)
     check = tf.logical_and(tf.logical_and(active, early_stop > 0),

@@ -14,7 +14,7 @@ _EIG_BATCH = 256  # Jacobians per tf.linalg.eigvals call
 
 def broadcast_inputs(inputs, n):
   """A constant input [I] or per-state inputs [N, I] -> [n, I] float32 tensor."""
-  inputs = tf.convert_to_tensor(inputs, tf.float32)
+  inputs = tf.cast(tf.convert_to_tensor(inputs), tf.float32)  # float64 / float16 tensors too
   if inputs.shape.rank == 1:
     inputs = inputs[None, :]
   if inputs.shape.rank != 2:
@@ -31,7 +31,7 @@ def check_inputs(dyn, inputs):
 
 def check_states(dyn, states):
   """`states` as a [N, state_size] float32 tensor (ValueError otherwise)."""
-  states = tf.convert_to_tensor(states, tf.float32)
+  states = tf.cast(tf.convert_to_tensor(states), tf.float32)
   if states.shape.rank != 2 or states.shape[-1] != dyn.state_size:
     raise ValueError(f"`states` must be [N, {dyn.state_size}] (state_size), got {states.shape}")
   return states
@@ -126,9 +126,15 @@ def spectra(jac: np.ndarray, k: int):
   # tf.linalg.eigvals (Eigen) rather than np.linalg.eigvals: in a process where TensorFlow has
   # run, OpenBLAS's threads contend with TF's and numpy's eig was measured 50-90x slower on 2 CPUs
   # (same eigenvalues to 1e-13).
-  eig = np.concatenate([
-      tf.linalg.eigvals(tf.constant(jac[lo:lo + _EIG_BATCH], tf.float64)).numpy()
-      for lo in range(0, n, _EIG_BATCH)])
+  # A Jacobian with NaN or inf entries (a point where the step is not finite) gets NaN
+  # eigenvalues (not stable) instead of failing the decomposition of every point.
+  ok = np.all(np.isfinite(jac), axis=(1, 2))
+  eig = np.full([n, s], np.nan, np.complex128)
+  good = jac[ok]
+  if len(good):
+    eig[ok] = np.concatenate([
+        tf.linalg.eigvals(tf.constant(good[lo:lo + _EIG_BATCH], tf.float64)).numpy()
+        for lo in range(0, len(good), _EIG_BATCH)])
   order = np.argsort(-np.abs(eig), axis=-1, kind="stable")
   eig = np.take_along_axis(eig, order, axis=-1)
   mags = np.abs(eig)

@@ -20,7 +20,8 @@ from haviv_tf.dynamics import linearize
 FORMAT_VERSION = 3
 OLDEST_FORMAT = 2
 LEGACY_EXTRAS = ("readout", "init_class", "dist_centre", "dist_traj")  # format 2's extras
-STOP_REASONS = ("q_tol", "stalled", "max_iters")  # SlowPoints.stop_reason indexes this
+# SlowPoints.stop_reason indexes this (nonfinite: q or its gradient was NaN or inf there)
+STOP_REASONS = ("q_tol", "stalled", "max_iters", "nonfinite")
 _DTYPES = dict(states=np.float32, speed=np.float32, q=np.float32, eigenvalues=np.complex128,
                max_abs_eig=np.float64, num_unstable=np.int32, iters=np.int32,
                init_states=np.float32, inputs=np.float32, stable=bool, stop_reason=np.int32,
@@ -44,7 +45,8 @@ class SlowPoints:
 
   The search (finder.SlowPointFinder) stops each point at the first of q < q_tol ("q_tol"), no
   relative improvement of its best speed by rel_tol over `window` updates ("stalled"), or
-  max_iters iterations ("max_iters"); with early_stop False only the last applies.
+  max_iters iterations ("max_iters"); with early_stop False only the last applies. A point
+  where q or its gradient is not finite stops there ("nonfinite").
 
   Attributes:
     states: [P, S] float32 states where the search ended (an LSTM's are [h, c]).
@@ -204,7 +206,12 @@ class SlowPoints:
         arrays = {k: f[k] for k in f.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
       raise ValueError(f"{path} is not a readable SlowPoints file ({e})") from None
+    if "format_version" not in arrays and not {"states", "speed"} <= set(arrays):
+      raise ValueError(f"{path} is not a SlowPoints file (no format_version, no states)")
     version = int(arrays.get("format_version", 0))
+    if version > FORMAT_VERSION:
+      raise ValueError(f"{path} is of slow-point format {version}, newer than this haviv_tf "
+                       f"reads ({FORMAT_VERSION}): update haviv_tf")
     if version < OLDEST_FORMAT:
       raise FormatVersionError(
           f"{path} was written by an older slow-point format ({version}, now "
@@ -221,14 +228,17 @@ class SlowPoints:
 
 
 def save_npz(path: str, **arrays) -> None:
-  """np.savez to a temporary name beside `path`, fsync, rename over `path`, fsync the folder."""
+  """An npz (np.load reads it) written to a temporary name beside `path`, fsync, rename over
+  `path`, fsync of the folder. Written member by member with allow_pickle=False, so an object
+  array is refused (ValueError) instead of pickled, and any array name is allowed (np.savez's
+  own keywords, `file` and `allow_pickle`, would clash)."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                              dir=directory)
   try:
     with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
+      _write_npz(f, arrays)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -240,3 +250,15 @@ def save_npz(path: str, **arrays) -> None:
     os.fsync(dir_fd)  # the rename itself survives a crash
   finally:
     os.close(dir_fd)
+
+
+def _write_npz(f, arrays: dict) -> None:
+  """The members of np.savez's format (one .npy each, stored uncompressed), no pickle."""
+  for name, value in arrays.items():
+    if np.asanyarray(value).dtype.hasobject:
+      raise ValueError(f"array {name!r} holds Python objects; an npz here holds numbers and "
+                       "strings only (no pickle)")
+  with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+    for name, value in arrays.items():
+      with z.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

@@ -21,6 +21,7 @@ Bookkeeping, going back in time (Haviv et al.'s analysis; haviv_tf's --mode=back
 import dataclasses
 import functools
 import time
+import zipfile
 
 from absl import logging
 import keras
@@ -53,13 +54,13 @@ def nearest_centres(rnn, points, centres):
 
   Returns:
     (nearest [P] int32 class of the nearest centre, ratio [P] float64 distance to it / to the
-    next nearest centre).
+    next nearest centre; 0 where there is no other centre).
   """
   coords = speed_coordinates(rnn, points)
   d = np.linalg.norm(coords[:, None] - np.asarray(centres)[None], axis=-1)
   d = np.where(np.isnan(d), np.inf, d)
   nearest = np.argmin(d, axis=1)
-  second = np.sort(d, axis=1)[:, 1]
+  second = np.sort(d, axis=1)[:, 1] if d.shape[1] > 1 else np.full(len(points), np.inf)
   return nearest.astype(np.int32), d[np.arange(len(points)), nearest] / second
 
 
@@ -218,6 +219,10 @@ class Track:
     """Writes an npz (atomic: temporary name, fsync, rename, fsync of the folder; no pickle)."""
     arrays = {f"label_{k}": v for k, v in self.labels.items()}
     arrays.update({f"extra_{k}": v for k, v in self.extras.items()})
+    clash = sorted(k for k in arrays if k in ("label_names", "extra_names"))
+    if clash:
+      raise ValueError(f"a label or extra may not be called 'names' (it would write {clash}, "
+                       "the file's own lists of names)")
     points_lib.save_npz(
         path, track_format=np.int32(TRACK_FORMAT), steps=self.steps, points=self.points,
         speed=self.speed, q=self.q, classes=self.classes, introduced=self.introduced,
@@ -235,7 +240,7 @@ class Track:
     try:
       with np.load(path, allow_pickle=False) as f:
         a = {k: f[k] for k in f.files}
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
       raise ValueError(f"{path} is not a readable Track file ({e})") from None
     if int(a.get("track_format", -1)) != TRACK_FORMAT:
       raise ValueError(f"{path} is not a Track file of format {TRACK_FORMAT}")

@@ -1,0 +1,173 @@
+"""The slow-point library at its edges: non-finite points, files that must not pickle or lose
+fields, foreign files, one class centre, float64 tensors."""
+
+import os
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from haviv_tf import dynamics
+from haviv_tf.dynamics import linearize
+from haviv_tf.dynamics import points as points_lib
+from haviv_tf.dynamics import tracking
+
+
+def _gru(units=4):
+  cell = keras.layers.GRUCell(units, seed=0)
+  cell.build((None, 2))
+  return cell
+
+
+def _config(**kw):
+  return dynamics.SlowPointConfig(**dict(dict(max_iters=3000, chunk=100, jit_compile=False,
+                                              q_tol=1e-8, num_eigenvalues=4), **kw))
+
+
+def test_a_nan_start_stops_at_once_and_the_others_search_on_their_own_rules():
+  cell = _gru()
+  starts = np.random.default_rng(0).uniform(-0.5, 0.5, (6, 4)).astype(np.float32)
+  starts[3] = np.nan
+  finder = dynamics.SlowPointFinder(cell, _config())
+  _, found = finder.find(starts, np.zeros(2, np.float32))
+  reasons = [dynamics.STOP_REASONS[r] for r in found.stop_reason]
+  assert reasons[3] == "nonfinite" and found.iters[3] == 0
+  assert not found.stable[3] and np.isnan(found.max_abs_eig[3])
+  others = [r for i, r in enumerate(reasons) if i != 3]
+  assert set(others) <= {"q_tol", "stalled"}, reasons   # they stopped by their own rules
+  assert int(found.iters.max()) < 3000
+  ok = np.delete(np.arange(6), 3)
+  assert np.all(np.isfinite(found.states[ok])) and np.all(found.q[ok] < 1e-8)
+  # The same five points without the NaN one: the same points (to float rounding: a batch of
+  # another size may round the products differently).
+  _, alone = finder.find(starts[ok], np.zeros(2, np.float32))
+  np.testing.assert_allclose(alone.states, found.states[ok], atol=1e-5)
+  np.testing.assert_array_equal(alone.stop_reason, found.stop_reason[ok])
+
+
+@tf.custom_gradient
+def _zero_with_infinite_gradient(s):
+  return tf.zeros_like(s), lambda dy: tf.fill(tf.shape(dy), np.float32(np.inf))
+
+
+def test_points_with_an_infinite_gradient_keep_their_state():
+  # F(s) = 1.001 s + z(s), z = 0 with an infinite gradient: q = 0 at s = 0 (converged, kept
+  # there); at s = 0.5, q > 0 and the gradient is not finite (stopped there, "nonfinite").
+  dyn = dynamics.Dynamics(lambda s, x: 1.001 * s + _zero_with_infinite_gradient(s),
+                          state_size=1, input_size=1, name="inf-grad")
+  finder = dynamics.SlowPointFinder(dyn, _config(q_tol=1e-14, max_iters=200))
+  states, q, iters, info = finder.minimize(np.array([[0.0], [0.5]], np.float32),
+                                           np.zeros(1, np.float32), return_info=True)
+  np.testing.assert_array_equal(states, [[0.0], [0.5]])
+  assert [dynamics.STOP_REASONS[r] for r in info["stop_reason"]] == ["q_tol", "nonfinite"]
+  np.testing.assert_array_equal(iters, [0, 0])
+  assert q[0] == 0.0 and np.isfinite(q[1])
+
+
+def test_the_last_step_speed_of_a_point_stopped_by_q_tol_is_at_its_final_state():
+  cell = _gru()
+  starts = np.random.default_rng(1).uniform(-0.5, 0.5, (4, 4)).astype(np.float32)
+  finder = dynamics.SlowPointFinder(cell, _config())
+  states, q, _, info = finder.minimize(starts, np.zeros(2, np.float32), return_info=True)
+  done = info["stop_reason"] == dynamics.STOP_REASONS.index("q_tol")
+  assert done.any()
+  np.testing.assert_allclose(info["q_last"][done], q[done], rtol=1e-6)
+  assert np.all(info["q_last"][done] < 1e-8)
+
+
+def _points(n=3, **extras):
+  rng = np.random.default_rng(0)
+  states = rng.normal(size=(n, 4)).astype(np.float32)
+  speed = rng.uniform(0, 1, n).astype(np.float32)
+  return points_lib.SlowPoints(states=states, speed=speed, q=0.5 * speed ** 2,
+                               eigenvalues=np.zeros((n, 2), np.complex128),
+                               max_abs_eig=np.zeros(n), num_unstable=np.zeros(n, np.int32),
+                               iters=np.zeros(n, np.int32), init_states=states,
+                               inputs=np.zeros((n, 2), np.float32), extras=extras)
+
+
+def test_saving_refuses_an_object_array_instead_of_pickling_it(tmp_path):
+  path = str(tmp_path / "p.npz")
+  with pytest.raises(ValueError, match="Python objects"):
+    _points().save(path, note=np.array([{"a": 1}], dtype=object))
+  assert not os.path.exists(path)
+  with pytest.raises(ValueError, match="Python objects"):
+    points_lib.save_npz(path, x=np.array([None, 1], dtype=object))
+
+
+def test_any_array_name_survives_a_save(tmp_path):
+  # np.savez's own keywords (file, allow_pickle) as names of a caller's arrays.
+  path = str(tmp_path / "p.npz")
+  p = _points(allow_pickle=np.arange(3), file=np.ones(3))
+  p.save(path)
+  back = points_lib.SlowPoints.load(path)
+  np.testing.assert_array_equal(back.extras["allow_pickle"], np.arange(3))
+  np.testing.assert_array_equal(back.extras["file"], np.ones(3))
+
+
+def test_loading_a_foreign_or_newer_file_says_what_it_is(tmp_path):
+  foreign = str(tmp_path / "foreign.npz")
+  np.savez(foreign, steps=np.arange(3))
+  with pytest.raises(ValueError, match="not a SlowPoints file") as e:
+    points_lib.SlowPoints.load(foreign)
+  assert not isinstance(e.value, points_lib.FormatVersionError)
+  newer = str(tmp_path / "newer.npz")
+  _points().save(newer)
+  arrays = dict(np.load(newer))
+  arrays["format_version"] = np.int32(points_lib.FORMAT_VERSION + 1)
+  np.savez(newer, **arrays)
+  with pytest.raises(ValueError, match="newer than this haviv_tf reads"):
+    points_lib.SlowPoints.load(newer)
+
+
+def _track(**labels):
+  t, p = 2, 3
+  return tracking.Track(steps=np.array([20, 10]), points=np.zeros((t, p, 4), np.float32),
+                        speed=np.ones((t, p), np.float32), q=np.ones((t, p), np.float32),
+                        classes=np.arange(p), introduced=np.zeros(p, np.int64), merge_frac=0.05, merge_tol=0.1,
+                        labels={k: np.asarray(v, np.int32) for k, v in labels.items()})
+
+
+def test_a_track_label_that_would_overwrite_the_files_own_lists_is_refused(tmp_path):
+  path = str(tmp_path / "t.npz")
+  with pytest.raises(ValueError, match="may not be called 'names'"):
+    _track(names=np.zeros((2, 3))).save(path)
+  _track(label=np.zeros((2, 3))).save(path)
+  assert set(tracking.Track.load(path).labels) == {"label"}
+
+
+def test_a_damaged_track_file_is_a_value_error(tmp_path):
+  path = tmp_path / "t.npz"
+  path.write_bytes(b"PK\x03\x04 not really a zip")
+  with pytest.raises(ValueError, match="not a readable Track file"):
+    tracking.Track.load(str(path))
+  assert issubclass(zipfile.BadZipFile, Exception)
+
+
+def test_nearest_centres_with_one_centre_has_no_second():
+  cell = _gru()
+  pts = np.zeros((2, 4), np.float32)
+  nearest, ratio = tracking.nearest_centres(cell, pts, np.ones((1, 4)))
+  np.testing.assert_array_equal(nearest, [0, 0])
+  np.testing.assert_array_equal(ratio, [0.0, 0.0])
+  np.testing.assert_array_equal(tracking.centre_labels(nearest, ratio), [0, 0])
+
+
+def test_float64_tensors_are_accepted_as_states_and_inputs():
+  cell = _gru()
+  s64 = tf.constant(np.zeros((2, 4)), tf.float64)
+  x64 = tf.constant(np.zeros(2), tf.float64)
+  got = linearize.speeds(cell, s64, x64)
+  want = linearize.speeds(cell, np.zeros((2, 4), np.float32), np.zeros(2, np.float32))
+  np.testing.assert_array_equal(got, want)
+
+
+def test_spectra_of_a_non_finite_jacobian_are_nan_and_the_rest_are_computed():
+  jac = np.stack([np.eye(3) * 0.5, np.full((3, 3), np.nan), np.eye(3) * 2.0])
+  eig, max_abs, unstable = linearize.spectra(jac, 2)
+  np.testing.assert_allclose(max_abs[[0, 2]], [0.5, 2.0])
+  assert np.isnan(max_abs[1]) and np.all(np.isnan(eig[1]))
+  np.testing.assert_array_equal(unstable, [0, 0, 3])
+  np.testing.assert_array_equal(linearize.stable(max_abs), [True, False, False])
