@@ -171,3 +171,18 @@ def test_spectra_of_a_non_finite_jacobian_are_nan_and_the_rest_are_computed():
   assert np.isnan(max_abs[1]) and np.all(np.isnan(eig[1]))
   np.testing.assert_array_equal(unstable, [0, 0, 3])
   np.testing.assert_array_equal(linearize.stable(max_abs), [True, False, False])
+
+
+@pytest.mark.parametrize("route", ["cell", "dynamics"])
+def test_save_step_keeps_an_lstms_speed_coordinates(route, tmp_path):
+  cell = keras.layers.LSTMCell(3, seed=0)
+  cell.build((None, 2))
+  source = cell if route == "cell" else dynamics.from_cell(cell)
+  path = dynamics.save_step(source, str(tmp_path / "step"), variables=cell.weights)
+  meta = {k: v.numpy() for k, v in tf.saved_model.load(path).signatures["metadata"]().items()}
+  assert meta["speed_coordinates"] == b"h,tanh(c)" and int(meta["units"]) == 3
+  # Speeds through the SavedModel are those of the cell, (h, tanh c).
+  s = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32) * 3
+  x = np.zeros(2, np.float32)
+  np.testing.assert_allclose(linearize.speeds(path, s, x), linearize.speeds(cell, s, x),
+                             rtol=1e-5)

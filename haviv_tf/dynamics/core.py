@@ -187,8 +187,11 @@ def from_cell(cell, input_size=None, bounds="default", c_bounds=None, speed_coor
     bounds = _builtin_bounds(cell, sizes, c_bounds)
   elif c_bounds is not None:
     raise ValueError("pass `c_bounds` with bounds='default' (or put them in `bounds`)")
-  return Dynamics(step, sum(sizes), input_size, speed_coordinates=speed_coordinates,
-                  bounds=bounds, name=type(cell).__name__)
+  dyn = Dynamics(step, sum(sizes), input_size, speed_coordinates=speed_coordinates,
+                 bounds=bounds, name=type(cell).__name__)
+  if isinstance(cell, keras.layers.LSTMCell) or getattr(cell, "state_layout", None) == "h,c":
+    dyn.lstm_units = int(cell.units)  # the state is [h, c]: save_step records its layout
+  return dyn
 
 
 def from_layer(layer, **kwargs):
@@ -366,12 +369,12 @@ def save_step(dynamics, path, variables=None):
   def step(state, inputs):
     return {"state": dyn.transition(state, inputs)}
 
-  cell = getattr(dynamics, "cell", dynamics)
-  # A cell of one's own declares a flat [h, c] state with `state_layout = "h,c"`.
-  lstm = (isinstance(cell, keras.layers.LSTMCell)
-          or getattr(cell, "state_layout", None) == "h,c")
+  # An LSTM's [h, c] layout: from its cell (a cell of one's own declares it with
+  # `state_layout = "h,c"`), or from the Dynamics `from_cell` made of such a cell.
+  units = getattr(dyn, "lstm_units", None)
+  lstm = units is not None
   constants = dict(state_size=np.int32(dyn.state_size),
-                   units=np.int32(cell.units if lstm else dyn.state_size),
+                   units=np.int32(units if lstm else dyn.state_size),
                    lo=dyn.bounds[0], hi=dyn.bounds[1],
                    speed_coordinates="h,tanh(c)" if lstm else "state")
   module.constants = {k: tf.Variable(v, trainable=False) for k, v in constants.items()}

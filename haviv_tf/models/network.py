@@ -106,10 +106,13 @@ class DelayedClassifier(train_steps.TrainSteps, keras.Model):
     lo[:u] = -1.0
     hi = -lo
     hi[:u] = 1.0
-    return dynamics_lib.Dynamics(
+    dyn = dynamics_lib.Dynamics(
         self.cell.step, self.state_size, self.feature_size, project=self.cell.project,
         speed_coordinates=self.cell.speed_coordinates, bounds=(lo, hi),
         name=f"DelayedClassifier({self.arch})")
+    if self.arch == "lstm":
+      dyn.lstm_units = u  # the state is [h, c] (dynamics.save_step records the layout)
+    return dyn
 
   def logits(self, state):
     """Read-out logits [..., 11] from states [..., state_size]."""
