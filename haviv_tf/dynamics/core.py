@@ -298,7 +298,9 @@ def trajectories(dynamics, inputs, initial_state=None, batch_size=256) -> np.nda
   s0 = np.zeros([b, dyn.state_size], np.float32) if initial_state is None else np.broadcast_to(
       np.asarray(initial_state, np.float32), [b, dyn.state_size])
 
-  @tf.function
+  @tf.function(input_signature=[  # one trace for every batch, the last shorter one too
+      tf.TensorSpec([None, inputs.shape[1], dyn.input_size], tf.float32),
+      tf.TensorSpec([None, dyn.state_size], tf.float32)])
   def run(x, s):
     xp = tf.map_fn(dyn.project, tf.transpose(x, [1, 0, 2]))
     return tf.transpose(tf.scan(lambda st, xt: dyn.step(st, xt), xp, initializer=s), [1, 0, 2])
