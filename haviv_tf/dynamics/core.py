@@ -200,7 +200,8 @@ def from_layer(layer, **kwargs):
   if cell is None:
     raise ValueError(f"{type(layer).__name__} has no `cell`: not a Keras RNN layer")
   if isinstance(cell, keras.layers.StackedRNNCells):
-    raise ValueError("a stack of cells: pass one cell, or from_cell(StackedRNNCells) with bounds")
+    raise ValueError("a stack of cells is not one cell: build a Dynamics of the stack's step "
+                     "(core.Dynamics), or pass one of its cells")
   return from_cell(cell, **kwargs)
 
 
