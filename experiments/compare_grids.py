@@ -129,7 +129,7 @@ def rows(results):
 
 
 def _verdict(key):
-  return lambda r: {True: "**held**", False: "**did not hold**", None: "n/a"}[
+  return lambda r: {True: "**held**", False: "**did not hold**", None: "not testable"}[
       r["claims"][key]["held"] if r["claims"][key] else None]
 
 

@@ -45,8 +45,17 @@ def _rho(x):
   return f"{x:+.3f}" if abs(x) < 0.005 else f"{x:+.2f}"
 
 
+# A (c) or (d) verdict of a report made before those claims were tested across networks (the
+# 95% interval from resampling networks; a one-sided test; "not testable" below
+# evidence.MIN_NETWORKS networks): marked, with a note under the table.
+OLD = " †"
+OLD_NOTE = ("† from a report made before (c) and (d) were tested across networks (an interval "
+            "from resampling whole networks, a one-sided test, not testable below 5 networks); "
+            "the grid's re-run will replace it.")
+
+
 def _word(held):
-  return "n/a" if held is None else ("**held**" if held else "not held")
+  return "not testable" if held is None else ("**held**" if held else "not held")
 
 
 def _grid_cells(report):
@@ -59,9 +68,11 @@ def _grid_cells(report):
   cells["b"] = (f"{_word(b['held'])}: widest span {span[1]:.2f} (delay {span[0]})"
                 if report["analysed"] > 1 else "n/a (one network)")
   cc = c["correlations"][c["key"]]
-  cells["c"] = f"{_word(c['held'])}: ρ {_rho(cc['spearman'])} (delay {c['key']})"
+  cells["c"] = (f"{_word(c['held'])}: ρ {_rho(cc['spearman'])} (delay {c['key']})"
+                + ("" if "network_interval" in c else OLD))
   sp = d["table"][str(d["delay"])]["diffs"]["slow_points"]
-  cells["d"] = f"{_word(d['held'])}: slow points − control {sp['mean']:+.3f} (delay {d['delay']})"
+  cells["d"] = (f"{_word(d['held'])}: slow points − control {sp['mean']:+.3f} "
+                f"(delay {d['delay']})" + ("" if "p_greater" in sp else OLD))
   cells["e"] = (f"{_word(e['held'])}: {e['born_at_introduction']} of {e['later_classes']} "
                 "born at introduction")
   return cells
@@ -74,6 +85,8 @@ def table() -> str:
            "|---" * (1 + len(cols)) + "|"]
   for k, text in CLAIMS:
     lines.append(f"| ({k}) {text} | " + " | ".join(cells[k] for _, _, cells in cols) + " |")
+  if any(OLD in cell for _, _, cells in cols for cell in cells.values()):
+    lines += ["", OLD_NOTE]
   return "\n".join(lines)
 
 

@@ -36,7 +36,8 @@ def test_claim_d_when_it_does_not_hold_shows_the_room_left_and_the_longest_delay
       "mean"]) < 1e-12
   assert "| mnist decu gru | 6 | +0.000 (3/6 > 0) |" in text
   assert "Room: at delay 500 the control is on average 0.013 below" in text
-  assert "Why: slow_points − control at delay 500 is +0.000 (3/6 > 0, p 1): it fails" in text
+  assert "Why: slow_points − control at delay 500 is +0.000 (3/6 > 0, one-sided p " in text
+  assert "): it fails the test." in text
   assert "At the longest evaluated delay, 2000: slow_points − control +0.033 (6/6 > 0" in text
   assert "target_speeds" not in numbers and "Speed at each penalty" not in text
   # With a measurement of the targets (experiments/centre_targets.py) for two of the networks
@@ -60,3 +61,30 @@ def test_claim_d_when_it_does_not_hold_shows_the_room_left_and_the_longest_delay
   numbers, lines = claims_finetune.claim_d(ev, recs)
   assert numbers["held"] is True and "control_headroom" not in numbers
   assert not any(x.startswith("Why:") for x in lines)
+
+
+def test_claim_d_is_one_sided_and_not_testable_below_five_networks(tmp_path):
+  ev = evd.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500],
+                    seq_len=20)
+
+  def recs(n, gain):
+    return [_rec(f"n{i}", {5: 0.98, 500: 0.4}, 1000, compare=dict(
+        trained={5: 0.98, 500: 0.4}, control={5: 0.98, 500: 0.4 + 0.01 * i},
+        slow_points={5: 0.98, 500: 0.4 + 0.01 * i + gain * (i + 1)},
+        center_mass={5: 0.98, 500: 0.4 + 0.01 * i + gain * (i + 1)})) for i in range(n)]
+
+  # Two networks, both better with each penalty: positive in every one, but 2 of 2 happens
+  # by chance one time in four: not testable, no "Why" section.
+  numbers, lines = claims_finetune.claim_d(ev, recs(2, 0.01))
+  assert numbers["held"] is None
+  text = "\n".join(lines)
+  assert "**Not testable** at delay 500 (2 networks; at least 5 needed)." in text
+  assert not any(x.startswith("Why:") for x in lines)
+  # Five networks, every one better: the one-sided exact p is 1/32 < 0.05 (two-sided 1/16).
+  numbers, _ = claims_finetune.claim_d(ev, recs(5, 0.01))
+  diff = numbers["table"]["500"]["diffs"]["slow_points"]
+  assert diff["p_greater"] == pytest.approx(1 / 32) and diff["p"] == pytest.approx(1 / 16)
+  assert numbers["held"] is True
+  # Five networks, every one worse: not held (the test is one-sided).
+  numbers, _ = claims_finetune.claim_d(ev, recs(5, -0.01))
+  assert numbers["held"] is False

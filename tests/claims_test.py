@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from haviv_tf.study import claims
@@ -163,3 +164,35 @@ def test_claim_c_within_each_network_adds_informedness_where_confusion_was_recor
   assert claims._c_informed(plain, "500", {}) == []
   plain_row = next(line for line in text.splitlines() if line.startswith("| plain | "))
   assert plain_row.endswith("| – | – | – |")     # no half-life, nor either informedness
+
+
+def _network_rows(networks, slope_of, seed=0):
+  """10 classes per network: accuracy falls with log speed with each network's `slope_of(k)`."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for k in range(networks):
+    logs = rng.uniform(-5, -1, 10)
+    accs = np.clip(0.5 - slope_of(k) * (logs + 3) / 4 + rng.normal(0, 0.02, 10), 0, 1)
+    rows += [dict(workdir=f"net{k}", speed=10.0 ** l, acc_500=float(a))
+             for l, a in zip(logs, accs)]
+  return rows
+
+
+def test_claim_c_rests_on_networks_not_on_pooled_classes():
+  cc = dict(spearman=-0.5, spearman_p=0.001)
+  # Two networks, one with the relation and one against it: the pooled classes' p is small,
+  # but two networks cannot carry a verdict across networks.
+  two = _network_rows(2, lambda k: 0.4 if k == 0 else -0.1)
+  ci = claims._network_interval(two, "500")  # pylint: disable=protected-access
+  assert ci["clusters"] == 2
+  assert claims._speed_predicts(cc, True, ci) is None  # pylint: disable=protected-access
+  # Six networks that all follow speed: held, its interval from resampling networks below 0.
+  six = _network_rows(6, lambda k: 0.4)
+  ci = claims._network_interval(six, "500")  # pylint: disable=protected-access
+  assert ci["clusters"] == 6 and ci["high"] < 0
+  assert claims._speed_predicts(cc, True, ci) is True  # pylint: disable=protected-access
+  # Six networks, three with the relation and three against: the interval reaches 0.
+  mixed = _network_rows(6, lambda k: 0.4 if k % 2 else -0.4)
+  ci = claims._network_interval(mixed, "500")  # pylint: disable=protected-access
+  assert ci["high"] > 0
+  assert claims._speed_predicts(cc, True, ci) is False  # pylint: disable=protected-access

@@ -180,3 +180,15 @@ def test_informedness_of_a_class_without_trials_is_none_and_a_non_square_table_a
   assert memory.informedness(conf) == [1.0, None, 1.0]
   with pytest.raises(ValueError, match="square"):
     memory.informedness(np.zeros((2, 3)))
+
+
+def test_no_claim_delay_when_most_half_lives_are_censored():
+  grid = [dict(half_life=2000.0, censored=True), dict(half_life=2000.0, censored=True),
+          dict(half_life=300.0, censored=False)]
+  with pytest.raises(ValueError, match="2 of 3 half-lives are censored"):
+    memory.claim_delay(grid, [100, 200, 500, 1000, 2000])
+  # Half censored: the median is still set by an exact half-life.
+  out = memory.claim_delay(grid[1:] + [dict(half_life=200.0, censored=False),
+                                        dict(half_life=2000.0, censored=True)],
+                           [100, 200, 500, 1000, 2000])
+  assert out["censored"] == 2 and out["networks"] == 4

@@ -121,3 +121,24 @@ def test_pooled_bootstrap_is_scipys_percentile_bootstrap_with_the_same_generator
                         method="percentile", rng=np.random.default_rng(0))
   assert abs(ours["low"] - res.confidence_interval.low) < 1e-12
   assert abs(ours["high"] - res.confidence_interval.high) < 1e-12
+
+
+def test_the_pooled_interval_over_clusters_resamples_whole_networks():
+  # Two networks of 10 classes with opposite relations and one of them shifted: pooled over
+  # the 20 pairs ρ is clearly negative and the pair bootstrap's interval excludes 0, but
+  # resampling the two networks (each draw: two networks, possibly the same one twice) spans
+  # both relations.
+  rng = np.random.default_rng(1)
+  x = np.concatenate([np.arange(10.0), np.arange(10.0) + 10])
+  y = np.concatenate([-np.arange(10.0) + 20, np.arange(10.0) * 0.2]) + rng.normal(0, 0.1, 20)
+  nets = ["a"] * 10 + ["b"] * 10
+  pairs = sig.spearman_with_ci(x, y)
+  by_net = sig.spearman_with_ci(x, y, clusters=nets)
+  assert by_net["rho"] == pytest.approx(pairs["rho"]) and by_net["clusters"] == 2
+  assert pairs["high"] < 0
+  assert by_net["low"] < pairs["low"] and by_net["high"] > 0
+  # The same seed gives the same interval; the order of the networks does not matter.
+  again = sig.spearman_with_ci(x, y, clusters=nets)
+  assert (again["low"], again["high"]) == (by_net["low"], by_net["high"])
+  one = sig.spearman_with_ci(x[:10], y[:10], clusters=nets[:10])
+  assert one["clusters"] == 1 and one["low"] is None   # one network: no interval

@@ -199,7 +199,9 @@ def claim_delay(half_life_values, evaluated_delays) -> dict:
 
   Rule: the evaluated delay nearest, in log delay, to the median of the networks' overall
   half-lives (censored ones at their censoring delay, a lower bound: the median is then one
-  too). Networks without a half-life (at chance from the start) are left out.
+  too). Networks without a half-life (at chance from the start) are left out. When more than
+  half are censored the median is no half-life at all, only the longest delays evaluated:
+  no delay is chosen (ValueError).
 
   Returns {"delay", "median_half_life", "networks", "censored", "rule"}.
   """
@@ -209,11 +211,14 @@ def claim_delay(half_life_values, evaluated_delays) -> dict:
     raise ValueError("no network has a half-life: no delay to choose")
   if not evaluated_delays:
     raise ValueError("no evaluated delays to choose from")
+  censored = sum(c for _, c in vals)
+  if 2 * censored > len(vals):
+    raise ValueError(f"{censored} of {len(vals)} half-lives are censored: their median is not "
+                     "a half-life")
   median = float(np.median([v for v, _ in vals]))
   delays = sorted(int(d) for d in evaluated_delays)
   best = min(delays, key=lambda d: (abs(math.log(d) - math.log(median)), d))
-  return dict(delay=best, median_half_life=median, networks=len(vals),
-              censored=sum(c for _, c in vals),
+  return dict(delay=best, median_half_life=median, networks=len(vals), censored=censored,
               rule="the evaluated delay nearest in log delay to the median network half-life")
 
 

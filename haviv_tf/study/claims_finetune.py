@@ -34,7 +34,8 @@ def _delay_table(ft, delays):
     for m in PENALTIES:
       dd = [x for x in (_minus_control(r, d, m) for r in ft) if x is not None]
       diffs[m] = dict(mean=float(np.mean(dd)) if dd else None, n=len(dd),
-                      positive=sum(x > 0 for x in dd), p=sig.wilcoxon(dd))
+                      positive=sum(x > 0 for x in dd), p=sig.wilcoxon(dd),
+                      p_greater=sig.wilcoxon(dd, "greater"))
     rows_d[str(d)] = dict(means={m: sig.mean_sd(v) for m, v in vals.items()}, diffs=diffs)
     lines.append(f"| {d} | " + " | ".join(sig.mean_sd(vals[m])
                                            for m in ("trained",) + control.MODES)
@@ -76,9 +77,10 @@ def claim_d(ev: evd.Evidence, ft):
   d_key = evd.test_delay(ft, list(delays))
   lines = [f"Test: for each network, accuracy of the slow_points and center_mass fine-tunings "
            f"minus that of the control fine-tuning (same steps, μ = 0); the claim holds if "
-           f"both mean differences at delay {d_key} are positive with Wilcoxon signed-rank "
-           f"p < {evd.ALPHA} (two-sided; with fewer than 6 networks p cannot fall below 0.05, "
-           "so then: positive in every network).", "",
+           f"both mean differences at delay {d_key} are positive with a one-sided Wilcoxon "
+           f"signed-rank p < {evd.ALPHA} (the claim is that the penalties help; the table's p "
+           f"is two-sided). With fewer than {evd.MIN_NETWORKS} networks the one-sided exact p "
+           "cannot fall below 0.05: not testable, the differences are descriptive.", "",
            "| delay | trained | control | slow_points | center_mass | slow_points − control "
            "| center_mass − control |", "|---|---|---|---|---|---|---|"]
   rows_d, table = _delay_table(ft, delays)
@@ -98,14 +100,16 @@ def claim_d(ev: evd.Evidence, ft):
             "delays (mode − control, averaged over those delays, per network): " + ", ".join(
                 f"{m} {sig.signed(c['mean'])} on average, worst {sig.signed(c['worst'])}"
                 for m, c in cost.items()) + ".", "",
-            f"**{evd.verdict(held)}** at delay {d_key}."
+            f"**{evd.verdict(held)}** at delay {d_key}"
+            + (f" ({len(ft)} networks; at least {evd.MIN_NETWORKS} needed)." if held is None
+               else ".")
             + (f" At the half-life delay {cd}: "
                f"**{evd.verdict(numbers['at_claim_delay']['held']).lower()}**."
                if "at_claim_delay" in numbers and cd != d_key else ""), ""]
   by_group, group_lines = _d_by_group(ft, d_key)
   numbers["by_group"] = by_group
   lines += group_lines
-  if not held:
+  if held is False:
     lines += _why_not_d(ev, ft, d_key, rows_d, numbers)
   return numbers, lines
 
@@ -144,19 +148,21 @@ def _d_by_group(ft, d_key):
   return out, lines + [""]
 
 
-def _beats_control(diff) -> bool:
-  """(d)'s test on one penalty's paired differences: a positive mean with Wilcoxon p < ALPHA,
-  or, with fewer than 6 networks (where p cannot fall below 0.05), positive in every one."""
-  if not diff["n"] or diff["mean"] is None or diff["mean"] <= 0:
-    return False
-  if diff["n"] >= 6:
-    return diff["p"] is not None and diff["p"] < evd.ALPHA
-  return diff["positive"] == diff["n"]
+def _beats_control(diff):
+  """(d)'s test on one penalty's paired differences: a positive mean with one-sided Wilcoxon
+  p < ALPHA; None (not testable) with fewer than MIN_NETWORKS networks, where that p cannot
+  fall below 0.05 (positive in 2 of 2 networks happens by chance one time in four)."""
+  if diff["n"] < evd.MIN_NETWORKS:
+    return None
+  p = diff.get("p_greater")
+  return bool(diff["mean"] is not None and diff["mean"] > 0 and p is not None and p < evd.ALPHA)
 
 
-def _beats_control_at(rows_d, delay) -> bool:
-  """(d)'s verdict at one delay of _delay_table: both penalties beat the control."""
-  return all(_beats_control(rows_d[str(delay)]["diffs"][m]) for m in PENALTIES)
+def _beats_control_at(rows_d, delay):
+  """(d)'s verdict at one delay of _delay_table: both penalties beat the control (None: not
+  testable)."""
+  tests = [_beats_control(rows_d[str(delay)]["diffs"][m]) for m in PENALTIES]
+  return None if None in tests else all(tests)
 
 
 def _why_not_d(ev: evd.Evidence, ft, d_key, rows_d, numbers) -> list:
@@ -169,7 +175,7 @@ def _why_not_d(ev: evd.Evidence, ft, d_key, rows_d, numbers) -> list:
              if v[m]["mean"] is not None and v[m]["mean"] < 0}
     ok = _beats_control(d)
     text = (f"Why: {m} − control at delay {d_key} is {sig.signed(d['mean'])} "
-            f"({d['positive']}/{d['n']} > 0, p {sig.fmt_p(d['p'])}): "
+            f"({d['positive']}/{d['n']} > 0, one-sided p {sig.fmt_p(d.get('p_greater'))}): "
             + ("it passes on its own." if ok else "it fails the test."))
     if worse:
       text += (f" It is below the control in " + ", ".join(

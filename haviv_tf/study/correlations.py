@@ -215,7 +215,8 @@ def _rank_one(x, y, groups, sign, num_boot) -> dict:
   Returns:
     {"pooled", "within" (significance.spearman_with_ci dicts, plus "oriented"), "sign"}.
   """
-  pooled = sig.spearman_with_ci(x, y, None, num_boot)
+  # The pooled interval resamples whole networks (a network's classes are not independent).
+  pooled = sig.spearman_with_ci(x, y, None, num_boot, clusters=groups)
   within = sig.spearman_with_ci(x, y, groups, num_boot)
   for v in (pooled, within):
     v["oriented"] = None if v["rho"] is None else sign * v["rho"]

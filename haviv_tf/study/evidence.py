@@ -122,8 +122,15 @@ def groups(recs) -> dict:
   return dict(sorted(g.items()))
 
 
+# Claims (c) and (d) compare networks: with fewer than this many, a verdict would rest on a
+# test that cannot reach ALPHA (one-sided Wilcoxon, exact: p >= 1/2^n) or on a bootstrap of
+# a handful of networks; they are then "not testable" and their numbers descriptive.
+MIN_NETWORKS = 5
+
+
 def verdict(held) -> str:
-  return "Held" if held else "Did not hold"
+  """Held / Did not hold; None: not testable (too few networks, or nothing to test)."""
+  return "Not testable" if held is None else ("Held" if held else "Did not hold")
 
 
 def pooled_training_accuracy(rec, train_delays):

@@ -127,8 +127,9 @@ def memory_section(ev: evd.Evidence, halves) -> tuple:
               f"{cd['networks']} networks, {cd['censored']} of them censored"
               + (", so the median is a lower bound" if cd["censored"] else "") + ")."]
   else:
-    lines += ["", "No delay for a second test: no network has a half-life, or no long delay was "
-              "evaluated on every network."]
+    lines += ["", "No delay for a second test: no network has a half-life, more than half of "
+              "them are censored (their median is then only the longest delay evaluated), or no "
+              "long delay was evaluated on every network."]
   lines.append("")
   numbers = dict(half_lives=halves, claim_delay=cd)
   return numbers, lines
@@ -189,7 +190,7 @@ def _summary_table(ev: evd.Evidence, results) -> list:
            "|---|---|---|"]
 
   def word(held):
-    return "yes" if held else ("n/a" if held is None else "no")
+    return "yes" if held else ("not testable" if held is None else "no")
 
   for claim in CLAIMS:
     numbers = results[claim.key]

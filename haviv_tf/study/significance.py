@@ -54,11 +54,12 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple:
   return (centre - half, centre + half)
 
 
-def wilcoxon(diffs: Sequence[float]) -> Optional[float]:
-  """Two-sided Wilcoxon signed-rank p of paired differences (None: < 2 values or all zero)."""
+def wilcoxon(diffs: Sequence[float], alternative: str = "two-sided") -> Optional[float]:
+  """Wilcoxon signed-rank p of paired differences (None: < 2 values or all zero);
+  `alternative` "greater": one-sided, that the differences lean positive."""
   if len(diffs) < 2 or not any(x != 0 for x in diffs):
     return None
-  return float(stats.wilcoxon(diffs).pvalue)
+  return float(stats.wilcoxon(diffs, alternative=alternative).pvalue)
 
 
 def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
@@ -102,17 +103,21 @@ def _spearman_rows(x, y):
     return np.where(den > 0, np.sum(rx * ry, 1) / np.where(den > 0, den, 1.0), np.nan)
 
 
-def spearman_with_ci(x, y, groups=None, num_boot: int = 2000, seed: int = 0) -> dict:
+def spearman_with_ci(x, y, groups=None, num_boot: int = 2000, seed: int = 0,
+                     clusters=None) -> dict:
   """Spearman ρ of x and y with a percentile bootstrap 95% interval.
 
-  groups None: ρ over all pairs ("pooled"); the bootstrap resamples pairs. groups [n]: the mean
-  over groups (networks) of the within-group ρ ("within"); the bootstrap resamples pairs within
-  each group. Groups with fewer than 3 pairs or constant values are left out; bootstrap
-  resamples where a group comes out constant are dropped.
+  groups None: ρ over all pairs ("pooled"); the bootstrap resamples pairs, or, with `clusters`
+  [n] (the network of each pair), whole clusters with all their pairs: the pairs of one
+  network are not independent, and resampling them one by one would give an interval that
+  ignores the network-to-network spread. groups [n]: the mean over groups (networks) of the
+  within-group ρ ("within"); the bootstrap resamples pairs within each group. Groups with fewer
+  than 3 pairs or constant values are left out; bootstrap resamples where a group comes out
+  constant are dropped.
 
   Returns:
-    {"rho", "low", "high", "n" (pairs), "groups" (used groups; pooled: 1)}; rho None if not
-    computable.
+    {"rho", "low", "high", "n" (pairs), "groups" (used groups; pooled: 1), "clusters" (pooled
+    with clusters: how many)}; rho None if not computable.
   """
   # Not scipy.stats.bootstrap: with the same generator its paired percentile bootstrap draws
   # the same indices and gives the same pooled interval (tests/significance_test.py), but it
@@ -121,6 +126,8 @@ def spearman_with_ci(x, y, groups=None, num_boot: int = 2000, seed: int = 0) -> 
   # network, one draw per group from the same generator), so both keep this one resampling.
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   rng = np.random.default_rng(seed)
+  if groups is None and clusters is not None:
+    return _cluster_bootstrap(x, y, np.asarray(clusters), num_boot, rng)
   if groups is None:
     rho = _spearman(x, y)
     boots = np.zeros([0])
@@ -147,3 +154,20 @@ def spearman_with_ci(x, y, groups=None, num_boot: int = 2000, seed: int = 0) -> 
   boots = boots[np.isfinite(boots)]
   low, high = (np.percentile(boots, [2.5, 97.5]).tolist() if len(boots) >= 20 else (None, None))
   return dict(rho=rho, low=low, high=high, n=int(len(x)), groups=used)
+
+
+def _cluster_bootstrap(x, y, clusters, num_boot, rng) -> dict:
+  """spearman_with_ci pooled over every pair, its interval from resampling whole clusters."""
+  rho = _spearman(x, y)
+  members = [np.flatnonzero(clusters == c) for c in dict.fromkeys(clusters.tolist())]
+  low = high = None
+  if rho is not None and len(members) >= 2:
+    boots = []
+    for pick in rng.integers(0, len(members), [num_boot, len(members)]):
+      i = np.concatenate([members[k] for k in pick])
+      r = _spearman(x[i], y[i])
+      if r is not None:
+        boots.append(r)
+    if len(boots) >= 20:
+      low, high = np.percentile(boots, [2.5, 97.5]).tolist()
+  return dict(rho=rho, low=low, high=high, n=int(len(x)), groups=1, clusters=len(members))
