@@ -26,9 +26,13 @@ END = "<!-- end of write-up index -->"
 CURRENT = "current"
 
 _SMALL = ("python3 -m haviv_tf.main --mode=sweep --grid=small --workdir=runs/small --workers=2 "
-          "--data_dir=../shared/data")
+          "--data_dir=../shared/data; the report rebuilt from the committed runs: python3 -c "
+          "\"from haviv_tf.study import report; report.build('experiments/study_small/runs', "
+          "out='experiments/study_small')\"")
 _MEDIUM = ("python3 -m haviv_tf.main --mode=sweep --grid=medium --workdir=runs/medium "
-           "--workers=2 --data_dir=../shared/data")
+           "--workers=2 --data_dir=../shared/data; the report rebuilt from the committed runs: "
+           "python3 -c \"from haviv_tf.study import report; "
+           "report.build('experiments/study_medium/runs', out='experiments/study_medium')\"")
 _CIFAR = ("python3 -m haviv_tf.main --mode=sweep --grid=cifar_quick --workdir=runs/cifar_quick "
           "--workers=2 --threads=1 --data_dir=../shared/data")
 _SP = "bash experiments/slow_points_reachable/grid.sh runs/small runs/sp"
