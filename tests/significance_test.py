@@ -1,5 +1,6 @@
 """The shared statistics: each against a direct computation, and the cases they refuse."""
 
+import itertools
 import math
 import warnings
 
@@ -30,7 +31,16 @@ def test_rank_tests_match_scipy_and_refuse_degenerate_data():
   assert sig.wilcoxon(d) == pytest.approx(stats.wilcoxon(d).pvalue)
   assert sig.wilcoxon([0.2]) is None and sig.wilcoxon([0.0, 0.0, 0.0]) is None
   a, b = [0.1, 0.2, 0.3], [0.5, 0.6, 0.7, 0.8]
-  assert sig.mann_whitney(a, b) == pytest.approx(stats.mannwhitneyu(a, b).pvalue)
+  # No ties: SciPy's exact p; with a tie, the exact permutation p (not the normal approximation).
+  assert sig.mann_whitney(a, b) == pytest.approx(stats.mannwhitneyu(a, b, method="exact").pvalue)
+  tied_a, tied_b = [0.1, 0.2, 0.2, 0.3, 0.4, 0.5], [0.2, 0.35, 0.45, 0.6, 0.7, 0.8]
+  splits = [set(c) for c in itertools.combinations(range(12), 6)]
+  values = np.array(tied_a + tied_b)
+  u_of = lambda s: stats.mannwhitneyu(values[sorted(s)], values[sorted(set(range(12)) - s)]).statistic  # pylint: disable=unnecessary-lambda-assignment
+  u = stats.mannwhitneyu(tied_a, tied_b).statistic
+  centre = 18.0
+  exact = np.mean([abs(u_of(s) - centre) >= abs(u - centre) - 1e-9 for s in splits])
+  assert sig.mann_whitney(tied_a, tied_b) == pytest.approx(exact)
   assert sig.mann_whitney([0.1], b) is None and sig.mann_whitney([1, 1], [1, 1]) is None
 
 

@@ -62,11 +62,21 @@ def wilcoxon(diffs: Sequence[float], alternative: str = "two-sided") -> Optional
   return float(stats.wilcoxon(diffs, alternative=alternative).pvalue)
 
 
+# Up to this many ways to split the values into the two samples the permutation p is exact.
+_EXACT_SPLITS = 20_000
+
+
 def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
-  """Two-sided Mann–Whitney U p of two samples (None: either has < 2 values, or no spread)."""
+  """Two-sided Mann–Whitney U p of two samples (None: either has < 2 values, or no spread),
+  by permutation: exact over every split of the values for small samples (accuracies share a
+  1/trials grid, so ties are common, and SciPy's default then falls back to the normal
+  approximation, 0.199 against the exact 0.240 for 6 vs 6 with one tie), else 9,999 seeded
+  random splits."""
   if len(a) < 2 or len(b) < 2 or np.ptp(list(a) + list(b)) == 0:
     return None
-  return float(stats.mannwhitneyu(a, b).pvalue)
+  exact = math.comb(len(a) + len(b), len(a)) <= _EXACT_SPLITS
+  method = stats.PermutationMethod(n_resamples=np.inf if exact else 9_999, random_state=0)
+  return float(stats.mannwhitneyu(a, b, method=method).pvalue)
 
 
 def correlate(pairs) -> dict:
