@@ -1,6 +1,7 @@
 """Cross-network analysis on hand-made run files: table, correlations, scatter."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -252,3 +253,23 @@ def test_classes_at_chance_from_the_start_have_no_half_life_and_are_left_out(tmp
   artifacts.write_json(os.path.join(path, "results.json"), results)
   h = correlations.rank_half_life(correlations.table([path]), num_boot=50)
   assert h["pairs"] == 9 and h["at_chance"] == 1
+
+
+def test_the_predictor_table_flags_mostly_infinite_predictors_and_names_its_resampling():
+  rows = []
+  for net in range(3):
+    for c in range(10):
+      rows.append(dict(network=f"n{net}", workdir=f"w{net}", cls=c, speed=10.0 ** -(c + 1),
+                       acc_500=0.5 + 0.04 * c + 0.01 * net,
+                       **{f"pred_{p}": 10.0 ** -(c + 1) for p in correlations.PREDICTORS},
+                       ))
+  for r in rows:   # time constants: infinite but for network 0's classes
+    r["pred_time_constant"] = float(r["cls"] + 1) if r["workdir"] == "w0" else math.inf
+  ranking = correlations.rank_predictors(rows, [500], num_boot=200)
+  assert ranking["counts"]["time_constant"] == dict(values=30, infinite=20)
+  text = correlations.predictors_markdown(ranking)
+  assert "time_constant: 20 of 30 values infinite (tied at the top)" in text
+  assert "rests on 1 network(s)" in text
+  assert "its interval from resampling whole networks" in text
+  assert "speed: " not in text   # finite predictors get no note
+  assert ranking["table"]["speed"]["500"]["pooled"]["clusters"] == 3

@@ -267,9 +267,12 @@ def predictors_markdown(ranking, title_level="##") -> str:
   delays = ranking["delays"]
   lines = [f"{title_level} Which per-class quantity predicts long-delay accuracy", "",
            "Spearman ρ of each predictor against per-class report accuracy, with bootstrap 95% "
-           "intervals; *pooled* over every (network, class) pair, *within* the mean of the "
-           "per-network ρ. Expected sign: − for speeds and decay rates (faster = shorter "
-           "memory), + for the time constant.", "",
+           "intervals; *pooled* over every (network, class) pair, its interval from resampling "
+           "whole networks; *within* the mean of the per-network ρ, its interval from "
+           "resampling classes in each network. Expected sign: − for speeds and decay rates "
+           "(faster = shorter memory), + for the time constant. `accuracy_decay` is the class's "
+           "own read-out accuracy falling under noise, a positive control rather than a "
+           "dynamical predictor.", "",
            "| predictor | sign | " + " | ".join(f"pooled @{d} | within @{d}" for d in delays)
            + " |", "|---|---|" + "---|---|" * len(delays)]
   for name, per in ranking["table"].items():
@@ -282,6 +285,11 @@ def predictors_markdown(ranking, title_level="##") -> str:
              f"all {c['values']} values infinite (|λ1| ≥ 1 at every slow point)"
              if c["infinite"] == c["values"] else "constant over the classes")
       lines += ["", f"{name}: no ρ ({why})."]
+    elif c["values"] and 2 * c["infinite"] > c["values"]:
+      within = ranking["table"][name][str(delays[0])]["within"].get("groups", 0)
+      lines += ["", f"{name}: {c['infinite']} of {c['values']} values infinite (tied at the "
+                f"top), so its ρ ranks the few finite ones; its within-network ρ rests on "
+                f"{within} network(s). Read it with care."]
   lines += ["", "Best predictor (largest pooled ρ in the expected direction): "
             + "; ".join(f"delay {d}: {ranking['best'][str(d)] or '–'}" for d in delays) + "."]
   return "\n".join(lines) + "\n"
@@ -332,7 +340,8 @@ def half_life_markdown(h, title_level="##") -> str:
   lines = [f"{title_level} Which per-class quantity predicts the memory half-life", "",
            f"{h['pairs']} (network, class) pairs with a half-life ({h['censored']} censored at "
            f"the longest delay evaluated, entered there as lower bounds; {h['at_chance']} at "
-           "chance from the start, left out). Spearman ρ is unchanged by taking logs, so the "
+           "chance from the start, left out). Pooled intervals resample whole networks, "
+           "within-network ones the classes of each network. Spearman ρ is unchanged by taking logs, so the "
            "speed row is ρ(log speed, log half-life). Expected sign: − for speeds and decay "
            "rates, + for the time constant.", "",
            "| predictor | sign | pooled | within networks |", "|---|---|---|---|"]
