@@ -20,12 +20,13 @@ def grid_folders(folder: str) -> tuple:
   """(the folder holding a grid's grid.json, the folder holding its runs) for the three layouts:
   a sweep's --root (both `folder`), a grid committed by `grid_files.py save` (both
   `folder`/runs) and the older committed grids (grid.json in `folder`, the runs in
-  `folder`/runs). Neither holding a grid.json: SystemExit with one error line."""
+  `folder`/runs; its runs/ may hold a copy of grid.json, so that report.build reads it as a
+  root). Neither holding a grid.json: SystemExit with one error line."""
   runs = os.path.join(folder, "runs")
-  if os.path.exists(os.path.join(runs, sweep.GRID_FILE)):
-    return runs, runs
   if os.path.exists(os.path.join(folder, sweep.GRID_FILE)):
     return folder, runs if os.path.isdir(runs) else folder
+  if os.path.exists(os.path.join(runs, sweep.GRID_FILE)):
+    return runs, runs
   raise SystemExit(f"error: {folder} has no {sweep.GRID_FILE} (in runs/ or beside it)")
 
 

@@ -96,10 +96,11 @@ def _speeds(r):
 
 
 def _copy_runs(folder, root):
-  """A folder whose runs/ has no grid.json of its own (grid.json beside it)."""
+  """A folder of the older layout: grid.json beside runs/ (runs/ may hold a copy of it)."""
   src = os.path.join(folder, "runs")
   for name in os.listdir(src):
-    shutil.copytree(os.path.join(src, name), os.path.join(root, name))
+    if os.path.isdir(os.path.join(src, name)):
+      shutil.copytree(os.path.join(src, name), os.path.join(root, name))
 
 
 def _fmt_diff(d):

@@ -292,7 +292,7 @@ def _per_class_results(cfg, model, gen, diag, found: _Found) -> dict:
 
 def _slow_point_summary(run, sp_config, diag, recipe, found: _Found, per_class: dict) -> dict:
   """The results.json summary of find_slow_points."""
-  everything, times, reasons = found.everything, found.times, slow_points_lib.STOP_REASONS
+  everything, times = found.everything, found.times
   dist_traj, n = found.dist_traj, len(found.everything)
   return dict(slow_point_speed=per_class["speed"], slow_point_readout=per_class["readout"],
               num_unique_slow_points=len(found.unique), centre_counts=found.counts.tolist(),
@@ -303,8 +303,7 @@ def _slow_point_summary(run, sp_config, diag, recipe, found: _Found, per_class: 
               slow_point_diagnostics=per_class["diagnostics"],
               slow_point_summary=dict(
                   points=n, in_box=int(everything.in_box.sum()),
-                  stop_reasons={r: int(np.sum(everything.stop_reason == i))
-                                for i, r in enumerate(reasons)},
+                  stop_reasons=slow_points_lib.stop_reason_counts(everything.stop_reason),
                   dist_traj_times=list(times),
                   median_dist_centre=_nanmedian(found.dist_centre),
                   median_dist_traj={str(t): _nanmedian(dist_traj[:, j])

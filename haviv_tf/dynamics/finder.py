@@ -188,7 +188,7 @@ class SlowPointFinder:
     reason[reason < 0] = STOP_REASONS.index("max_iters")
     q = q.numpy()
     logging.log(level, "slow points: %d iterations; stop reasons %s; max q %.3g", t,
-                {r: int(np.sum(reason == i)) for i, r in enumerate(STOP_REASONS)},
+                points_lib.stop_reason_counts(reason),
                 float(q.max()) if n else 0.0)
     out = carry[0].numpy(), q, carry[3].numpy()
     if return_info:

@@ -173,8 +173,7 @@ class SlowPoints:
     """Counts and medians of the points: a JSON-ready dict."""
     n = len(self)
     return dict(points=n, stable=int(self.stable.sum()), in_box=int(self.in_box.sum()),
-                stop_reasons={r: int(np.sum(self.stop_reason == i))
-                              for i, r in enumerate(STOP_REASONS)},
+                stop_reasons=stop_reason_counts(self.stop_reason),
                 median_q=float(np.median(self.q)) if n else None,
                 max_q=float(np.max(self.q)) if n else None,
                 num_unstable=np.bincount(self.num_unstable[self.num_unstable >= 0]).tolist()
@@ -225,6 +224,15 @@ class SlowPoints:
     if missing:
       raise ValueError(f"{path} is not a SlowPoints file: missing fields {missing}")
     return cls(**{k: arrays[k] for k in required}, extras={k: arrays[k] for k in names})
+
+
+def stop_reason_counts(stop_reason) -> dict:
+  """{reason: points} over STOP_REASONS; "nonfinite" only where it happened (the summaries of
+  searches without it read as they did before it existed)."""
+  counts = {r: int(np.sum(np.asarray(stop_reason) == i)) for i, r in enumerate(STOP_REASONS)}
+  if not counts["nonfinite"]:
+    del counts["nonfinite"]
+  return counts
 
 
 def save_npz(path: str, **arrays) -> None:

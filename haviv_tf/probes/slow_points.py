@@ -32,6 +32,7 @@ FORMAT_VERSION = config_lib.SLOW_POINTS_FORMAT
 _SAMPLE_STREAM = 104_729  # separates slow-point trial seeds from training/evaluation streams
 RECIPES = config_lib.SP_RECIPES
 STOP_REASONS = points_lib.STOP_REASONS
+stop_reason_counts = points_lib.stop_reason_counts
 SlowPointConfig = finder_lib.SlowPointConfig
 SlowPoints = points_lib.SlowPoints
 PAPER_SEARCH_STEPS = finder_lib.AUTHORS_MAX_ITERS
