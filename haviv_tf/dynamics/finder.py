@@ -263,6 +263,21 @@ def _q(dynamics, s, xp):
   return 0.5 * dynamics.speed_squared(s, dynamics.step(s, xp))
 
 
+def _stops(reason, q, g, early_stop, q_tol):
+  """The stopping rules taken before a step: (reason, running: still running or converged just
+  now, active: to be updated). A point whose q or gradient is not finite stops where it is
+  ("nonfinite": it cannot descend, and would otherwise keep the search running to max_iters)."""
+  running = reason < 0
+  converged = tf.logical_and(running, tf.logical_and(early_stop > 0, q < q_tol))
+  reason = tf.where(converged, STOP_REASONS.index("q_tol"), reason)
+  finite = tf.logical_and(tf.math.is_finite(q), tf.reduce_all(tf.math.is_finite(g), axis=-1))
+  bad = tf.logical_and(tf.logical_and(running, tf.logical_not(converged)),
+                       tf.logical_not(finite))
+  reason = tf.where(bad, STOP_REASONS.index("nonfinite"), reason)
+  running = tf.logical_and(running, tf.logical_not(bad))
+  return reason, running, tf.logical_and(running, tf.logical_not(converged))
+
+
 def _run_chunk(dynamics, carry, xp, lo, hi, num_steps, hyper):
   """SlowPointFinder's compiled chunk: up to `num_steps` projected Adam iterations of
   `dynamics` (fewer once every point has stopped).
@@ -291,17 +306,7 @@ def _run_chunk(dynamics, carry, xp, lo, hi, num_steps, hyper):
       q = _q(dynamics, s, xp)
       objective = tf.reduce_sum(q) * (2.0 * scale)
     g = tape.gradient(objective, s)
-    running = reason < 0
-    converged = tf.logical_and(running, tf.logical_and(early_stop > 0, q < q_tol))
-    reason = tf.where(converged, STOP_REASONS.index("q_tol"), reason)
-    # A point whose q or gradient is not finite stops where it is (it cannot descend, and
-    # would otherwise keep the search running to max_iters).
-    finite = tf.logical_and(tf.math.is_finite(q), tf.reduce_all(tf.math.is_finite(g), axis=-1))
-    bad = tf.logical_and(tf.logical_and(running, tf.logical_not(converged)),
-                         tf.logical_not(finite))
-    reason = tf.where(bad, STOP_REASONS.index("nonfinite"), reason)
-    running = tf.logical_and(running, tf.logical_not(bad))   # active, or converged just now
-    active = tf.logical_and(running, tf.logical_not(converged))
+    reason, running, active = _stops(reason, q, g, early_stop, q_tol)
     tf_t = tf.cast(t, tf.float32)
     lr = lr0 * tf.pow(decay, tf_t) * tf.where(
         tf.logical_and(drop_step > 0, tf_t >= drop_step), drop_factor, 1.0)
