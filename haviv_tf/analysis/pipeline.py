@@ -386,14 +386,19 @@ def exported(workdir, step) -> bool:
     return False     # an unreadable export is redone
 
 
+def stored_cloud_bank(results: dict) -> int:
+  """The noise bank of the trajectory cloud a results.json's slow points were analysed with
+  (0: frame by frame, also for runs searched before the CIFAR-10 cloud had a bank)."""
+  return (results.get("memory_predictor_settings") or {}).get("cloud_noise_bank", 0)
+
+
 def slow_points_current(results: dict, step: int, sp_config, recipe: str,
                         noise_bank: int = 0) -> bool:
   """Whether `results` (a results.json) holds slow points of the network at `step` found with
   this recipe, these search settings, today's file format and a trajectory cloud of this noise
   bank (rollouts.noise_bank_for; the cloud bounds an LSTM's search and gives the memory
-  predictors, and runs searched before the CIFAR-10 cloud had a bank recorded none: 0)."""
-  cloud = (results.get("memory_predictor_settings") or {}).get("cloud_noise_bank", 0)
-  return (results.get("slow_points_step") == step and cloud == noise_bank
+  predictors; stored_cloud_bank)."""
+  return (results.get("slow_points_step") == step and stored_cloud_bank(results) == noise_bank
           and results.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
           and results.get("slow_points_recipe") == recipe
           and results.get("slow_point_config") == json.loads(json.dumps(

@@ -143,7 +143,7 @@ def slow_points(args):
       print(f"{where}: slow points of step {run.step} already found with the "
             f"{args.sp_recipe} recipe and these settings; nothing to do")
       return
-    old_bank = (stored.get("memory_predictor_settings") or {}).get("cloud_noise_bank", 0)
+    old_bank = pipeline.stored_cloud_bank(stored)
     if pipeline.slow_points_current(stored, run.step, sp_config, args.sp_recipe, old_bank):
       # Kept (a sweep resumes past them): only the trajectory cloud is older.
       print(f"{where}: slow points of step {run.step} already found with the "
