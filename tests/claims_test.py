@@ -87,6 +87,22 @@ def test_claim_b_when_it_does_not_hold_names_the_least_accurate_network(tmp_path
   numbers, lines = claims.claim_b(ev, recs)
   assert numbers["held"] is True and "why" not in numbers
 
+def test_claim_b_needs_the_networks_to_differ_beyond_trial_noise(tmp_path):
+  ev = evd.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500],
+                    seq_len=20)
+  # A span of 0.25 from 1000 trials each is far beyond noise...
+  recs = [dict(_rec(f"n{i}", {5: 0.98, 500: a}, 1000), seed=i, arch="gru")
+          for i, a in enumerate([0.50, 0.75])]
+  numbers, lines = claims.claim_b(ev, recs)
+  assert numbers["held"] is True and numbers["heterogeneity_p"] < 1e-6
+  assert any("beyond trial noise with p = " in x for x in lines)
+  # ...from 8 trials each it is 4 of 8 against 6 of 8: noise (χ² p 0.3), so it does not hold.
+  for r in recs:
+    r["results"]["trials_per_delay"] = {"5": 8, "500": 8}
+  numbers, _ = claims.claim_b(ev, recs)
+  assert numbers["held"] is False and numbers["heterogeneity_p"] > 0.05
+
+
 def test_claim_b_compares_protocols_and_cells_where_both_were_evaluated(tmp_path):
   # Networks followed until their memory faded stop at delays of their own: a GRU evaluated to
   # 500, an LSTM to 2000. The cells are compared at 500 only, each mean over its own networks.

@@ -224,6 +224,25 @@ def test_stored_half_lives_gain_informedness_half_lives_from_the_confusion_table
   assert [r["half_life"] for r in rows] == pytest.approx([np.sqrt(50 * 100)] * 10)
 
 
+def test_reports_apply_todays_half_life_rule_to_half_lives_stored_by_an_older_one(tmp_path):
+  path = str(tmp_path / "run")
+  _half_life_run(path, [1e-3] * 10, [100] * 10)
+  res = artifacts.read_json(os.path.join(path, "results.json"))
+  cfg = artifacts.recorded_config(path)
+  stored = memory.half_lives(res, cfg.seq_len - 1)
+  for h in stored["per_class"].values():     # as an older rule might have stored them
+    h["half_life"] = 7.0
+  res["memory_half_life"] = stored
+  artifacts.write_json(os.path.join(path, "results.json"), res)
+  halves = correlations.run_half_lives(cfg, res)
+  assert halves["rule_version"] == memory.RULE_VERSION
+  assert [r["half_life"] for r in correlations.table([path])] == pytest.approx(
+      [np.sqrt(50 * 100)] * 10)
+  # Tables that cannot give a half-life (no trial counts): the stored one is all there is.
+  del res["trials_per_delay"]
+  assert correlations.run_half_lives(cfg, res) == stored
+
+
 def test_slower_points_with_longer_half_lives_give_a_negative_speed_rho(tmp_path):
   runs = []
   for k in range(3):
@@ -240,8 +259,13 @@ def test_slower_points_with_longer_half_lives_give_a_negative_speed_rho(tmp_path
   pooled = h["table"]["speed"]["pooled"]
   assert pooled["rho"] < -0.9 and pooled["high"] < 0
   assert h["best"] == "speed"
+  # Concordance never compares the three censored class 9s with each other; the other pairs
+  # (shorter half-life observed, faster point) are all ordered the claimed way.
+  cc = h["table"]["speed"]["concordance"]
+  assert cc["c"] == 1.0 and cc["clusters"] == 3
+  assert cc["pairs"] == 45 * 3 * 3        # class pairs c < c' x (network, network) pairs
   text = correlations.half_life_markdown(h)
-  assert "3 censored" in text and "| speed | − |" in text
+  assert "3 censored" in text and "| speed | − |" in text and "concordance C" in text
 
 
 def test_classes_at_chance_from_the_start_have_no_half_life_and_are_left_out(tmp_path):

@@ -50,6 +50,41 @@ def test_a_curve_that_falls_and_comes_back_keeps_its_first_crossing_and_says_whe
   assert memory.half_life(delays, acc[:6] + [0.1] * 3, 19, 100)["recovers_at"] is None
 
 
+def test_a_dip_the_next_delay_contradicts_is_noise_not_the_crossing():
+  # 100 trials: noise margin at the halfway mark 0.5 is 2 x sqrt(0.25 / 100) = 0.1.
+  delays = [5, 10, 19, 50, 100, 200, 500, 1000]
+  acc = [0.9, 0.9, 0.9, 0.48, 0.75, 0.7, 0.3, 0.1]
+  h = memory.half_life(delays, acc, 19, 100)
+  # Not at 50 (the dip, contradicted at 100 by 0.75 > 0.5 + 0.1) but between 200 and 500.
+  assert h["status"] == "decayed" and not h["upper_bound"]
+  assert h["half_life"] == pytest.approx(
+      math.exp(math.log(200) + (0.7 - 0.5) / (0.7 - 0.3) * math.log(500 / 200)))
+  # A next delay within noise of the mark confirms the crossing; the last delay needs no next.
+  confirmed = acc[:4] + [0.58, 0.3, 0.2, 0.1]
+  assert memory.half_life(delays, confirmed, 19, 100)["half_life"] < 50
+  last = [0.9, 0.9, 0.9, 0.8, 0.8, 0.75, 0.7, 0.4]
+  assert 500 < memory.half_life(delays, last, 19, 100)["half_life"] < 1000
+
+
+def test_a_curve_below_halfway_at_its_shortest_delay_gives_an_upper_bound():
+  # The level is the mean over delays <= 19 (0.533); halfway is 0.317, already passed at 5.
+  h = memory.half_life([5, 10, 19, 100], [0.3, 0.3, 1.0, 0.1], 19, 1000)
+  assert h["half_life"] == 5 and h["upper_bound"] and h["status"] == "decayed"
+
+
+def test_informedness_within_its_noise_floor_is_at_chance_not_decayed():
+  # 100 trials of a class: guessing gives informedness 0 +- sqrt(0.09 x 10/9 / 100) = 0.032.
+  sd = memory.INFORMEDNESS_NULL_SD / math.sqrt(100)
+  assert sd == pytest.approx(math.sqrt(0.1 * 0.9 * (1 + 1 / 9) / 100))
+  noisy = [0.03, 0.02, 0.04, 0.0, -0.02]        # 0.03 over 3 x 100 trials: within 2 x 0.018
+  h = memory.half_life([5, 10, 19, 100, 1000], noisy, 19, 100, chance=0.0,
+                       null_sd=memory.INFORMEDNESS_NULL_SD)
+  assert h["status"] == "at_chance" and h["half_life"] is None
+  # Without the floor (chance 0, binomial sd 0) the same curve read as a memory that decays.
+  assert memory.half_life([5, 10, 19, 100, 1000], noisy, 19, 100, chance=0.0)["status"] == (
+      "decayed")
+
+
 def test_a_curve_that_never_decays_is_censored_at_the_longest_delay():
   h = memory.half_life([5, 10, 19, 1000, 5000], [0.97, 0.97, 0.96, 0.9, 0.7], 19, 1000)
   assert h["censored"] and h["status"] == "censored" and h["half_life"] == 5000

@@ -152,3 +152,51 @@ def test_the_pooled_interval_over_clusters_resamples_whole_networks():
   assert (again["low"], again["high"]) == (by_net["low"], by_net["high"])
   one = sig.spearman_with_ci(x[:10], y[:10], clusters=nets[:10])
   assert one["clusters"] == 1 and one["low"] is None   # one network: no interval
+
+
+def _concordance_by_loops(risk, time, censored):
+  num = den = 0.0
+  for i in range(len(time)):
+    for j in range(len(time)):
+      if censored[i]:
+        continue
+      if time[i] < time[j] or (time[i] == time[j] and censored[j]):
+        den += 1
+        num += 1.0 if risk[i] > risk[j] else 0.5 if risk[i] == risk[j] else 0.0
+  return num / den if den else None
+
+
+def test_concordance_counts_only_pairs_whose_shorter_time_is_observed():
+  # Times 1-4 observed, two censored at 5: every comparable pair has its shorter time observed;
+  # the two censored ones are never compared with each other.
+  time = [1, 2, 3, 4, 5, 5]
+  censored = [False] * 4 + [True, True]
+  out = sig.concordance([6, 5, 4, 3, 2, 1], time, censored, num_boot=100)
+  assert out["pairs"] == 5 + 4 + 3 + 2     # each observed time against every longer one
+  assert out["c"] == 1.0
+  assert sig.concordance([1, 2, 3, 4, 5, 6], time, censored)["c"] == 0.0
+  assert sig.concordance([1] * 6, time, censored)["c"] == 0.5
+
+
+def test_concordance_matches_a_loop_over_pairs_with_ties_in_time_risk_and_censoring():
+  rng = np.random.default_rng(3)
+  time = rng.integers(1, 8, 40).astype(float)
+  risk = rng.integers(0, 5, 40).astype(float)
+  censored = rng.random(40) < 0.3
+  out = sig.concordance(risk, time, censored, clusters=np.repeat(np.arange(8), 5),
+                        num_boot=300)
+  assert out["c"] == pytest.approx(_concordance_by_loops(risk, time, censored))
+  assert out["clusters"] == 8 and out["low"] <= out["c"] <= out["high"]
+
+
+def test_concordance_cluster_weights_equal_a_concatenated_resample():
+  # A resample drawing cluster 0 twice and cluster 1 once is the data with those rows repeated.
+  risk = np.array([3.0, 1.0, 2.0, 0.5])
+  time = np.array([2.0, 9.0, 4.0, 6.0])
+  censored = np.array([False, True, False, False])
+  rows = np.array([0, 1, 0, 1, 2, 3])
+  want = _concordance_by_loops(risk[rows], time[rows], censored[rows])
+  comp, conc = sig._concordance_pairs(risk, time, censored)
+  got = sig.weighted_concordance(comp, conc, [[2.0, 2.0, 1.0, 1.0], [0, 0, 0, 1.0]])
+  assert got[0] == pytest.approx(want)
+  assert np.isnan(got[1])                  # one value: no comparable pair

@@ -7,7 +7,8 @@ far is *censored* at the longest delay evaluated (the half-life is at least that
 starts within noise of chance has no half-life. A curve that falls below halfway and later
 rises clearly above it again (a class whose state is where other memories end up, reached again
 after a detour) keeps its first crossing as its half-life and records the delay it came back
-at (`recovers_at`). Pure numpy: no TensorFlow here.
+at (`recovers_at`). A dip below halfway that the next evaluated delay contradicts (back above
+halfway by more than noise) is a noisy dip, not the crossing. Pure numpy: no TensorFlow here.
 """
 
 import math
@@ -21,6 +22,10 @@ DEFAULT_MAX_DELAY = 10_000   # --mode=memory evaluates up to this delay by defau
 MAX_DELAY = 100_000          # the longest delay any evaluation accepts (--eval_delays too)
 NOISE_Z = 2.0                # "within noise of chance": at most chance + NOISE_Z binomial SEs
 SERIES = (1, 2, 5)           # delays 1-2-5 per decade: 5, 10, 20, 50, 100, ...
+# The half-life rule's version, stored with each half-life. 2: a dip below halfway that the
+# next delay contradicts is skipped, informedness has a noise floor (INFORMEDNESS_NULL_SD), a
+# decayed half-life says whether it is an upper bound. 1 (no "rule_version"): first crossing.
+RULE_VERSION = 2
 
 
 def geometric_delays(start: int, max_delay: int = DEFAULT_MAX_DELAY) -> tuple:
@@ -62,17 +67,28 @@ def check_delays(delays, min_delay: int, max_delay: int = MAX_DELAY) -> tuple:
   return tuple(out)
 
 
-def noise_bound(num_trials: int, chance: float = CHANCE) -> float:
-  """The accuracy up to which `num_trials` trials are within noise of chance."""
-  return chance + NOISE_Z * math.sqrt(chance * (1 - chance) / max(1, num_trials))
+# The standard deviation of one trial's contribution to a class's informedness when the network
+# guesses (each class reported with probability p = 1/K): the hit rate's binomial variance plus
+# that of the mean false-alarm rate over the K - 1 other classes, sqrt(p(1-p)(1 + 1/(K-1))).
+INFORMEDNESS_NULL_SD = math.sqrt(CHANCE * (1 - CHANCE) * (1 + 1 / (config_lib.NUM_CLASSES - 1)))
 
 
-def at_chance(accuracy: float, num_trials: int, chance: float = CHANCE) -> bool:
-  return accuracy <= noise_bound(num_trials, chance)
+def noise_bound(num_trials: int, chance: float = CHANCE, null_sd=None) -> float:
+  """The value up to which a measure from `num_trials` trials is within noise of chance.
+
+  null_sd: the per-trial standard deviation of the measure when guessing; None for an accuracy
+  (binomial, sqrt(chance (1 - chance))). Informedness (chance 0) uses INFORMEDNESS_NULL_SD.
+  """
+  sd = math.sqrt(chance * (1 - chance)) if null_sd is None else float(null_sd)
+  return chance + NOISE_Z * sd / math.sqrt(max(1, num_trials))
+
+
+def at_chance(accuracy: float, num_trials: int, chance: float = CHANCE, null_sd=None) -> bool:
+  return accuracy <= noise_bound(num_trials, chance, null_sd)
 
 
 def half_life(delays, accuracies, training_max_delay: int, num_trials: int,
-              chance: float = CHANCE) -> dict:
+              chance: float = CHANCE, null_sd=None) -> dict:
   """The memory half-life of one accuracy-vs-delay curve.
 
   Args:
@@ -82,12 +98,15 @@ def half_life(delays, accuracies, training_max_delay: int, num_trials: int,
       mean accuracy over the evaluated delays up to it.
     num_trials: trials behind each accuracy (for "within noise of chance").
     chance: accuracy of guessing.
+    null_sd: per-trial standard deviation of the measure when guessing (noise_bound); None for
+      an accuracy.
 
   Returns:
     {"half_life": delay or None, "censored": bool, "status": "decayed" | "censored" |
      "at_chance", "level", "target" (the accuracy halfway to chance), "longest_delay",
      "recovers_at": for a decayed curve, the first later delay whose accuracy is above the
-     target by more than noise (None if none)}.
+     target by more than noise (None if none), "upper_bound": for a decayed curve, True when it
+     is already below the target at the shortest delay (the half-life is at most that delay)}.
 
   Raises:
     ValueError: fewer than two delays, or none within a training trial.
@@ -107,21 +126,31 @@ def half_life(delays, accuracies, training_max_delay: int, num_trials: int,
   level = float(a[train].mean())
   target = chance + (level - chance) / 2
   out = dict(level=level, target=float(target), longest_delay=int(d[-1]), chance=chance)
-  if at_chance(level, num_trials * int(train.sum()), chance):
+  if at_chance(level, num_trials * int(train.sum()), chance, null_sd):
     return dict(out, half_life=None, censored=False, status="at_chance")
-  below = np.flatnonzero(a <= target)
-  if not len(below):
+  sd = math.sqrt(max(target * (1 - target), 0.0))
+  margin = NOISE_Z * max(sd, 0.0 if null_sd is None else float(null_sd)) / math.sqrt(
+      max(1, num_trials))
+  i = _first_crossing(a, target, margin)
+  if i is None:
     return dict(out, half_life=int(d[-1]), censored=True, status="censored")
-  i = int(below[0])
-  margin = NOISE_Z * math.sqrt(target * (1 - target) / max(1, num_trials))
   back = np.flatnonzero(a[i + 1:] > target + margin)
   out["recovers_at"] = int(d[i + 1 + back[0]]) if len(back) else None
   if i == 0:  # already below at the shortest delay (a level from later training delays)
-    return dict(out, half_life=float(d[0]), censored=False, status="decayed")
+    return dict(out, half_life=float(d[0]), censored=False, status="decayed", upper_bound=True)
   d0, d1, a0, a1 = d[i - 1], d[i], a[i - 1], a[i]
   frac = (a0 - target) / (a0 - a1)
   value = math.exp(math.log(d0) + frac * (math.log(d1) - math.log(d0)))
-  return dict(out, half_life=float(value), censored=False, status="decayed")
+  return dict(out, half_life=float(value), censored=False, status="decayed", upper_bound=False)
+
+
+def _first_crossing(a, target, margin):
+  """Index of the first accuracy at or below `target` that the next one does not contradict
+  (the next is at most `target + margin`, or there is none); None if there is no such one."""
+  for i in np.flatnonzero(a <= target):
+    if i + 1 == len(a) or a[i + 1] <= target + margin:
+      return int(i)
+  return None
 
 
 def half_lives(results: dict, training_max_delay: int) -> dict:
@@ -149,9 +178,11 @@ def half_lives(results: dict, training_max_delay: int) -> dict:
     except ValueError:
       per_class[str(c)] = None
   out = dict(overall=overall, per_class=per_class, delays=delays, trials=n,
+             rule_version=RULE_VERSION,
              rule=(f"delay where report accuracy falls halfway from its mean over delays <= "
-                   f"{training_max_delay} to chance {CHANCE:g}, log-linear interpolation; "
-                   f"censored at the longest delay evaluated"))
+                   f"{training_max_delay} to chance {CHANCE:g}, log-linear interpolation; a "
+                   f"crossing the next delay contradicts beyond noise is skipped; censored at "
+                   f"the longest delay evaluated"))
   informed = _informedness_half_lives(results, keys, delays, training_max_delay, n)
   return dict(out, per_class_informedness=informed) if informed else out
 
@@ -168,7 +199,8 @@ def _informedness_half_lives(results, keys, delays, training_max_delay, n):
   for c in range(config_lib.NUM_CLASSES):
     try:
       out[str(c)] = half_life(delays, [row[c] for row in curves], training_max_delay,
-                              max(1, n // config_lib.NUM_CLASSES), chance=0.0)
+                              max(1, n // config_lib.NUM_CLASSES), chance=0.0,
+                              null_sd=INFORMEDNESS_NULL_SD)
     except ValueError:
       out[str(c)] = None
   return out

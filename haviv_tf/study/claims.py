@@ -149,8 +149,12 @@ def claim_b(ev: evd.Evidence, have):
   best = max(spans, key=spans.get) if spans else None
   # One network spans nothing: the claim is about several, so it is not tested (None).
   testable = len(have) > 1
-  held = (bool(spans) and max(spans.values()) >= evd.WIDE) if testable else None
-  numbers = dict(held=held, spans={str(k): v for k, v in spans.items()}, effects=effects)
+  # A span of point estimates is also sampling noise: the networks must differ beyond it.
+  noise_p = _heterogeneity_p(have, best) if testable and best else None
+  held = (bool(spans) and max(spans.values()) >= evd.WIDE
+          and (noise_p is None or noise_p < evd.ALPHA)) if testable else None
+  numbers = dict(held=held, spans={str(k): v for k, v in spans.items()}, effects=effects,
+                 heterogeneity_p=noise_p)
   cd = ev.claim_delay and ev.claim_delay["delay"]
   if cd in spans and testable:
     numbers["at_claim_delay"] = dict(delay=cd, span=spans[cd], held=spans[cd] >= evd.WIDE)
@@ -171,7 +175,10 @@ def claim_b(ev: evd.Evidence, have):
     return numbers, lines
   lines += [f"**{evd.verdict(held)}**: the widest span is "
             + (f"{spans[best]:.3f} at delay {best}" if best else "n/a")
-            + " (" + ", ".join(f"{d}: {s:.3f}" for d, s in spans.items()) + ").", ""]
+            + " (" + ", ".join(f"{d}: {s:.3f}" for d, s in spans.items()) + ")"
+            + ("; trial counts not recorded, so trial noise is not tested" if noise_p is None
+               else f"; the networks differ there beyond trial noise with p = {sig.fmt_p(noise_p)} "
+               f"(χ² test of equal accuracy over networks; needed: < {evd.ALPHA})") + ".", ""]
   if "at_claim_delay" in numbers:
     lines += [f"At the half-life delay {cd}: span {spans[cd]:.3f}, "
               f"**{evd.verdict(numbers['at_claim_delay']['held']).lower()}**.", ""]
@@ -179,6 +186,19 @@ def claim_b(ev: evd.Evidence, have):
     numbers["why"], why = _why_narrow(ev, have, best)
     lines += [why, ""]
   return numbers, lines
+
+
+def _heterogeneity_p(have, delay):
+  """p of the χ² test that every network has the same report accuracy at `delay` (correct and
+  wrong trial counts, network by network); None with fewer than two networks evaluated there."""
+  counts = []
+  for r in have:
+    a = evd.acc(r, delay)
+    n = ((r["results"] or {}).get("trials_per_delay") or {}).get(str(delay))
+    if a is not None and n:
+      k = int(round(float(a) * int(n)))
+      counts.append([k, int(n) - k])
+  return sig.homogeneity(counts)
 
 
 def _why_narrow(ev: evd.Evidence, have, delay):
@@ -381,10 +401,16 @@ def _c_half_life(halves, numbers) -> list:
   held = (None if sp.get("clusters", 0) < evd.MIN_NETWORKS else bool(
       sp["rho"] is not None and sp["high"] is not None and sp["high"] < 0))
   numbers["half_life"] = dict(halves, held=held)
+  cc = halves["table"]["speed"].get("concordance") or {}
+  check = ("" if cc.get("c") is None else
+           f" Censoring-aware check: speed orders {cc['c']:.2f} of the {cc['pairs']} comparable "
+           "(network, class) pairs the claimed way (concordance C; 0.5 is no relation"
+           + (f", 95% interval {cc['low']:.2f}-{cc['high']:.2f}" if cc.get("low") is not None
+              else "") + ").")
   return ["", correlations.half_life_markdown(halves, title_level="###"),
           f"On half-lives, (c) **{evd.verdict(held).lower()}** (the test: pooled ρ of speed "
           "with half-life negative, its 95% interval from resampling whole networks below 0; "
-          f"{sp.get('clusters', 0)} networks, at least {evd.MIN_NETWORKS} needed).", ""]
+          f"{sp.get('clusters', 0)} networks, at least {evd.MIN_NETWORKS} needed).{check}", ""]
 
 
 def _why_not_c(rows, found, key, numbers) -> list:

@@ -42,19 +42,14 @@ def load_run(workdir):
 
 
 def run_half_lives(cfg, results):
-  """The run's memory half-lives (memory.half_lives): as stored in results.json, else computed
-  from its accuracy tables (runs evaluated before half-lives were stored); None where its
-  evaluation cannot give one (no trial counts, no training delay)."""
-  stored = results.get("memory_half_life")
+  """The run's memory half-lives by today's rule (memory.half_lives), computed from its accuracy
+  tables, so that a report applies one rule to every network whatever code evaluated it; the
+  half-lives stored in results.json only where the tables cannot give one; None where neither
+  can (no trial counts, no training delay)."""
   try:
-    computed = memory.half_lives(results, cfg.seq_len - 1)
+    return memory.half_lives(results, cfg.seq_len - 1)
   except ValueError:
-    return stored or None
-  if not stored:
-    return computed
-  # Stored before informedness half-lives were: add them, from the same tables.
-  informed = computed.get("per_class_informedness")
-  return dict(stored, per_class_informedness=informed) if informed else stored
+    return results.get("memory_half_life") or None
 
 
 def table(workdirs) -> list[dict]:
@@ -262,6 +257,14 @@ def _ci(v):
   return f"{v['rho']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
 
 
+def _c_ci(v):
+  if not v or v["c"] is None:
+    return "–"
+  if v["low"] is None:
+    return f"{v['c']:.2f} ({v['pairs']} pairs)"
+  return f"{v['c']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"
+
+
 def predictors_markdown(ranking, title_level="##") -> str:
   """The predictor table: Spearman ρ [bootstrap 95% interval] per delay, pooled / within."""
   delays = ranking["delays"]
@@ -304,22 +307,29 @@ def rank_half_life(rows, num_boot: int = BOOTSTRAP) -> dict:
   Pairs are (network, class) with a half-life (classes that start at chance have none); a
   censored half-life enters at its censoring delay, a lower bound, so that censored classes tie
   at the top of the ranking. Spearman ρ is a rank correlation: ρ(log speed, log half-life) is
-  ρ(speed, half-life). "pooled" ranks every pair, "within" averages the per-network ρ (bootstrap
+  ρ(speed, half-life). Beside it, Harrell's concordance C (significance.concordance), which
+  never ranks a censored half-life against one it may exceed: the share of comparable pairs
+  the predictor orders the expected way (0.5 none, 1 all), its interval from resampling
+  networks. "pooled" ranks every pair, "within" averages the per-network ρ (bootstrap
   95% intervals: rank_predictors's resampling). "per_network" correlates each network's
   geometric-mean slow-point speed with its overall half-life.
 
   Returns:
-    {"table": {predictor: {"pooled", "within", "sign"}}, "per_network": {...}, "pairs",
+    {"table": {predictor: {"pooled", "within", "concordance", "sign"}}, "per_network": {...},
+     "pairs",
      "censored", "at_chance", "best"}.
   """
   rows = sorted(rows, key=lambda r: (r["network"], r["cls"], r["workdir"]))
   with_half = [r for r in rows if r.get("half_life") is not None]
   out_table = {}
   for name, sign in PREDICTORS.items():
-    pairs = [(r[f"pred_{name}"], r["half_life"], r["workdir"]) for r in with_half
-             if r.get(f"pred_{name}") is not None]
-    x, y, g = ([p[i] for p in pairs] for i in range(3))
+    pairs = [(r[f"pred_{name}"], r["half_life"], r["workdir"], bool(r.get("half_life_censored")))
+             for r in with_half if r.get(f"pred_{name}") is not None]
+    x, y, g, cens = ([p[i] for p in pairs] for i in range(4))
     out_table[name] = _rank_one(x, y, g, sign, num_boot)
+    # Censoring-aware: a larger risk (-sign x) should mean a shorter half-life.
+    out_table[name]["concordance"] = sig.concordance(
+        [-sign * v for v in x], y, cens, clusters=g, num_boot=num_boot)
   nets = {}
   for r in rows:
     if r.get("speed") and r["speed"] > 0 and r.get("network_half_life") is not None:
@@ -344,10 +354,15 @@ def half_life_markdown(h, title_level="##") -> str:
            "within-network ones the classes of each network. Spearman ρ is unchanged by taking logs, so the "
            "speed row is ρ(log speed, log half-life). Expected sign: − for speeds and decay "
            "rates, + for the time constant.", "",
-           "| predictor | sign | pooled | within networks |", "|---|---|---|---|"]
+           "The last column is Harrell's concordance C, which never ranks a censored half-life "
+           "against one it may exceed: the share of comparable pairs the predictor orders the "
+           "expected way (0.5: no relation; 1: every pair), its interval from resampling whole "
+           "networks.", "",
+           "| predictor | sign | pooled ρ | within networks ρ | concordance C |",
+           "|---|---|---|---|---|"]
   for name, v in h["table"].items():
     lines.append(f"| {name} | {'+' if v['sign'] > 0 else '−'} | {_ci(v['pooled'])} | "
-                 f"{_ci(v['within'])} |")
+                 f"{_ci(v['within'])} | {_c_ci(v.get('concordance'))} |")
   pn = h["per_network"]
   lines += ["", f"Per network (mean log speed over classes vs the network's half-life, "
             f"n = {pn['n']}): ρ = {_ci(pn)}.",

@@ -79,6 +79,19 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
   return float(stats.mannwhitneyu(a, b, method=method).pvalue)
 
 
+def homogeneity(counts) -> Optional[float]:
+  """p of the χ² test that the rows of a [groups, outcomes] count table share one distribution
+  (e.g. each network's correct and wrong trials); None with fewer than two rows, or when an
+  outcome never occurs (all equal: nothing to test)."""
+  table = np.asarray(counts, np.float64)
+  if table.ndim != 2 or len(table) < 2:
+    return None
+  table = table[table.sum(1) > 0]
+  if len(table) < 2 or np.any(table.sum(0) == 0):
+    return None
+  return float(stats.chi2_contingency(table, correction=False)[1])
+
+
 def correlate(pairs) -> dict:
   """Spearman and Pearson correlation of (x, y) pairs; None values below 3 pairs or no spread."""
   n = len(pairs)
@@ -181,3 +194,65 @@ def _cluster_bootstrap(x, y, clusters, num_boot, rng) -> dict:
     if len(boots) >= 20:
       low, high = np.percentile(boots, [2.5, 97.5]).tolist()
   return dict(rho=rho, low=low, high=high, n=int(len(x)), groups=1, clusters=len(members))
+
+
+def concordance(risk, time, censored, clusters=None, num_boot: int = 2000, seed: int = 0) -> dict:
+  """Harrell's concordance C of a risk score with censored times, with a bootstrap 95% interval.
+
+  A pair is comparable when the shorter time is observed (not censored) and the other is longer,
+  or censored at the same or a later time (it lasted at least as long); it is concordant when
+  the shorter time has the higher risk (ties in risk count one half). C is the concordant share
+  of the comparable pairs: 0.5 without relation, 1 when risk orders every comparable pair.
+  Unlike a rank correlation with censored times entered at their censoring time, a censored
+  pair is never ranked against itself. The bootstrap resamples whole `clusters` (networks) when
+  given, else single values, by weighting each value with how often a resample holds it.
+
+  Returns:
+    {"c", "low", "high", "pairs" (comparable pairs), "n", "clusters" (with clusters)}; c None
+    without comparable pairs.
+  """
+  comp, conc = _concordance_pairs(risk, time, censored)
+  time = np.asarray(time, np.float64)
+  out = dict(c=None, low=None, high=None, pairs=int(comp.sum()), n=int(len(time)))
+  if clusters is not None:
+    labels = list(dict.fromkeys(np.asarray(clusters).tolist()))
+    out["clusters"] = len(labels)
+  if not comp.sum():
+    return out
+  out["c"] = float(conc.sum() / comp.sum())
+  rng = np.random.default_rng(seed)
+  if clusters is None:
+    weights = rng.multinomial(len(time), np.full(len(time), 1 / len(time)), num_boot)
+  else:
+    index = np.array([labels.index(c) for c in np.asarray(clusters).tolist()])
+    picks = rng.multinomial(len(labels), np.full(len(labels), 1 / len(labels)), num_boot)
+    weights = picks[:, index]
+  boots = weighted_concordance(comp, conc, weights)
+  boots = boots[np.isfinite(boots)]
+  if len(boots) >= 20:
+    out["low"], out["high"] = np.percentile(boots, [2.5, 97.5]).tolist()
+  return out
+
+
+def _concordance_pairs(risk, time, censored):
+  """(comparable, concordant) [n, n]: row i the shorter, observed time of the pair."""
+  risk, time = np.asarray(risk, np.float64), np.asarray(time, np.float64)
+  event = ~np.asarray(censored, bool)
+  shorter = event[:, None] & ((time[:, None] < time[None, :])
+                              | ((time[:, None] == time[None, :]) & ~event[None, :]))
+  comp = shorter.astype(np.float64)
+  conc = comp * np.where(risk[:, None] > risk[None, :], 1.0,
+                         np.where(risk[:, None] == risk[None, :], 0.5, 0.0))
+  return comp, conc
+
+
+def weighted_concordance(comp, conc, weights):
+  """C of each resample [B] given as weights [B, n] (how often it holds each value): a value
+  drawn k times enters k x k' times into each pair, and a value paired with its own copy is not
+  comparable (equal times), so this equals C over the concatenated resample. NaN where a
+  resample has no comparable pair."""
+  weights = np.asarray(weights, np.float64)
+  num = np.einsum("bi,ij,bj->b", weights, conc, weights)
+  den = np.einsum("bi,ij,bj->b", weights, comp, weights)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
