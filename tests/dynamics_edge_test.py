@@ -188,3 +188,32 @@ def test_save_step_keeps_an_lstms_speed_coordinates(route, tmp_path):
   x = np.zeros(2, np.float32)
   np.testing.assert_allclose(linearize.speeds(path, s, x), linearize.speeds(cell, s, x),
                              rtol=1e-5)
+
+
+def test_calls_in_a_loop_on_one_network_trace_once_and_see_new_weights(tmp_path):
+  cell = _gru()
+  cfg = _config(max_iters=200)
+  starts = np.random.default_rng(0).uniform(-0.5, 0.5, (6, 4)).astype(np.float32)
+  dyn = dynamics.as_dynamics(cell)
+  assert dynamics.as_dynamics(cell) is dyn                     # kept on the cell
+  assert dynamics.as_dynamics(cell, input_size=2) is not dyn   # other options: another one
+  first = [dynamics.find_slow_points(cell, starts, np.zeros(2), cfg)[1] for _ in range(3)]
+  jac = [linearize.jacobians(cell, starts, np.zeros(2)) for _ in range(3)]
+  dynamics.core.trajectories(cell, np.zeros((2, 5, 2), np.float32))
+  dynamics.core.trajectories(cell, np.zeros((3, 9, 2), np.float32))   # another length
+  counts = {k: f.experimental_get_tracing_count() for k, f in dyn._compiled.items()}
+  assert counts == {("search_chunk", False): 1, "jacobian": 1, "trajectories": 1}
+  assert all(np.array_equal(f.states, first[0].states) for f in first)
+  assert all(np.array_equal(j, jac[0]) for j in jac)
+  # The compiled functions read the variables when they run: new weights, new points.
+  cell.set_weights([w * 0.5 for w in cell.get_weights()])
+  assert not np.array_equal(linearize.jacobians(cell, starts, np.zeros(2)), jac[0])
+  assert not np.allclose(dynamics.find_slow_points(cell, starts, np.zeros(2), cfg)[1].states,
+                         first[0].states)
+  assert dyn._compiled["jacobian"].experimental_get_tracing_count() == 1
+  # A model holding the cell still saves: the kept Dynamics is not tracked as its child.
+  layer = keras.layers.RNN(cell)
+  model = keras.Sequential([keras.Input((3, 2)), layer])
+  dynamics.find_slow_points(layer, starts, np.zeros(2), cfg)
+  model.export(str(tmp_path / "exported"), verbose=False)
+  assert os.path.exists(tmp_path / "exported" / "saved_model.pb")

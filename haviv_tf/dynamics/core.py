@@ -70,6 +70,15 @@ class Dynamics:
     return tf.reduce_sum(tf.square(self.speed_coordinates(new_states)
                                    - self.speed_coordinates(states)), axis=-1)
 
+  def compiled(self, key, build):
+    """The function `build()` makes, made once per Dynamics and `key`: the finder's search
+    loop, the Jacobian and trajectory functions are traced (and XLA-compiled) on first use and
+    reused by every later call on the same network, not traced again in a loop."""
+    cache = self.__dict__.setdefault("_compiled", {})
+    if key not in cache:
+      cache[key] = build()
+    return cache[key]
+
   def __repr__(self):
     return f"Dynamics({self.name}, state_size={self.state_size}, input_size={self.input_size})"
 
@@ -273,14 +282,42 @@ def as_dynamics(obj, **kwargs) -> Dynamics:
       raise ValueError(f"options {sorted(kwargs)} do not apply to a {type(obj).__name__}")
     return obj.to_dynamics()
   if isinstance(obj, keras.layers.RNN):
-    return from_layer(obj, **kwargs)
-  if isinstance(obj, str) or hasattr(obj, "signatures"):
+    return _remembered(obj, kwargs, from_layer)
+  if isinstance(obj, str):
     return from_saved_model(obj, **kwargs)
+  if hasattr(obj, "signatures"):
+    return _remembered(obj, kwargs, from_saved_model)
   if hasattr(obj, "state_size"):
-    return from_cell(obj, **kwargs)
+    return _remembered(obj, kwargs, from_cell)
   raise ValueError(f"cannot find slow points of a {type(obj).__name__}: pass a Keras recurrent "
                    "cell or RNN layer (of a model: model.get_layer(name)), a SavedModel, a "
                    "Dynamics or an object with a `to_dynamics()` method")
+
+
+_REMEMBERED = "_slow_point_dynamics"   # the attribute of a cell, layer or loaded SavedModel
+
+
+def _remembered(obj, kwargs, make):
+  """make(obj, **kwargs), kept on `obj` so that a later call with the same object and options
+  returns the same Dynamics, with its compiled functions (Dynamics.compiled): a loop over
+  find_slow_points or jacobians on one network then traces once. Options that cannot be a key
+  (arrays) are not kept. The variables are read when the functions run, so new weights are
+  seen. Set with object.__setattr__ so that Keras and tf.Module do not track it."""
+  try:
+    key = tuple(sorted(kwargs.items()))
+    hash(key)
+  except TypeError:
+    return make(obj, **kwargs)
+  made = obj.__dict__.get(_REMEMBERED) if hasattr(obj, "__dict__") else None
+  if made is None:
+    made = {}
+    try:
+      object.__setattr__(obj, _REMEMBERED, made)
+    except (AttributeError, TypeError):
+      return make(obj, **kwargs)
+  if key not in made:
+    made[key] = make(obj, **kwargs)
+  return made[key]
 
 
 # -- trajectories and starting states -----------------------------------------------------------
@@ -299,12 +336,17 @@ def trajectories(dynamics, inputs, initial_state=None, batch_size=256) -> np.nda
   s0 = np.zeros([b, dyn.state_size], np.float32) if initial_state is None else np.broadcast_to(
       np.asarray(initial_state, np.float32), [b, dyn.state_size])
 
-  @tf.function(input_signature=[  # one trace for every batch, the last shorter one too
-      tf.TensorSpec([None, inputs.shape[1], dyn.input_size], tf.float32),
-      tf.TensorSpec([None, dyn.state_size], tf.float32)])
-  def run(x, s):
-    xp = tf.map_fn(dyn.project, tf.transpose(x, [1, 0, 2]))
-    return tf.transpose(tf.scan(lambda st, xt: dyn.step(st, xt), xp, initializer=s), [1, 0, 2])
+  def build():
+    @tf.function(input_signature=[  # one trace for every batch and every call on this network
+        tf.TensorSpec([None, None, dyn.input_size], tf.float32),
+        tf.TensorSpec([None, dyn.state_size], tf.float32)])
+    def run(x, s):
+      xp = tf.map_fn(dyn.project, tf.transpose(x, [1, 0, 2]))
+      return tf.transpose(tf.scan(lambda st, xt: dyn.step(st, xt), xp, initializer=s),
+                          [1, 0, 2])
+    return run
+
+  run = dyn.compiled("trajectories", build)
 
   out = [run(tf.constant(inputs[lo:lo + batch_size]), tf.constant(s0[lo:lo + batch_size])).numpy()
          for lo in range(0, b, batch_size)]

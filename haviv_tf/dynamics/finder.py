@@ -138,8 +138,12 @@ class SlowPointFinder:
       raise TypeError(f"`config` must be a SlowPointConfig, got {type(config).__name__}")
     self.dynamics = core.as_dynamics(rnn)
     self.config = config
-    self._chunk = tf.function(functools.partial(_run_chunk, self.dynamics),
-                              jit_compile=config.jit_compile, reduce_retracing=True)
+    # One compiled search loop per network and XLA setting (Dynamics.compiled): another finder,
+    # or find_slow_points called again, on the same network does not compile it again.
+    self._chunk = self.dynamics.compiled(
+        ("search_chunk", bool(config.jit_compile)),
+        lambda: tf.function(functools.partial(_run_chunk, self.dynamics),
+                            jit_compile=config.jit_compile, reduce_retracing=True))
 
   def minimize(self, init_states, inputs, bounds=None, return_info=False, callback=None,
                progress=True):

@@ -91,6 +91,16 @@ def jacobians(rnn, states, inputs, batch_size: int = 256) -> np.ndarray:
   n = int(states.shape[0])
   inputs = broadcast_inputs(inputs, n)
   check_inputs(dyn, inputs)
+  batch = dyn.compiled("jacobian", lambda: _jacobian_fn(dyn))
+
+  out = [batch(states[lo:lo + batch_size], inputs[lo:lo + batch_size]).numpy()
+         for lo in range(0, n, batch_size)]
+  if not out:
+    return np.zeros([0, dyn.state_size, dyn.state_size], np.float32)
+  return np.concatenate(out, axis=0)
+
+
+def _jacobian_fn(dyn):
   spec = [tf.TensorSpec([None, dyn.state_size], tf.float32),
           tf.TensorSpec([None, dyn.input_size], tf.float32)]
 
@@ -100,12 +110,7 @@ def jacobians(rnn, states, inputs, batch_size: int = 256) -> np.ndarray:
       tape.watch(s)
       new = dyn.transition(s, x)
     return tape.batch_jacobian(new, s)
-
-  out = [batch(states[lo:lo + batch_size], inputs[lo:lo + batch_size]).numpy()
-         for lo in range(0, n, batch_size)]
-  if not out:
-    return np.zeros([0, dyn.state_size, dyn.state_size], np.float32)
-  return np.concatenate(out, axis=0)
+  return batch
 
 
 def spectra(jac: np.ndarray, k: int):
