@@ -40,6 +40,7 @@ import os
 import sys
 
 import numpy as np
+from scipy import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -172,11 +173,21 @@ def compare(nets, reference: str) -> list:
         spread = (_diff(key, max(vals), min(vals)) if len(vals) >= 2 else None)
         mean = float(np.mean(d)) if d else None
         row[key] = dict(mean=mean, min=min(d) if d else None, max=max(d) if d else None,
-                        n=len(d), pairs=d, reference_spread=spread,
+                        n=len(d), pairs=d, ci=_t_interval(d), reference_spread=spread,
                         within_spread=(None if mean is None or spread is None
                                        else abs(mean) <= spread))
       rows.append(row)
   return rows
+
+
+def _t_interval(d, level=0.95):
+  """The `level` t-interval of the mean of the seed pairs' differences [low, high]; None with
+  fewer than two pairs (one pair has no spread to estimate)."""
+  if len(d) < 2:
+    return None
+  m, se = float(np.mean(d)), float(np.std(d, ddof=1)) / math.sqrt(len(d))
+  h = float(stats.t.ppf((1 + level) / 2, len(d) - 1)) * se
+  return [m - h, m + h]
 
 
 def _f(v, fmt):
@@ -198,9 +209,12 @@ def markdown(nets, rows, reference) -> str:
                f"({n['censored_classes']}) | {_f(n['speed'], '.2e')} ({n['recipe']}) | "
                f"{_f(n.get('tenth_eigenvalue'), '.4f')} |")
   out += ["", f"## Against {reference}", "",
-          "Each cell: mean over the seed pairs [min, max]; `=` where the mean lies within the "
-          "reference's own spread over its seeds, `≠` where it does not (the rule for the same "
-          "networks). Half-lives and speeds as log2 and log10 ratios variant / reference.", "",
+          "Each cell: mean over the seed pairs [min, max], then with two or more pairs the "
+          "95% t-interval of that mean over the seeds (`CI`: an effect is established where it "
+          "excludes 0); `=` where the mean lies within the reference's own spread over its seeds, "
+          "`≠` where it does not (the rule for the same networks). Half-lives and speeds as log2 "
+          "and log10 ratios variant / reference; a pair with a censored half-life gives a bound, "
+          "not a ratio (last column).", "",
           "| variant | network | seeds | " + " | ".join(f"{t} ({how})" for _, t, how in MEASURES)
           + " | pairs with a censored half-life |",
           "| --- | --- | --- | " + " | ".join("---:" for _ in MEASURES) + " | ---: |"]
@@ -209,8 +223,10 @@ def markdown(nets, rows, reference) -> str:
     for key, _, _ in MEASURES:
       m = r[key]
       mark = {True: " =", False: " ≠", None: ""}[m["within_spread"]]
+      ci = ("" if not m.get("ci") else
+            f"; CI {m['ci'][0]:+.3f} to {m['ci'][1]:+.3f}")
       cells.append("–" if m["mean"] is None else
-                   f"{m['mean']:+.3f} [{m['min']:+.3f}, {m['max']:+.3f}]{mark}")
+                   f"{m['mean']:+.3f} [{m['min']:+.3f}, {m['max']:+.3f}]{ci}{mark}")
     recipe = (f" (speeds: {', '.join(r['speed_recipes'])} recipe)" if r["same_recipe"]
               else " (slow-point recipes differ)")
     out.append(f"| {r['variant']} | {r['dataset']} {r['protocol']} {r['arch']}{recipe} | "

@@ -85,6 +85,10 @@ def test_pairs_by_seed_and_measures_each_difference(tmp_path):
   assert row["half_life"]["pairs"] == pytest.approx(hl)
   acc = [(0.97 - 0.95), (0.96 - 0.93)]
   assert row["train_accuracy"]["mean"] == pytest.approx(sum(acc) / 2)
+  # The 95% t-interval over 2 seed pairs: mean +- t(0.975, 1) sd / sqrt(2), t = 12.706.
+  half_width = 12.706 * abs(acc[0] - acc[1]) / math.sqrt(2) / math.sqrt(2)
+  assert row["train_accuracy"]["ci"] == pytest.approx(
+      [sum(acc) / 2 - half_width, sum(acc) / 2 + half_width], rel=1e-4)
   assert row["train_accuracy"]["reference_spread"] == pytest.approx(0.02)
   assert row["train_accuracy"]["within_spread"] is False      # +0.025 beyond 0.02
   # Median speed over the classes (the 10 speeds are s * (1 + c / 10)): ratio 1e-6/1e-4 etc.
@@ -95,6 +99,7 @@ def test_pairs_by_seed_and_measures_each_difference(tmp_path):
   with open(out) as f:
     md = f.read()
   assert "## Against paper" in md and "| paper:compressed | mnist vocu gru (speeds: paper recipe) | 0, 1 |" in md
+  assert "; CI +" in md or "; CI -" in md
   assert "## Memory against the summed learning rate" in md
   # The compressed schedule keeps the sum (up to rounding): no rank correlation over one sum.
   assert data["lr"]["networks"] == 4 and "rho" not in data["lr"]
