@@ -96,11 +96,19 @@ def test_claim_b_needs_the_networks_to_differ_beyond_trial_noise(tmp_path):
   numbers, lines = claims.claim_b(ev, recs)
   assert numbers["held"] is True and numbers["heterogeneity_p"] < 1e-6
   assert any("beyond trial noise with p = " in x for x in lines)
-  # ...from 8 trials each it is 4 of 8 against 6 of 8: noise (χ² p 0.3), so it does not hold.
+  # ...from 8 trials each it is 4 of 8 against 6 of 8: noise (expected counts below 5, so the
+  # permutation test: p 0.6), so it does not hold.
   for r in recs:
     r["results"]["trials_per_delay"] = {"5": 8, "500": 8}
   numbers, _ = claims.claim_b(ev, recs)
   assert numbers["held"] is False and numbers["heterogeneity_p"] > 0.05
+  # A network of the span without trial counts: noise is not tested (not a test of the others).
+  recs.append(dict(_rec("n2", {5: 0.98, 500: 0.74}, 1000), seed=2, arch="gru"))
+  for r, n in zip(recs, (None, 1000, 1000)):
+    r["results"]["trials_per_delay"] = {"5": n, "500": n} if n else {}
+  numbers, lines = claims.claim_b(ev, recs)
+  assert numbers["heterogeneity_p"] is None and numbers["held"] is True
+  assert any("trial counts not recorded for every network" in x for x in lines)
 
 
 def test_claim_b_compares_protocols_and_cells_where_both_were_evaluated(tmp_path):

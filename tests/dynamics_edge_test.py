@@ -217,3 +217,29 @@ def test_calls_in_a_loop_on_one_network_trace_once_and_see_new_weights(tmp_path)
   dynamics.find_slow_points(layer, starts, np.zeros(2), cfg)
   model.export(str(tmp_path / "exported"), verbose=False)
   assert os.path.exists(tmp_path / "exported" / "saved_model.pb")
+
+
+def test_dedup_in_speed_coordinates_merges_lstm_points_apart_only_in_saturated_c():
+  keras.utils.set_random_seed(0)
+  cell = keras.layers.LSTMCell(3)
+  cell.build((None, 2))
+  dyn = dynamics.as_dynamics(cell)
+  h = np.full((2, 3), 0.2, np.float32)
+  c = np.array([[9.0] * 3, [12.0] * 3], np.float32)        # tanh 9 and tanh 12: 1 to 1e-7
+  pts = dynamics.SlowPoints(
+      states=np.concatenate([h, c], 1), init_states=np.zeros((2, 6), np.float32),
+      inputs=np.zeros((2, 2), np.float32), speed=np.array([1e-3, 2e-3], np.float32),
+      q=np.array([5e-7, 2e-6], np.float32), eigenvalues=np.zeros((2, 1), np.complex64),
+      max_abs_eig=np.zeros(2, np.float32), num_unstable=np.zeros(2, np.int32),
+      iters=np.zeros(2, np.int32), stop_reason=np.zeros(2, np.int32),
+      in_box=np.ones(2, bool), stable=np.ones(2, bool))
+  assert len(pts.unique(0.1)) == 2                              # c is 5.2 apart
+  coords = dyn.speed_coordinates(tf.constant(pts.states)).numpy()
+  assert len(pts.unique(0.1, coordinates=coords)) == 1          # (h, tanh c): the same point
+  with pytest.raises(ValueError, match=r"`coordinates` must be \[2, C\]"):
+    pts.unique(0.1, coordinates=coords[:1])
+  finder = dynamics.SlowPointFinder(cell, _config(dedup_tol=0.1, dedup_space="speed"))
+  assert len(finder.unique(pts)) == 1
+  assert len(dynamics.SlowPointFinder(cell, _config(dedup_tol=0.1)).unique(pts)) == 2
+  with pytest.raises(ValueError, match="unknown dedup_space 'h'"):
+    _config(dedup_space="h")

@@ -66,6 +66,34 @@ def test_a_dip_the_next_delay_contradicts_is_noise_not_the_crossing():
   assert 500 < memory.half_life(delays, last, 19, 100)["half_life"] < 1000
 
 
+def test_a_deep_fall_is_the_crossing_even_when_the_next_delay_comes_back():
+  # A fall to near chance (0.12, 7 standard errors below the halfway mark 0.49) and a return:
+  # a fall, then a recovery (the sink case), not a noisy dip.
+  delays = [5, 10, 19, 50, 100, 200, 500, 1000]
+  h = memory.half_life(delays, [0.88, 0.88, 0.89, 0.77, 0.12, 0.70, 0.81, 0.90], 19, 100)
+  assert h["status"] == "decayed" and 50 < h["half_life"] < 100 and h["recovers_at"] == 200
+  # A missing (NaN) accuracy is left out with its delay, as None is.
+  nan = memory.half_life(delays, [0.9, 0.9, 0.9, 0.48, float("nan"), 0.3, 0.2, 0.1], 19, 100)
+  assert nan["half_life"] < 50 and math.isfinite(nan["half_life"])
+
+
+def test_per_class_trials_are_the_confusion_rows_where_the_results_hold_them():
+  delays = ["5", "10", "19", "100"]
+  conf = np.eye(10, dtype=int) * 100
+  conf[0, 0] = 9                          # class 0 drawn 9 times only
+  results = dict(accuracy_by_delay={d: 0.9 for d in delays},
+                 per_class_accuracy_by_delay={d: [0.2] + [0.9] * 9 for d in delays},
+                 trials_per_delay={d: 909 for d in delays},
+                 report_confusion_by_delay={d: conf.tolist() for d in delays})
+  assert memory._class_trials(results, delays, 909) == [9] + [100] * 9
+  # Class 0's level 0.2 from 3 x 9 trials is within noise of chance (up to 0.1 + 2 x 0.3 /
+  # sqrt(27) = 0.215); read as 3 x 90 trials (n / K) it would not be (bound 0.137).
+  assert memory.half_lives(results, 19)["per_class"]["0"]["status"] == "at_chance"
+  del results["report_confusion_by_delay"]
+  assert memory._class_trials(results, delays, 909) == [90] * 10
+  assert memory.half_lives(results, 19)["per_class"]["0"]["status"] != "at_chance"
+
+
 def test_a_curve_below_halfway_at_its_shortest_delay_gives_an_upper_bound():
   # The level is the mean over delays <= 19 (0.533); halfway is 0.317, already passed at 5.
   h = memory.half_life([5, 10, 19, 100], [0.3, 0.3, 1.0, 0.1], 19, 1000)

@@ -200,3 +200,19 @@ def test_concordance_cluster_weights_equal_a_concatenated_resample():
   got = sig.weighted_concordance(comp, conc, [[2.0, 2.0, 1.0, 1.0], [0, 0, 0, 1.0]])
   assert got[0] == pytest.approx(want)
   assert np.isnan(got[1])                  # one value: no comparable pair
+
+
+def test_concordance_leaves_out_nan_risks_and_ranks_infinite_ones():
+  time, censored = [1, 2, 3], [False, False, False]
+  assert sig.concordance([np.nan, 2, 1], time, censored)["c"] == 1.0     # pair (2, 3) only
+  assert sig.concordance([np.nan, 2, 1], time, censored)["n"] == 2
+  assert sig.concordance([np.inf, 2, -np.inf], time, censored)["c"] == 1.0
+
+
+def test_homogeneity_uses_a_permutation_test_where_expected_counts_are_small():
+  # 4 of 8 against 6 of 8: expected counts 3 and 5, below 5: χ² would say p = 0.30.
+  p = sig.homogeneity([[4, 4], [6, 2]])
+  assert 0.5 < p < 0.7                 # exact two-sided Fisher: 0.61
+  assert sig.homogeneity([[400, 400], [600, 200]]) < 1e-10     # large counts: χ²
+  assert sig.homogeneity([[5, 0], [5, 0]]) is None               # one outcome only
+  assert sig.homogeneity([[5, 1]]) is None

@@ -251,7 +251,7 @@ def _search_from_centres(cfg, model, gen, source, sp_config, diag, recipe, num_s
   dist_centre, dist_traj = predictors.point_distances(everything, centres, cloud, times)
   everything = everything.with_extras(dist_centre=dist_centre, dist_traj=dist_traj)
   return _Found(centres, counts, t_com, times, bounds, have, everything,
-                everything.unique(sp_config.dedup_tol), dist_centre, dist_traj, cloud)
+                finder.unique(everything), dist_centre, dist_traj, cloud)
 
 
 def _per_class_results(cfg, model, gen, diag, found: _Found) -> dict:

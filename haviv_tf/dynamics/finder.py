@@ -23,6 +23,7 @@ from haviv_tf.dynamics import points as points_lib
 PROGRESS_SECONDS = 30  # at most one progress line per this many seconds of search
 STOP_REASONS = points_lib.STOP_REASONS
 LSTM_C = ("reached", "free")
+DEDUP_SPACES = ("state", "speed")
 # The authors' search (Haviv et al.'s BlackBoxMNIST.py L63-67, L288-295; BlackBoxCIFAR.py
 # L98-100, L381-388).
 AUTHORS_MAX_ITERS = 100_000
@@ -57,7 +58,10 @@ class SlowPointConfig:
   q_tol: float = 1e-10          # a point is converged (and frozen) once q < q_tol
   max_iters: int = 20_000       # Adam iterations at most
   chunk: int = 200              # iterations per compiled call; stopping is checked between
-  dedup_tol: float = 1e-3       # points closer than this (Euclidean, state coordinates) are one
+  dedup_tol: float = 1e-3       # points closer than this (Euclidean, see dedup_space) are one
+  dedup_space: str = "state"    # distances for dedup_tol: "state" (the flat state) or "speed"
+                                # (the speed coordinates: an LSTM's (h, tanh c), where points
+                                # apart only in saturated c, the same dynamics, are one)
   num_eigenvalues: int = 10     # leading Jacobian eigenvalues (by magnitude) kept per point
   jit_compile: bool = True      # XLA-compile the search loop
   batch_size: int = 256         # points per Jacobian batch
@@ -93,6 +97,9 @@ class SlowPointConfig:
       raise ValueError(f"`drop_step` must be a non-negative integer, got {self.drop_step!r}")
     if self.lstm_c not in LSTM_C:
       raise ValueError(f"unknown lstm_c {self.lstm_c!r}; valid: {', '.join(LSTM_C)}")
+    if self.dedup_space not in DEDUP_SPACES:
+      raise ValueError(f"unknown dedup_space {self.dedup_space!r}; valid: "
+                       f"{', '.join(DEDUP_SPACES)}")
 
   @classmethod
   def authors(cls, **overrides) -> "SlowPointConfig":
@@ -253,13 +260,20 @@ class SlowPointFinder:
 
     Returns:
       (unique, all): `all` has the N points the search ended at, in input order;
-      `unique` is `all.unique(config.dedup_tol)`.
+      `unique` is `all.unique(config.dedup_tol)` (in `config.dedup_space`).
     """
     states, _, iters, info = self.minimize(init_states, inputs, bounds, return_info=True)
     speed = np.sqrt(2.0 * info["q_last"]).astype(np.float32) if last_step_speed else None
     everything = self.describe(states, inputs, np.asarray(init_states, np.float32), iters,
                                info["stop_reason"], speed, extras)
-    return everything.unique(self.config.dedup_tol), everything
+    return self.unique(everything), everything
+
+  def unique(self, points):
+    """`points.unique(config.dedup_tol)`, its distances in `config.dedup_space`."""
+    coordinates = None
+    if self.config.dedup_space == "speed" and len(points):
+      coordinates = self.dynamics.speed_coordinates(tf.constant(points.states)).numpy()
+    return points.unique(self.config.dedup_tol, coordinates=coordinates)
 
 
 def _q(dynamics, s, xp):
@@ -384,7 +398,7 @@ def find_slow_points(rnn, init_states, inputs, config: SlowPointConfig = SlowPoi
   Returns:
     (unique, all) SlowPoints: `all` the N points the search ended at, in input order (states,
     starting states, inputs, speed, q, Jacobian spectrum, stability, stop reason, in_box);
-    `unique` is `all.unique(config.dedup_tol)`.
+    `unique` is `all.unique(config.dedup_tol)`, in `config.dedup_space`.
   """
   dyn = core.as_dynamics(rnn, **dynamics_options)
   if bounds is None and trajectories is not None and config.lstm_c == "reached":

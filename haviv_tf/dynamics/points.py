@@ -120,19 +120,24 @@ class SlowPoints:
     return SlowPoints(**{k: getattr(self, k)[index] for k in FIELDS},
                       extras={k: v[index] for k, v in self.extras.items()})
 
-  def unique(self, tol: float) -> "SlowPoints":
+  def unique(self, tol: float, coordinates=None) -> "SlowPoints":
     """Greedy de-duplication: visiting points by increasing q, a point is kept unless a kept one
-    lies within `tol` (Euclidean distance of states). Kept points stay in their original order.
+    lies within `tol` (Euclidean distance of states, or of `coordinates` [N, C] when given,
+    e.g. an LSTM's speed coordinates (h, tanh c): Dynamics.speed_coordinates). Kept points
+    stay in their original order.
     """
     if not tol >= 0:
       raise ValueError(f"`tol` must be >= 0, got {tol!r}")
+    where = self.states if coordinates is None else np.asarray(coordinates, np.float32)
+    if where.ndim != 2 or len(where) != len(self):
+      raise ValueError(f"`coordinates` must be [{len(self)}, C], got shape {where.shape}")
     order = np.argsort(self.q, kind="stable")
-    kept = np.zeros_like(self.states)
+    kept = np.zeros_like(where)
     keep_idx = []
     for i in order:
-      if keep_idx and np.min(np.linalg.norm(kept[:len(keep_idx)] - self.states[i], axis=1)) <= tol:
+      if keep_idx and np.min(np.linalg.norm(kept[:len(keep_idx)] - where[i], axis=1)) <= tol:
         continue
-      kept[len(keep_idx)] = self.states[i]
+      kept[len(keep_idx)] = where[i]
       keep_idx.append(i)
     return self[np.sort(np.asarray(keep_idx, np.int64))]
 

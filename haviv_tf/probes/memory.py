@@ -7,8 +7,8 @@ far is *censored* at the longest delay evaluated (the half-life is at least that
 starts within noise of chance has no half-life. A curve that falls below halfway and later
 rises clearly above it again (a class whose state is where other memories end up, reached again
 after a detour) keeps its first crossing as its half-life and records the delay it came back
-at (`recovers_at`). A dip below halfway that the next evaluated delay contradicts (back above
-halfway by more than noise) is a noisy dip, not the crossing. Pure numpy: no TensorFlow here.
+at (`recovers_at`). A dip to within noise below halfway that the next evaluated delay
+contradicts (back above halfway by more than noise) is a noisy dip, not the crossing. Pure numpy: no TensorFlow here.
 """
 
 import math
@@ -22,8 +22,8 @@ DEFAULT_MAX_DELAY = 10_000   # --mode=memory evaluates up to this delay by defau
 MAX_DELAY = 100_000          # the longest delay any evaluation accepts (--eval_delays too)
 NOISE_Z = 2.0                # "within noise of chance": at most chance + NOISE_Z binomial SEs
 SERIES = (1, 2, 5)           # delays 1-2-5 per decade: 5, 10, 20, 50, 100, ...
-# The half-life rule's version, stored with each half-life. 2: a dip below halfway that the
-# next delay contradicts is skipped, informedness has a noise floor (INFORMEDNESS_NULL_SD), a
+# The half-life rule's version, stored with each half-life. 2: a dip within noise below
+# halfway that the next delay contradicts is skipped, informedness has a noise floor (INFORMEDNESS_NULL_SD), a
 # decayed half-life says whether it is an upper bound. 1 (no "rule_version"): first crossing.
 RULE_VERSION = 2
 
@@ -111,7 +111,8 @@ def half_life(delays, accuracies, training_max_delay: int, num_trials: int,
   Raises:
     ValueError: fewer than two delays, or none within a training trial.
   """
-  pairs = [(int(d), float(a)) for d, a in zip(delays, accuracies) if a is not None]
+  pairs = [(int(d), float(a)) for d, a in zip(delays, accuracies)
+            if a is not None and math.isfinite(float(a))]
   if len(pairs) < 2:
     raise ValueError("a half-life needs accuracies at two or more delays; evaluate more delays "
                      "first (--mode=memory)")
@@ -145,10 +146,12 @@ def half_life(delays, accuracies, training_max_delay: int, num_trials: int,
 
 
 def _first_crossing(a, target, margin):
-  """Index of the first accuracy at or below `target` that the next one does not contradict
-  (the next is at most `target + margin`, or there is none); None if there is no such one."""
+  """Index of the first accuracy at or below `target` that is not a noisy dip: it is clearly
+  below (by more than `margin`), or the next one does not contradict it (is at most
+  `target + margin`), or it is the last; None if there is no such one. A shallow dip that the
+  next delay contradicts is noise; a deep one is a fall (a later return is `recovers_at`)."""
   for i in np.flatnonzero(a <= target):
-    if i + 1 == len(a) or a[i + 1] <= target + margin:
+    if i + 1 == len(a) or a[i] < target - margin or a[i + 1] <= target + margin:
       return int(i)
   return None
 
@@ -170,11 +173,11 @@ def half_lives(results: dict, training_max_delay: int) -> dict:
   overall = half_life(delays, [table[k] for k in keys], training_max_delay, n)
   per_class = {}
   pcs = results.get("per_class_accuracy_by_delay") or {}
+  n_class = _class_trials(results, keys, n)
   for c in range(config_lib.NUM_CLASSES):
     accs = [(pcs.get(k) or [None] * config_lib.NUM_CLASSES)[c] for k in keys]
     try:
-      per_class[str(c)] = half_life(delays, accs, training_max_delay,
-                                    max(1, n // config_lib.NUM_CLASSES))
+      per_class[str(c)] = half_life(delays, accs, training_max_delay, n_class[c])
     except ValueError:
       per_class[str(c)] = None
   out = dict(overall=overall, per_class=per_class, delays=delays, trials=n,
@@ -183,11 +186,23 @@ def half_lives(results: dict, training_max_delay: int) -> dict:
                    f"{training_max_delay} to chance {CHANCE:g}, log-linear interpolation; a "
                    f"crossing the next delay contradicts beyond noise is skipped; censored at "
                    f"the longest delay evaluated"))
-  informed = _informedness_half_lives(results, keys, delays, training_max_delay, n)
+  informed = _informedness_half_lives(results, keys, delays, training_max_delay, n_class)
   return dict(out, per_class_informedness=informed) if informed else out
 
 
-def _informedness_half_lives(results, keys, delays, training_max_delay, n):
+def _class_trials(results, keys, n):
+  """Trials of each class behind its per-class figures: the fewest over the delays of its row
+  of the confusion table where the results hold one at every delay (classes are drawn at
+  random, so they are not n / K each), else n / K."""
+  tables = results.get("report_confusion_by_delay") or {}
+  if keys and all(k in tables for k in keys):
+    rows = np.array([np.asarray(tables[k], np.float64).sum(axis=1) for k in keys])
+    if rows.ndim == 2 and rows.shape[1] == config_lib.NUM_CLASSES:
+      return [max(1, int(v)) for v in rows.min(axis=0)]
+  return [max(1, n // config_lib.NUM_CLASSES)] * config_lib.NUM_CLASSES
+
+
+def _informedness_half_lives(results, keys, delays, training_max_delay, n_class):
   """Per class, the half-life of its informedness (`informedness`, chance 0) where the results
   hold a confusion table at every delay, else None: a class the others drain into keeps its
   accuracy, not its informedness (its accuracy half-life is then censored or recovers)."""
@@ -199,8 +214,7 @@ def _informedness_half_lives(results, keys, delays, training_max_delay, n):
   for c in range(config_lib.NUM_CLASSES):
     try:
       out[str(c)] = half_life(delays, [row[c] for row in curves], training_max_delay,
-                              max(1, n // config_lib.NUM_CLASSES), chance=0.0,
-                              null_sd=INFORMEDNESS_NULL_SD)
+                              n_class[c], chance=0.0, null_sd=INFORMEDNESS_NULL_SD)
     except ValueError:
       out[str(c)] = None
   return out

@@ -157,7 +157,10 @@ def claim_b(ev: evd.Evidence, have):
                  heterogeneity_p=noise_p)
   cd = ev.claim_delay and ev.claim_delay["delay"]
   if cd in spans and testable:
-    numbers["at_claim_delay"] = dict(delay=cd, span=spans[cd], held=spans[cd] >= evd.WIDE)
+    cd_p = _heterogeneity_p(have, cd)
+    numbers["at_claim_delay"] = dict(delay=cd, span=spans[cd], heterogeneity_p=cd_p,
+                                     held=spans[cd] >= evd.WIDE and (cd_p is None
+                                                                     or cd_p < evd.ALPHA))
   lines += ["", "| effect | delay | means | Mann–Whitney p |", "|---|---|---|---|"]
   for k, e in effects.items():
     factor, d = k.split("@")
@@ -176,9 +179,11 @@ def claim_b(ev: evd.Evidence, have):
   lines += [f"**{evd.verdict(held)}**: the widest span is "
             + (f"{spans[best]:.3f} at delay {best}" if best else "n/a")
             + " (" + ", ".join(f"{d}: {s:.3f}" for d, s in spans.items()) + ")"
-            + ("; trial counts not recorded, so trial noise is not tested" if noise_p is None
+            + ("; trial counts not recorded for every network there, so trial noise is not "
+               "tested" if noise_p is None
                else f"; the networks differ there beyond trial noise with p = {sig.fmt_p(noise_p)} "
-               f"(χ² test of equal accuracy over networks; needed: < {evd.ALPHA})") + ".", ""]
+               f"(test of equal accuracy over networks, χ² or, with few trials, its permutation "
+               f"version; needed: < {evd.ALPHA})") + ".", ""]
   if "at_claim_delay" in numbers:
     lines += [f"At the half-life delay {cd}: span {spans[cd]:.3f}, "
               f"**{evd.verdict(numbers['at_claim_delay']['held']).lower()}**.", ""]
@@ -194,10 +199,13 @@ def _heterogeneity_p(have, delay):
   counts = []
   for r in have:
     a = evd.acc(r, delay)
+    if a is None:
+      continue
     n = ((r["results"] or {}).get("trials_per_delay") or {}).get(str(delay))
-    if a is not None and n:
-      k = int(round(float(a) * int(n)))
-      counts.append([k, int(n) - k])
+    if not n:   # a network of the span without its counts: the span cannot be tested
+      return None
+    k = int(round(float(a) * int(n)))
+    counts.append([k, int(n) - k])
   return sig.homogeneity(counts)
 
 

@@ -79,17 +79,35 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
   return float(stats.mannwhitneyu(a, b, method=method).pvalue)
 
 
-def homogeneity(counts) -> Optional[float]:
-  """p of the χ² test that the rows of a [groups, outcomes] count table share one distribution
-  (e.g. each network's correct and wrong trials); None with fewer than two rows, or when an
-  outcome never occurs (all equal: nothing to test)."""
+def homogeneity(counts, num_perm: int = 10_000, seed: int = 0) -> Optional[float]:
+  """p of the test that the rows of a [groups, outcomes] count table share one distribution
+  (e.g. each network's correct and wrong trials): Pearson's χ², or where an expected count is
+  below 5 (the χ² approximation is poor there) its permutation version, the outcomes shuffled
+  over the trials `num_perm` times. None with fewer than two rows, or when an outcome never
+  occurs (all equal: nothing to test)."""
   table = np.asarray(counts, np.float64)
   if table.ndim != 2 or len(table) < 2:
     return None
   table = table[table.sum(1) > 0]
   if len(table) < 2 or np.any(table.sum(0) == 0):
     return None
-  return float(stats.chi2_contingency(table, correction=False)[1])
+  chi2, p, _, expected = stats.chi2_contingency(table, correction=False)
+  if expected.min() >= 5:
+    return float(p)
+  return _permutation_homogeneity(table.astype(np.int64), float(chi2), num_perm, seed)
+
+
+def _permutation_homogeneity(table, observed, num_perm, seed):
+  rows = np.repeat(np.arange(table.shape[0]), table.sum(1))
+  outcomes = np.concatenate([np.repeat(np.arange(table.shape[1]), r) for r in table])
+  expected = np.outer(table.sum(1), table.sum(0)) / table.sum()
+  rng = np.random.default_rng(seed)
+  hits = 0
+  for _ in range(num_perm):
+    t = np.bincount(rows * table.shape[1] + rng.permutation(outcomes),
+                    minlength=table.size).reshape(table.shape)
+    hits += np.sum((t - expected) ** 2 / expected) >= observed - 1e-9
+  return float((hits + 1) / (num_perm + 1))
 
 
 def correlate(pairs) -> dict:
@@ -211,8 +229,13 @@ def concordance(risk, time, censored, clusters=None, num_boot: int = 2000, seed:
     {"c", "low", "high", "pairs" (comparable pairs), "n", "clusters" (with clusters)}; c None
     without comparable pairs.
   """
+  risk, time = np.asarray(risk, np.float64), np.asarray(time, np.float64)
+  censored = np.asarray(censored, bool)
+  keep = ~np.isnan(risk) & ~np.isnan(time)   # ±inf risks rank; NaN ones cannot
+  risk, time, censored = risk[keep], time[keep], censored[keep]
+  if clusters is not None:
+    clusters = np.asarray(clusters)[keep]
   comp, conc = _concordance_pairs(risk, time, censored)
-  time = np.asarray(time, np.float64)
   out = dict(c=None, low=None, high=None, pairs=int(comp.sum()), n=int(len(time)))
   if clusters is not None:
     labels = list(dict.fromkeys(np.asarray(clusters).tolist()))
