@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.base import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.probes import memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import correlations  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.training import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import relative_paths  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -98,6 +99,8 @@ def row(workdir, label):
       artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE))["config"])
   acc = results.get("accuracy_by_delay", {})
   lived = results.get("memory_half_life") or {}
+  if lived.get("rule_version") != memory.RULE_VERSION:   # stored by an older rule: today's
+    lived = correlations.run_half_lives(cfg, results) or lived
   overall = lived.get("overall") or {}
   per_class = lived.get("per_class") or {}
   kept = sum(1 for v in per_class.values() if v.get("status") == "censored")

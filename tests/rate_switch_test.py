@@ -10,6 +10,7 @@ import pytest
 
 from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
+from haviv_tf.probes import memory
 from haviv_tf.training import schedules
 from shared_run import trained_run  # pylint: disable=unused-import,g-bad-import-order
 
@@ -23,7 +24,8 @@ def _with_half_lives(workdir, overall, per_class):
   path = os.path.join(workdir, artifacts.RESULTS_FILE)
   results = artifacts.read_json(path)
   results["memory_half_life"] = dict(
-      overall=overall, per_class={str(c): v for c, v in enumerate(per_class)})
+      overall=overall, per_class={str(c): v for c, v in enumerate(per_class)},
+      rule_version=memory.RULE_VERSION)
   artifacts.write_json(path, results)
 
 
@@ -199,3 +201,16 @@ def test_the_write_ups_tables_quote_the_generated_ones():
   for row in quoted:
     numbers = {c for c in row[1:] if c and c[0].isdigit()}
     assert any(numbers <= g for g in generated), f"rate_switch.md row not generated: {row}"
+
+
+def test_report_reads_half_lives_stored_by_an_older_rule_by_todays(trained_run, tmp_path):
+  parent = str(tmp_path / "parent")
+  shutil.copytree(trained_run.workdir, parent)
+  _with_half_lives(parent, _life(7.0), [_life(7.0)] * 10)
+  path = os.path.join(parent, artifacts.RESULTS_FILE)
+  results = artifacts.read_json(path)
+  del results["memory_half_life"]["rule_version"]                 # as rule 1 stored it
+  artifacts.write_json(path, results)
+  cfg = artifacts.recorded_config(parent)
+  want = memory.half_lives(results, cfg.seq_len - 1)["overall"]["half_life"]
+  assert rate_switch.row(parent, "parent")["half_life"] == want != 7.0
