@@ -103,8 +103,8 @@ WRITEUPS = (
     ("rate_switch/tables.md", CURRENT,
      "python3 experiments/rate_switch.py report --parents=experiments/paper_compressed/runs/"
      "mnist-vocu-gru-paper-s0-60cc580e,experiments/paper_compressed/runs/"
-     "mnist-vocu-lstm-paper-s0-60cc580e,experiments/study_paper/runs/mnist-vocu-gru-paper-s0 "
-     "--runs=1e-5:1000,1e-4:1000,1e-3:1000,3e-3:300,3e-3:1000,3e-3:3000 "
+     "mnist-vocu-lstm-paper-s0-60cc580e,experiments/study_paper/runs/mnist-vocu-gru-paper-s0,"
+     "experiments/study_paper/runs/mnist-vocu-lstm-paper-s0 --runs=1e-5:1000,1e-4:1000,1e-3:1000,3e-3:300,3e-3:1000,3e-3:3000 "
      "--out=experiments/rate_switch"),
     ("rate_switch/back/tables.md", CURRENT,
      "python3 experiments/rate_switch.py report --parents=experiments/rate_switch/"
