@@ -149,30 +149,21 @@ def claim_b(ev: evd.Evidence, have):
   best = max(spans, key=spans.get) if spans else None
   # One network spans nothing: the claim is about several, so it is not tested (None).
   testable = len(have) > 1
-  # A span of point estimates is also sampling noise: the networks must differ beyond it.
-  noise_p = _heterogeneity_p(have, best) if testable and best else None
-  held = (bool(spans) and max(spans.values()) >= evd.WIDE
-          and (noise_p is None or noise_p < evd.ALPHA)) if testable else None
+  held, noise_p = _wide_at(have, spans, best) if testable and best else (
+      None if not testable else False, None)
   numbers = dict(held=held, spans={str(k): v for k, v in spans.items()}, effects=effects,
                  heterogeneity_p=noise_p)
   cd = ev.claim_delay and ev.claim_delay["delay"]
   if cd in spans and testable:
-    cd_p = _heterogeneity_p(have, cd)
+    cd_held, cd_p = _wide_at(have, spans, cd)
     numbers["at_claim_delay"] = dict(delay=cd, span=spans[cd], heterogeneity_p=cd_p,
-                                     held=spans[cd] >= evd.WIDE and (cd_p is None
-                                                                     or cd_p < evd.ALPHA))
+                                     held=cd_held)
   lines += ["", "| effect | delay | means | Mann–Whitney p |", "|---|---|---|---|"]
   for k, e in effects.items():
     factor, d = k.split("@")
     lines.append(f"| {factor}: {e['levels'][0]} vs {e['levels'][1]} | {d} | "
                  f"{e['means'][0]:.3f} vs {e['means'][1]:.3f} | {sig.fmt_p(e['p'])} |")
-  fig_curves = {}
-  for r in have:
-    ds = [d for d in delays if evd.acc(r, d) is not None]
-    fig_curves[r["name"]] = (ds, [evd.acc(r, d) for d in ds])
-  plotting.save_png(plotting.accuracy_vs_delay(fig_curves, title="Every network"),
-                    os.path.join(ev.out, ACCURACY_PNG))
-  lines += ["", f"![accuracy vs delay]({ACCURACY_PNG})", ""]
+  lines += ["", _accuracy_figure(ev, have, delays), ""]
   if not testable:
     lines += [f"**Not tested**: {len(have)} network; the claim compares networks.", ""]
     return numbers, lines
@@ -191,6 +182,24 @@ def claim_b(ev: evd.Evidence, have):
     numbers["why"], why = _why_narrow(ev, have, best)
     lines += [why, ""]
   return numbers, lines
+
+
+def _wide_at(have, spans, delay):
+  """(held, p) of (b) at `delay`: the span is at least WIDE and, a span of point estimates
+  being also trial noise, the networks differ there beyond it (p < ALPHA; None: not tested)."""
+  p = _heterogeneity_p(have, delay)
+  return bool(spans[delay] >= evd.WIDE and (p is None or p < evd.ALPHA)), p
+
+
+def _accuracy_figure(ev: evd.Evidence, have, delays) -> str:
+  """Every network's accuracy against delay, saved as ACCURACY_PNG; its Markdown link."""
+  curves = {}
+  for r in have:
+    ds = [d for d in delays if evd.acc(r, d) is not None]
+    curves[r["name"]] = (ds, [evd.acc(r, d) for d in ds])
+  plotting.save_png(plotting.accuracy_vs_delay(curves, title="Every network"),
+                    os.path.join(ev.out, ACCURACY_PNG))
+  return f"![accuracy vs delay]({ACCURACY_PNG})"
 
 
 def _heterogeneity_p(have, delay):
