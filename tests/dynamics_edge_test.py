@@ -243,3 +243,46 @@ def test_dedup_in_speed_coordinates_merges_lstm_points_apart_only_in_saturated_c
   assert len(dynamics.SlowPointFinder(cell, _config(dedup_tol=0.1)).unique(pts)) == 2
   with pytest.raises(ValueError, match="unknown dedup_space 'h'"):
     _config(dedup_space="h")
+
+
+class _Leaky(tf.Module):
+  """A cell of one's own whose step reads a Python constant, alpha."""
+  state_size = 3
+
+  def __init__(self):
+    super().__init__()
+    self.alpha = 0.5
+    self.w = tf.Variable(np.eye(3, dtype=np.float32))
+
+  def __call__(self, inputs, states):
+    h = states[0] if isinstance(states, (list, tuple)) else states
+    new = (1 - self.alpha) * h + self.alpha * tf.tanh(h @ self.w + tf.reduce_sum(inputs))
+    return new, [new]
+
+
+def test_forget_drops_what_is_kept_and_copies_start_without_it():
+  import copy  # pylint: disable=g-import-not-at-top
+  cell = _Leaky()
+  starts = np.full((2, 3), 0.3, np.float32)
+
+  def jac(c):
+    return linearize.jacobians(dynamics.as_dynamics(c, input_size=1), starts, np.zeros(1))
+
+  first = jac(cell)
+  cell.alpha = 0.1
+  # The kept function was traced with alpha 0.5 (documented); forget makes it again.
+  assert np.array_equal(jac(cell), first)
+  dynamics.forget(cell)
+  changed = jac(cell)
+  assert not np.allclose(changed, first)
+  # A deep copy starts with nothing kept: its own variables, not the original's.
+  twin = copy.deepcopy(cell)
+  twin.w.assign(2 * np.eye(3, dtype=np.float32))
+  assert not np.allclose(jac(twin), changed)
+  assert np.array_equal(jac(cell), changed)
+  dynamics.forget(_Leaky())                                   # nothing kept: nothing happens
+  # A function-valued option is not kept: a new one each call would keep one each call.
+  dyn = dynamics.as_dynamics(cell, input_size=1, speed_coordinates=lambda s: s)
+  assert dyn is not dynamics.as_dynamics(cell, input_size=1, speed_coordinates=lambda s: s)
+  assert dynamics.core.trajectories(dynamics.as_dynamics(cell, input_size=1),
+                                    np.zeros((2, 0, 1), np.float32)).shape == (2, 0, 3)

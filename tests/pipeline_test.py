@@ -13,6 +13,7 @@ from haviv_tf.base import artifacts
 from haviv_tf.base import config as config_lib
 from haviv_tf.task import datasets
 from haviv_tf.models import network
+from haviv_tf.probes import rollouts
 from haviv_tf.probes import slow_points
 from haviv_tf.task import trials
 
@@ -111,3 +112,27 @@ def test_post_stimulus_trajectories_do_not_depend_on_the_frames_per_call():
   np.testing.assert_array_equal(classes, np.arange(7))
   np.testing.assert_array_equal(classes2, classes)
   np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-6)
+
+
+_PAPER_GRU = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "experiments", "study_paper", "runs", "mnist-vocu-gru-paper-s0")
+
+
+def test_an_analysis_recorded_before_a_search_field_existed_stays_current():
+  # The paper grid's VoCu GRU s0 was analysed before SlowPointConfig had dedup_space: its
+  # record lacks the field, which counts as its default (what the search then did), so the
+  # sweep and --mode=slow_points do not search it again.
+  results = artifacts.read_json(os.path.join(_PAPER_GRU, artifacts.RESULTS_FILE))
+  assert "dedup_space" not in results["slow_point_config"]
+  cfg = artifacts.recorded_config(_PAPER_GRU)
+  recipe = results["slow_points_recipe"]
+  sp = slow_points.recipe_config(recipe, cfg)
+  bank = rollouts.noise_bank_for(cfg)
+  step = results["slow_points_step"]
+  assert pipeline.slow_points_current(results, step, sp, recipe, bank)
+  # Another value of the new field, or of an old one, is another search.
+  for other in (dataclasses.replace(sp, dedup_space="speed"),
+                dataclasses.replace(sp, max_iters=sp.max_iters + 1)):
+    assert not pipeline.slow_points_current(results, step, other, recipe, bank)
+  assert not pipeline.same_sp_config(None, sp)
+  assert pipeline.same_sp_config(pipeline.sp_config_record(sp), sp)

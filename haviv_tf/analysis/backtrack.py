@@ -22,9 +22,7 @@ supplies what is this task's: the run's snapshots and final class points, x̄ pe
 read-out, the class clouds' centres, the classes' introduction steps, the PCA plane and files.
 """
 
-import dataclasses
 import hashlib
-import json
 import os
 
 import numpy as np
@@ -73,10 +71,6 @@ def introduction_steps(cfg) -> list:
   return [0, 0] + [int(b) for b in bounds][:config_lib.NUM_CLASSES - 2]
 
 
-def _sp_record(sp_config) -> dict:
-  return json.loads(json.dumps(dataclasses.asdict(sp_config), default=artifacts.jsonable))
-
-
 def _final_points(workdir, run):
   """(the final network's class slow points, the digest of their states)."""
   sp_path = os.path.join(workdir, pipeline.SLOW_POINTS_FILE)
@@ -105,7 +99,8 @@ def _stored(workdir, run, sp_config, merge_frac, digest, overwrite):
   same = (stored.get("final_step") == run.step and stored.get("merge_frac") == merge_frac
           and stored.get("slow_points_digest", digest) == digest
           and stored.get("sp_max_iters") == sp_config.max_iters
-          and stored.get("sp_config", _sp_record(sp_config)) == _sp_record(sp_config))
+          and ("sp_config" not in stored
+               or pipeline.same_sp_config(stored["sp_config"], sp_config)))
   if same:
     return dict(stored, unchanged=True)
   if not overwrite and stored.get("final_step") == run.step:
@@ -164,8 +159,8 @@ def _record(track, entries, run, sp_config, digest) -> dict:
       nearest_centre=track.extras["nearest_centre"].tolist(),
       centre_ratio=np.round(track.extras["centre_ratio"], 4).tolist(),
       centre_margin=CENTRE_MARGIN, births_by_centre=track.births["centre"],
-      final_step=run.step, sp_max_iters=sp_config.max_iters, sp_config=_sp_record(sp_config),
-      slow_points_digest=digest)
+      final_step=run.step, sp_max_iters=sp_config.max_iters,
+      sp_config=pipeline.sp_config_record(sp_config), slow_points_digest=digest)
 
 
 def backtrack(workdir: str, sp_config=None, merge_frac: float = MERGE_FRAC,

@@ -299,7 +299,7 @@ def _slow_point_summary(run, sp_config, diag, recipe, found: _Found, per_class: 
               slow_points_step=run.step,
               slow_point_max_q=float(everything.q.max()) if n else None,
               slow_points_format=slow_points_lib.FORMAT_VERSION, slow_points_recipe=recipe,
-              slow_point_config=dataclasses.asdict(sp_config),
+              slow_point_config=sp_config_record(sp_config),
               slow_point_diagnostics=per_class["diagnostics"],
               slow_point_summary=dict(
                   points=n, in_box=int(everything.in_box.sum()),
@@ -401,8 +401,22 @@ def slow_points_current(results: dict, step: int, sp_config, recipe: str,
   return (results.get("slow_points_step") == step and stored_cloud_bank(results) == noise_bank
           and results.get("slow_points_format") == slow_points_lib.FORMAT_VERSION
           and results.get("slow_points_recipe") == recipe
-          and results.get("slow_point_config") == json.loads(json.dumps(
-              dataclasses.asdict(sp_config), default=artifacts.jsonable)))
+          and same_sp_config(results.get("slow_point_config"), sp_config))
+
+
+def sp_config_record(sp_config) -> dict:
+  """A SlowPointConfig as results.json and backtrack.json record it."""
+  return json.loads(json.dumps(dataclasses.asdict(sp_config), default=artifacts.jsonable))
+
+
+def same_sp_config(stored, sp_config) -> bool:
+  """Whether a recorded search config is `sp_config`. A field the record lacks (added to
+  SlowPointConfig after it was written, e.g. dedup_space) counts as its default, which keeps
+  the behaviour the record was made with."""
+  if not isinstance(stored, dict):
+    return False
+  defaults = sp_config_record(type(sp_config)())
+  return dict(defaults, **stored) == sp_config_record(sp_config)
 
 
 def post_stimulus_trajectories(model, generator, seed, num=100,

@@ -10,6 +10,7 @@ and merges (`tracking`), and the Keras callback that takes the snapshots (`snaps
 
 from haviv_tf.dynamics.core import as_dynamics
 from haviv_tf.dynamics.core import check_bounds
+from haviv_tf.dynamics.core import forget
 from haviv_tf.dynamics.core import Dynamics
 from haviv_tf.dynamics.core import from_cell
 from haviv_tf.dynamics.core import from_layer
@@ -41,7 +42,7 @@ from haviv_tf.dynamics.tracking import Track
 
 __all__ = [
     "as_dynamics", "centre_labels", "check_bounds", "Dynamics", "find_births", "find_merges",
-    "find_slow_points", "follow_back", "FormatVersionError", "from_cell", "from_layer",
+    "find_slow_points", "follow_back", "forget", "FormatVersionError", "from_cell", "from_layer",
     "from_saved_model", "in_box", "jacobians", "load_snapshots", "nearest_centres",
     "reached_bounds", "sample_states", "save_step", "Snapshot", "SnapshotCallback",
     "SlowPointConfig", "SlowPointFinder", "SlowPoints", "spectra", "speeds", "stable",

@@ -297,20 +297,43 @@ def as_dynamics(obj, **kwargs) -> Dynamics:
 _REMEMBERED = "_slow_point_dynamics"   # the attribute of a cell, layer or loaded SavedModel
 
 
+class _Kept(dict):
+  """The Dynamics kept on an object, by options. A copy of the object starts empty (a kept
+  Dynamics calls the object it was made of, not the copy; its compiled graphs cannot be
+  copied or pickled)."""
+
+  def __deepcopy__(self, memo):
+    return _Kept()
+
+  def __copy__(self):
+    return _Kept()
+
+  def __reduce__(self):
+    return (_Kept, ())
+
+
+def _plain(value) -> bool:
+  """A value that can key a kept Dynamics: a number, string, None, or a tuple of them (not a
+  function or array: a new one each call would keep a new Dynamics each call)."""
+  if isinstance(value, tuple):
+    return all(_plain(v) for v in value)
+  return value is None or isinstance(value, (bool, int, float, str))
+
+
 def _remembered(obj, kwargs, make):
   """make(obj, **kwargs), kept on `obj` so that a later call with the same object and options
   returns the same Dynamics, with its compiled functions (Dynamics.compiled): a loop over
-  find_slow_points or jacobians on one network then traces once. Options that cannot be a key
-  (arrays) are not kept. The variables are read when the functions run, so new weights are
-  seen. Set with object.__setattr__ so that Keras and tf.Module do not track it."""
-  try:
-    key = tuple(sorted(kwargs.items()))
-    hash(key)
-  except TypeError:
+  find_slow_points or jacobians on one network then traces once. Options other than plain
+  values (functions, arrays) are not kept. The compiled functions read the variables when they
+  run, so new weights are seen; Python attributes of a cell of one's own (a constant, a dtype
+  policy) are read when first traced: after changing one, `forget(obj)`. Set with
+  object.__setattr__ so that Keras and tf.Module do not track it."""
+  if not all(_plain(v) for v in kwargs.values()):
     return make(obj, **kwargs)
+  key = tuple(sorted(kwargs.items()))
   made = obj.__dict__.get(_REMEMBERED) if hasattr(obj, "__dict__") else None
   if made is None:
-    made = {}
+    made = _Kept()
     try:
       object.__setattr__(obj, _REMEMBERED, made)
     except (AttributeError, TypeError):
@@ -318,6 +341,14 @@ def _remembered(obj, kwargs, make):
   if key not in made:
     made[key] = make(obj, **kwargs)
   return made[key]
+
+
+def forget(obj) -> None:
+  """Drops the Dynamics (and compiled functions) kept on `obj` by as_dynamics, so that the next
+  call makes them again: after changing a Python attribute its step reads (a cell of one's own
+  with a constant, a new dtype policy). Nothing happens for an object with none kept."""
+  if hasattr(obj, "__dict__") and _REMEMBERED in obj.__dict__:
+    object.__delattr__(obj, _REMEMBERED)
 
 
 # -- trajectories and starting states -----------------------------------------------------------
@@ -333,6 +364,8 @@ def trajectories(dynamics, inputs, initial_state=None, batch_size=256) -> np.nda
   if inputs.ndim != 3 or inputs.shape[-1] != dyn.input_size:
     raise ValueError(f"`inputs` must be [batch, time, {dyn.input_size}], got {inputs.shape}")
   b = len(inputs)
+  if inputs.shape[1] == 0:   # no step: no state after one
+    return np.zeros([b, 0, dyn.state_size], np.float32)
   s0 = np.zeros([b, dyn.state_size], np.float32) if initial_state is None else np.broadcast_to(
       np.asarray(initial_state, np.float32), [b, dyn.state_size])
 
