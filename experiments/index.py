@@ -71,7 +71,9 @@ WRITEUPS = (
      "python3 experiments/learning_curve.py run --runs=...; python3 experiments/learning_curve.py report"),
     ("cifar10_quick.md", CURRENT, None),
     ("cifar10_quick/REPORT.md", CURRENT, _CIFAR,
-     "the grid's per-run files are not committed, so its tables cannot be re-checked"),
+     "of the first run, whose per-run files were never committed; the grid is being re-run "
+     "from its seeds, and runs/ holds the re-run's finished networks (cifar10_quick.md says "
+     "which); this report is rebuilt from them when all four are in"),
     ("cifar10_quick/study/analysis.md", CURRENT, _CIFAR, _C),
     ("cifar10_quick/COMPARISON.md", CURRENT,
      "python3 experiments/compare_grids.py mnist_small=experiments/study_small "
