@@ -1,4 +1,4 @@
-"""The slow-point library at its edges: non-finite points, files that must not pickle or lose
+"""The slow-point library at its edges: no starting states, non-finite points, files that must not pickle or lose
 fields, foreign files, one class centre, float64 tensors."""
 
 import os
@@ -25,6 +25,17 @@ def _gru(units=4):
 def _config(**kw):
   return dynamics.SlowPointConfig(**dict(dict(max_iters=3000, chunk=100, jit_compile=False,
                                               q_tol=1e-8, num_eigenvalues=4), **kw))
+
+
+@pytest.mark.parametrize("cell_class", [keras.layers.GRUCell, keras.layers.LSTMCell])
+def test_no_starting_states_give_no_points_for_either_cell(cell_class):
+  cell = cell_class(3)
+  cell.build((None, 2))
+  size = 6 if cell_class is keras.layers.LSTMCell else 3
+  empty = np.zeros([0, size], np.float32)
+  unique, found = dynamics.find_slow_points(cell, empty, np.zeros(2, np.float32), _config())
+  assert len(unique) == len(found) == 0 and found.states.shape == (0, size)
+  assert dynamics.speeds(cell, empty, np.zeros(2, np.float32)).shape == (0,)
 
 
 def test_a_nan_start_stops_at_once_and_the_others_search_on_their_own_rules():

@@ -364,7 +364,8 @@ def _search_start(dyn, cfg, init_states, inputs, bounds):
   lo, hi = (tf.constant(b) for b in core.check_bounds(box, dyn.state_size))
   s = tf.clip_by_value(s, lo, hi)
   xp = dyn.project(x)
-  q = _q(dyn, s, xp)
+  # (no states: no transition; Keras's LSTMCell fails on an empty batch)
+  q = _q(dyn, s, xp) if n else tf.zeros([0], tf.float32)
   speed0 = tf.sqrt(2.0 * q)
   carry = (s, tf.zeros_like(s), tf.zeros_like(s), tf.zeros([n], tf.int32),
            tf.constant(0, tf.int32), tf.fill([n], -1), speed0, speed0, q)

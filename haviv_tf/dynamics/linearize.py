@@ -52,6 +52,8 @@ def speeds(rnn, states, inputs) -> np.ndarray:
   states = check_states(dyn, states)
   inputs = broadcast_inputs(inputs, tf.shape(states)[0])
   check_inputs(dyn, inputs)
+  if not states.shape[0]:   # Keras's LSTMCell fails on an empty batch
+    return np.zeros([0], np.float32)
   new = dyn.transition(states, inputs)
   return tf.sqrt(dyn.speed_squared(states, new)).numpy()
 
