@@ -297,3 +297,15 @@ def test_the_predictor_table_flags_mostly_infinite_predictors_and_names_its_resa
   assert "its interval from resampling whole networks" in text
   assert "speed: " not in text   # finite predictors get no note
   assert ranking["table"]["speed"]["500"]["pooled"]["clusters"] == 3
+
+
+def test_intervals_from_resampling_fewer_than_min_networks_are_not_printed():
+  few = dict(rho=-0.8, low=-0.9, high=-0.7, n=20, groups=1, clusters=2)
+  many = dict(few, clusters=correlations.sig.MIN_CLUSTERS)
+  within = dict(rho=-0.5, low=-0.6, high=-0.4, n=20, groups=2)   # resamples classes: shown
+  assert correlations._ci(few) == "-0.80 (2 networks)"
+  assert correlations._ci(many) == "-0.80 [-0.90, -0.70]"
+  assert correlations._ci(within) == "-0.50 [-0.60, -0.40]"
+  c = dict(c=0.7, low=0.69, high=0.71, pairs=40, clusters=2)
+  assert correlations._c_ci(c) == "0.70 (40 pairs; 2 networks)"
+  assert correlations._c_ci(dict(c, clusters=6)) == "0.70 [0.69, 0.71]"

@@ -333,6 +333,8 @@ def claim_c(ev: evd.Evidence, with_sp):
 
 
 def _interval(ci) -> str:
+  if ci["low"] is not None and not sig.interval_shown(ci):
+    return f"no interval with {ci['clusters']} networks"
   return "–" if ci["low"] is None else f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"
 
 
@@ -422,7 +424,7 @@ def _c_half_life(halves, numbers) -> list:
   check = ("" if cc.get("c") is None else
            f" Censoring-aware check: speed orders {cc['c']:.2f} of the {cc['pairs']} comparable "
            "(network, class) pairs the claimed way (concordance C; 0.5 is no relation"
-           + (f", 95% interval {cc['low']:.2f}-{cc['high']:.2f}" if cc.get("low") is not None
+           + (f", 95% interval {cc['low']:.2f}-{cc['high']:.2f}" if sig.interval_shown(cc)
               else "") + ").")
   return ["", correlations.half_life_markdown(halves, title_level="###"),
           f"On half-lives, (c) **{evd.verdict(held).lower()}** (the test: pooled ρ of speed "

@@ -249,19 +249,25 @@ def rank_predictors(rows, delays, num_boot: int = BOOTSTRAP) -> dict:
   return dict(delays=list(delays), table=table, best=best, counts=counts)
 
 
+def _few(v) -> str:
+  """" (k networks)" where v resampled fewer than sig.MIN_CLUSTERS networks (no interval)."""
+  k = v.get("clusters")
+  return f" ({k} networks)" if k is not None and k < sig.MIN_CLUSTERS else ""
+
+
 def _ci(v):
   if v["rho"] is None:
     return "–"
-  if v["low"] is None:
-    return f"{v['rho']:+.2f}"
+  if not sig.interval_shown(v):
+    return f"{v['rho']:+.2f}{_few(v)}"
   return f"{v['rho']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
 
 
 def _c_ci(v):
   if not v or v["c"] is None:
     return "–"
-  if v["low"] is None:
-    return f"{v['c']:.2f} ({v['pairs']} pairs)"
+  if not sig.interval_shown(v):
+    return f"{v['c']:.2f} ({v['pairs']} pairs{_few(v).replace(' (', '; ').rstrip(')')})"
   return f"{v['c']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"
 
 
@@ -271,7 +277,7 @@ def predictors_markdown(ranking, title_level="##") -> str:
   lines = [f"{title_level} Which per-class quantity predicts long-delay accuracy", "",
            "Spearman ρ of each predictor against per-class report accuracy, with bootstrap 95% "
            "intervals; *pooled* over every (network, class) pair, its interval from resampling "
-           "whole networks; *within* the mean of the per-network ρ, its interval from "
+           f"whole networks (none shown with fewer than {sig.MIN_CLUSTERS}); *within* the mean of the per-network ρ, its interval from "
            "resampling classes in each network. Expected sign: − for speeds and decay rates "
            "(faster = shorter memory), + for the time constant. `accuracy_decay` is the class's "
            "own read-out accuracy falling under noise, a positive control rather than a "
@@ -350,7 +356,8 @@ def half_life_markdown(h, title_level="##") -> str:
   lines = [f"{title_level} Which per-class quantity predicts the memory half-life", "",
            f"{h['pairs']} (network, class) pairs with a half-life ({h['censored']} censored at "
            f"the longest delay evaluated, entered there as lower bounds; {h['at_chance']} at "
-           "chance from the start, left out). Pooled intervals resample whole networks, "
+           "chance from the start, left out). Pooled intervals resample whole networks "
+           f"(none is shown with fewer than {sig.MIN_CLUSTERS}), "
            "within-network ones the classes of each network. Spearman ρ is unchanged by taking logs, so the "
            "speed row is ρ(log speed, log half-life). Expected sign: − for speeds and decay "
            "rates, + for the time constant.", "",

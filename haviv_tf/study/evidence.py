@@ -125,7 +125,7 @@ def groups(recs) -> dict:
 # Claims (c) and (d) compare networks: with fewer than this many, a verdict would rest on a
 # test that cannot reach ALPHA (one-sided Wilcoxon, exact: p >= 1/2^n) or on a bootstrap of
 # a handful of networks; they are then "not testable" and their numbers descriptive.
-MIN_NETWORKS = 5
+MIN_NETWORKS = sig.MIN_CLUSTERS
 
 
 def verdict(held) -> str:

@@ -62,6 +62,17 @@ def wilcoxon(diffs: Sequence[float], alternative: str = "two-sided") -> Optional
   return float(stats.wilcoxon(diffs, alternative=alternative).pvalue)
 
 
+# A bootstrap over fewer clusters (networks) than this has too few distinct resamples for its
+# interval to mean anything (2 networks: 3 resamples); reports then print no interval.
+MIN_CLUSTERS = 5
+
+
+def interval_shown(v) -> bool:
+  """Whether a spearman_with_ci / concordance result's 95% interval is worth printing: it was
+  computed and, where it resampled whole clusters, over at least MIN_CLUSTERS of them."""
+  return bool(v) and v.get("low") is not None and v.get("clusters", MIN_CLUSTERS) >= MIN_CLUSTERS
+
+
 # Up to this many ways to split the values into the two samples the permutation p is exact.
 _EXACT_SPLITS = 20_000
 
@@ -94,13 +105,12 @@ def homogeneity(counts, num_perm: int = 10_000, seed: int = 0) -> Optional[float
   chi2, p, _, expected = stats.chi2_contingency(table, correction=False)
   if expected.min() >= 5:
     return float(p)
-  return _permutation_homogeneity(table.astype(np.int64), float(chi2), num_perm, seed)
+  return _permutation_homogeneity(table.astype(np.int64), expected, float(chi2), num_perm, seed)
 
 
-def _permutation_homogeneity(table, observed, num_perm, seed):
+def _permutation_homogeneity(table, expected, observed, num_perm, seed):
   rows = np.repeat(np.arange(table.shape[0]), table.sum(1))
   outcomes = np.concatenate([np.repeat(np.arange(table.shape[1]), r) for r in table])
-  expected = np.outer(table.sum(1), table.sum(0)) / table.sum()
   rng = np.random.default_rng(seed)
   hits = 0
   for _ in range(num_perm):
@@ -258,9 +268,9 @@ def concordance(risk, time, censored, clusters=None, num_boot: int = 2000, seed:
 
 
 def _concordance_pairs(risk, time, censored):
-  """(comparable, concordant) [n, n]: row i the shorter, observed time of the pair."""
-  risk, time = np.asarray(risk, np.float64), np.asarray(time, np.float64)
-  event = ~np.asarray(censored, bool)
+  """(comparable, concordant) [n, n] of float64 [n] risk, time and bool [n] censored: row i the
+  shorter, observed time of the pair."""
+  event = ~censored
   shorter = event[:, None] & ((time[:, None] < time[None, :])
                               | ((time[:, None] == time[None, :]) & ~event[None, :]))
   comp = shorter.astype(np.float64)
