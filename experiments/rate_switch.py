@@ -98,9 +98,7 @@ def row(workdir, label):
   cfg = config_lib.Config.from_record(
       artifacts.read_json(os.path.join(workdir, artifacts.CONFIG_FILE))["config"])
   acc = results.get("accuracy_by_delay", {})
-  lived = results.get("memory_half_life") or {}
-  if lived.get("rule_version") != memory.RULE_VERSION:   # stored by an older rule: today's
-    lived = correlations.run_half_lives(cfg, results) or lived
+  lived = correlations.run_half_lives(cfg, results) or {}   # today's rule, as every report
   overall = lived.get("overall") or {}
   per_class = lived.get("per_class") or {}
   kept = sum(1 for v in per_class.values() if v.get("status") == "censored")

@@ -19,14 +19,24 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import rate_switch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def _with_half_lives(workdir, overall, per_class):
-  """Adds a memory record to a run's results.json, as --mode=memory stores it."""
+# Accuracy at the shared run's delays 5, 10, 19, 100: one that decays past 19, one that never does.
+DECAYS, KEPT = (0.9, 0.9, 0.9, 0.15), (0.9, 0.9, 0.9, 0.9)
+
+
+def _with_curves(workdir, overall, per_class, trials=1000):
+  """Replaces a run's accuracy tables (overall and per class, `trials` trials a delay, no
+  confusion tables) with the given curves: the report computes its half-lives from them."""
   path = os.path.join(workdir, artifacts.RESULTS_FILE)
   results = artifacts.read_json(path)
-  results["memory_half_life"] = dict(
-      overall=overall, per_class={str(c): v for c, v in enumerate(per_class)},
-      rule_version=memory.RULE_VERSION)
+  keys = sorted(results["accuracy_by_delay"], key=int)
+  assert keys == ["5", "10", "19", "100"]
+  results["accuracy_by_delay"] = dict(zip(keys, overall))
+  results["per_class_accuracy_by_delay"] = {
+      k: [curve[i] for curve in per_class] for i, k in enumerate(keys)}
+  results["trials_per_delay"] = {k: trials for k in keys}
+  results.pop("report_confusion_by_delay", None)
   artifacts.write_json(path, results)
+  return results
 
 
 def _still_remembering(workdir, accuracy=0.9):
@@ -36,10 +46,6 @@ def _still_remembering(workdir, accuracy=0.9):
   results = artifacts.read_json(path)
   results["accuracy_by_delay"]["100"] = accuracy
   artifacts.write_json(path, results)
-
-
-def _life(value, status="decayed"):
-  return dict(half_life=value, censored=status == "censored", status=status, longest_delay=100)
 
 
 def test_run_issues_the_documented_commands_and_skips_what_is_done(trained_run, tmp_path,
@@ -78,13 +84,13 @@ def test_run_issues_the_documented_commands_and_skips_what_is_done(trained_run, 
 def test_report_tabulates_the_parent_and_each_continuation(trained_run, tmp_path):
   parent = str(tmp_path / "parent")
   shutil.copytree(trained_run.workdir, parent)
-  _with_half_lives(parent, _life(50.0), [_life(40.0)] * 9 + [_life(100, "censored")])
+  _with_curves(parent, DECAYS, [DECAYS] * 9 + [KEPT])
   cont = os.path.join(str(tmp_path / "out"), "parent", "lr0.003_n5")
   shutil.copytree(trained_run.workdir, cont)
   record = artifacts.read_json(os.path.join(cont, artifacts.CONFIG_FILE))
   record["config"].update(learning_rate=3e-3, train_steps=5, lr_decay_step=5)
   artifacts.write_json(os.path.join(cont, artifacts.CONFIG_FILE), record)
-  _with_half_lives(cont, _life(100, "censored"), [_life(100, "censored")] * 10)
+  _with_curves(cont, KEPT, [KEPT] * 10)
   out = str(tmp_path / "out")
   rate_switch.main(["report", f"--parents={parent}", "--runs=3e-3:5,1e-3:9", f"--out={out}"])
   rows = json.load(open(os.path.join(out, "rate_switch.json")))["parent"]
@@ -93,7 +99,12 @@ def test_report_tabulates_the_parent_and_each_continuation(trained_run, tmp_path
       artifacts.read_json(os.path.join(parent, artifacts.CONFIG_FILE))["config"])
   assert rows[0]["summed_rate"] == pytest.approx(schedules.summed_rate(parent_cfg))
   assert rows[1]["summed_rate"] == pytest.approx(5 * 3e-3)
-  assert (rows[0]["half_life"], rows[0]["censored"], rows[0]["classes_kept"]) == (50.0, False, 1)
+  results = artifacts.read_json(os.path.join(parent, artifacts.RESULTS_FILE))
+  want = memory.half_lives(results, parent_cfg.seq_len - 1)
+  assert 19 < want["overall"]["half_life"] < 100
+  assert (rows[0]["half_life"], rows[0]["censored"], rows[0]["classes_kept"]) == (
+      want["overall"]["half_life"], False, 1)
+  assert rows[0]["median_class_half_life"] == want["per_class"]["0"]["half_life"]
   assert (rows[1]["half_life"], rows[1]["censored"], rows[1]["classes_kept"]) == (100, True, 10)
   results = artifacts.read_json(os.path.join(parent, artifacts.RESULTS_FILE))
   acc = results["accuracy_by_delay"]
@@ -127,14 +138,14 @@ def test_a_run_list_that_is_not_rate_steps_is_refused(capsys):
 def test_saved_files_remake_the_same_table_without_the_machines_paths(trained_run, tmp_path):
   parent = str(tmp_path / "parent")
   shutil.copytree(trained_run.workdir, parent)
-  _with_half_lives(parent, _life(50.0), [_life(40.0)] * 10)
+  _with_curves(parent, DECAYS, [DECAYS] * 10)
   out = str(tmp_path / "out")
   cont = os.path.join(out, "parent", "lr0.003_n5")
   shutil.copytree(trained_run.workdir, cont)
   record = artifacts.read_json(os.path.join(cont, artifacts.CONFIG_FILE))
   record["parent"] = dict(workdir=parent, step=20)
   artifacts.write_json(os.path.join(cont, artifacts.CONFIG_FILE), record)
-  _with_half_lives(cont, _life(80.0), [_life(60.0)] * 10)
+  _with_curves(cont, KEPT, [DECAYS] * 5 + [KEPT] * 5)
   argv = [f"--parents={parent}", "--runs=3e-3:5"]
   rate_switch.main(["report", *argv, f"--out={out}"])
   dest = str(tmp_path / "committed")
@@ -203,14 +214,16 @@ def test_the_write_ups_tables_quote_the_generated_ones():
     assert any(numbers <= g for g in generated), f"rate_switch.md row not generated: {row}"
 
 
-def test_report_reads_half_lives_stored_by_an_older_rule_by_todays(trained_run, tmp_path):
+def test_report_computes_half_lives_from_the_tables_not_from_a_stored_record(trained_run,
+                                                                            tmp_path):
   parent = str(tmp_path / "parent")
   shutil.copytree(trained_run.workdir, parent)
-  _with_half_lives(parent, _life(7.0), [_life(7.0)] * 10)
-  path = os.path.join(parent, artifacts.RESULTS_FILE)
-  results = artifacts.read_json(path)
-  del results["memory_half_life"]["rule_version"]                 # as rule 1 stored it
-  artifacts.write_json(path, results)
-  cfg = artifacts.recorded_config(parent)
-  want = memory.half_lives(results, cfg.seq_len - 1)["overall"]["half_life"]
-  assert rate_switch.row(parent, "parent")["half_life"] == want != 7.0
+  results = _with_curves(parent, DECAYS, [DECAYS] * 10)
+  stored = dict(half_life=7.0, censored=False, status="decayed", longest_delay=100)
+  for record in (dict(overall=stored, rule_version=memory.RULE_VERSION),   # today's rule
+                 dict(overall=stored)):                                    # rule 1's record
+    results["memory_half_life"] = record
+    artifacts.write_json(os.path.join(parent, artifacts.RESULTS_FILE), results)
+    cfg = artifacts.recorded_config(parent)
+    want = memory.half_lives(results, cfg.seq_len - 1)["overall"]["half_life"]
+    assert rate_switch.row(parent, "parent")["half_life"] == want != 7.0
