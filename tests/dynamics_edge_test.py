@@ -256,6 +256,42 @@ def test_dedup_in_speed_coordinates_merges_lstm_points_apart_only_in_saturated_c
     _config(dedup_space="h")
 
 
+def test_back_tracking_measures_merges_in_speed_coordinates_where_the_search_dedups_there(
+    tmp_path):
+  keras.utils.set_random_seed(0)
+  layer = keras.layers.RNN(keras.layers.LSTMCell(3))
+  layer.build((None, None, 2))
+  # Going back, two points come together in h and tanh(c) while c stays 5.2 apart (saturated).
+  h = np.array([[[0.9] * 3, [-0.9] * 3], [[0.2] * 3, [0.2] * 3]], np.float32)
+  c = np.array([[[9.0] * 3, [9.0] * 3], [[9.0] * 3, [12.0] * 3]], np.float32)
+  points = np.concatenate([h, c], -1)
+  coords = np.concatenate([h, np.tanh(c)], -1).astype(np.float64)
+  kw = dict(steps=np.array([20, 10]), points=points, speed=np.ones((2, 2), np.float32),
+            q=np.ones((2, 2), np.float32), classes=np.arange(2), introduced=np.zeros(2, np.int64),
+            merge_frac=0.05)
+  in_states = tracking.Track(merge_tol=tracking.merge_tolerance(points[0]), **kw)
+  in_speed = tracking.Track(merge_tol=tracking.merge_tolerance(coords[0]), coordinates=coords,
+                            **kw)
+  assert in_states.merges == [] and [m["step"] for m in in_speed.merges] == [10]
+  path = str(tmp_path / "track.npz")
+  in_speed.save(path)
+  np.testing.assert_array_equal(tracking.Track.load(path).coordinates, coords)
+  in_states.save(path)                                 # as every file before the field
+  assert tracking.Track.load(path).coordinates is None
+  # follow_back records the speed coordinates only when the search dedups in them.
+  snaps = [dynamics.Snapshot(0, weights=tuple(w * 0.9 for w in layer.get_weights()))]
+  start = np.zeros((2, 6), np.float32)
+  for space, shape in (("speed", (2, 2, 6)), ("state", None)):
+    track = dynamics.follow_back(layer, snaps, start, np.zeros(2, np.float32),
+                                 _config(max_iters=50, dedup_space=space), final_step=5,
+                                 progress=False)
+    assert (None if track.coordinates is None else track.coordinates.shape) == shape
+    if shape:
+      p = track.points
+      np.testing.assert_allclose(track.coordinates,
+                                 np.concatenate([p[..., :3], np.tanh(p[..., 3:])], -1), atol=1e-6)
+
+
 class _Leaky(tf.Module):
   """A cell of one's own whose step reads a Python constant, alpha."""
   state_size = 3

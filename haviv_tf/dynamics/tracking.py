@@ -9,7 +9,9 @@ speed and q, and any per-point arrays a caller measures (e.g. the class each poi
 Bookkeeping, going back in time (Haviv et al.'s analysis; haviv_tf's --mode=backtrack):
   merge   two points come within `merge_frac` x (median distance between the final points) of
           each other at a snapshot, having been farther apart at the later one: before that
-          step one slow point served both (`find_merges`).
+          step one slow point served both (`find_merges`). Distances are between the states, or
+          in speed coordinates where the search's SlowPointConfig.dedup_space is "speed"
+          (`Track.coordinates`; an LSTM's points apart only in saturated c are then one).
   birth   per labelling ([T, P] labels, e.g. the class a point reads out): the earliest
           snapshot from which on (to the end of training) the point carries its own class c;
           at the snapshot before it, it carried another class's label (`find_births`).
@@ -158,9 +160,11 @@ class Track:
     classes: [P] int32 each point's identity (its class).
     introduced: [P] int64 step at which each point's class enters training (0: from the start).
     merge_frac: the merge tolerance as a fraction of the final points' median distance.
-    merge_tol: the merge tolerance itself (distance between states).
+    merge_tol: the merge tolerance itself (a distance in the merges' coordinates).
     labels: name -> [T, P] int32 labellings; each gets its births (`births`).
     extras: name -> [T, P, ...] a caller's other per-snapshot, per-point arrays.
+    coordinates: [T, P, C] float64 the points in the coordinates merges are measured in (the
+      speed coordinates, where the search deduplicated there), or None: the states `points`.
   """
   steps: np.ndarray
   points: np.ndarray
@@ -172,10 +176,13 @@ class Track:
   merge_tol: float
   labels: dict = dataclasses.field(default_factory=dict)
   extras: dict = dataclasses.field(default_factory=dict)
+  coordinates: np.ndarray = None
 
   def __post_init__(self):
     t, p = np.shape(self.speed)
     checks = dict(steps=(t,), points=(t, p), q=(t, p), classes=(p,), introduced=(p,))
+    if self.coordinates is not None:
+      checks["coordinates"] = (t, p)
     for name, shape in checks.items():
       if np.shape(getattr(self, name))[:len(shape)] != shape:
         raise ValueError(f"`{name}` must start with shape {shape}, got "
@@ -195,7 +202,9 @@ class Track:
   def merges(self) -> list:
     """[{"step", "classes": [a, b], "distance"}] (see find_merges), latest first."""
     return [dict(step=s, classes=[a, b], distance=d)
-            for s, a, b, d in find_merges(self.steps, self.points, self.classes, self.merge_tol)]
+            for s, a, b, d in find_merges(
+                self.steps, self.points if self.coordinates is None else self.coordinates,
+                self.classes, self.merge_tol)]
 
   @functools.cached_property
   def births(self) -> dict:
@@ -223,6 +232,8 @@ class Track:
     if clash:
       raise ValueError(f"a label or extra may not be called 'names' (it would write {clash}, "
                        "the file's own lists of names)")
+    if self.coordinates is not None:
+      arrays["coordinates"] = self.coordinates
     points_lib.save_npz(
         path, track_format=np.int32(TRACK_FORMAT), steps=self.steps, points=self.points,
         speed=self.speed, q=self.q, classes=self.classes, introduced=self.introduced,
@@ -248,7 +259,8 @@ class Track:
                classes=a["classes"], introduced=a["introduced"],
                merge_frac=float(a["merge_frac"]), merge_tol=float(a["merge_tol"]),
                labels={str(k): a[f"label_{k}"] for k in a["label_names"]},
-               extras={str(k): a[f"extra_{k}"] for k in a["extra_names"]})
+               extras={str(k): a[f"extra_{k}"] for k in a["extra_names"]},
+               coordinates=a.get("coordinates"))   # (files before it: merges in the states)
 
 
 def _as_source(rnn):
@@ -307,8 +319,16 @@ def _final_row(finder, final, inputs, final_step, measure, final_measures):
   return states, speed, {k: np.asarray(v) for k, v in (final_measures or {}).items()}
 
 
+def _merge_coordinates(finder, states):
+  """The points [P, C] in the speed coordinates of the weights loaded now where the search
+  deduplicates there (SlowPointConfig.dedup_space "speed"), else None (merges in the states)."""
+  if finder.config.dedup_space != "speed":
+    return None
+  return speed_coordinates(finder.dynamics, states)
+
+
 def _search_back(finder, snaps, rows, inputs, load, measure, bounds, progress):
-  """Appends (step, points, speed, measures) of each snapshot to `rows`, warm-started from the
+  """Appends (step, points, speed, measures, merge coordinates) of each snapshot to `rows`, warm-started from the
   points of the row before."""
   started = time.monotonic()
   level = logging.INFO if progress else logging.DEBUG
@@ -317,7 +337,8 @@ def _search_back(finder, snaps, rows, inputs, load, measure, bounds, progress):
     x = _inputs_at(inputs, snap.step)
     found, _, _ = finder.minimize(rows[-1][1], x, bounds=bounds, progress=False)
     speed = linearize.speeds(finder.dynamics, found, x)
-    rows.append((int(snap.step), found, speed, _measured(measure, snap.step, found, x)))
+    rows.append((int(snap.step), found, speed, _measured(measure, snap.step, found, x),
+                 _merge_coordinates(finder, found)))
     elapsed = time.monotonic() - started
     logging.log(level, "back-tracking: snapshot %d of %d (step %d) done; %.0f s so far, about "
                 "%.0f s left", k, len(snaps), int(snap.step), elapsed,
@@ -375,7 +396,7 @@ def follow_back(rnn, snapshots, final, inputs, config=None, *, steps=None, final
     raise ValueError(f"`classes` must be [{len(states)}], got shape {classes.shape}")
   load = restore if restore is not None else functools.partial(snapshots_lib.restore, model)
   saved = model.get_weights() if model is not None else None
-  rows = [(final_step, states, speed, row0)]
+  rows = [(final_step, states, speed, row0, _merge_coordinates(finder, states))]
   try:
     _search_back(finder, snaps, rows, inputs, load, measure, bounds, progress)
   finally:
@@ -385,15 +406,19 @@ def follow_back(rnn, snapshots, final, inputs, config=None, *, steps=None, final
 
 
 def _track_of(rows, classes, label_keys, introduced, merge_frac) -> Track:
-  """The Track of rows (step, points [P, S], speed [P], measures), latest first."""
+  """The Track of rows (step, points [P, S], speed [P], measures, merge coordinates [P, C] or
+  None), latest first."""
   measured = _stack_dict([r[3] for r in rows])
   if set(label_keys) - set(measured):
     raise ValueError(f"`label_keys` {sorted(set(label_keys) - set(measured))} are not measured")
   speed = np.stack([r[2] for r in rows])
+  coords = None if rows[0][4] is None else np.stack([r[4] for r in rows])
   return Track(
       steps=np.asarray([r[0] for r in rows], np.int64), points=np.stack([r[1] for r in rows]),
       speed=speed, q=0.5 * np.square(speed), classes=classes.astype(np.int32),
       introduced=np.asarray([0 if introduced is None else int(introduced[int(c)])
                              for c in classes], np.int64),
-      merge_frac=merge_frac, merge_tol=merge_tolerance(rows[0][1], merge_frac),
-      labels={k: measured.pop(k).astype(np.int32) for k in label_keys}, extras=measured)
+      merge_frac=merge_frac,
+      merge_tol=merge_tolerance(rows[0][1] if coords is None else coords[0], merge_frac),
+      labels={k: measured.pop(k).astype(np.int32) for k in label_keys}, extras=measured,
+      coordinates=coords)
