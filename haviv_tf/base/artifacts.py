@@ -182,7 +182,11 @@ def update_json(path: str, updates: dict) -> dict:
 
 def save_npz(path: str, **arrays: np.ndarray) -> None:
   """An npz of numbers and strings, atomically; an object array is refused (np.savez would
-  pickle it, and load_npz never unpickles)."""
+  pickle it, and load_npz never unpickles).
+
+  The slow-point library has its own writer (dynamics.points.save_npz): the library must not
+  import the application, and importing it here would load TensorFlow into every tool that
+  only reads and writes run files."""
   for name, value in arrays.items():
     if np.asanyarray(value).dtype.hasobject:
       raise ValueError(f"array {name!r} holds Python objects; not written (no pickle)")
