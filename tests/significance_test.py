@@ -216,3 +216,30 @@ def test_homogeneity_uses_a_permutation_test_where_expected_counts_are_small():
   assert sig.homogeneity([[400, 400], [600, 200]]) < 1e-10     # large counts: χ²
   assert sig.homogeneity([[5, 0], [5, 0]]) is None               # one outcome only
   assert sig.homogeneity([[5, 1]]) is None
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater"])
+def test_wilcoxon_with_ties_or_zeros_gives_scipys_permutation_p(alternative):
+  rng = np.random.default_rng(0)
+  cases = [rng.integers(-3, 4, n) / 4.0 for n in (2, 5, 9, 13)] + [
+      np.array([0.1, 0.1, -0.2, 0.0, 0.3]), np.array([0.5, 0.5, 0.5])]
+  for d in cases:
+    if not np.any(d != 0):
+      continue
+    assert sig.wilcoxon(d, alternative) == pytest.approx(
+        stats.wilcoxon(d, alternative=alternative).pvalue, rel=1e-12, abs=1e-15), d
+
+
+def test_the_cluster_bootstrap_equals_spearman_over_each_concatenated_resample():
+  rng = np.random.default_rng(3)
+  clusters = np.repeat(np.arange(4), [3, 5, 2, 4])
+  x = np.round(rng.normal(size=14), 1)                   # ties within and across clusters
+  y = np.round(x + rng.normal(size=14), 1)
+  members = [np.flatnonzero(clusters == c) for c in range(4)]
+  picks = np.random.default_rng(0).integers(0, 4, [50, 4])
+  want = []
+  for pick in picks:
+    i = np.concatenate([members[k] for k in pick])
+    want.append(stats.spearmanr(x[i], y[i])[0] if np.ptp(x[i]) and np.ptp(y[i]) else np.nan)
+  weights = np.stack([np.bincount(p, minlength=4) for p in picks])[:, clusters]
+  np.testing.assert_allclose(sig._weighted_spearman_rows(x, y, weights), want, atol=1e-12)

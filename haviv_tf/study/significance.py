@@ -59,7 +59,28 @@ def wilcoxon(diffs: Sequence[float], alternative: str = "two-sided") -> Optional
   `alternative` "greater": one-sided, that the differences lean positive."""
   if len(diffs) < 2 or not any(x != 0 for x in diffs):
     return None
-  return float(stats.wilcoxon(diffs, alternative=alternative).pvalue)
+  d = np.asarray(diffs, np.float64)
+  nonzero = d != 0
+  ties = len(np.unique(np.abs(d[nonzero]))) < nonzero.sum()
+  if (ties or not nonzero.all()) and len(d) <= _WILCOXON_PERMUTED:
+    return _wilcoxon_permuted(d, nonzero, alternative)
+  return float(stats.wilcoxon(d, alternative=alternative).pvalue)
+
+
+# With ties or zeros and at most this many differences, SciPy's wilcoxon takes the exact
+# permutation test over all 2^n sign flips, recomputing the ranks per flip (about 2 s for n 13).
+_WILCOXON_PERMUTED = 13
+
+
+def _wilcoxon_permuted(d, nonzero, alternative):
+  """SciPy's p for that case (zeros dropped, "wilcox"): the same permutation test, with the
+  ranks of |d| computed once (a sign flip leaves them as they are) and the flips vectorised.
+  tests/significance_test.py checks it equals stats.wilcoxon's p."""
+  ranks = np.zeros_like(d)
+  ranks[nonzero] = stats.rankdata(np.abs(d[nonzero]))
+  return float(stats.permutation_test(
+      (d,), lambda x, axis: np.sum((x > 0) * ranks, axis=axis), permutation_type="samples",
+      vectorized=True, n_resamples=np.inf, alternative=alternative, axis=-1).pvalue)
 
 
 # A bootstrap over fewer clusters (networks) than this has too few distinct resamples for its
@@ -210,18 +231,42 @@ def spearman_with_ci(x, y, groups=None, num_boot: int = 2000, seed: int = 0,
 def _cluster_bootstrap(x, y, clusters, num_boot, rng) -> dict:
   """spearman_with_ci pooled over every pair, its interval from resampling whole clusters."""
   rho = _spearman(x, y)
-  members = [np.flatnonzero(clusters == c) for c in dict.fromkeys(clusters.tolist())]
+  labels = list(dict.fromkeys(clusters.tolist()))
   low = high = None
-  if rho is not None and len(members) >= 2:
-    boots = []
-    for pick in rng.integers(0, len(members), [num_boot, len(members)]):
-      i = np.concatenate([members[k] for k in pick])
-      r = _spearman(x[i], y[i])
-      if r is not None:
-        boots.append(r)
+  if rho is not None and len(labels) >= 2:
+    picks = rng.integers(0, len(labels), [num_boot, len(labels)])
+    drawn = np.stack([np.bincount(p, minlength=len(labels)) for p in picks])  # [B, clusters]
+    boots = _weighted_spearman_rows(x, y, drawn[:, [labels.index(c) for c in clusters.tolist()]])
+    boots = boots[np.isfinite(boots)]
     if len(boots) >= 20:
       low, high = np.percentile(boots, [2.5, 97.5]).tolist()
-  return dict(rho=rho, low=low, high=high, n=int(len(x)), groups=1, clusters=len(members))
+  return dict(rho=rho, low=low, high=high, n=int(len(x)), groups=1, clusters=len(labels))
+
+
+def _weighted_midranks(v, weights):
+  """[B, n] midranks of v [n] in each resample given as weights [B, n] (how often it holds each
+  value): the ranks a value repeated that often would get among the concatenated resample."""
+  values, inverse = np.unique(v, return_inverse=True)
+  onehot = np.zeros([len(v), len(values)])
+  onehot[np.arange(len(v)), inverse] = 1.0
+  tied = weights @ onehot                                       # [B, distinct values]
+  mid = np.cumsum(tied, axis=1) - tied + (tied + 1.0) / 2.0
+  return mid[:, inverse]
+
+
+def _weighted_spearman_rows(x, y, weights):
+  """Spearman ρ of each resample [B] given as weights [B, n]: equal to ρ over the concatenated
+  resample (each pair repeated its weight times), without building it; NaN where the ranks of
+  x or y are constant."""
+  weights = np.asarray(weights, np.float64)
+  rx, ry = _weighted_midranks(x, weights), _weighted_midranks(y, weights)
+  total = weights.sum(1, keepdims=True)
+  rx -= np.sum(weights * rx, 1, keepdims=True) / total
+  ry -= np.sum(weights * ry, 1, keepdims=True) / total
+  den = np.sqrt(np.sum(weights * rx * rx, 1) * np.sum(weights * ry * ry, 1))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(den > 1e-12, np.sum(weights * rx * ry, 1) / np.where(den > 0, den, 1.0),
+                    np.nan)
 
 
 def concordance(risk, time, censored, clusters=None, num_boot: int = 2000, seed: int = 0) -> dict:
