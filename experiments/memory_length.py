@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from haviv_tf.analysis import plotting  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.base import artifacts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import correlations  # pylint: disable=g-import-not-at-top,wrong-import-position
+from haviv_tf.study import significance as sig  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.study import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 from haviv_tf.training import schedules  # pylint: disable=g-import-not-at-top,wrong-import-position
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -260,25 +261,18 @@ def lr_section(nets, resamples=2000, seed=0) -> tuple:
   # up to the rounding of its scaled decay steps): ranks are not drawn from rounding.
   same = lambda v: float(f"{v:.3g}")  # pylint: disable=unnecessary-lambda-assignment
   if len(have) >= 3 and len({same(n["lr_sum"]) for n in have}) >= 2:
-    from scipy import stats  # pylint: disable=g-import-not-at-top
     x = np.log([same(n["lr_sum"]) for n in have])
     y = np.log([n["half_life"] for n in have])
-    rho = float(stats.spearmanr(x, y)[0])
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(resamples):
-      i = rng.integers(0, len(have), len(have))
-      if len(set(x[i])) > 1 and len(set(y[i])) > 1:
-        boot.append(stats.spearmanr(x[i], y[i])[0])
-    lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot else (None, None))
-    numbers.update(rho=rho, ci95=[None if lo is None else float(lo),
-                                  None if hi is None else float(hi)])
+    # One pair per network: resampling networks is resampling pairs (clusters make it say so).
+    ci = sig.spearman_with_ci(x, y, num_boot=resamples, seed=seed, clusters=np.arange(len(x)))
+    numbers.update(rho=ci["rho"], ci95=[ci["low"], ci["high"]])
+    interval = (f"95% bootstrap interval over networks [{_f(ci['low'], '+.2f')}, "
+                f"{_f(ci['high'], '+.2f')}], {resamples} resamples" if sig.interval_shown(ci)
+                else f"no interval with fewer than {sig.MIN_CLUSTERS} networks")
     lines += ["", f"Spearman's rho between the summed learning rate and the half-life over the "
               f"{len(have)} networks whose half-life is measured (the "
-              f"{numbers['censored']} censored ones left out): **{rho:+.2f}** (95% bootstrap "
-              f"interval over networks "
-              f"[{_f(numbers['ci95'][0], '+.2f')}, {_f(numbers['ci95'][1], '+.2f')}], "
-              f"{resamples} resamples)."]
+              f"{numbers['censored']} censored ones left out): **{ci['rho']:+.2f}** "
+              f"({interval})."]
   else:
     lines += ["", f"No rank correlation: {len(have)} networks with a measured (uncensored) "
               f"half-life, {numbers['censored']} censored; it needs 3 with two summed learning "

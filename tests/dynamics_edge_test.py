@@ -1,5 +1,6 @@
-"""The slow-point library at its edges: no starting states, non-finite points, files that must not pickle or lose
-fields, foreign files, one class centre, float64 tensors."""
+"""The slow-point library at its edges: no starting states, non-finite points, files that must
+not pickle or lose fields, foreign files, one class centre, float64 tensors, back-tracking's
+merge coordinates."""
 
 import os
 import zipfile
@@ -273,11 +274,15 @@ def test_back_tracking_measures_merges_in_speed_coordinates_where_the_search_ded
   in_speed = tracking.Track(merge_tol=tracking.merge_tolerance(coords[0]), coordinates=coords,
                             **kw)
   assert in_states.merges == [] and [m["step"] for m in in_speed.merges] == [10]
+  assert (in_states.summary()["merge_space"], in_speed.summary()["merge_space"]) == (
+      "state", "speed")
   path = str(tmp_path / "track.npz")
   in_speed.save(path)
   np.testing.assert_array_equal(tracking.Track.load(path).coordinates, coords)
+  assert int(np.load(path)["track_format"]) == 2       # a reader of format 1 refuses it
   in_states.save(path)                                 # as every file before the field
   assert tracking.Track.load(path).coordinates is None
+  assert int(np.load(path)["track_format"]) == 1
   # follow_back records the speed coordinates only when the search dedups in them.
   snaps = [dynamics.Snapshot(0, weights=tuple(w * 0.9 for w in layer.get_weights()))]
   start = np.zeros((2, 6), np.float32)
@@ -287,6 +292,7 @@ def test_back_tracking_measures_merges_in_speed_coordinates_where_the_search_ded
                                  progress=False)
     assert (None if track.coordinates is None else track.coordinates.shape) == shape
     if shape:
+      assert track.merge_tol == pytest.approx(tracking.merge_tolerance(track.coordinates[0]))
       p = track.points
       np.testing.assert_allclose(track.coordinates,
                                  np.concatenate([p[..., :3], np.tanh(p[..., 3:])], -1), atol=1e-6)

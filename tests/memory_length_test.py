@@ -145,6 +145,9 @@ def test_half_lives_against_the_summed_rate_leave_the_censored_out():
   assert numbers["ci95"][0] <= numbers["rho"] <= numbers["ci95"][1]
   text = "\n".join(lines)
   assert "| c | mnist vocu gru | 1 | 24 | ≥ 2000 |" in text and "the 1 censored" in text
+  assert "no interval with fewer than 5 networks" in text          # 4 networks: not printed
+  numbers, lines = memory_length.lr_section(nets + [net("b", 2, 8.0, 350)], resamples=200)
+  assert f"[{numbers['ci95'][0]:+.2f}, {numbers['ci95'][1]:+.2f}], 200 resamples" in "".join(lines)
   # Only censored ones beyond two networks: no rho, and it says why.
   numbers, lines = memory_length.lr_section(nets[:2] + nets[4:], resamples=10)
   assert "rho" not in numbers and "No rank correlation" in "\n".join(lines)

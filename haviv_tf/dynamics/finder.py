@@ -60,9 +60,9 @@ class SlowPointConfig:
   chunk: int = 200              # iterations per compiled call; stopping is checked between
   dedup_tol: float = 1e-3       # points closer than this (Euclidean, see dedup_space) are one
   dedup_space: str = "state"    # distances for dedup_tol and follow_back's merges: "state"
-                                # (the flat state) or "speed" (speed coordinates)
-                                # (the speed coordinates: an LSTM's (h, tanh c), where points
-                                # apart only in saturated c, the same dynamics, are one)
+                                # (the flat state) or "speed" (the speed coordinates: an
+                                # LSTM's (h, tanh c), where points apart only in saturated c,
+                                # the same dynamics, are one)
   num_eigenvalues: int = 10     # leading Jacobian eigenvalues (by magnitude) kept per point
   jit_compile: bool = True      # XLA-compile the search loop
   batch_size: int = 256         # points per Jacobian batch

@@ -37,7 +37,7 @@ from haviv_tf.dynamics import snapshots as snapshots_lib
 
 MERGE_FRAC = 0.05     # two points closer than this x the final points' median distance are one
 CENTRE_MARGIN = 0.9   # nearest centre / next nearest below this: the point is that class's
-TRACK_FORMAT = 1
+TRACK_FORMAT = 2       # 2: with `coordinates` (written only then); 1: without
 
 
 def speed_coordinates(rnn, states) -> np.ndarray:
@@ -219,10 +219,17 @@ class Track:
     return dataclasses.replace(self, labels=dict(self.labels, **labels))
 
   def summary(self) -> dict:
-    """A JSON-ready dict: steps, the final and earliest speeds, merges and births."""
+    """A JSON-ready dict: steps, the final and earliest speeds, merges (and the space they are
+    measured in) and births."""
     return dict(steps=self.steps.tolist(), classes=self.classes.tolist(),
                 final_speed=self.speed[0].tolist(), first_speed=self.speed[-1].tolist(),
-                merge_tol=float(self.merge_tol), merges=self.merges, births=self.births)
+                merge_space=self.merge_space, merge_tol=float(self.merge_tol),
+                merges=self.merges, births=self.births)
+
+  @property
+  def merge_space(self) -> str:
+    """Where merges are measured: "speed" (`coordinates`) or "state" (`points`)."""
+    return "state" if self.coordinates is None else "speed"
 
   def save(self, path: str) -> None:
     """Writes an npz (atomic: temporary name, fsync, rename, fsync of the folder; no pickle)."""
@@ -235,7 +242,8 @@ class Track:
     if self.coordinates is not None:
       arrays["coordinates"] = self.coordinates
     points_lib.save_npz(
-        path, track_format=np.int32(TRACK_FORMAT), steps=self.steps, points=self.points,
+        path, track_format=np.int32(1 if self.coordinates is None else TRACK_FORMAT),
+        steps=self.steps, points=self.points,
         speed=self.speed, q=self.q, classes=self.classes, introduced=self.introduced,
         merge_frac=np.float64(self.merge_frac), merge_tol=np.float64(self.merge_tol),
         label_names=np.asarray(list(self.labels), str),
@@ -253,8 +261,8 @@ class Track:
         a = {k: f[k] for k in f.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
       raise ValueError(f"{path} is not a readable Track file ({e})") from None
-    if int(a.get("track_format", -1)) != TRACK_FORMAT:
-      raise ValueError(f"{path} is not a Track file of format {TRACK_FORMAT}")
+    if int(a.get("track_format", -1)) not in range(1, TRACK_FORMAT + 1):
+      raise ValueError(f"{path} is not a Track file of format 1 to {TRACK_FORMAT}")
     return cls(steps=a["steps"], points=a["points"], speed=a["speed"], q=a["q"],
                classes=a["classes"], introduced=a["introduced"],
                merge_frac=float(a["merge_frac"]), merge_tol=float(a["merge_tol"]),
@@ -328,8 +336,8 @@ def _merge_coordinates(finder, states):
 
 
 def _search_back(finder, snaps, rows, inputs, load, measure, bounds, progress):
-  """Appends (step, points, speed, measures, merge coordinates) of each snapshot to `rows`, warm-started from the
-  points of the row before."""
+  """Appends (step, points, speed, measures, merge coordinates) of each snapshot to `rows`,
+  warm-started from the points of the row before."""
   started = time.monotonic()
   level = logging.INFO if progress else logging.DEBUG
   for k, snap in enumerate(snaps, 1):

@@ -334,7 +334,7 @@ def claim_c(ev: evd.Evidence, with_sp):
 
 def _interval(ci) -> str:
   if ci["low"] is not None and not sig.interval_shown(ci):
-    return f"no interval with {ci['clusters']} networks"
+    return f"– (fewer than {evd.MIN_NETWORKS} networks)"
   return "–" if ci["low"] is None else f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"
 
 
@@ -425,7 +425,8 @@ def _c_half_life(halves, numbers) -> list:
            f" Censoring-aware check: speed orders {cc['c']:.2f} of the {cc['pairs']} comparable "
            "(network, class) pairs the claimed way (concordance C; 0.5 is no relation"
            + (f", 95% interval {cc['low']:.2f}-{cc['high']:.2f}" if sig.interval_shown(cc)
-              else "") + ").")
+              else f"; no interval with fewer than {evd.MIN_NETWORKS} networks"
+              if cc.get("low") is not None else "") + ").")
   return ["", correlations.half_life_markdown(halves, title_level="###"),
           f"On half-lives, (c) **{evd.verdict(held).lower()}** (the test: pooled ρ of speed "
           "with half-life negative, its 95% interval from resampling whole networks below 0; "

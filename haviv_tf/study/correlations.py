@@ -277,9 +277,10 @@ def predictors_markdown(ranking, title_level="##") -> str:
   lines = [f"{title_level} Which per-class quantity predicts long-delay accuracy", "",
            "Spearman ρ of each predictor against per-class report accuracy, with bootstrap 95% "
            "intervals; *pooled* over every (network, class) pair, its interval from resampling "
-           f"whole networks (none shown with fewer than {sig.MIN_CLUSTERS}); *within* the mean of the per-network ρ, its interval from "
-           "resampling classes in each network. Expected sign: − for speeds and decay rates "
-           "(faster = shorter memory), + for the time constant. `accuracy_decay` is the class's "
+           f"whole networks (none shown with fewer than {sig.MIN_CLUSTERS}); *within* the mean "
+           "of the per-network ρ, its interval from resampling classes in each network. "
+           "Expected sign: − for speeds and decay rates (faster = shorter memory), + for the "
+           "time constant. `accuracy_decay` is the class's "
            "own read-out accuracy falling under noise, a positive control rather than a "
            "dynamical predictor.", "",
            "| predictor | sign | " + " | ".join(f"pooled @{d} | within @{d}" for d in delays)
@@ -342,7 +343,8 @@ def rank_half_life(rows, num_boot: int = BOOTSTRAP) -> dict:
       nets.setdefault(r["workdir"], [r["network_half_life"], []])[1].append(math.log(r["speed"]))
   x = [float(np.mean(v[1])) for v in nets.values()]
   y = [v[0] for v in nets.values()]
-  per_network = sig.spearman_with_ci(x, y, None, num_boot)
+  # One pair per network: resampling pairs is resampling networks (clusters make it say so).
+  per_network = sig.spearman_with_ci(x, y, None, num_boot, clusters=list(range(len(x))))
   scored = [(v["pooled"]["oriented"], n) for n, v in out_table.items()
             if v["pooled"]["oriented"] is not None]
   return dict(table=out_table, per_network=per_network, pairs=len(with_half),
@@ -357,10 +359,10 @@ def half_life_markdown(h, title_level="##") -> str:
            f"{h['pairs']} (network, class) pairs with a half-life ({h['censored']} censored at "
            f"the longest delay evaluated, entered there as lower bounds; {h['at_chance']} at "
            "chance from the start, left out). Pooled intervals resample whole networks "
-           f"(none is shown with fewer than {sig.MIN_CLUSTERS}), "
-           "within-network ones the classes of each network. Spearman ρ is unchanged by taking logs, so the "
-           "speed row is ρ(log speed, log half-life). Expected sign: − for speeds and decay "
-           "rates, + for the time constant.", "",
+           f"(none is shown with fewer than {sig.MIN_CLUSTERS}), within-network ones the classes "
+           "of each network. Spearman ρ is unchanged by taking logs, so the speed row is "
+           "ρ(log speed, log half-life). Expected sign: − for speeds and decay rates, + for "
+           "the time constant.", "",
            "The last column is Harrell's concordance C, which never ranks a censored half-life "
            "against one it may exceed: the share of comparable pairs the predictor orders the "
            "expected way (0.5: no relation; 1: every pair), its interval from resampling whole "
