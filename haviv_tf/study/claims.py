@@ -334,7 +334,7 @@ def claim_c(ev: evd.Evidence, with_sp):
 
 def _interval(ci) -> str:
   if ci["low"] is not None and not sig.interval_shown(ci):
-    return f"– (fewer than {evd.MIN_NETWORKS} networks)"
+    return f"no interval (fewer than {evd.MIN_NETWORKS} networks)"
   return "–" if ci["low"] is None else f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"
 
 
