@@ -230,9 +230,13 @@ def _high(r):
 
 
 def _d_delay(r, which):
-  """Claim (d)'s test delay of a grid, or the longest delay of its table (a str)."""
+  """Claim (d)'s test delay of a grid, or the longest delay of its table where the fine-tunings
+  were compared (a str; the parents may be evaluated further, e.g. by --mode=memory)."""
   d = r["claims"]["d"]
-  return str(d["delay"]) if which == "test" else max(d["table"], key=int)
+  if which == "test":
+    return str(d["delay"])
+  compared = [k for k, v in d["table"].items() if any(x["n"] for x in v["diffs"].values())]
+  return max(compared or d["table"], key=int)
 
 
 def _range(v):

@@ -61,6 +61,18 @@ def test_compare_grids_recomputes_the_committed_report_from_the_run_files():
   assert f"default: {np.median(med):.2e} " in speed_row and "8 nets" in speed_row
 
 
+def test_ds_longest_delay_is_the_longest_the_fine_tunings_were_compared_at():
+  # Parents followed to 10,000 by --mode=memory, their fine-tunings evaluated to 1000 only.
+  none = dict(mean=None, n=0, p=None, positive=0)
+  some = dict(mean=0.1, n=3, p=0.25, positive=3)
+  table = {"500": dict(diffs=dict(slow_points=some, center_mass=some)),
+           "1000": dict(diffs=dict(slow_points=some, center_mass=none)),
+           "10000": dict(diffs=dict(slow_points=none, center_mass=none))}
+  r = dict(claims=dict(d=dict(delay=500, table=table)))
+  assert compare_grids._d_delay(r, "test") == "500"
+  assert compare_grids._d_delay(r, "longest") == "1000"
+
+
 @pytest.mark.skipif(not os.path.exists(os.path.join(MEDIUM, "runs", sweep.GRID_FILE)),
                     reason="the committed medium grid is not in this tree")
 def test_restored_runs_count_as_finished_and_restore_never_overwrites(tmp_path):
