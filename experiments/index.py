@@ -85,8 +85,15 @@ WRITEUPS = (
     ("paper_preset.md", CURRENT, None, "experiments/paper_preset.py"),
     ("memory_length.md", CURRENT, None,
      "experiments/memory_length.py and experiments/learning_curve.py, as in the write-up "
-     "(interim: two compressed/full-length paper-preset pairs and the rate switch; the "
-     "ablation grids are queued)"),
+     "(interim: the ablation's first round, two compressed/full-length paper-preset pairs "
+     "and the rate switch; the ablation's seeds 1-2 and its rate grid are queued)"),
+    ("memory_length/ablation.md", CURRENT,
+     "python3 experiments/memory_length.py experiments/memory_ablation --reference=quick "
+     "--out experiments/memory_length/ablation.md "
+     "--json experiments/memory_length/ablation.json "
+     "--png experiments/memory_length/ablation.png",
+     "one ingredient of the paper's recipe at a time in the quick recipe, seed by seed, as the "
+     "memory_ablation grid fills in"),
     ("memory_length/tables.md", CURRENT,
      "python3 experiments/memory_length.py experiments/study_small experiments/study_medium "
      "experiments/paper_compressed --reference=quick --out experiments/memory_length/tables.md "
