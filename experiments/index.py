@@ -85,7 +85,7 @@ WRITEUPS = (
     ("paper_preset.md", CURRENT, None, "experiments/paper_preset.py"),
     ("memory_length.md", CURRENT, None,
      "experiments/memory_length.py and experiments/learning_curve.py, as in the write-up "
-     "(interim: the ablation's first round, two compressed/full-length paper-preset pairs "
+     "(interim: the ablation's seed-0 round, two compressed/full-length paper-preset pairs "
      "and the rate switch; the ablation's seeds 1-2 and its rate grid are queued)"),
     ("memory_length/ablation.md", CURRENT,
      "python3 experiments/memory_length.py experiments/memory_ablation --reference=quick "
