@@ -89,6 +89,7 @@ WRITEUPS = (
      "and the rate switch; the ablation's seeds 1-2 and its rate grid are queued)"),
     ("memory_length/ablation.md", CURRENT,
      "python3 experiments/memory_length.py experiments/memory_ablation --reference=quick "
+     "--reference_of=quick:readout_sigmoid_mask_authors=quick:readout_sigmoid "
      "--out experiments/memory_length/ablation.md "
      "--json experiments/memory_length/ablation.json "
      "--png experiments/memory_length/ablation.png",

@@ -11,7 +11,9 @@ A network's *variant* is its preset and the training overrides of its grid spec,
 haviv_tf.study.sweep's ABLATION_SWITCHES, ABLATION_LR or PAPER_COMPRESSED where they match
 (`quick:readout_sigmoid`, `paper:compressed`), else listed (`quick:train_steps=9000`);
 evaluation-only overrides (EVAL_ONLY) are left out. A variant's networks are paired with the
-reference's by data set, protocol, cell and seed. Per network: the report accuracy pooled over
+reference's by data set, protocol, cell and seed; `--reference_of=VARIANT=REFERENCE` gives a
+variant its own reference (a switch that only acts on top of another: the authors' class mask
+needs their sigmoid read-out), in a section of its own. Per network: the report accuracy pooled over
 the evaluated training delays (<= seq_len - 1), the memory half-life (haviv_tf.probes.memory;
 `>=` where censored at the longest delay evaluated), the median of the per-class half-lives,
 and the median slow-point speed over the classes (the run's own recipe, named; a pair's speeds
@@ -136,22 +138,45 @@ def _diff(key, v, r):
   return math.log2(v / r) if key != "speed" else math.log10(v / r)
 
 
-def compare(nets, reference: str) -> list:
-  """Per variant and network type: the pairs' differences from the reference (see docstring)."""
+def _variants_found(nets) -> str:
+  return ", ".join(sorted({n["variant"] for n in nets})) or "none"
+
+
+def parse_reference_of(specs, nets) -> dict:
+  """{variant: its own reference} from `--reference_of` values VARIANT=REFERENCE. Variant names
+  hold '=' themselves (`quick:train_steps=9000`), so the value is split at the '=' whose two
+  sides are both variants of the networks read."""
+  names = {n["variant"] for n in nets}
+  out = {}
+  for spec in specs or ():
+    splits = [(spec[:i], spec[i + 1:]) for i, ch in enumerate(spec) if ch == "="]
+    found = [(v, r) for v, r in splits if v in names and r in names and v != r]
+    if len(found) != 1:
+      raise SystemExit(f"error: --reference_of={spec}: expected VARIANT=REFERENCE, two different "
+                       f"variants of the networks read; variants found: {_variants_found(nets)}")
+    out[found[0][0]] = found[0][1]
+  return out
+
+
+def compare(nets, reference: str, reference_of=None) -> list:
+  """Per variant and network type: the pairs' differences from its reference (see docstring):
+  `reference_of` {variant: reference} names a variant's own, else `reference`."""
   kind = lambda n: (n["dataset"], n["protocol"], n["arch"])  # pylint: disable=unnecessary-lambda-assignment
-  ref = {kind(n) + (n["seed"],): n for n in nets if n["variant"] == reference}
-  if not ref:
+  reference_of = dict(reference_of or {})
+  if not any(n["variant"] == reference for n in nets):
     raise SystemExit(f"error: no finished network of the reference variant {reference!r}; "
-                     f"variants found: {', '.join(sorted({n['variant'] for n in nets})) or 'none'}")
+                     f"variants found: {_variants_found(nets)}")
   rows = []
   for variant in sorted({n["variant"] for n in nets} - {reference}):
+    own = reference_of.get(variant, reference)
+    ref = {kind(n) + (n["seed"],): n for n in nets if n["variant"] == own}
     for k in sorted({kind(n) for n in nets if n["variant"] == variant}):
       pairs = [(n, ref[k + (n["seed"],)]) for n in nets
                if n["variant"] == variant and kind(n) == k and k + (n["seed"],) in ref]
       if not pairs:   # no network of this type and seed in the reference
         continue
       recipes = [_common_recipe(n, r) for n, r in pairs]
-      row = dict(variant=variant, dataset=k[0], protocol=k[1], arch=k[2],
+      row = dict(variant=variant, reference=own, dataset=k[0], protocol=k[1], arch=k[2],
                  seeds=[n["seed"] for n, _ in pairs],
                  censored_pairs=sum(n["half_life_censored"] or r["half_life_censored"]
                                     for n, r in pairs),
@@ -209,16 +234,26 @@ def markdown(nets, rows, reference) -> str:
                f"{_f(n['train_accuracy'], '.3f')} | {hl} | {chl} "
                f"({n['censored_classes']}) | {_f(n['speed'], '.2e')} ({n['recipe']}) | "
                f"{_f(n.get('tenth_eigenvalue'), '.4f')} |")
-  out += ["", f"## Against {reference}", "",
-          "Each cell: mean over the seed pairs [min, max], then with two or more pairs the "
-          "95% t-interval of that mean over the seeds (`CI`: an effect is established where it "
-          "excludes 0); `=` where the mean lies within the reference's own spread over its seeds, "
-          "`≠` where it does not (the rule for the same networks). Half-lives and speeds as log2 "
-          "and log10 ratios variant / reference; a pair with a censored half-life gives a bound, "
-          "not a ratio (last column).", "",
-          "| variant | network | seeds | " + " | ".join(f"{t} ({how})" for _, t, how in MEASURES)
-          + " | pairs with a censored half-life |",
-          "| --- | --- | --- | " + " | ".join("---:" for _ in MEASURES) + " | ---: |"]
+  refs = [reference] + sorted({r["reference"] for r in rows} - {reference})
+  for i, ref in enumerate(refs):
+    out += ["", f"## Against {ref}", ""]
+    if i == 0:
+      out += ["Each cell: mean over the seed pairs [min, max], then with two or more pairs the "
+              "95% t-interval of that mean over the seeds (`CI`: an effect is established where "
+              "it excludes 0); `=` where the mean lies within the reference's own spread over its "
+              "seeds, `≠` where it does not (the rule for the same networks). Half-lives and "
+              "speeds as log2 and log10 ratios variant / reference; a pair with a censored "
+              "half-life gives a bound, not a ratio (last column).", ""]
+    else:
+      out += [f"The variants compared against {ref} (`--reference_of`); cells as above.", ""]
+    out += _comparison_table([r for r in rows if r["reference"] == ref])
+  return "\n".join(out) + "\n"
+
+
+def _comparison_table(rows) -> list:
+  out = ["| variant | network | seeds | " + " | ".join(f"{t} ({how})" for _, t, how in MEASURES)
+         + " | pairs with a censored half-life |",
+         "| --- | --- | --- | " + " | ".join("---:" for _ in MEASURES) + " | ---: |"]
   for r in rows:
     cells = []
     for key, _, _ in MEASURES:
@@ -233,7 +268,7 @@ def markdown(nets, rows, reference) -> str:
     out.append(f"| {r['variant']} | {r['dataset']} {r['protocol']} {r['arch']}{recipe} | "
                f"{', '.join(map(str, r['seeds']))} | " + " | ".join(cells)
                + f" | {r['censored_pairs']} |")
-  return "\n".join(out) + "\n"
+  return out
 
 
 def lr_section(nets, resamples=2000, seed=0) -> tuple:
@@ -314,7 +349,8 @@ def figure(rows, reference):
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   fig = Figure(figsize=(3.2 * len(MEASURES), 0.45 * len(rows) + 1.6), dpi=100)
   FigureCanvasAgg(fig)
-  labels = [f"{r['variant']} {r['protocol']} {r['arch']}" for r in rows]
+  labels = [f"{r['variant']} {r['protocol']} {r['arch']}"
+            + ("" if r["reference"] == reference else f" (vs {r['reference']})") for r in rows]
   for i, (key, title, how) in enumerate(MEASURES):
     ax = fig.add_subplot(1, len(MEASURES), i + 1)
     for y, r in enumerate(rows):
@@ -340,6 +376,10 @@ def main(argv=None):
   p.add_argument("folders", nargs="+", help="sweep roots or committed grid folders")
   p.add_argument("--reference", required=True, help="the variant the others are compared with "
                  "(e.g. paper, quick)")
+  p.add_argument("--reference_of", action="append", default=[], metavar="VARIANT=REFERENCE",
+                 help="compare VARIANT against REFERENCE instead of --reference (a switch that "
+                 "needs another: quick:readout_sigmoid_mask_authors=quick:readout_sigmoid); "
+                 "repeatable")
   p.add_argument("--out", default=None, help="write the Markdown tables here")
   p.add_argument("--json", default=None, help="write the networks and the comparison here")
   p.add_argument("--png", default=None, help="draw the comparison here (a panel per measure)")
@@ -350,7 +390,8 @@ def main(argv=None):
     if not os.path.isdir(folder):
       raise SystemExit(f"error: {folder} is not a folder")
   nets = collect(args.folders)
-  rows = compare(nets, args.reference)
+  reference_of = parse_reference_of(args.reference_of, nets)
+  rows = compare(nets, args.reference, reference_of)
   lr_numbers, lr_lines = lr_section(nets)
   text = markdown(nets, rows, args.reference) + "\n" + "\n".join(lr_lines)
   print(text, end="")
@@ -361,7 +402,8 @@ def main(argv=None):
   if args.lr_png:
     plotting.save_png(lr_figure(nets), args.lr_png)
   if args.json:
-    artifacts.write_json(args.json, dict(reference=args.reference, networks=nets,
+    artifacts.write_json(args.json, dict(reference=args.reference, reference_of=reference_of,
+                                         networks=nets,
                                          comparison=rows, lr=lr_numbers,
                                          folders=args.folders))
 

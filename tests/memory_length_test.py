@@ -106,6 +106,59 @@ def test_pairs_by_seed_and_measures_each_difference(tmp_path):
   assert "No rank correlation" in md
 
 
+def _write_ablation(root, finished):
+  """A memory_ablation sweep root whose networks named in `finished` {(variant, seed): results}
+  (VoCu GRU) have their files."""
+  specs = sweep.expand(sweep.get_grid("memory_ablation"))
+  sweep.write_grid(specs, root, "memory_ablation")
+  for spec in specs:
+    res = finished.get((memory_length.variant_name(spec), spec.seed))
+    if res is not None and (spec.protocol, spec.arch) == ("vocu", "gru"):
+      workdir = os.path.join(root, spec.name)
+      os.makedirs(workdir)
+      artifacts.write_json(os.path.join(workdir, "config.json"),
+                           dict(config=dataclasses.asdict(spec.config())))
+      artifacts.write_json(os.path.join(workdir, "results.json"), res)
+
+
+def test_a_variant_can_have_its_own_reference(tmp_path):
+  root = str(tmp_path / "ablation")
+  sigmoid, mask = "quick:readout_sigmoid", "quick:readout_sigmoid_mask_authors"
+  falls = {"quick": 1000, sigmoid: 3000, mask: 1500}
+  _write_ablation(root, {(v, s): _results(0.97, f * (1 + s), 1e-3)
+                         for v, f in falls.items() for s in (0, 1)})
+  out, js = str(tmp_path / "a.md"), str(tmp_path / "a.json")
+  memory_length.main([root, "--reference=quick", f"--reference_of={mask}={sigmoid}",
+                      f"--out={out}", f"--json={js}"])
+  data = artifacts.read_json(js)
+  assert data["reference_of"] == {mask: sigmoid}
+  rows = {r["variant"]: r for r in data["comparison"]}
+  assert set(rows) == {sigmoid, mask}
+  assert rows[sigmoid]["reference"] == "quick" and rows[mask]["reference"] == sigmoid
+  nets = {(n["variant"], n["seed"]): n for n in data["networks"]}
+  expected = [math.log2(nets[(mask, s)]["half_life"] / nets[(sigmoid, s)]["half_life"])
+              for s in (0, 1)]
+  assert rows[mask]["half_life"]["pairs"] == pytest.approx(expected)
+  assert rows[mask]["half_life"]["mean"] < 0 < rows[sigmoid]["half_life"]["mean"]
+  # The reference's own spread is the sigmoid read-out's over its seeds, not quick's.
+  spread = math.log2(nets[(sigmoid, 1)]["half_life"] / nets[(sigmoid, 0)]["half_life"])
+  assert rows[mask]["half_life"]["reference_spread"] == pytest.approx(spread)
+  with open(out) as f:
+    md = f.read()
+  against_quick, against_sigmoid = md.split("## Against quick\n")[1].split(f"## Against {sigmoid}\n")
+  against_sigmoid = against_sigmoid.split("## Memory against")[0]
+  assert f"| {sigmoid} |" in against_quick and f"| {mask} |" not in against_quick
+  assert f"| {mask} |" in against_sigmoid and f"| {sigmoid} |" not in against_sigmoid
+  # A name with '=' of its own is split where both sides are variants; anything else: one error.
+  for bad in (f"{mask}", f"{mask}=paper", f"{mask}={mask}"):
+    with pytest.raises(SystemExit, match=r"error: --reference_of=.*expected VARIANT=REFERENCE"):
+      memory_length.main([root, "--reference=quick", f"--reference_of={bad}"])
+  assert memory_length.parse_reference_of(
+      ["quick:train_steps=9000=quick"],
+      [dict(variant="quick:train_steps=9000"), dict(variant="quick")]) == {
+          "quick:train_steps=9000": "quick"}
+
+
 def test_a_missing_reference_is_one_error(tmp_path):
   root = str(tmp_path / "short")
   _write(root, "paper_compressed", {("vocu", "gru", 0): _results(0.9, 100, 1e-4)})
