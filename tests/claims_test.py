@@ -7,6 +7,7 @@ import pytest
 
 from haviv_tf.study import claims
 from haviv_tf.study import evidence as evd
+from haviv_tf.study import significance as sig
 from run_records import rec as _rec  # pylint: disable=g-bad-import-order
 
 
@@ -102,6 +103,20 @@ def test_claim_b_needs_the_networks_to_differ_beyond_trial_noise(tmp_path):
     r["results"]["trials_per_delay"] = {"5": 8, "500": 8}
   numbers, _ = claims.claim_b(ev, recs)
   assert numbers["held"] is False and numbers["heterogeneity_p"] > 0.05
+  # The widest span's delay is chosen from every long delay: its p is Bonferroni-corrected.
+  # 18 of 40 against 28 of 40 (span 0.25): χ² p 0.024, held chosen from 2 delays (0.047), not
+  # from 3 (0.071).
+  for delays in ([5, 500, 1000], [5, 500, 1000, 2000]):
+    ev3 = evd.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=delays,
+                       seq_len=20)
+    rows = [dict(_rec(f"m{i}", {d: (a if d == 500 else 0.2) for d in delays}, 40), seed=i,
+                 arch="gru") for i, a in enumerate([0.45, 0.70])]
+    numbers, lines = claims.claim_b(ev3, rows)
+    raw = sig.homogeneity([[18, 22], [28, 12]])
+    assert numbers["delays_compared"] == len(delays) - 1
+    assert numbers["heterogeneity_p"] == pytest.approx(raw * (len(delays) - 1))
+    assert numbers["held"] is (len(delays) == 3)
+    assert any(f"Bonferroni-corrected for the {len(delays) - 1} delays" in x for x in lines)
   # A network of the span without trial counts: noise is not tested (not a test of the others).
   recs.append(dict(_rec("n2", {5: 0.98, 500: 0.74}, 1000), seed=2, arch="gru"))
   for r, n in zip(recs, (None, 1000, 1000)):

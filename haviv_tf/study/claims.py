@@ -149,10 +149,12 @@ def claim_b(ev: evd.Evidence, have):
   best = max(spans, key=spans.get) if spans else None
   # One network spans nothing: the claim is about several, so it is not tested (None).
   testable = len(have) > 1
-  held, noise_p = _wide_at(have, spans, best) if testable and best else (
+  # The widest span's delay is chosen after looking at every long delay's span: its p is
+  # Bonferroni-corrected for the delays it was chosen from.
+  held, noise_p = _wide_at(have, spans, best, looked=len(spans)) if testable and best else (
       None if not testable else False, None)
   numbers = dict(held=held, spans={str(k): v for k, v in spans.items()}, effects=effects,
-                 heterogeneity_p=noise_p)
+                 heterogeneity_p=noise_p, delays_compared=len(spans))
   cd = ev.claim_delay and ev.claim_delay["delay"]
   if cd in spans and testable:
     cd_held, cd_p = _wide_at(have, spans, cd)
@@ -174,7 +176,8 @@ def claim_b(ev: evd.Evidence, have):
                "tested" if noise_p is None
                else f"; the networks differ there beyond trial noise with p = {sig.fmt_p(noise_p)} "
                f"(test of equal accuracy over networks, χ² or, with few trials, its permutation "
-               f"version; needed: < {evd.ALPHA})") + ".", ""]
+               f"version, Bonferroni-corrected for the {len(spans)} delays the widest span was "
+               f"chosen from; needed: < {evd.ALPHA})") + ".", ""]
   if "at_claim_delay" in numbers:
     lines += [f"At the half-life delay {cd}: span {spans[cd]:.3f}, "
               f"**{evd.verdict(numbers['at_claim_delay']['held']).lower()}**.", ""]
@@ -184,10 +187,13 @@ def claim_b(ev: evd.Evidence, have):
   return numbers, lines
 
 
-def _wide_at(have, spans, delay):
+def _wide_at(have, spans, delay, looked=1):
   """(held, p) of (b) at `delay`: the span is at least WIDE and, a span of point estimates
-  being also trial noise, the networks differ there beyond it (p < ALPHA; None: not tested)."""
+  being also trial noise, the networks differ there beyond it (p < ALPHA; None: not tested).
+  `looked`: how many delays `delay` was chosen from, by their spans (p × looked, at most 1)."""
   p = _heterogeneity_p(have, delay)
+  if p is not None:
+    p = min(1.0, p * looked)
   return bool(spans[delay] >= evd.WIDE and (p is None or p < evd.ALPHA)), p
 
 
