@@ -154,7 +154,8 @@ def _record(track, entries, run, sp_config, digest) -> dict:
   return dict(
       steps=steps, stage_change=[s in stage_steps for s in steps],
       classes=track.classes.tolist(), speed=track.speed.tolist(),
-      readout=track.labels["readout"].tolist(), pca=None, merge_tol=track.merge_tol,
+      readout=track.labels["readout"].tolist(), pca=None, merge_space=track.merge_space,
+      merge_tol=track.merge_tol,
       merge_frac=track.merge_frac, merges=track.merges, births=track.births["readout"],
       nearest_centre=track.extras["nearest_centre"].tolist(),
       centre_ratio=np.round(track.extras["centre_ratio"], 4).tolist(),
