@@ -235,3 +235,13 @@ def test_claim_c_rests_on_networks_not_on_pooled_classes():
   ci = claims._network_interval(mixed, "500")  # pylint: disable=protected-access
   assert ci["high"] > 0
   assert claims._speed_predicts(cc, True, ci) is False  # pylint: disable=protected-access
+
+
+def test_c_shows_no_interval_from_resampling_too_few_networks():
+  few = dict(low=-0.9, high=-0.1, clusters=evd.MIN_NETWORKS - 1)
+  assert claims._interval(few) == (  # pylint: disable=protected-access
+      f"{evd.MIN_NETWORKS - 1} networks, too few to resample (at least {evd.MIN_NETWORKS})")
+  enough = dict(few, clusters=evd.MIN_NETWORKS)
+  assert claims._interval(enough) == (  # pylint: disable=protected-access
+      f"resampling the {evd.MIN_NETWORKS} networks: [-0.90, -0.10]")
+  assert claims._interval(dict(enough, low=None, high=None)).endswith(": –")  # pylint: disable=protected-access

@@ -317,7 +317,7 @@ def claim_c(ev: evd.Evidence, with_sp):
   lines += ["", f"![speed vs accuracy]({SPEED_PNG})", "",
             f"**{evd.verdict(held)}** at delay {key}: ρ = "
             f"{sig.fmt(c['spearman'])} (p = {sig.fmt_p(c['spearman_p'])}, n = {c['n']} pairs; "
-            f"resampling the {ci['clusters']} networks: {_interval(ci)}).", ""]
+            f"{_interval(ci)}).", ""]
   cd = ev.claim_delay and str(ev.claim_delay["delay"])
   if cd in corr:
     cc = corr[cd]
@@ -328,7 +328,7 @@ def claim_c(ev: evd.Evidence, with_sp):
                                      low=cci["low"], high=cci["high"])
     if cd != key:
       lines += [f"At the half-life delay {cd}: ρ = {sig.fmt(cc['spearman'])} "
-                f"(p = {sig.fmt_p(cc['spearman_p'])}, n = {cc['n']}; resampling networks: "
+                f"(p = {sig.fmt_p(cc['spearman_p'])}, n = {cc['n']}; "
                 f"{_interval(cci)}), **{evd.verdict(ok).lower()}**.", ""]
   lines += _c_informed(found, key, numbers)
   lines += _c_within(found, key, numbers)
@@ -339,9 +339,12 @@ def claim_c(ev: evd.Evidence, with_sp):
 
 
 def _interval(ci) -> str:
+  """The interval from resampling networks, as a phrase (none shown from too few networks)."""
+  n = ci["clusters"]
   if ci["low"] is not None and not sig.interval_shown(ci):
-    return f"no interval (fewer than {evd.MIN_NETWORKS} networks)"
-  return "–" if ci["low"] is None else f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"
+    return f"{n} networks, too few to resample (at least {evd.MIN_NETWORKS})"
+  return (f"resampling the {n} networks: "
+          + ("–" if ci["low"] is None else f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"))
 
 
 def _c_informed(found, key, numbers) -> list:
