@@ -8,8 +8,8 @@ Each folder is a sweep root (launch/sweep.py --root) or a committed grid folder
 with slow points) are read; nothing is trained or evaluated here.
 
 A network's *variant* is its preset and the training overrides of its grid spec, named after
-haviv_tf.study.sweep's ABLATION_SWITCHES, ABLATION_LR or PAPER_COMPRESSED where they match
-(`quick:readout_sigmoid`, `paper:compressed`), else listed (`quick:train_steps=9000`);
+haviv_tf.study.sweep's ABLATION_SWITCHES, ABLATION_LR, PAPER_COMPRESSED or PAPER_QUICK_SCHEDULE
+where they match (`quick:readout_sigmoid`, `paper:compressed`, `paper:quick_schedule`), else listed (`quick:train_steps=9000`);
 evaluation-only overrides (EVAL_ONLY) are left out. A variant's networks are paired with the
 reference's by data set, protocol, cell and seed; `--reference_of=VARIANT=REFERENCE` gives a
 variant its own reference (a switch that only acts on top of another: the authors' class mask
@@ -57,6 +57,7 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 EVAL_ONLY = ("eval_delays", "eval_trials")
 NAMED = dict(compressed=sweep.PAPER_COMPRESSED, lr_tenth_x10=sweep.ABLATION_LR,
+             quick_schedule=sweep.PAPER_QUICK_SCHEDULE,
              **{k: v for k, v in sweep.ABLATION_SWITCHES.items() if v})
 # (key, what it is, how a pair's difference is taken)
 MEASURES = (("train_accuracy", "accuracy at the training delays", "difference"),

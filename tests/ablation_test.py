@@ -86,3 +86,26 @@ def test_the_compressed_paper_preset_is_the_paper_schedule_ten_times_shorter():
     assert paper.train_steps // paper.history_every == cfg.train_steps // cfg.history_every
     assert spec.sp_recipes == ("paper", "default") and spec.memory_max_delay == 10_000
     assert spec.finetunes == () and not spec.backtrack
+
+
+def test_the_reverse_is_the_paper_preset_on_quicks_schedule():
+  paper, quick = config_lib.preset("paper", "mnist"), config_lib.preset("quick", "mnist")
+  specs = sweep.expand(sweep.get_grid("memory_reverse"))
+  assert {(s.protocol, s.arch) for s in specs} == {("vocu", "gru"), ("decu", "gru")}
+  assert [s.seed for s in specs] == [0, 0, 1, 1, 2, 2]
+  schedule = {"learning_rate", "train_steps", "lr_decay_step", "history_every"}
+  ingredients = {f for switch in sweep.ABLATION_SWITCHES.values() for f, _ in switch}
+  for spec in specs:
+    cfg = spec.config()
+    axes = dict(protocol=cfg.protocol, arch=cfg.arch, seed=cfg.seed)
+    # Against the paper preset: the schedule alone, quick's values.
+    diff = _diff(dataclasses.replace(paper, **axes), cfg)
+    assert set(diff) == schedule
+    assert all(new == getattr(quick, f) for f, (_, new) in diff.items())
+    # Against quick: every ingredient of the ablation at once, plus the name of the preset, the
+    # CIFAR-10 front end (no encoder on MNIST: network.py) and two bookkeeping intervals
+    # (checkpoints, logged scalars) that do not touch training.
+    diff = _diff(dataclasses.replace(quick, **axes), cfg)
+    assert set(diff) == ingredients | {"preset", "cnn", "checkpoint_every", "log_every"}
+    assert all(new == getattr(paper, f) for f, (_, new) in diff.items())
+    assert spec.memory_max_delay == 10_000 and not spec.finetunes and not spec.backtrack

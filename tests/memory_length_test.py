@@ -50,11 +50,11 @@ def _write(root, grid, finished):
 
 def test_variant_names_follow_the_grids():
   names = {memory_length.variant_name(s) for g in ("paper_mnist", "paper_compressed",
-                                                   "memory_ablation", "medium")
+                                                   "memory_ablation", "memory_reverse", "medium")
            for s in sweep.expand(sweep.get_grid(g))}
-  assert {"paper", "paper:compressed", "quick", "quick:readout_sigmoid",
+  assert {"paper", "paper:compressed", "paper:quick_schedule", "quick", "quick:readout_sigmoid",
           "quick:readout_sigmoid_mask_authors", "quick:train_steps=9000"} <= names
-  assert len(names) == 2 + len(sweep.ABLATION_SWITCHES) + 1
+  assert len(names) == 3 + len(sweep.ABLATION_SWITCHES) + 1
 
 
 def test_pairs_by_seed_and_measures_each_difference(tmp_path):

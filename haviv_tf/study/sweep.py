@@ -79,6 +79,12 @@ ABLATION_LR = (("learning_rate", 3e-4), ("train_steps", 30_000))
 # paper's 28 per run).
 PAPER_COMPRESSED = (("learning_rate", 1e-4), ("train_steps", 14_000), ("lr_decay_step", 11_998),
                     ("history_every", 500))
+# The reverse: the paper preset (every ingredient above) trained on quick's schedule (its rate,
+# steps and rate drop; snapshots every 250 steps as quick's). Against `quick` it switches in all
+# the ingredients at once; against the full-length `paper` networks, the schedule alone.
+_QUICK = config_lib.preset("quick", "mnist")
+PAPER_QUICK_SCHEDULE = tuple((k, getattr(_QUICK, k)) for k in
+                             ("learning_rate", "train_steps", "lr_decay_step", "history_every"))
 _ABLATION = dict(archs=("gru",), seeds=(0, 1, 2), finetunes=(), backtrack=False,
                  memory_max_delay=10_000)
 
@@ -129,6 +135,9 @@ GRIDS = {
     "memory_ablation_lr": tuple(Grid("memory_ablation_lr", overrides=ABLATION_LR,
                                      **dict(_ABLATION, seeds=(s,)))
                                 for s in _ABLATION["seeds"]),
+    "memory_reverse": tuple(Grid("memory_reverse", preset="paper",
+                                 overrides=PAPER_QUICK_SCHEDULE, **dict(_ABLATION, seeds=(s,)))
+                            for s in _ABLATION["seeds"]),
     # The paper preset compressed tenfold, on the paper_mnist grid's seeds and cells. The
     # question is whether it trains the same networks (accuracy by delay, slow-point speeds,
     # half-lives; experiments/memory_length.md), so no fine-tuning or back-tracking.
