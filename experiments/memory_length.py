@@ -143,19 +143,27 @@ def _variants_found(nets) -> str:
   return ", ".join(sorted({n["variant"] for n in nets})) or "none"
 
 
-def parse_reference_of(specs, nets) -> dict:
+def parse_reference_of(specs, nets, reference=None) -> dict:
   """{variant: its own reference} from `--reference_of` values VARIANT=REFERENCE. Variant names
   hold '=' themselves (`quick:train_steps=9000`), so the value is split at the '=' whose two
-  sides are both variants of the networks read."""
+  sides are both variants of the networks read (one such '=', else an error)."""
   names = {n["variant"] for n in nets}
   out = {}
   for spec in specs or ():
     splits = [(spec[:i], spec[i + 1:]) for i, ch in enumerate(spec) if ch == "="]
     found = [(v, r) for v, r in splits if v in names and r in names and v != r]
-    if len(found) != 1:
+    if len(found) > 1:
+      raise SystemExit(f"error: --reference_of={spec} is ambiguous: "
+                       + " or ".join(f"{v!r} against {r!r}" for v, r in found))
+    if not found:
       raise SystemExit(f"error: --reference_of={spec}: expected VARIANT=REFERENCE, two different "
                        f"variants of the networks read; variants found: {_variants_found(nets)}")
-    out[found[0][0]] = found[0][1]
+    variant, ref = found[0]
+    if variant == reference:
+      raise SystemExit(f"error: --reference_of={spec}: {variant!r} is --reference itself")
+    if variant in out:
+      raise SystemExit(f"error: --reference_of names {variant!r} twice")
+    out[variant] = ref
   return out
 
 
@@ -235,6 +243,10 @@ def markdown(nets, rows, reference) -> str:
                f"{_f(n['train_accuracy'], '.3f')} | {hl} | {chl} "
                f"({n['censored_classes']}) | {_f(n['speed'], '.2e')} ({n['recipe']}) | "
                f"{_f(n.get('tenth_eigenvalue'), '.4f')} |")
+  unpaired = sorted({n["variant"] for n in nets} - {reference} - {r["variant"] for r in rows})
+  if unpaired:   # no network of the same cell and seed in its reference
+    out += ["", "Not compared (no network of the same cell and seed in its reference): "
+            + ", ".join(unpaired) + "."]
   refs = [reference] + sorted({r["reference"] for r in rows} - {reference})
   for i, ref in enumerate(refs):
     out += ["", f"## Against {ref}", ""]
@@ -391,7 +403,7 @@ def main(argv=None):
     if not os.path.isdir(folder):
       raise SystemExit(f"error: {folder} is not a folder")
   nets = collect(args.folders)
-  reference_of = parse_reference_of(args.reference_of, nets)
+  reference_of = parse_reference_of(args.reference_of, nets, args.reference)
   rows = compare(nets, args.reference, reference_of)
   lr_numbers, lr_lines = lr_section(nets)
   text = markdown(nets, rows, args.reference) + "\n" + "\n".join(lr_lines)

@@ -64,7 +64,10 @@ def _grid_cells(report):
   cells = {}
   cells["a"] = f"{_word(a['held'])}: worst {min(a['min_accuracy'].values()):.3f} " \
                f"(≥ {a['threshold']:.3g})"
-  span = max(b["spans"].items(), key=lambda kv: (kv[1], int(kv[0])))
+  # The report's own widest delay (older reports: the widest span, the first delay of a tie).
+  widest = b.get("widest_delay")
+  span = ((str(widest), b["spans"][str(widest)]) if widest is not None else
+          max(b["spans"].items(), key=lambda kv: (kv[1], -int(kv[0]))))
   cells["b"] = (f"{_word(b['held'])}: widest span {span[1]:.2f} (delay {span[0]})"
                 if report["analysed"] > 1 else "n/a (one network)")
   cc = c["correlations"][c["key"]]

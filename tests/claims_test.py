@@ -117,6 +117,16 @@ def test_claim_b_needs_the_networks_to_differ_beyond_trial_noise(tmp_path):
     assert numbers["heterogeneity_p"] == pytest.approx(raw * (len(delays) - 1))
     assert numbers["held"] is (len(delays) == 3)
     assert any(f"Bonferroni-corrected for the {len(delays) - 1} delays" in x for x in lines)
+  # A long delay only one network reached is not one the widest span was chosen from; with a
+  # single delay compared there is nothing to correct (and the text says nothing of it).
+  ev3 = evd.Evidence(root=str(tmp_path), out=str(tmp_path), have=[], delays=[5, 500, 1000],
+                     seq_len=20)
+  rows = [dict(_rec("m0", {5: 0.98, 500: 0.45, 1000: 0.2}, 40), seed=0, arch="gru"),
+          dict(_rec("m1", {5: 0.98, 500: 0.70}, 40), seed=1, arch="gru")]
+  numbers, lines = claims.claim_b(ev3, rows)
+  assert numbers["delays_compared"] == 1 and numbers["widest_delay"] == 500
+  assert numbers["heterogeneity_p"] == pytest.approx(raw) and numbers["held"] is True
+  assert not any("Bonferroni" in x for x in lines)
   # A network of the span without trial counts: noise is not tested (not a test of the others).
   recs.append(dict(_rec("n2", {5: 0.98, 500: 0.74}, 1000), seed=2, arch="gru"))
   for r, n in zip(recs, (None, 1000, 1000)):
@@ -239,8 +249,9 @@ def test_claim_c_rests_on_networks_not_on_pooled_classes():
 
 def test_c_shows_no_interval_from_resampling_too_few_networks():
   few = dict(low=-0.9, high=-0.1, clusters=evd.MIN_NETWORKS - 1)
-  assert claims._interval(few) == (  # pylint: disable=protected-access
-      f"{evd.MIN_NETWORKS - 1} networks, too few to resample (at least {evd.MIN_NETWORKS})")
+  for ci in (few, dict(few, low=None, high=None)):   # with or without an interval computed
+    assert claims._interval(ci) == (  # pylint: disable=protected-access
+        f"{evd.MIN_NETWORKS - 1} networks, too few to resample: at least {evd.MIN_NETWORKS}")
   enough = dict(few, clusters=evd.MIN_NETWORKS)
   assert claims._interval(enough) == (  # pylint: disable=protected-access
       f"resampling the {evd.MIN_NETWORKS} networks: [-0.90, -0.10]")

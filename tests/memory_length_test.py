@@ -153,6 +153,23 @@ def test_a_variant_can_have_its_own_reference(tmp_path):
   for bad in (f"{mask}", f"{mask}=paper", f"{mask}={mask}"):
     with pytest.raises(SystemExit, match=r"error: --reference_of=.*expected VARIANT=REFERENCE"):
       memory_length.main([root, "--reference=quick", f"--reference_of={bad}"])
+  for args, message in (
+      ([f"--reference_of=quick={sigmoid}"], "is --reference itself"),
+      ([f"--reference_of={mask}={sigmoid}", f"--reference_of={mask}=quick"], "twice")):
+    with pytest.raises(SystemExit, match=message):
+      memory_length.main([root, "--reference=quick", *args])
+  # A variant whose own reference has no network of its cell and seed is named, not dropped.
+  only_mask = str(tmp_path / "only_mask")
+  _write_ablation(only_mask, {(v, 0): _results(0.97, 1000, 1e-3) for v in ("quick", mask)})
+  _write_ablation(str(tmp_path / "sig1"), {(sigmoid, 1): _results(0.97, 1000, 1e-3)})
+  memory_length.main([only_mask, str(tmp_path / "sig1"), "--reference=quick",
+                      f"--reference_of={mask}={sigmoid}", f"--out={out}"])
+  with open(out) as f:
+    # (the read-out's seed 1 has no quick seed 1 either)
+    assert ("Not compared (no network of the same cell and seed in its reference): "
+            f"{sigmoid}, {mask}.") in f.read()
+  with pytest.raises(SystemExit, match="is ambiguous"):
+    memory_length.parse_reference_of(["a=b=c"], [dict(variant=v) for v in ("a", "a=b", "b=c", "c")])
   assert memory_length.parse_reference_of(
       ["quick:train_steps=9000=quick"],
       [dict(variant="quick:train_steps=9000"), dict(variant="quick")]) == {

@@ -141,22 +141,24 @@ def claim_b(ev: evd.Evidence, have):
   for g, rs in evd.groups(have).items():
     lines.append(f"| {g} | {len(rs)} | " + " | ".join(sig.mean_sd([evd.acc(r, d) for r in rs])
                                                       for d in long_delays) + " |")
-  spans = {}
+  spans, compared = {}, 0
   for d in long_delays:
     v = [evd.acc(r, d) for r in have if evd.acc(r, d) is not None]
     spans[d] = (max(v) - min(v)) if v else 0.0
+    compared += len(v) >= 2   # a delay only one network reached spans nothing to choose
   effects = _factor_effects(have, long_delays)
   best = max(spans, key=spans.get) if spans else None
   # One network spans nothing: the claim is about several, so it is not tested (None).
   testable = len(have) > 1
   # The widest span's delay is chosen after looking at every long delay's span: its p is
-  # Bonferroni-corrected for the delays it was chosen from.
-  held, noise_p = _wide_at(have, spans, best, looked=len(spans)) if testable and best else (
+  # Bonferroni-corrected for the delays it was chosen from (those two networks or more reached).
+  held, noise_p = _wide_at(have, spans, best, looked=max(compared, 1)) if testable and best else (
       None if not testable else False, None)
   numbers = dict(held=held, spans={str(k): v for k, v in spans.items()}, effects=effects,
-                 heterogeneity_p=noise_p, delays_compared=len(spans))
+                 widest_delay=best, heterogeneity_p=noise_p, delays_compared=compared)
   cd = ev.claim_delay and ev.claim_delay["delay"]
   if cd in spans and testable:
+    # Chosen by the half-lives, not by the spans: no correction (its p is not the one above).
     cd_held, cd_p = _wide_at(have, spans, cd)
     numbers["at_claim_delay"] = dict(delay=cd, span=spans[cd], heterogeneity_p=cd_p,
                                      held=cd_held)
@@ -176,8 +178,7 @@ def claim_b(ev: evd.Evidence, have):
                "tested" if noise_p is None
                else f"; the networks differ there beyond trial noise with p = {sig.fmt_p(noise_p)} "
                f"(test of equal accuracy over networks, χ² or, with few trials, its permutation "
-               f"version, Bonferroni-corrected for the {len(spans)} delays the widest span was "
-               f"chosen from; needed: < {evd.ALPHA})") + ".", ""]
+               f"version{_bonferroni(compared)}; needed: < {evd.ALPHA})") + ".", ""]
   if "at_claim_delay" in numbers:
     lines += [f"At the half-life delay {cd}: span {spans[cd]:.3f}, "
               f"**{evd.verdict(numbers['at_claim_delay']['held']).lower()}**.", ""]
@@ -185,6 +186,11 @@ def claim_b(ev: evd.Evidence, have):
     numbers["why"], why = _why_narrow(ev, have, best)
     lines += [why, ""]
   return numbers, lines
+
+
+def _bonferroni(looked) -> str:
+  return (f", Bonferroni-corrected for the {looked} delays the widest span was chosen from"
+          if looked > 1 else "")
 
 
 def _wide_at(have, spans, delay, looked=1):
@@ -341,8 +347,8 @@ def claim_c(ev: evd.Evidence, with_sp):
 def _interval(ci) -> str:
   """The interval from resampling networks, as a phrase (none shown from too few networks)."""
   n = ci["clusters"]
-  if ci["low"] is not None and not sig.interval_shown(ci):
-    return f"{n} networks, too few to resample (at least {evd.MIN_NETWORKS})"
+  if n < evd.MIN_NETWORKS:   # evd.MIN_NETWORKS == sig.MIN_CLUSTERS (sig.interval_shown)
+    return f"{n} networks, too few to resample: at least {evd.MIN_NETWORKS}"
   return (f"resampling the {n} networks: "
           + ("–" if ci["low"] is None else f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"))
 
