@@ -88,12 +88,14 @@ WRITEUPS = (
      "(interim: the ablation's seed-0 round, two compressed/full-length paper-preset pairs "
      "and the rate switch; the ablation's seeds 1-2 and its rate grid are queued)"),
     ("memory_length/ablation.md", CURRENT,
-     "python3 experiments/memory_length.py experiments/memory_ablation --reference=quick "
+     "python3 experiments/memory_length.py experiments/memory_ablation experiments/memory_reverse "
+     "--reference=quick "
      "--reference_of=quick:readout_sigmoid_mask_authors=quick:readout_sigmoid "
      "--out experiments/memory_length/ablation.md "
      "--json experiments/memory_length/ablation.json "
      "--png experiments/memory_length/ablation.png",
-     "one ingredient of the paper's recipe at a time in the quick recipe, seed by seed, as the "
+     "one ingredient of the paper's recipe at a time in the quick recipe (and all of them, on "
+     "quick's schedule: memory_reverse), seed by seed, as the "
      "memory_ablation grid fills in"),
     ("memory_length/tables.md", CURRENT,
      "python3 experiments/memory_length.py experiments/study_small experiments/study_medium "
@@ -103,11 +105,11 @@ WRITEUPS = (
      "--lr_png experiments/memory_length/summed_lr.png"),
     ("memory_length/against_paper.md", CURRENT,
      "python3 experiments/memory_length.py experiments/study_paper experiments/paper_compressed "
-     "--reference=paper --out experiments/memory_length/against_paper.md "
+     "experiments/memory_reverse --reference=paper --out experiments/memory_length/against_paper.md "
      "--json experiments/memory_length/against_paper.json "
      "--png experiments/memory_length/against_paper.png",
-     "the compressed schedule against the full-length paper networks, seed by seed, as the "
-     "paper grid fills in"),
+     "the compressed schedule and the paper preset on quick's schedule against the full-length "
+     "paper networks, seed by seed, as the paper grid fills in"),
     ("rate_switch.md", CURRENT, None,
      "experiments/rate_switch.py run, then report, as in the write-up"),
     ("rate_switch/tables.md", CURRENT,
