@@ -178,7 +178,9 @@ def claim_b(ev: evd.Evidence, have):
                "tested" if noise_p is None
                else f"; the networks differ there beyond trial noise with p = {sig.fmt_p(noise_p)} "
                f"(test of equal accuracy over networks, χ² or, with few trials, its permutation "
-               f"version{_bonferroni(compared)}; needed: < {evd.ALPHA})") + ".", ""]
+               f"version" + (f", Bonferroni-corrected for the {compared} delays the widest span "
+                             "was chosen from" if compared > 1 else "")
+               + f"; needed: < {evd.ALPHA})") + ".", ""]
   if "at_claim_delay" in numbers:
     lines += [f"At the half-life delay {cd}: span {spans[cd]:.3f}, "
               f"**{evd.verdict(numbers['at_claim_delay']['held']).lower()}**.", ""]
@@ -188,18 +190,12 @@ def claim_b(ev: evd.Evidence, have):
   return numbers, lines
 
 
-def _bonferroni(looked) -> str:
-  return (f", Bonferroni-corrected for the {looked} delays the widest span was chosen from"
-          if looked > 1 else "")
-
-
 def _wide_at(have, spans, delay, looked=1):
   """(held, p) of (b) at `delay`: the span is at least WIDE and, a span of point estimates
   being also trial noise, the networks differ there beyond it (p < ALPHA; None: not tested).
   `looked`: how many delays `delay` was chosen from, by their spans (p × looked, at most 1)."""
   p = _heterogeneity_p(have, delay)
-  if p is not None:
-    p = min(1.0, p * looked)
+  p = None if p is None else min(1.0, p * looked)
   return bool(spans[delay] >= evd.WIDE and (p is None or p < evd.ALPHA)), p
 
 
@@ -347,8 +343,8 @@ def claim_c(ev: evd.Evidence, with_sp):
 def _interval(ci) -> str:
   """The interval from resampling networks, as a phrase (none shown from too few networks)."""
   n = ci["clusters"]
-  if n < evd.MIN_NETWORKS:   # evd.MIN_NETWORKS == sig.MIN_CLUSTERS (sig.interval_shown)
-    return f"{n} networks, too few to resample: at least {evd.MIN_NETWORKS}"
+  if n < sig.MIN_CLUSTERS:   # the rule of sig.interval_shown
+    return f"{n} networks, too few to resample: at least {sig.MIN_CLUSTERS}"
   return (f"resampling the {n} networks: "
           + ("–" if ci["low"] is None else f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"))
 
